@@ -1,0 +1,68 @@
+"""The symmetric ciphertext blob returned by Encrypt / GenerateDataKey (format in docs/KMS-BLOB.md).
+
+    version (1 byte, 0x01) | key id (16 bytes, UUID) | backing key id (16 bytes) | nonce (12 bytes)
+    | AES-256-GCM ciphertext + 16-byte tag
+
+AAD = the 33-byte header (version, key id, backing key id) followed by the canonical encryption
+context (JSON, keys sorted, no whitespace, UTF-8; empty context = empty bytes).
+"""
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import KMSError
+
+VERSION = 1
+_HEADER_LEN = 1 + 16 + 16
+_NONCE_LEN = 12
+_TAG_LEN = 16
+MIN_BLOB_LEN = _HEADER_LEN + _NONCE_LEN + _TAG_LEN
+
+
+@dataclass(frozen=True)
+class BlobHeader:
+    """What can be read from a blob before decrypting it: which key and which key version."""
+
+    key_id: str
+    backing_id: str
+    raw: bytes
+
+
+def canonical_context(context: dict[str, str] | None) -> bytes:
+    """The encryption context as bound into the AAD: sorted-key compact JSON, or b'' when empty."""
+    if not context:
+        return b""
+    return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def seal(aead: AESGCM, key_id: str, backing_id: str, plaintext: bytes, context: bytes) -> bytes:
+    """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`."""
+    header = bytes([VERSION]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
+    nonce = os.urandom(_NONCE_LEN)
+    return header + nonce + aead.encrypt(nonce, plaintext, header + context)
+
+
+def parse_header(blob: bytes) -> BlobHeader:
+    """Read the key identity from a blob; anything malformed is InvalidCiphertextException."""
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < MIN_BLOB_LEN or blob[0] != VERSION:
+        raise invalid_ciphertext()
+    raw = bytes(blob[:_HEADER_LEN])
+    return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
+
+
+def open_blob(aead: AESGCM, blob: bytes, header: BlobHeader, context: bytes) -> bytes:
+    """Decrypt a blob whose header was parsed; a wrong context or tampering fails authentication."""
+    nonce = blob[_HEADER_LEN:_HEADER_LEN + _NONCE_LEN]
+    try:
+        return aead.decrypt(nonce, bytes(blob[_HEADER_LEN + _NONCE_LEN:]), header.raw + context)
+    except InvalidTag as exc:
+        raise invalid_ciphertext() from exc
+
+
+def invalid_ciphertext() -> KMSError:
+    return KMSError("InvalidCiphertextException", "The ciphertext is invalid or was not produced by this service.")

@@ -1,0 +1,292 @@
+"""KeyService: the in-process AWS-KMS-compatible key service.
+
+`handle(operation, params, ctx)` takes and returns the AWS KMS JSON shapes (binary fields as raw
+bytes). All state lives in memory and is written through to the SQLite `KeyStore` before a call
+returns, so the hot path (GenerateDataKey, Encrypt, Decrypt) never reads the database. Time-driven
+changes (deletion after the waiting period, automatic rotation, imported material expiry) happen
+lazily when a key is touched and in `purge_due_keys()`, which a server calls periodically.
+"""
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from . import blob, crypto_ops, grant_ops, grants, imports, management
+from .clock import Clock, SystemClock
+from .errors import KMSError, validation
+from .keys import DAY, KeyRecord, new_backing_id, new_material, quota_class_for
+from .policy import CompiledPolicy, Request, compile_policy
+from .store import BackingKeyRow, KeyStore, StoreCorruption
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallContext:
+    """Who is calling; the service fills `key_arn` once it knows which key the call is about."""
+
+    principal_arn: str
+    account_id: str
+    request_id: str
+    access_key: str | None = None
+    source: str | None = None
+    key_arn: str | None = None
+
+
+Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] | Awaitable[dict[str, Any]]]
+_HANDLERS: dict[str, Handler] = {**management.HANDLERS, **crypto_ops.HANDLERS, **grant_ops.HANDLERS,
+                                 **imports.HANDLERS}
+
+
+class KeyService:
+    """Every KMS operation over one account's keys in one region."""
+
+    OPERATIONS: frozenset[str] = frozenset(_HANDLERS)
+
+    def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.region = region
+        self.clock = clock
+        self.keys = {k: KeyRecord.from_meta(m) for k, m in store.load_keys().items()}
+        self.aliases = store.load_aliases()
+        self.grants = store.load_grants()
+        self.tags = store.load_tags()
+        self._policies: dict[str, CompiledPolicy] = {}
+        self._material: dict[str, dict[str, Any]] = {}
+        self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+
+    @classmethod
+    def open(cls, data_dir: Path, root_key: bytes, *, account_id: str = "111122223333",
+             region: str = "us-east-1", clock: Clock | None = None) -> "KeyService":
+        """Open (creating if needed) the key store in data_dir."""
+        return cls(KeyStore(Path(data_dir), root_key), account_id, region, clock or SystemClock())
+
+    async def close(self) -> None:
+        self.store.close()
+
+    # --- dispatch --------------------------------------------------------------------------
+    async def handle(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        handler = _HANDLERS.get(operation)
+        if handler is None:
+            raise KMSError("UnknownOperationException", f"Unknown operation {operation}")
+        if not isinstance(params, dict):
+            raise validation("The request body must be a JSON object.")
+        try:
+            result = handler(self, params, ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        except StoreCorruption as exc:
+            log.error("key store integrity failure: %s", exc)
+            raise KMSError("KMSInternalException", "The key store could not unwrap key material.", 500) from exc
+        return result
+
+    def quota_class(self, operation: str, params: dict[str, Any]) -> str:
+        """The quota a call draws on: the key-spec family for crypto operations, else the operation."""
+        if operation == "GenerateRandom":
+            return "symmetric"
+        if operation not in crypto_ops.HANDLERS:
+            return operation
+        rec = self._peek_key(params.get("KeyId") or params.get("SourceKeyId"), params.get("CiphertextBlob"))
+        return quota_class_for(rec.key_spec) if rec else "symmetric"
+
+    def _peek_key(self, key_param: Any, ciphertext: Any) -> KeyRecord | None:
+        """Find a call's key without side effects or errors (for quota classification)."""
+        try:
+            if isinstance(key_param, str) and key_param:
+                return self.keys.get(self._key_id_of(key_param, alias_ok=True))
+            return self.keys.get(blob.parse_header(ciphertext).key_id)
+        except KMSError:
+            return None
+
+    # --- naming ----------------------------------------------------------------------------
+    def key_arn(self, key_id: str) -> str:
+        return f"{self._arn_prefix}key/{key_id}"
+
+    def alias_arn(self, name: str) -> str:
+        return f"{self._arn_prefix}{name}"
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def _key_id_of(self, value: str, *, alias_ok: bool) -> str:
+        """Turn a key id, key ARN, alias name or alias ARN into a key id (or raise NotFound)."""
+        name = value
+        if value.startswith("arn:"):
+            if not value.startswith(self._arn_prefix):
+                raise self.not_found(value)
+            name = value[len(self._arn_prefix):]
+            if name.startswith("key/"):
+                return name[4:]
+        if name.startswith("alias/"):
+            if not alias_ok:
+                raise KMSError("NotFoundException", f"Invalid keyId {value}")
+            alias = self.aliases.get(name)
+            if alias is None:
+                raise KMSError("NotFoundException", f"Alias {self.alias_arn(name)} is not found.")
+            return alias["key_id"]
+        return name
+
+    def not_found(self, value: str) -> KMSError:
+        arn = value if value.startswith("arn:") else self.key_arn(value)
+        return KMSError("NotFoundException", f"Key '{arn}' does not exist")
+
+    # --- key lookup and checks -------------------------------------------------------------
+    def resolve(self, value: Any, ctx: CallContext, *, alias_ok: bool, name: str = "KeyId") -> KeyRecord:
+        """The live record for a KeyId parameter, with due time-driven changes applied first."""
+        if not isinstance(value, str) or not 1 <= len(value) <= 2048:
+            raise validation(f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' "
+                             "failed to satisfy constraint: Member must have length between 1 and 2048")
+        rec = self.keys.get(self._key_id_of(value, alias_ok=alias_ok))
+        if rec is None or not self._maintain(rec):
+            raise self.not_found(value)
+        ctx.key_arn = rec.arn
+        return rec
+
+    def authorize(self, rec: KeyRecord, operation: str, ctx: CallContext,
+                  context: dict[str, str] | None = None, grant_tokens: Any = None) -> None:
+        """Key policy, then grants: AccessDeniedException unless something allows the call."""
+        grants.check_grant_tokens(grant_tokens)
+        action = f"kms:{operation}"
+        decision = self._policy(rec).decide(Request(ctx.principal_arn, ctx.account_id, action,
+                                                    _condition_keys(ctx, context)))
+        if decision is True:
+            return
+        if decision is None and any(grants.allows(g, ctx.principal_arn, operation, context)
+                                    for g in self.grants.values() if g["KeyId"] == rec.key_id):
+            return
+        why = ("with an explicit deny in a resource-based policy" if decision is False
+               else f"because no resource-based policy allows the {action} action")
+        raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
+                                                f"{action} on resource: {rec.arn} {why}")
+
+    def require_own_account(self, operation: str, ctx: CallContext) -> None:
+        """Account-level operations (CreateKey, ListKeys...) are for principals of this account only."""
+        if ctx.account_id != self.account_id:
+            raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
+                                                    f"kms:{operation} on resource: *")
+
+    def policy_allows(self, policy: CompiledPolicy, operation: str, ctx: CallContext) -> bool:
+        return policy.decide(Request(ctx.principal_arn, ctx.account_id, f"kms:{operation}",
+                                     _condition_keys(ctx, None))) is True
+
+    def _policy(self, rec: KeyRecord) -> CompiledPolicy:
+        policy = self._policies.get(rec.key_id)
+        if policy is None:
+            policy = self._policies[rec.key_id] = compile_policy(rec.policy)
+        return policy
+
+    def require_usable(self, rec: KeyRecord) -> None:
+        """Cryptographic operations need an Enabled key."""
+        if rec.state == "Enabled":
+            return
+        if rec.state == "Disabled":
+            raise KMSError("DisabledException", f"{rec.arn} is disabled.")
+        self.raise_invalid_state(rec)
+
+    def require_not_pending_deletion(self, rec: KeyRecord) -> None:
+        if rec.state == "PendingDeletion":
+            self.raise_invalid_state(rec)
+
+    @staticmethod
+    def raise_invalid_state(rec: KeyRecord) -> None:
+        state = "pending deletion" if rec.state == "PendingDeletion" else f"{rec.state}"
+        raise KMSError("KMSInvalidStateException", f"{rec.arn} is {state}.")
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, rec: KeyRecord) -> None:
+        """Persist a changed record (committed before returning) and drop its compiled policy."""
+        self.store.put_key(rec.key_id, rec.to_meta())
+        self.keys[rec.key_id] = rec
+        self._policies.pop(rec.key_id, None)
+
+    def add_backing_key(self, rec: KeyRecord, material: bytes, rotation_type: str | None,
+                        created: float | None = None, backing_id: str | None = None) -> None:
+        """Store a new key version and make it current, with the record, in one transaction."""
+        backing_id = backing_id or new_backing_id()
+        created = self.now() if created is None else created
+        rec.current_backing = backing_id
+        if rotation_type:
+            rec.rotations.append({"RotationDate": created, "RotationType": rotation_type})
+        self.store.add_backing_key(BackingKeyRow(rec.key_id, backing_id, created, rotation_type, material),
+                                   rec.to_meta())
+        self.keys[rec.key_id] = rec
+        self._material.pop(rec.key_id, None)
+
+    def drop_material(self, rec: KeyRecord) -> None:
+        """Destroy imported material (deleted or expired): the key waits for a new import."""
+        rec.state = "PendingImport"
+        rec.valid_to = None
+        self.store.delete_backing_keys(rec.key_id, rec.to_meta())
+        self._material.pop(rec.key_id, None)
+
+    def material(self, rec: KeyRecord, backing_id: str | None = None) -> Any:
+        """The unwrapped key object for a version (AESGCM, private key or HMAC bytes), cached."""
+        versions = self._material.get(rec.key_id)
+        if versions is None:
+            versions = self._material[rec.key_id] = {
+                row.backing_id: _key_object(rec, row.material) for row in self.store.backing_keys(rec.key_id)}
+        return versions.get(backing_id or rec.current_backing)
+
+    # --- time-driven changes ---------------------------------------------------------------
+    def purge_due_keys(self) -> int:
+        """Apply every due deletion, rotation and expiry; returns how many keys were destroyed."""
+        return sum(not self._maintain(rec) for rec in list(self.keys.values()))
+
+    def _maintain(self, rec: KeyRecord) -> bool:
+        """Apply due time-driven changes to one key; False if it has been destroyed."""
+        now = self.clock.now()
+        if rec.deletion_date is not None and now >= rec.deletion_date:
+            self._destroy(rec)
+            return False
+        if rec.valid_to is not None and now >= rec.valid_to and rec.state != "PendingImport":
+            self.drop_material(rec)
+        if rec.next_rotation is not None and now >= rec.next_rotation and rec.state == "Enabled":
+            self._rotate_automatically(rec, now)
+        return True
+
+    def _rotate_automatically(self, rec: KeyRecord, now: float) -> None:
+        assert rec.next_rotation is not None and rec.rotation_period is not None
+        due = rec.next_rotation
+        while rec.next_rotation <= now:
+            rec.next_rotation += rec.rotation_period * DAY
+        self.add_backing_key(rec, new_material("SYMMETRIC_DEFAULT"), "AUTOMATIC", created=due)
+
+    def _destroy(self, rec: KeyRecord) -> None:
+        """The waiting period is over: delete the key's material and everything attached, for good."""
+        self.store.destroy_key(rec.key_id)
+        for cache in (self.keys, self.tags, self._policies, self._material):
+            cache.pop(rec.key_id, None)
+        self.aliases = {n: a for n, a in self.aliases.items() if a["key_id"] != rec.key_id}
+        self.grants = {g: v for g, v in self.grants.items() if v["KeyId"] != rec.key_id}
+        log.info("key %s destroyed after its deletion waiting period", rec.arn)
+
+    # --- helpers for blocking work ---------------------------------------------------------
+    @staticmethod
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        """Run slow CPU work (RSA key generation) off the event loop."""
+        return await asyncio.to_thread(fn, *args)
+
+
+def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[str, Any]:
+    """Policy condition keys of a call, lower-cased as policy keys are matched case-insensitively."""
+    keys: dict[str, Any] = {"kms:calleraccount": ctx.account_id}
+    if context:
+        keys["kms:encryptioncontextkeys"] = list(context)
+        for k, v in context.items():
+            keys[f"kms:encryptioncontext:{k.lower()}"] = v
+    return keys
+
+
+def _key_object(rec: KeyRecord, material: bytes) -> Any:
+    if rec.symmetric:
+        return AESGCM(material)
+    if rec.key_usage == "GENERATE_VERIFY_MAC":
+        return material
+    return load_der_private_key(material, password=None)

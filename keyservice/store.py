@@ -1,0 +1,172 @@
+"""Durable key storage: SQLite (WAL, synchronous=FULL), one table per entity.
+
+Every secret (backing keys, private keys, HMAC keys, import wrapping keys) is AES-256-GCM-wrapped
+under the root key with the row identity as AAD, so a row copied onto another row fails to unwrap.
+Non-secret metadata is stored as JSON; the service keeps it all in memory and writes through.
+"""
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS backing_keys (
+    key_id TEXT NOT NULL, backing_id TEXT NOT NULL, created REAL NOT NULL,
+    rotation_type TEXT, wrapped BLOB NOT NULL, PRIMARY KEY (key_id, backing_id));
+CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, key_id TEXT NOT NULL, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (grant_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (
+    key_id TEXT NOT NULL, tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, PRIMARY KEY (key_id, tag_key));
+CREATE TABLE IF NOT EXISTS import_params (
+    key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
+"""
+
+
+class StoreCorruption(Exception):
+    """A wrapped secret failed to unwrap: wrong root key or a tampered row."""
+
+
+@dataclass
+class BackingKeyRow:
+    """One version of a key's material (a rotation adds one)."""
+
+    key_id: str
+    backing_id: str
+    created: float
+    rotation_type: str | None
+    material: bytes
+
+
+class KeyStore:
+    """The SQLite database at data_dir/keys.db; each write is committed before it returns."""
+
+    def __init__(self, data_dir: Path, root_key: bytes) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._aead = AESGCM(root_key)
+        # Keys fingerprints of imported material (to recognise a re-import) without storing it.
+        self.fingerprint_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"imported-material-fingerprint").derive(root_key)
+        self._db = sqlite3.connect(data_dir / "keys.db", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- secret wrapping -------------------------------------------------------------------
+    def _wrap(self, table: str, identity: str, secret: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret, f"{table}|{identity}".encode())
+
+    def _unwrap(self, table: str, identity: str, wrapped: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], f"{table}|{identity}".encode())
+        except InvalidTag as exc:
+            raise StoreCorruption(f"cannot unwrap {table} row {identity}") from exc
+
+    # --- keys ------------------------------------------------------------------------------
+    def load_keys(self) -> dict[str, dict[str, Any]]:
+        return {k: json.loads(m) for k, m in self._db.execute("SELECT key_id, meta FROM keys")}
+
+    def put_key(self, key_id: str, meta: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (key_id, json.dumps(meta)))
+
+    def destroy_key(self, key_id: str) -> None:
+        """Delete a key and everything hanging off it, secrets first, in one transaction."""
+        with self._transaction():
+            for table in ("backing_keys", "import_params", "tags", "grants", "aliases", "keys"):
+                self._db.execute(f"DELETE FROM {table} WHERE key_id = ?", (key_id,))
+
+    # --- backing keys ----------------------------------------------------------------------
+    def add_backing_key(self, row: BackingKeyRow, meta: dict[str, Any] | None = None) -> None:
+        """Store a backing key, and optionally the key's updated metadata, atomically."""
+        wrapped = self._wrap("backing_keys", f"{row.key_id}|{row.backing_id}", row.material)
+        with self._transaction():
+            self._db.execute("INSERT INTO backing_keys VALUES (?, ?, ?, ?, ?)",
+                             (row.key_id, row.backing_id, row.created, row.rotation_type, wrapped))
+            if meta is not None:
+                self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (row.key_id, json.dumps(meta)))
+
+    def backing_keys(self, key_id: str) -> list[BackingKeyRow]:
+        rows = self._db.execute("SELECT backing_id, created, rotation_type, wrapped FROM backing_keys "
+                                "WHERE key_id = ? ORDER BY created, rowid", (key_id,))
+        return [BackingKeyRow(key_id, b, c, r, self._unwrap("backing_keys", f"{key_id}|{b}", w))
+                for b, c, r, w in rows]
+
+    def delete_backing_keys(self, key_id: str, meta: dict[str, Any]) -> None:
+        """Destroy a key's material (imported material expiring or deleted) and save its new state."""
+        with self._transaction():
+            self._db.execute("DELETE FROM backing_keys WHERE key_id = ?", (key_id,))
+            self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (key_id, json.dumps(meta)))
+
+    # --- aliases ---------------------------------------------------------------------------
+    def load_aliases(self) -> dict[str, dict[str, Any]]:
+        return {n: json.loads(m) for n, m in self._db.execute("SELECT name, meta FROM aliases")}
+
+    def put_alias(self, name: str, meta: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, meta["key_id"], json.dumps(meta)))
+
+    def delete_alias(self, name: str) -> None:
+        self._db.execute("DELETE FROM aliases WHERE name = ?", (name,))
+
+    # --- grants ----------------------------------------------------------------------------
+    def load_grants(self) -> dict[str, dict[str, Any]]:
+        return {g: json.loads(m) for g, m in self._db.execute("SELECT grant_id, meta FROM grants")}
+
+    def put_grant(self, grant_id: str, meta: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO grants VALUES (?, ?, ?)", (grant_id, meta["KeyId"], json.dumps(meta)))
+
+    def delete_grant(self, grant_id: str) -> None:
+        self._db.execute("DELETE FROM grants WHERE grant_id = ?", (grant_id,))
+
+    # --- tags ------------------------------------------------------------------------------
+    def load_tags(self) -> dict[str, dict[str, str]]:
+        tags: dict[str, dict[str, str]] = {}
+        for key_id, k, v in self._db.execute("SELECT key_id, tag_key, tag_value FROM tags"):
+            tags.setdefault(key_id, {})[k] = v
+        return tags
+
+    def set_tags(self, key_id: str, tags: dict[str, str]) -> None:
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)",
+                                 [(key_id, k, v) for k, v in tags.items()])
+
+    def delete_tags(self, key_id: str, tag_keys: list[str]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM tags WHERE key_id = ? AND tag_key = ?", [(key_id, k) for k in tag_keys])
+
+    # --- import parameters -----------------------------------------------------------------
+    def put_import_params(self, key_id: str, meta: dict[str, Any], private_key_der: bytes) -> None:
+        wrapped = self._wrap("import_params", key_id, private_key_der)
+        self._db.execute("INSERT OR REPLACE INTO import_params VALUES (?, ?, ?)", (key_id, json.dumps(meta), wrapped))
+
+    def import_params(self, key_id: str) -> tuple[dict[str, Any], bytes] | None:
+        row = self._db.execute("SELECT meta, wrapped FROM import_params WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]), self._unwrap("import_params", key_id, row[1])
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN/COMMIT around several statements (the connection is in autocommit mode otherwise)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,83 @@
+"""The key store survives a reopen and never holds plaintext key material."""
+
+import os
+import sqlite3
+
+import pytest
+
+from keyservice.clock import FakeClock
+from keyservice.errors import KMSError
+from keyservice.service import CallContext, KeyService
+from keyservice.store import StoreCorruption
+
+ACCOUNT = "111122223333"
+CTX = CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req")
+
+
+async def test_keys_aliases_grants_and_tags_survive_reopen_without_plaintext_in_the_db(tmp_path):
+    root = os.urandom(32)
+    svc = KeyService.open(tmp_path, root, clock=FakeClock(1_700_000_000.0))
+    key = (await svc.handle("CreateKey", {"Tags": [{"TagKey": "t", "TagValue": "v"}]}, CTX))["KeyMetadata"]["KeyId"]
+    hmac_key = (await svc.handle("CreateKey", {"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"},
+                                 CTX))["KeyMetadata"]["KeyId"]
+    await svc.handle("CreateAlias", {"AliasName": "alias/kept", "TargetKeyId": key}, CTX)
+    grant = await svc.handle("CreateGrant", {"KeyId": key, "GranteePrincipal": "arn:aws:iam::1:user/x",
+                                             "Operations": ["Decrypt"]}, CTX)
+    blob = (await svc.handle("Encrypt", {"KeyId": "alias/kept", "Plaintext": b"durable"}, CTX))["CiphertextBlob"]
+    mac = (await svc.handle("GenerateMac", {"KeyId": hmac_key, "Message": b"m", "MacAlgorithm": "HMAC_SHA_256"},
+                            CTX))["Mac"]
+    secrets = [svc.material(svc.keys[key]), svc.material(svc.keys[hmac_key])]
+    await svc.close()
+
+    reopened = KeyService.open(tmp_path, root, clock=FakeClock(1_700_000_000.0))
+    assert (await reopened.handle("Decrypt", {"CiphertextBlob": blob}, CTX))["Plaintext"] == b"durable"
+    assert (await reopened.handle("VerifyMac", {"KeyId": hmac_key, "Message": b"m", "Mac": mac,
+                                                "MacAlgorithm": "HMAC_SHA_256"}, CTX))["MacValid"] is True
+    grants = (await reopened.handle("ListGrants", {"KeyId": key}, CTX))["Grants"]
+    assert [g["GrantId"] for g in grants] == [grant["GrantId"]]
+    assert (await reopened.handle("ListResourceTags", {"KeyId": key}, CTX))["Tags"] == [{"TagKey": "t", "TagValue": "v"}]
+    raw_keys = [row.material for k in (key, hmac_key) for row in reopened.store.backing_keys(k)]
+    await reopened.close()
+
+    assert raw_keys[1] == secrets[1]
+    database = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("keys.db"))
+    for material in raw_keys:
+        assert material not in database
+    assert root not in database
+
+
+async def test_wrong_root_key_cannot_unwrap_material(tmp_path):
+    svc = KeyService.open(tmp_path, os.urandom(32))
+    key = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    await svc.close()
+    impostor = KeyService.open(tmp_path, os.urandom(32))
+    with pytest.raises(StoreCorruption):
+        impostor.store.backing_keys(key)
+    await impostor.close()
+
+
+async def test_database_uses_wal_and_full_sync(tmp_path):
+    svc = KeyService.open(tmp_path, os.urandom(32))
+    await svc.handle("CreateKey", {}, CTX)
+    db = sqlite3.connect(tmp_path / "keys.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert svc.store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    await svc.close()
+
+
+async def test_swapped_secret_rows_fail_to_unwrap(tmp_path):
+    svc = KeyService.open(tmp_path, os.urandom(32))
+    a = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    b = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    db = sqlite3.connect(tmp_path / "keys.db")
+    wrapped_a = db.execute("SELECT wrapped FROM backing_keys WHERE key_id = ?", (a,)).fetchone()[0]
+    db.execute("UPDATE backing_keys SET wrapped = ? WHERE key_id = ?", (wrapped_a, b))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreCorruption):
+        svc.store.backing_keys(b)
+    with pytest.raises(KMSError) as info:
+        await svc.handle("Encrypt", {"KeyId": b, "Plaintext": b"x"}, CTX)
+    assert (info.value.type, info.value.status) == ("KMSInternalException", 500)
+    await svc.close()
