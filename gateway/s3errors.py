@@ -1,0 +1,231 @@
+"""S3 error responses: the exception every gateway layer raises and its XML body.
+
+Handlers raise `S3Error` (or one of the constructors below) and the server renders it once, so
+every failure is a proper S3 error with the right code and status, never a bare 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from xml.sax.saxutils import escape
+
+from gateway.sigv4 import AuthError
+
+
+class S3Error(Exception):
+    """An S3 protocol error: `code` and `message` go in the XML body, `fields` become extra
+    elements (e.g. BucketName, Key, ArgumentName), `headers` are added to the response."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **fields: str,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+        self.fields: dict[str, str] = fields
+
+
+def error_xml(err: S3Error, *, request_id: str, resource: str | None = None) -> bytes:
+    """Render `<Error>` as S3 does: Code, Message, the extra fields, Resource, RequestId."""
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<Error>']
+    parts.append(f"<Code>{escape(err.code)}</Code><Message>{escape(err.message)}</Message>")
+    for name, value in err.fields.items():
+        parts.append(f"<{name}>{escape(str(value))}</{name}>")
+    if resource is not None:
+        parts.append(f"<Resource>{escape(resource)}</Resource>")
+    parts.append(f"<RequestId>{escape(request_id)}</RequestId></Error>")
+    return "".join(parts).encode()
+
+
+def from_auth_error(err: AuthError) -> S3Error:
+    """Convert a signature failure from `gateway.sigv4` into the S3 error it stands for."""
+    return S3Error(err.code, err.message, err.status, **err.extra)
+
+
+# ---------------------------------------------------------------- common errors
+
+
+def no_such_key(key: str | None = None) -> S3Error:
+    fields = {"Key": key} if key is not None else {}
+    return S3Error("NoSuchKey", "The specified key does not exist.", 404, **fields)
+
+
+def no_such_bucket(bucket: str | None = None) -> S3Error:
+    fields = {"BucketName": bucket} if bucket is not None else {}
+    return S3Error("NoSuchBucket", "The specified bucket does not exist", 404, **fields)
+
+
+def no_such_upload(upload_id: str | None = None) -> S3Error:
+    fields = {"UploadId": upload_id} if upload_id is not None else {}
+    return S3Error(
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may "
+        "have been aborted or completed.",
+        404,
+        **fields,
+    )
+
+
+def access_denied(message: str = "Access Denied") -> S3Error:
+    return S3Error("AccessDenied", message, 403)
+
+
+def invalid_argument(message: str, name: str | None = None, value: str | None = None) -> S3Error:
+    fields = {}
+    if name is not None:
+        fields["ArgumentName"] = name
+    if value is not None:
+        fields["ArgumentValue"] = value
+    return S3Error("InvalidArgument", message, 400, **fields)
+
+
+def invalid_request(message: str) -> S3Error:
+    return S3Error("InvalidRequest", message, 400)
+
+
+def invalid_range(object_size: int | None = None) -> S3Error:
+    fields = {"ActualObjectSize": str(object_size)} if object_size is not None else {}
+    return S3Error("InvalidRange", "The requested range is not satisfiable", 416, **fields)
+
+
+def not_implemented(
+    what: str = "A header you provided implies functionality that is not implemented",
+) -> S3Error:
+    return S3Error("NotImplemented", what, 501)
+
+
+def internal_error() -> S3Error:
+    return S3Error("InternalError", "We encountered an internal error. Please try again.", 500)
+
+
+def slow_down() -> S3Error:
+    return S3Error("SlowDown", "Please reduce your request rate.", 503)
+
+
+def precondition_failed(condition: str | None = None) -> S3Error:
+    fields = {"Condition": condition} if condition is not None else {}
+    return S3Error(
+        "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, **fields
+    )
+
+
+def method_not_allowed(method: str, resource_type: str = "OBJECT") -> S3Error:
+    return S3Error(
+        "MethodNotAllowed",
+        "The specified method is not allowed against this resource.",
+        405,
+        Method=method,
+        ResourceType=resource_type,
+    )
+
+
+def entity_too_large(max_size: int, proposed: int | None = None) -> S3Error:
+    fields = {"MaxSizeAllowed": str(max_size)}
+    if proposed is not None:
+        fields["ProposedSize"] = str(proposed)
+    return S3Error(
+        "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400, **fields
+    )
+
+
+def entity_too_small() -> S3Error:
+    return S3Error(
+        "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.", 400
+    )
+
+
+def missing_content_length() -> S3Error:
+    return S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
+
+
+def incomplete_body(
+    message: str = "You did not provide the number of bytes specified by the Content-Length HTTP header",
+) -> S3Error:
+    return S3Error("IncompleteBody", message, 400)
+
+
+def invalid_digest(message: str = "The Content-MD5 you specified is not valid.") -> S3Error:
+    return S3Error("InvalidDigest", message, 400)
+
+
+def bad_digest(message: str = "The Content-MD5 you specified did not match what we received.") -> S3Error:
+    return S3Error("BadDigest", message, 400)
+
+
+def malformed_trailer() -> S3Error:
+    return S3Error(
+        "MalformedTrailerError",
+        "The request contained trailing data that was not well-formed or did not conform to our "
+        "published schema.",
+        400,
+    )
+
+
+def malformed_xml() -> S3Error:
+    return S3Error(
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our published schema",
+        400,
+    )
+
+
+def invalid_part(
+    message: str = "One or more of the specified parts could not be found.  The part may not have been "
+    "uploaded, or the specified entity tag may not match the part's entity tag.",
+) -> S3Error:
+    return S3Error("InvalidPart", message, 400)
+
+
+def invalid_part_order() -> S3Error:
+    return S3Error(
+        "InvalidPartOrder",
+        "The list of parts was not in ascending order. The parts list must be specified in order "
+        "by part number.",
+        400,
+    )
+
+
+def invalid_bucket_name(bucket: str) -> S3Error:
+    return S3Error("InvalidBucketName", "The specified bucket is not valid.", 400, BucketName=bucket)
+
+
+def kms_not_found(message: str) -> S3Error:
+    return S3Error("KMS.NotFoundException", message, 400)
+
+
+def kms_disabled(message: str) -> S3Error:
+    return S3Error("KMS.DisabledException", message, 400)
+
+
+def kms_invalid_state(message: str) -> S3Error:
+    return S3Error("KMS.KMSInvalidStateException", message, 400)
+
+
+# KMS error `__type`s that S3 surfaces as "KMS.<type>" 400 errors; others become 500s.
+_KMS_PASSTHROUGH = frozenset(
+    {
+        "NotFoundException", "DisabledException", "KMSInvalidStateException",
+        "InvalidKeyUsageException", "KeyUnavailableException", "InvalidCiphertextException",
+        "IncorrectKeyException",
+    }
+)
+
+
+def from_kms_error(type_: str, message: str) -> S3Error:
+    """Map a KMS failure met while handling an S3 request to what S3 returns for it: throttling
+    to SlowDown 503, access denial to 403, the key-state family to 400 `KMS.<type>`."""
+    if type_ == "ThrottlingException":
+        return slow_down()
+    if type_ == "AccessDeniedException":
+        return S3Error("AccessDenied", message, 403)
+    if type_ in _KMS_PASSTHROUGH:
+        return S3Error(f"KMS.{type_}", message, 400)
+    return S3Error("InternalError", f"The key service failed: {type_}", 500)
