@@ -1,0 +1,351 @@
+"""The segmented AEAD stream format (docs/FORMAT.md): encrypt, decrypt, size arithmetic, ranges.
+
+Modelled on Tink's streaming AEAD: the plaintext is cut into 64 KiB segments, each sealed with
+AES-256-GCM under a per-stream key, with a nonce made of a random per-stream prefix, the segment
+counter and a last-segment flag. The stream parameters live in the object's metadata, not in the
+ciphertext, so ciphertext offsets are pure arithmetic and a ranged GET maps to one upstream ranged GET.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import AsyncIterable, AsyncIterator, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SEGMENT_SIZE = 64 * 1024
+TAG_SIZE = 16
+CIPHER_SEGMENT_SIZE = SEGMENT_SIZE + TAG_SIZE
+SALT_SIZE = 16
+NONCE_PREFIX_SIZE = 7
+MAX_PART_NUMBER = 10000
+MAX_SEGMENTS = 2**32
+SEGMENT_KEY_INFO = b"s3gw/v1/segment"
+_LAST = b"\x01"
+_NOT_LAST = b"\x00"
+
+
+class IntegrityError(Exception):
+    """Ciphertext or metadata failed authentication: never return bytes after this."""
+
+
+class RangeNotSatisfiable(Exception):
+    """A Range header no byte of the object satisfies (S3: 416 InvalidRange)."""
+
+    def __init__(self, plaintext_size: int) -> None:
+        super().__init__(f"range not satisfiable for an object of {plaintext_size} bytes")
+        self.plaintext_size = plaintext_size
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """Fresh random values per stream, so re-uploading a part never reuses a (key, nonce) pair."""
+
+    salt: bytes
+    nonce_prefix: bytes
+
+    ENCODED_SIZE = SALT_SIZE + NONCE_PREFIX_SIZE
+
+    @classmethod
+    def new(cls) -> "StreamParams":
+        return cls(os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE))
+
+    def encode(self) -> bytes:
+        """salt(16) || nonce_prefix(7)."""
+        return self.salt + self.nonce_prefix
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "StreamParams":
+        if len(raw) != cls.ENCODED_SIZE:
+            raise IntegrityError(f"stream parameters must be {cls.ENCODED_SIZE} bytes, got {len(raw)}")
+        return cls(bytes(raw[:SALT_SIZE]), bytes(raw[SALT_SIZE:]))
+
+
+def segment_count(plaintext_size: int) -> int:
+    """Segments in a stream: an empty stream is one empty final segment."""
+    if plaintext_size < 0:
+        raise ValueError("negative plaintext size")
+    return max(1, -(-plaintext_size // SEGMENT_SIZE))
+
+
+def ciphertext_size(plaintext_size: int) -> int:
+    """c = p + 16 * max(1, ceil(p / S))."""
+    return plaintext_size + TAG_SIZE * segment_count(plaintext_size)
+
+
+def plaintext_size(ciphertext_size: int) -> int:
+    """Inverse of ciphertext_size; ValueError for a length no stream can have."""
+    if ciphertext_size < TAG_SIZE:
+        raise ValueError(f"ciphertext of {ciphertext_size} bytes is shorter than one tag")
+    full, rest = divmod(ciphertext_size, CIPHER_SEGMENT_SIZE)
+    if rest == 0:
+        return full * SEGMENT_SIZE
+    if rest <= TAG_SIZE and not (full == 0 and rest == TAG_SIZE):
+        raise ValueError(f"ciphertext of {ciphertext_size} bytes ends in a {rest}-byte segment")
+    return full * SEGMENT_SIZE + rest - TAG_SIZE
+
+
+def _segment_cipher(object_key: bytes, params: StreamParams, part_number: int) -> AESGCM:
+    """SK = HKDF-SHA256(ikm=OK, salt=params.salt, info="s3gw/v1/segment" || BE32(part_number))."""
+    if len(object_key) != 32:
+        raise ValueError("object key must be 32 bytes")
+    if not 0 <= part_number <= MAX_PART_NUMBER:
+        raise ValueError(f"part number {part_number} outside 0..{MAX_PART_NUMBER}")
+    hkdf = HKDF(hashes.SHA256(), 32, params.salt, SEGMENT_KEY_INFO + struct.pack(">I", part_number))
+    return AESGCM(hkdf.derive(object_key))
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    """nonce_prefix(7) || BE32(index) || last_flag(1)."""
+    if index >= MAX_SEGMENTS:
+        raise ValueError("stream too long for a 32-bit segment counter")
+    return prefix + struct.pack(">I", index) + (_LAST if last else _NOT_LAST)
+
+
+class StreamEncryptor:
+    """Incremental encryptor: feed plaintext with update(), close with finalize().
+
+    A full segment is held back until more data arrives, because only then is it known not to be
+    the final segment (whose nonce carries the last flag).
+    """
+
+    def __init__(self, object_key: bytes, params: StreamParams, part_number: int = 0) -> None:
+        self._aead = _segment_cipher(object_key, params, part_number)
+        self._prefix = params.nonce_prefix
+        self._pending = bytearray()
+        self._index = 0
+        self._done = False
+
+    def update(self, data: bytes) -> bytearray:
+        """Whole encrypted segments ready so far (may be empty); at most one segment stays buffered.
+
+        Returns a bytearray: the segments are sealed straight into one preallocated buffer,
+        which is what makes the stream run at AES-GCM speed.
+        """
+        if self._done:
+            raise ValueError("update() after finalize()")
+        view = memoryview(data)
+        sources: list[bytes | bytearray | memoryview] = []
+        if self._pending:
+            room = SEGMENT_SIZE - len(self._pending)
+            self._pending += view[:room]
+            view = view[room:]
+            if not view:
+                return bytearray()
+            sources.append(self._pending)
+            self._pending = bytearray()
+        full = (len(view) - 1) // SEGMENT_SIZE if view else 0
+        sources.extend(view[offset:offset + SEGMENT_SIZE] for offset in range(0, full * SEGMENT_SIZE, SEGMENT_SIZE))
+        self._pending += view[full * SEGMENT_SIZE:]
+        return self._seal(sources, last=False)
+
+    def finalize(self) -> bytearray:
+        """The final segment, flagged last (an empty stream yields one 16-byte segment)."""
+        if self._done:
+            raise ValueError("finalize() called twice")
+        self._done = True
+        return self._seal([self._pending], last=True)
+
+    def _seal(self, segments: list[bytes | bytearray | memoryview], last: bool) -> bytearray:
+        """Seal consecutive segments into one buffer; ``last`` flags the final one of them."""
+        out = bytearray(sum(len(segment) for segment in segments) + TAG_SIZE * len(segments))
+        with memoryview(out) as target:
+            offset = 0
+            for position, segment in enumerate(segments, 1):
+                nonce = _nonce(self._prefix, self._index, last and position == len(segments))
+                end = offset + len(segment) + TAG_SIZE
+                self._aead.encrypt_into(nonce, segment, None, target[offset:end])
+                self._index += 1
+                offset = end
+        return out
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """How a plaintext byte range maps onto whole ciphertext segments."""
+
+    start: int
+    end: int
+    cipher_start: int
+    cipher_end: int
+    first_segment: int
+    skip: int
+    length: int
+
+
+def plan_range(plaintext_size: int, start: int, end: int) -> RangePlan:
+    """Plan the upstream range for plaintext bytes start..end (inclusive, already clamped)."""
+    if not 0 <= start <= end < plaintext_size:
+        raise ValueError(f"range {start}-{end} outside an object of {plaintext_size} bytes")
+    first, last = start // SEGMENT_SIZE, end // SEGMENT_SIZE
+    cipher_end = min((last + 1) * CIPHER_SEGMENT_SIZE, ciphertext_size(plaintext_size)) - 1
+    return RangePlan(
+        start=start,
+        end=end,
+        cipher_start=first * CIPHER_SEGMENT_SIZE,
+        cipher_end=cipher_end,
+        first_segment=first,
+        skip=start - first * SEGMENT_SIZE,
+        length=end - start + 1,
+    )
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range_header(value: str, plaintext_size: int) -> tuple[int, int] | None:
+    """Parse a Range header the way S3 does; returns (start, end) inclusive and clamped.
+
+    None means S3 would ignore the header and answer 200 with the whole object: a malformed value,
+    first > last, or several ranges (S3 does not serve multipart/byteranges).
+    """
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or plaintext_size == 0:
+            raise RangeNotSatisfiable(plaintext_size)
+        return max(0, plaintext_size - suffix), plaintext_size - 1
+    start = int(first)
+    end = int(last) if last else plaintext_size - 1
+    if last and end < start:
+        return None
+    if start >= plaintext_size:
+        raise RangeNotSatisfiable(plaintext_size)
+    return start, min(end, plaintext_size - 1)
+
+
+class StreamDecryptor:
+    """Incremental decryptor for a whole stream or for the segments a RangePlan names.
+
+    The segment boundaries and which segment is final follow from the plaintext size in the
+    metadata; a stream that ends early, runs long, or whose expected final segment lacks the last
+    flag fails authentication.
+    """
+
+    def __init__(
+        self,
+        object_key: bytes,
+        params: StreamParams,
+        plaintext_size: int,
+        part_number: int = 0,
+        plan: RangePlan | None = None,
+    ) -> None:
+        self._aead = _segment_cipher(object_key, params, part_number)
+        self._prefix = params.nonce_prefix
+        self._size = plaintext_size
+        self._final_index = segment_count(plaintext_size) - 1
+        if plan is None:
+            self._index, self._stop = 0, self._final_index
+            self._skip, self._remaining = 0, plaintext_size
+        else:
+            self._index, self._stop = plan.first_segment, plan.end // SEGMENT_SIZE
+            self._skip, self._remaining = plan.skip, plan.length
+        self._buffer = bytearray()
+        self._done = False
+
+    def update(self, data: bytes) -> bytearray:
+        """Plaintext of every segment completed by ``data`` (a bytearray); IntegrityError on failure."""
+        if self._done:
+            raise ValueError("update() after finalize()")
+        segments = self._split(data)
+        if self._index + len(segments) > self._stop and self._buffer:
+            self._fail("bytes after the final segment")
+        out = bytearray(sum(len(segment) for segment in segments) - TAG_SIZE * len(segments))
+        with memoryview(out) as target:
+            written = 0
+            for segment in segments:
+                end = written + len(segment) - TAG_SIZE
+                self._open(segment, target[written:end])
+                written = end
+        return self._trim(out)
+
+    def _split(self, data: bytes) -> list[bytearray | memoryview]:
+        """Cut the expected segments completed by ``data``; buffer only the incomplete rest.
+
+        Segments are views into ``data`` where possible, so aligned input is never copied.
+        """
+        view = memoryview(data)
+        segments: list[bytearray | memoryview] = []
+        index = self._index
+        if self._buffer and index <= self._stop:
+            need = self._cipher_length(index)
+            missing = need - len(self._buffer)
+            self._buffer += view[:missing]
+            view = view[missing:]
+            if len(self._buffer) < need:
+                return segments
+            segments.append(self._buffer)
+            self._buffer = bytearray()
+            index += 1
+        while index <= self._stop and len(view) >= self._cipher_length(index):
+            need = self._cipher_length(index)
+            segments.append(view[:need])
+            view = view[need:]
+            index += 1
+        self._buffer += view
+        return segments
+
+    def _trim(self, plaintext: bytearray) -> bytearray:
+        """Drop the bytes before the range start (all in the first segment) and after its end."""
+        if self._skip and plaintext:
+            del plaintext[:self._skip]
+            self._skip = 0
+        if len(plaintext) > self._remaining:
+            del plaintext[self._remaining:]
+        self._remaining -= len(plaintext)
+        return plaintext
+
+    def finalize(self) -> bytes:
+        """Check the stream ended exactly after its last expected segment."""
+        if self._done:
+            raise ValueError("finalize() called twice")
+        self._done = True
+        if self._index <= self._stop or self._buffer:
+            self._fail("stream truncated")
+        return b""
+
+    def _cipher_length(self, index: int) -> int:
+        if index < self._final_index:
+            return CIPHER_SEGMENT_SIZE
+        return self._size - index * SEGMENT_SIZE + TAG_SIZE
+
+    def _open(self, segment: bytearray | memoryview, target: memoryview) -> None:
+        nonce = _nonce(self._prefix, self._index, self._index == self._final_index)
+        try:
+            self._aead.decrypt_into(nonce, segment, None, target)
+        except InvalidTag:
+            self._fail(f"segment {self._index} failed authentication")
+        self._index += 1
+
+    def _fail(self, reason: str) -> NoReturn:
+        self._done = True
+        self._buffer = bytearray()
+        raise IntegrityError(reason)
+
+
+async def encrypt_stream(chunks: AsyncIterable[bytes], encryptor: StreamEncryptor) -> AsyncIterator[bytes]:
+    """Encrypt an async byte stream, yielding only non-empty ciphertext pieces."""
+    async for chunk in chunks:
+        sealed = encryptor.update(chunk)
+        if sealed:
+            yield sealed
+    yield encryptor.finalize()
+
+
+async def decrypt_stream(chunks: AsyncIterable[bytes], decryptor: StreamDecryptor) -> AsyncIterator[bytes]:
+    """Decrypt an async byte stream; raises IntegrityError mid-iteration, so callers abort the response."""
+    async for chunk in chunks:
+        plaintext = decryptor.update(chunk)
+        if plaintext:
+            yield plaintext
+    decryptor.finalize()
