@@ -1,0 +1,208 @@
+"""Key service throughput: GenerateDataKey and Decrypt per second, in-process and over HTTP.
+
+In-process calls go through ``KmsApi.call`` (quota, service, audit) on one event loop. Over HTTP
+a real ``keyservice serve`` process on loopback is driven by an aiohttp client with many
+concurrent connections; every request is SigV4-signed afresh with botocore's signer (reusing a
+signed request would measure a replay, not a client). Quotas are raised so nothing throttles.
+
+    .venv/bin/python bench/kms_bench.py [--seconds 3] [--concurrency 64] [--client-processes 2]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import uvloop
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from keyservice.config import Credential, KeyServiceConfig, build_api  # noqa: E402
+from keyservice.service import CallContext  # noqa: E402
+from tests.support.process import start_server  # noqa: E402
+
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+CREDS = ("AKIABENCH00000000001", "bench-secret")
+UNLIMITED = {"symmetric": 1e9, "CreateKey": 1e9}
+ROOT_KEY = base64.b64encode(bytes(32)).decode()
+
+
+@dataclass
+class Result:
+    mode: str
+    operation: str
+    count: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float | None = None  # CPU seconds the server process used (HTTP runs)
+
+    def row(self) -> str:
+        ordered = sorted(self.latencies)
+        p50 = statistics.median(ordered) * 1000
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+        cpu = f"{self.server_cpu / self.count * 1e6:>8.0f}" if self.server_cpu is not None else f"{'-':>8}"
+        return (f"| {self.mode:<10} | {self.operation:<15} | {self.count / self.seconds:>10,.0f} "
+                f"| {p50:>8.3f} | {p99:>8.3f} | {cpu} |")
+
+
+async def run_for(seconds: float, workers: int, one_call: Callable[[], Awaitable[None]],
+                  mode: str, operation: str) -> Result:
+    """Call ``one_call`` from ``workers`` concurrent tasks for ``seconds``; time each call."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            await one_call()
+            latencies.append(time.perf_counter() - start)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return Result(mode, operation, len(latencies), time.perf_counter() - started, latencies)
+
+
+def bench_config(data_dir: Path) -> KeyServiceConfig:
+    return KeyServiceConfig(data_dir=data_dir, root_key=ROOT_KEY, account_id=ACCOUNT, region=REGION,
+                            quotas=dict(UNLIMITED),
+                            credentials=(Credential(*CREDS, f"arn:aws:iam::{ACCOUNT}:root"),))
+
+
+async def in_process(data_dir: Path, seconds: float) -> list[Result]:
+    api = build_api(bench_config(data_dir))
+    ctx = CallContext(principal_arn=f"arn:aws:iam::{ACCOUNT}:root", account_id=ACCOUNT,
+                      request_id="bench", access_key=CREDS[0], source="bench")
+    try:
+        key_id = (await api.call("CreateKey", {}, ctx))["KeyMetadata"]["KeyId"]
+        gdk = {"KeyId": key_id, "KeySpec": "AES_256"}
+        blob = (await api.call("GenerateDataKey", gdk, ctx))["CiphertextBlob"]
+
+        async def generate() -> None:
+            await api.call("GenerateDataKey", gdk, ctx)
+
+        async def decrypt() -> None:
+            await api.call("Decrypt", {"CiphertextBlob": blob}, ctx)
+
+        return [await run_for(seconds, 1, generate, "in-process", "GenerateDataKey"),
+                await run_for(seconds, 1, decrypt, "in-process", "Decrypt")]
+    finally:
+        await api.close()
+
+
+class SignedClient:
+    """Posts KMS JSON calls, signing each one with botocore's SigV4 signer."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.signer = SigV4Auth(Credentials(*CREDS), "kms", REGION)
+
+    async def call(self, operation: str, params: dict) -> dict:
+        body = json.dumps(params).encode()
+        request = AWSRequest(method="POST", url=self.url + "/", data=body, headers={
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{operation}"})
+        self.signer.add_auth(request)
+        async with self.session.post(self.url + "/", data=body, headers=dict(request.headers)) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise RuntimeError(f"{operation}: {resp.status} {payload}")
+            return payload
+
+
+def http_client_process(url: str, operation: str, params: dict, seconds: float,
+                        connections: int) -> tuple[list[float], float]:
+    """One client process (signing is CPU work, so several processes keep the server busy)."""
+
+    async def drive() -> tuple[list[float], float]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+            client = SignedClient(session, url)
+            result = await run_for(seconds, connections, lambda: client.call(operation, params),
+                                   "http", operation)
+            return result.latencies, result.seconds
+
+    return uvloop.run(drive())
+
+
+async def prepare_http(url: str) -> tuple[dict, dict]:
+    """Create a key over HTTP; the GenerateDataKey and Decrypt parameters to replay-sign."""
+    async with aiohttp.ClientSession() as session:
+        client = SignedClient(session, url)
+        key_id = (await client.call("CreateKey", {}))["KeyMetadata"]["KeyId"]
+        gdk = {"KeyId": key_id, "KeySpec": "AES_256"}
+        blob = (await client.call("GenerateDataKey", gdk))["CiphertextBlob"]
+        return gdk, {"CiphertextBlob": blob}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc): how much server work a call costs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) -> list[Result]:
+    config = data_dir / "bench.toml"
+    quota_lines = "\n".join(f"{k} = {v:.0f}" for k, v in UNLIMITED.items())
+    config.write_text(f'[keyservice]\naccount_id = "{ACCOUNT}"\n\n[[keyservice.credentials]]\n'
+                      f'access_key = "{CREDS[0]}"\nsecret_key = "{CREDS[1]}"\n\n'
+                      f"[keyservice.quotas]\n{quota_lines}\n")
+    server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
+                           "--listen", "127.0.0.1:0"],
+                          {"KEYSERVICE_DATA_DIR": str(data_dir / "http"), "KEYSERVICE_ROOT_KEY": ROOT_KEY})
+    try:
+        gdk, decrypt = uvloop.run(prepare_http(server.url))
+        per_process = max(1, concurrency // processes)
+        results = []
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for operation, params in (("GenerateDataKey", gdk), ("Decrypt", decrypt)):
+                cpu_before = process_cpu_seconds(server.proc.pid)
+                runs = list(pool.map(http_client_process, *zip(*[(server.url, operation, params, seconds,
+                                                                    per_process)] * processes)))
+                latencies = [x for run, _ in runs for x in run]
+                results.append(Result("http", operation, len(latencies),
+                                      max(elapsed for _, elapsed in runs), latencies,
+                                      process_cpu_seconds(server.proc.pid) - cpu_before))
+        return results
+    finally:
+        server.stop()
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="kms-bench-") as tmp:
+        results = uvloop.run(in_process(Path(tmp) / "inproc", args.seconds))
+        if not args.in_process_only:
+            results += over_http(Path(tmp), args.seconds, args.concurrency, args.client_processes)
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--in-process-only", action="store_true")
+    args = parser.parse_args()
+    results = run(args)
+    print("| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")
+    print("|------------|-----------------|-----------:|---------:|---------:|---------:|")
+    for result in results:
+        print(result.row())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The ``keyservice`` command: ``serve`` runs the HTTP server, ``audit`` searches an audit log."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvloop
+
+from keyservice.audit import filter_lines, parse_time
+from keyservice.config import ConfigError, KeyServiceConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyservice", description="AWS-KMS-compatible key service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the AWS KMS JSON protocol over HTTP")
+    serve.add_argument("--config", type=Path, help="TOML file with a [keyservice] table")
+    serve.add_argument("--listen", help="HOST:PORT (overrides config and KEYSERVICE_LISTEN)")
+    audit = commands.add_parser("audit", help="print the audit lines matching every filter")
+    audit.add_argument("file", type=Path)
+    audit.add_argument("--key", help="key ARN or key id")
+    audit.add_argument("--operation", help="operation name, e.g. Decrypt")
+    audit.add_argument("--since", type=parse_time, help="ISO 8601 instant (inclusive)")
+    audit.add_argument("--until", type=parse_time, help="ISO 8601 instant (exclusive)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "audit":
+        return _audit(args)
+    return _serve(args)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            for line in filter_lines(f, key=args.key, operation=args.operation,
+                                     since=args.since, until=args.until):
+                print(line)
+    except OSError as e:
+        print(f"keyservice: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = KeyServiceConfig.load(args.config, os.environ)
+        if args.listen:
+            config.listen = args.listen
+        config.host_port()
+    except ConfigError as e:
+        print(f"keyservice: {e}", file=sys.stderr)
+        return 2
+    from keyservice.server import serve  # the server pulls in aiohttp and botocore
+    try:
+        uvloop.run(serve(config))
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"keyservice: {e}", file=sys.stderr)
+        return 1
+    return 0

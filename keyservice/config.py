@@ -1,0 +1,199 @@
+"""Key service configuration: the ``[keyservice]`` table of a TOML file, then env overrides.
+
+The standalone server and the gateway's embedded key service read the same table, so
+``build_api`` (which turns a config into a ready ``KmsApi``) lives here for both.
+"""
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from keyservice.api import KmsApi
+from keyservice.audit import AuditLog
+from keyservice.clock import Clock, OffsetFileClock
+from keyservice.quota import QuotaLimiter
+from keyservice.rootkey import load_root_key
+from keyservice.service import KeyService
+
+DEFAULT_LISTEN = "127.0.0.1:7000"
+DEFAULT_ACCOUNT = "111122223333"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_PURGE_INTERVAL = 60.0
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting is wrong."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One SigV4 access key and the IAM principal it acts as."""
+
+    access_key: str
+    secret_key: str
+    principal: str
+
+
+@dataclass
+class KeyServiceConfig:
+    """Every setting of the key service; ``load`` reads file then environment."""
+
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path("./data/keyservice")
+    root_key_file: Path | None = None
+    root_key: str | None = None          # base64, from KEYSERVICE_ROOT_KEY only
+    root_passphrase: str | None = None   # from KEYSERVICE_ROOT_PASSPHRASE only
+    account_id: str = DEFAULT_ACCOUNT
+    region: str = DEFAULT_REGION
+    audit_log: Path | None = None
+    credentials: tuple[Credential, ...] = ()
+    quotas: dict[str, float] = field(default_factory=dict)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    clock_file: Path | None = None
+    purge_interval: float = DEFAULT_PURGE_INTERVAL
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_log or self.data_dir / "audit.log"
+
+    @property
+    def root_principal(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:root"
+
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port (``[::1]:7000`` style for IPv6)."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+    def credential_for(self, access_key: str) -> Credential | None:
+        for cred in self.credentials:
+            if cred.access_key == access_key:
+                return cred
+        return None
+
+    @classmethod
+    def load(cls, path: Path | None, env: Mapping[str, str]) -> "KeyServiceConfig":
+        """The file's ``[keyservice]`` table (if a file is given), then the environment."""
+        table = _read_table(path) if path is not None else {}
+        config = _from_table(table)
+        return _apply_env(config, env)
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    table = doc.get("keyservice", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[keyservice] must be a table")
+    return table
+
+
+_STR_KEYS = ("listen", "account_id", "region")
+_PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
+
+
+def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
+    known = set(_STR_KEYS) | set(_PATH_KEYS) | {"credentials", "quotas", "purge_interval"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key in _STR_KEYS:
+        if key in table:
+            values[key] = _expect(table[key], str, key)
+    for key in _PATH_KEYS:
+        if key in table:
+            values[key] = Path(_expect(table[key], str, key))
+    if "purge_interval" in table:
+        values["purge_interval"] = _positive(table["purge_interval"], "purge_interval")
+    values["quotas"] = _quotas(table.get("quotas", {}))
+    config = KeyServiceConfig(**values)
+    config.credentials = _credentials(table.get("credentials", []), config.root_principal)
+    return config
+
+
+def _expect(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number")
+    return float(value)
+
+
+def _quotas(table: Any) -> dict[str, float]:
+    _expect(table, dict, "[keyservice.quotas]")
+    return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
+
+
+def _credentials(entries: Any, root_principal: str) -> tuple[Credential, ...]:
+    _expect(entries, list, "[[keyservice.credentials]]")
+    creds = []
+    for entry in entries:
+        _expect(entry, dict, "[[keyservice.credentials]]")
+        access = _expect(entry.get("access_key"), str, "credentials.access_key")
+        secret = _expect(entry.get("secret_key"), str, "credentials.secret_key")
+        principal = _expect(entry.get("principal", root_principal), str, "credentials.principal")
+        creds.append(Credential(access, secret, principal))
+    return tuple(creds)
+
+
+def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceConfig:
+    changes: dict[str, Any] = {}
+    for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
+                       ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
+                       ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
+        if env.get(name):
+            changes[attr] = env[name]
+    for name, attr in (("KEYSERVICE_DATA_DIR", "data_dir"), ("KEYSERVICE_ROOT_KEY_FILE", "root_key_file"),
+                       ("KEYSERVICE_AUDIT_LOG", "audit_log"), ("KEYSERVICE_TLS_CERT_FILE", "tls_cert_file"),
+                       ("KEYSERVICE_TLS_KEY_FILE", "tls_key_file"), ("KEYSERVICE_CLOCK_FILE", "clock_file")):
+        if env.get(name):
+            changes[attr] = Path(env[name])
+    if env.get("KEYSERVICE_PURGE_INTERVAL"):
+        changes["purge_interval"] = _positive(_number(env["KEYSERVICE_PURGE_INTERVAL"]),
+                                              "KEYSERVICE_PURGE_INTERVAL")
+    config = replace(config, **changes)
+    access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
+    if bool(access) != bool(secret):
+        raise ConfigError("KEYSERVICE_ACCESS_KEY and KEYSERVICE_SECRET_KEY must be set together")
+    if access and secret:
+        others = tuple(c for c in config.credentials if c.access_key != access)
+        config.credentials = (Credential(access, secret, config.root_principal),) + others
+    return config
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"not a number: {text!r}") from None
+
+
+def build_api(config: KeyServiceConfig) -> KmsApi:
+    """Open the root key, the key store and service, the quotas and the audit log."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    root_key = load_root_key(key_file=config.root_key_file, env_value=config.root_key,
+                             passphrase=config.root_passphrase, data_dir=config.data_dir)
+    service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
+                              region=config.region, clock=_clock(config))
+    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path))
+
+
+def _clock(config: KeyServiceConfig) -> Clock | None:
+    """The test hook: KEYSERVICE_CLOCK_FILE shifts the key service's notion of now."""
+    return OffsetFileClock(config.clock_file) if config.clock_file is not None else None

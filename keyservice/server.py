@@ -1,0 +1,251 @@
+"""The key service over HTTP: the AWS JSON 1.1 protocol of AWS KMS, authenticated with SigV4.
+
+``POST /`` with ``X-Amz-Target: TrentService.<Operation>`` and a JSON body; errors are
+``{"__type": ..., "message": ...}`` with their status, and every response carries
+``x-amzn-RequestId``. Request shapes come from botocore's own KMS model, so the blob fields
+(base64 on the wire, raw bytes for the service) and the parameter types are checked against
+the same definition the AWS SDKs use -- no hand-kept table to drift. Any failure not foreseen
+becomes ``KMSInternalException`` (500) with the traceback in the server log, never a bare 500.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import logging
+import signal
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import botocore.session
+from aiohttp import web
+from botocore.model import Shape
+from botocore.validate import ParamValidator
+
+from gateway import sigv4
+from keyservice.api import KmsApi
+from keyservice.config import Credential, KeyServiceConfig, build_api
+from keyservice.errors import KMSError
+from keyservice.service import CallContext
+
+log = logging.getLogger("keyservice.server")
+
+TARGET_PREFIX = "TrentService."
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+MAX_BODY = 1 << 20  # far above any KMS request (policies are <= 32 KiB, plaintext <= 4 KiB)
+
+_KMS_MODEL = botocore.session.get_session().get_service_model("kms")
+_VALIDATOR = ParamValidator()
+
+
+class ProtocolError(KMSError):
+    """A request rejected before it reaches the API layer (not audited: no call was made)."""
+
+
+# ---------------------------------------------------------------------------- wire codec
+
+
+def input_shape(operation: str) -> Shape | None:
+    """The botocore input shape of an operation, None for one the model does not know."""
+    if operation not in _KMS_MODEL.operation_names:
+        return None
+    return _KMS_MODEL.operation_model(operation).input_shape
+
+
+def decode_blobs(value: Any, shape: Shape, path: str = "") -> Any:
+    """Turn the base64 strings of blob members into bytes, recursively along the shape."""
+    kind = shape.type_name
+    if kind == "blob":
+        if not isinstance(value, str):
+            raise ProtocolError("SerializationException", f"{path or 'value'} must be a base64 string")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("SerializationException", f"{path} is not valid base64") from None
+    if kind == "structure" and isinstance(value, dict):
+        members = shape.members
+        return {k: decode_blobs(v, members[k], f"{path}.{k}".lstrip(".")) if k in members else v
+                for k, v in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [decode_blobs(v, shape.member, f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind == "map" and isinstance(value, dict):
+        return {k: decode_blobs(v, shape.value, f"{path}.{k}") for k, v in value.items()}
+    return value
+
+
+def parse_params(operation: str, body: bytes) -> dict[str, Any]:
+    """The JSON body as service parameters: blobs decoded, types and required members checked."""
+    try:
+        params = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("SerializationException", "The request body is not valid JSON") from None
+    if not isinstance(params, dict):
+        raise ProtocolError("SerializationException", "The request body must be a JSON object")
+    shape = input_shape(operation)
+    if shape is None:
+        return params
+    params = decode_blobs(params, shape)
+    try:
+        report = _VALIDATOR.validate(params, shape)
+    except (RuntimeError, ValueError, OverflowError, TypeError):
+        # botocore's timestamp check raises on absurd values instead of reporting them
+        raise ProtocolError("ValidationException", "A parameter has an invalid value") from None
+    if report.has_errors():
+        raise ProtocolError("ValidationException", report.generate_report())
+    return params
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+
+
+def json_response(payload: dict[str, Any], status: int, request_id: str) -> web.Response:
+    body = _ENCODER.encode(payload)
+    return web.Response(body=body.encode(), status=status, content_type=JSON_CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": request_id})
+
+
+def error_response(error: KMSError, request_id: str) -> web.Response:
+    return json_response({"__type": error.type, "message": error.message}, error.status, request_id)
+
+
+# ---------------------------------------------------------------------------- authentication
+
+# sigv4's codes (shared with S3) mapped to the error types AWS KMS answers with.
+_AUTH_ERRORS = {
+    "InvalidAccessKeyId": ("UnrecognizedClientException",
+                           "The security token included in the request is invalid."),
+    "SignatureDoesNotMatch": ("InvalidSignatureException",
+                              "The request signature we calculated does not match the signature "
+                              "you provided. Check your AWS Secret Access Key and signing method."),
+    "RequestTimeTooSkewed": ("InvalidSignatureException", "Signature expired"),
+}
+
+
+def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Credential],
+                 config: KeyServiceConfig, request_id: str) -> CallContext:
+    """Verify the SigV4 Authorization header, which signs the body's hash (KMS has no presigned
+    requests); the caller's principal comes from the matching configured credential."""
+    if "authorization" not in request.headers:
+        raise ProtocolError("MissingAuthenticationTokenException", "Missing Authentication Token")
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    try:
+        result = sigv4.verify(request.method, raw_path, raw_query, request.headers,
+                              lambda access_key: _secret_of(credentials, access_key),
+                              service="kms", now=time.time(), region=config.region,
+                              payload_hash=hashlib.sha256(body).hexdigest())
+    except sigv4.AuthError as e:
+        type_, message = _AUTH_ERRORS.get(e.code, ("IncompleteSignatureException", e.message))
+        if e.code == "RequestTimeTooSkewed":
+            message = f"{message}: {e.message}"
+        raise ProtocolError(type_, message) from None
+    cred = credentials[result.access_key]
+    return CallContext(principal_arn=cred.principal, account_id=config.account_id,
+                       request_id=request_id, access_key=cred.access_key, source=request.remote)
+
+
+def _secret_of(credentials: Mapping[str, Credential], access_key: str) -> str | None:
+    cred = credentials.get(access_key)
+    return cred.secret_key if cred else None
+
+
+# ---------------------------------------------------------------------------- handler
+
+
+def operation_of(request: web.Request) -> str:
+    target = request.headers.get("X-Amz-Target", "")
+    if request.method != "POST" or request.path != "/" or not target.startswith(TARGET_PREFIX):
+        raise ProtocolError("UnknownOperationException", "Unknown operation")
+    return target[len(TARGET_PREFIX):]
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body; aiohttp stops reading past ``client_max_size`` (MAX_BODY)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ProtocolError("ValidationException", f"Request body exceeds {MAX_BODY} bytes", 413) from None
+
+
+def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request], Any]:
+    credentials = {c.access_key: c for c in config.credentials}
+
+    async def handle(request: web.Request) -> web.Response:
+        request_id = str(uuid.uuid4())
+        try:
+            body = await read_body(request)
+            ctx = authenticate(request, body, credentials, config, request_id)
+            operation = operation_of(request)
+            params = parse_params(operation, body)
+            result = await api.call(operation, params, ctx)
+            return json_response(result, 200, request_id)
+        except KMSError as e:
+            return error_response(e, request_id)
+        except Exception:
+            log.exception("internal error in request %s", request_id)
+            return error_response(KMSError("KMSInternalException", "An internal error occurred", 500),
+                                  request_id)
+    return handle
+
+
+def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
+    """The aiohttp application; every path and method goes to the one handler."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_route("*", "/{tail:.*}", make_handler(api, config))
+    return app
+
+
+# ---------------------------------------------------------------------------- serving
+
+
+def _ssl_context(config: KeyServiceConfig) -> ssl.SSLContext | None:
+    if config.tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return context
+
+
+async def serve(config: KeyServiceConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then close the listener, the service and the audit log."""
+    host, port = config.host_port()
+    tls = _ssl_context(config)
+    api = build_api(config)
+    runner = web.AppRunner(create_app(api, config), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on {'https' if tls else 'http'}://{shown}:{bound_port}", flush=True)
+        await _maintain_until_signal(api, config.purge_interval)
+    finally:
+        await runner.cleanup()
+        await api.close()
+
+
+async def _maintain_until_signal(api: KmsApi, purge_interval: float) -> None:
+    """Run key upkeep in the background until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    purger = asyncio.create_task(api.maintain_forever(purge_interval))
+    try:
+        await stop.wait()
+    finally:
+        purger.cancel()

@@ -1,0 +1,110 @@
+"""Key service configuration: TOML table, env overrides, validation."""
+from pathlib import Path
+
+import pytest
+
+from keyservice.config import ConfigError, Credential, KeyServiceConfig
+
+TOML = """
+[keyservice]
+listen = "0.0.0.0:7100"
+data_dir = "/var/lib/ks"
+account_id = "444455556666"
+region = "eu-west-1"
+purge_interval = 5
+
+[[keyservice.credentials]]
+access_key = "AKIAROOT"
+secret_key = "rootsecret"
+
+[[keyservice.credentials]]
+access_key = "AKIAALICE"
+secret_key = "alicesecret"
+principal = "arn:aws:iam::444455556666:user/alice"
+
+[keyservice.quotas]
+symmetric = 20
+CreateKey = 1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ks.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_or_env() -> None:
+    config = KeyServiceConfig.load(None, {})
+    assert config.host_port() == ("127.0.0.1", 7000)
+    assert config.data_dir == Path("./data/keyservice")
+    assert config.audit_path == Path("./data/keyservice/audit.log")
+    assert config.credentials == () and config.quotas == {}
+
+
+def test_toml_table_is_read(tmp_path: Path) -> None:
+    config = KeyServiceConfig.load(write(tmp_path, TOML), {})
+    assert config.host_port() == ("0.0.0.0", 7100)
+    assert config.account_id == "444455556666" and config.region == "eu-west-1"
+    assert config.audit_path == Path("/var/lib/ks/audit.log")
+    assert config.purge_interval == 5.0
+    assert config.quotas == {"symmetric": 20.0, "CreateKey": 1.0}
+    assert config.credentials == (
+        Credential("AKIAROOT", "rootsecret", "arn:aws:iam::444455556666:root"),
+        Credential("AKIAALICE", "alicesecret", "arn:aws:iam::444455556666:user/alice"),
+    )
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    env = {"KEYSERVICE_LISTEN": "127.0.0.1:0", "KEYSERVICE_DATA_DIR": "/tmp/d",
+           "KEYSERVICE_ACCESS_KEY": "AKIAROOT", "KEYSERVICE_SECRET_KEY": "newsecret",
+           "KEYSERVICE_AUDIT_LOG": "/tmp/a.log", "KEYSERVICE_CLOCK_FILE": "/tmp/clock",
+           "KEYSERVICE_ROOT_KEY": "QUJD", "KEYSERVICE_PURGE_INTERVAL": "0.5"}
+    config = KeyServiceConfig.load(write(tmp_path, TOML), env)
+    assert config.listen == "127.0.0.1:0" and config.data_dir == Path("/tmp/d")
+    assert config.audit_path == Path("/tmp/a.log") and config.clock_file == Path("/tmp/clock")
+    assert config.root_key == "QUJD" and config.purge_interval == 0.5
+    assert config.credential_for("AKIAROOT") == Credential(
+        "AKIAROOT", "newsecret", "arn:aws:iam::444455556666:root")
+    assert config.credential_for("AKIAALICE") is not None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[keyservice]\nlisten = 7000\n", "listen must be a str"),
+    ("[keyservice]\nbogus = 1\n", "unknown [keyservice] settings: bogus"),
+    ("[keyservice.quotas]\nsymmetric = -1\n", "quota symmetric must be a positive number"),
+    ("[[keyservice.credentials]]\naccess_key = \"A\"\n", "credentials.secret_key must be a str"),
+    ("[keyservice\n", "not valid TOML"),
+])
+def test_bad_file_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        KeyServiceConfig.load(write(tmp_path, text), {})
+
+
+def test_half_a_credential_in_env_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="set together"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_ACCESS_KEY": "A"})
+
+
+@pytest.mark.parametrize("listen", ["7000", "host:", ":7000", "h:99999", "h:x"])
+def test_bad_listen_is_rejected(listen: str) -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        KeyServiceConfig(listen=listen).host_port()
+
+
+def test_ipv6_listen() -> None:
+    assert KeyServiceConfig(listen="[::1]:7000").host_port() == ("::1", 7000)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        KeyServiceConfig.load(tmp_path / "missing.toml", {})
+
+
+def test_example_config_file_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "keyservice.example.toml"
+    config = KeyServiceConfig.load(example, {})
+    assert config.host_port() == ("127.0.0.1", 7000)
+    assert [c.principal for c in config.credentials] == [
+        "arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/alice"]
+    assert config.quotas["symmetric"] == 5500
