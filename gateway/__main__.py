@@ -1,0 +1,6 @@
+"""``python -m gateway serve ...``"""
+import sys
+
+from gateway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,237 @@
+"""The gateway's HTTP server: one pipeline for every request.
+
+authenticate (SigV4/SigV2) -> classify the S3 operation -> the operation's handler (encrypting
+objects, rewriting listings, or a re-signed pass-through) -> the answer, with a request id on every
+response and every failure rendered as a proper S3 error. Operations that would move object data
+the gateway cannot encrypt yet are refused with 501, never passed through.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import ssl
+import time
+import tomllib
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
+from gateway.crypto.sse import SseC, SseKms
+from gateway.devupstream import DevUpstream
+from gateway.handlers import get_object, listing, passthrough, put_object
+from gateway.handlers.context import Gateway, RequestContext
+from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented
+from gateway.s3request import classify
+from gateway.sigv4 import AuthError, verify
+from gateway.upstream import Upstream, UpstreamTarget
+from keyservice.config import KeyServiceConfig, build_api
+
+log = logging.getLogger("gateway")
+
+Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
+DEV_CREDENTIAL = Credential("test", "test")
+_MULTIPART = "multipart uploads through the gateway are not implemented yet"
+REFUSED = {
+    "CreateMultipartUpload": _MULTIPART,
+    "UploadPart": _MULTIPART,
+    "UploadPartCopy": _MULTIPART,
+    "CompleteMultipartUpload": _MULTIPART,
+    "CopyObject": "CopyObject through the gateway is not implemented yet",
+    "PostObject": "POST object uploads through the gateway are not implemented",
+    "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
+    "GetObjectAttributes": "GetObjectAttributes through the gateway is not implemented yet",
+    "Unknown": "This request is not an S3 operation the gateway supports",
+}
+HANDLERS: dict[str, Handler] = {
+    "PutObject": put_object.put_object,
+    "GetObject": get_object.get_object,
+    "HeadObject": get_object.get_object,
+    "ListObjects": listing.list_objects,
+    "ListObjectsV2": listing.list_objects,
+    "ListObjectVersions": listing.list_objects,
+}
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16].upper()
+
+
+def error_response(err: S3Error, request: web.Request, request_id: str) -> web.Response:
+    """S3's error answer; HEAD answers carry no body, as S3's do."""
+    body = b"" if request.method == "HEAD" else error_xml(err, request_id=request_id, resource=request.path)
+    return web.Response(status=err.status, body=body, headers=err.headers, content_type="application/xml")
+
+
+def _is_secure(request: web.Request, config: GatewayConfig) -> bool:
+    forwarded = request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    return request.secure or (config.trust_forwarded_proto and forwarded)
+
+
+def _authenticate(request: web.Request, config: GatewayConfig):
+    secrets_by_key = {c.access_key: c.secret_key for c in config.credentials}
+    url = request.rel_url
+    return verify(request.method, url.raw_path, url.raw_query_string, request.headers, secrets_by_key.get,
+                  service="s3", now=time.time(), region=config.region)
+
+
+async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.StreamResponse:
+    try:
+        auth = _authenticate(request, gw.config)
+    except AuthError as exc:
+        raise from_auth_error(exc) from None
+    s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
+    if s3.operation in REFUSED:
+        raise not_implemented(REFUSED[s3.operation])
+    ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
+                         secure=_is_secure(request, gw.config))
+    return await HANDLERS.get(s3.operation, passthrough.proxy)(gw, ctx)
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Every request's entry point: run the pipeline, render any failure as an S3 error."""
+    request_id = request["request_id"] = new_request_id()
+    gw = request.app[GATEWAY_KEY]
+    try:
+        return await _handle(gw, request, request_id)
+    except S3Error as exc:
+        return error_response(exc, request, request_id)
+    except aiohttp.ClientConnectorError as exc:
+        log.error("request %s: the upstream cannot be reached: %s", request_id, exc)
+        return error_response(S3Error("ServiceUnavailable", "The upstream store cannot be reached", 503),
+                              request, request_id)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("request %s failed", request_id)
+        return error_response(internal_error(), request, request_id)
+
+
+async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get("request_id") or new_request_id()
+    response.headers["x-amz-request-id"] = request_id
+    response.headers["x-amz-id-2"] = request_id
+
+
+def load_gateway_secret(path: Path) -> bytes:
+    """The 32-byte secret keying SSE-C key HMACs; generated (mode 0600) on first start."""
+    if path.exists():
+        secret = path.read_bytes()
+        if len(secret) != 32:
+            raise ConfigError(f"gateway secret file {path} must hold exactly 32 bytes, it holds {len(secret)}")
+        return secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    log.warning("generated a new gateway secret in %s; keep it: SSE-C objects need it", path)
+    return secret
+
+
+async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | RemoteKeyProvider,
+                     upstream: Upstream) -> web.Application:
+    """The aiohttp application around an already-started key provider and upstream."""
+    gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider),
+                 sse_c=SseC(load_gateway_secret(config.secret_path)))
+    app = web.Application(client_max_size=2**62)
+    app[GATEWAY_KEY] = gw
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.on_response_prepare.append(_stamp_request_id)
+    return app
+
+
+def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if not config.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return context
+
+
+async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
+    """The in-process key service, its store under DATA_DIR/keyservice unless [keyservice] says otherwise."""
+    ks = KeyServiceConfig.load(config.config_path, os.environ)
+    table = {}
+    if config.config_path is not None:
+        with open(config.config_path, "rb") as f:
+            table = tomllib.load(f).get("keyservice", {})
+    if "data_dir" not in table and not os.environ.get("KEYSERVICE_DATA_DIR"):
+        ks = replace(ks, data_dir=config.data_dir / "keyservice")
+    provider = EmbeddedKeyProvider(build_api(ks), ks.account_id, config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+    if not config.default_kms_key_id:
+        await provider.ensure_default_key()
+    provider.start_maintenance(ks.purge_interval)
+    return provider
+
+
+async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
+    if not config.kms.endpoint:
+        return await _embedded_provider(config)
+    kms = config.kms
+    provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
+                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+    await provider.start()
+    return provider
+
+
+def _with_dev_defaults(config: GatewayConfig) -> tuple[GatewayConfig, DevUpstream | None]:
+    """Fill in a development upstream and client credential when none are configured (dev only)."""
+    dev = None
+    if not config.upstream.url:
+        dev = DevUpstream()
+        config = replace(config, upstream=dev.start(config.upstream.region))
+    if not config.credentials:
+        log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
+                    DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
+        config = replace(config, credentials=(DEV_CREDENTIAL,))
+    return config, dev
+
+
+async def _listen(runner: web.AppRunner, config: GatewayConfig) -> str:
+    host, port = config.listen_host_port
+    site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), backlog=1024)
+    await site.start()
+    real_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return f"{'https' if config.tls else 'http'}://{host}:{real_port}"
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted.
+
+    Everything started is stopped again in reverse order, also when start-up fails half-way.
+    """
+    async with AsyncExitStack() as stack:
+        config, dev = _with_dev_defaults(config)
+        if dev is not None:
+            stack.callback(dev.stop)
+        up = config.upstream
+        upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key))
+        await upstream.start()
+        stack.push_async_callback(upstream.close)
+        provider = await _key_provider(config)
+        stack.push_async_callback(provider.close)
+        runner = web.AppRunner(await create_app(config, provider, upstream), handle_signals=False, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        print(f"listening on {await _listen(runner, config)}", flush=True)
+        await _wait_for_signal()
+        log.info("shutting down")

@@ -1,0 +1,239 @@
+"""The gateway's settings: a TOML file, overridden by GATEWAY_* environment variables.
+
+Everything is validated once at start so a typo fails loudly with the setting's name instead of
+surfacing as a confusing error on the first request.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENCRYPTION_MODES = ("aws:kms", "passthrough")
+DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    encryption: str = "aws:kms"
+    kms_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = ""
+
+
+@dataclass(frozen=True)
+class KmsConfig:
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: str = "127.0.0.1:8080"
+    data_dir: Path = Path("./data")
+    region: str = "us-east-1"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    trust_forwarded_proto: bool = False
+    allow_ssec_over_http: bool = False
+    allow_unencrypted_reads: bool = True
+    default_encryption: str = "aws:kms"
+    default_kms_key_id: str = ""
+    secret_file: str = ""
+    credentials: tuple[Credential, ...] = ()
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    kms: KmsConfig = field(default_factory=KmsConfig)
+    buckets: Mapping[str, BucketPolicy] = field(default_factory=dict)
+    config_path: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def secret_path(self) -> Path:
+        return Path(self.secret_file) if self.secret_file else self.data_dir / "gateway.secret"
+
+    def bucket_policy(self, bucket: str) -> BucketPolicy:
+        """The bucket's own table, or the gateway-wide default."""
+        return self.buckets.get(bucket) or BucketPolicy(self.default_encryption, self.default_kms_key_id)
+
+
+_GATEWAY_ENV: dict[str, tuple[str, type]] = {
+    "listen": ("GATEWAY_LISTEN", str),
+    "data_dir": ("GATEWAY_DATA_DIR", str),
+    "region": ("GATEWAY_REGION", str),
+    "tls_cert_file": ("GATEWAY_TLS_CERT_FILE", str),
+    "tls_key_file": ("GATEWAY_TLS_KEY_FILE", str),
+    "trust_forwarded_proto": ("GATEWAY_TRUST_FORWARDED_PROTO", bool),
+    "allow_ssec_over_http": ("GATEWAY_ALLOW_SSEC_OVER_HTTP", bool),
+    "allow_unencrypted_reads": ("GATEWAY_ALLOW_UNENCRYPTED_READS", bool),
+    "default_encryption": ("GATEWAY_DEFAULT_ENCRYPTION", str),
+    "default_kms_key_id": ("GATEWAY_DEFAULT_KMS_KEY_ID", str),
+    "secret_file": ("GATEWAY_SECRET_FILE", str),
+}
+_SECTION_ENV = {
+    "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key")),
+    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key")),
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); port 0 means any free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _gateway_settings(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    unknown = set(table) - set(_GATEWAY_ENV) - {"credentials"}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [gateway]: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for name, (env_name, kind) in _GATEWAY_ENV.items():
+        value = env[env_name] if env_name in env else table.get(name)
+        if value is None:
+            continue
+        qualified = f"gateway.{name} ({env_name})"
+        out[name] = _as_bool(qualified, value) if kind is bool else _as_str(qualified, value)
+    if "data_dir" in out:
+        out["data_dir"] = Path(out["data_dir"])
+    return out
+
+
+def _section(name: str, table: Mapping[str, Any], env: Mapping[str, str], cls: type) -> Any:
+    prefix, keys = _SECTION_ENV[name]
+    unknown = set(table) - set(keys)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
+    values = {}
+    for key in keys:
+        env_name = prefix + key.upper()
+        value = env[env_name] if env_name in env else table.get(key)
+        if value is not None:
+            values[key] = _as_str(f"{name}.{key} ({env_name})", value)
+    return cls(**values)
+
+
+def _credentials(table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Credential, ...]:
+    creds = []
+    for i, entry in enumerate(table.get("credentials", [])):
+        if not isinstance(entry, dict) or not entry.get("access_key") or not entry.get("secret_key"):
+            raise ConfigError(f"gateway.credentials[{i}] needs access_key and secret_key")
+        creds.append(Credential(_as_str("access_key", entry["access_key"]),
+                                _as_str("secret_key", entry["secret_key"])))
+    if env.get("GATEWAY_ACCESS_KEY") or env.get("GATEWAY_SECRET_KEY"):
+        if not (env.get("GATEWAY_ACCESS_KEY") and env.get("GATEWAY_SECRET_KEY")):
+            raise ConfigError("GATEWAY_ACCESS_KEY and GATEWAY_SECRET_KEY must be set together")
+        creds.append(Credential(env["GATEWAY_ACCESS_KEY"], env["GATEWAY_SECRET_KEY"]))
+    return tuple(creds)
+
+
+def _buckets(table: Mapping[str, Any]) -> dict[str, BucketPolicy]:
+    out = {}
+    for bucket, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) - {"encryption", "kms_key_id"}:
+            raise ConfigError(f"[buckets.{bucket}] takes only encryption and kms_key_id")
+        policy = BucketPolicy(_as_str(f"buckets.{bucket}.encryption", entry.get("encryption", "aws:kms")),
+                              _as_str(f"buckets.{bucket}.kms_key_id", entry.get("kms_key_id", "")))
+        _check_encryption(f"buckets.{bucket}.encryption", policy.encryption)
+        out[bucket] = policy
+    return out
+
+
+def _check_encryption(name: str, value: str) -> None:
+    if value not in ENCRYPTION_MODES:
+        raise ConfigError(f"{name} must be one of {', '.join(ENCRYPTION_MODES)}, got {value!r}")
+
+
+def _validate(cfg: GatewayConfig) -> None:
+    parse_listen(cfg.listen)
+    _check_encryption("gateway.default_encryption", cfg.default_encryption)
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        raise ConfigError("gateway.tls_cert_file and gateway.tls_key_file must be set together")
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(cfg, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"gateway.{name}: file not found: {path}")
+    up = cfg.upstream
+    if up.url and not up.url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream.url must start with http:// or https://, got {up.url!r}")
+    if up.url and not (up.access_key and up.secret_key):
+        raise ConfigError("upstream.access_key and upstream.secret_key are required with upstream.url")
+    if cfg.kms.endpoint and not cfg.kms.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"kms.endpoint must start with http:// or https://, got {cfg.kms.endpoint!r}")
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:
+    """Read FILE, apply the environment, then --listen; raise ConfigError naming any bad setting."""
+    file_path = Path(path) if path else None
+    doc = _read_toml(file_path)
+    gateway_table = doc.get("gateway", {})
+    settings = _gateway_settings(gateway_table, env)
+    if listen:
+        settings["listen"] = listen
+    cfg = GatewayConfig(
+        **settings,
+        credentials=_credentials(gateway_table, env),
+        upstream=_section("upstream", doc.get("upstream", {}), env, UpstreamConfig),
+        kms=_section("kms", doc.get("kms", {}), env, KmsConfig),
+        buckets=_buckets(doc.get("buckets", {})),
+        config_path=file_path,
+    )
+    _validate(cfg)
+    return cfg

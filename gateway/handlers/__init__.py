@@ -1,0 +1,1 @@
+"""The S3 operation handlers: objects (encrypting PUT, decrypting GET/HEAD), listings, pass-through."""

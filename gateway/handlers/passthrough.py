@@ -1,0 +1,111 @@
+"""Operations that carry no object data: forwarded re-signed, bodies streamed both ways.
+
+The body is forwarded unchanged, so a client's hex SHA-256 payload hash (and any checksum header,
+e.g. DeleteObjects' x-amz-checksum-crc32 over its plaintext XML) stays valid and is re-used
+upstream, where it is verified again. SSE-C keys are never forwarded.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import AsyncIterable, AsyncIterator, Iterable, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from gateway.handlers.context import Gateway, RequestContext
+from gateway.policy import SSE_HEADERS
+from gateway.s3errors import S3Error, not_implemented
+from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers
+
+log = logging.getLogger("gateway.passthrough")
+CHUNK = 256 * 1024
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Upstream response headers that describe the upstream's own request or connection, not the data.
+_UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server"}
+
+
+async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async for chunk in response.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+def response_headers(upstream_headers: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
+    """Upstream response headers worth relaying, minus ``drop`` (lower-case names or prefixes ending in ``*``)."""
+    exact = {d for d in drop if not d.endswith("*")}
+    prefixes = tuple(d[:-1] for d in drop if d.endswith("*"))
+    out: dict[str, str] = {}
+    for name, value in upstream_headers.items():
+        lname = name.lower()
+        if lname in _UPSTREAM_ONLY or lname in exact or lname.startswith(prefixes):
+            continue
+        if lname == "x-amz-version-id" and value == "null":
+            continue
+        out[name] = value
+    return out
+
+
+async def relay(ctx: RequestContext, upstream: aiohttp.ClientResponse, *,
+                drop: Iterable[str] = ()) -> web.StreamResponse:
+    """Stream an upstream response to the client unchanged (bar per-hop headers)."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=response_headers(upstream.headers, drop))
+    length = upstream.headers.get("Content-Length")
+    if length is not None:
+        response.content_length = int(length)
+    return await send_body(ctx, response, body_chunks(upstream) if ctx.request.method != "HEAD" else None)
+
+
+async def send_body(ctx: RequestContext, response: web.StreamResponse,
+                    chunks: AsyncIterable[bytes] | None) -> web.StreamResponse:
+    """Send headers, then the body. Once headers are out a failure (an integrity error, the upstream
+    dying) can no longer become an S3 error: abort the connection so the client sees a broken
+    transfer, never a clean but short or corrupt body."""
+    await response.prepare(ctx.request)
+    try:
+        if chunks is not None:
+            async for chunk in chunks:
+                await response.write(chunk)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        log.error("request %s failed mid-body (%s: %s); aborting the connection",
+                  ctx.request_id, type(exc).__name__, exc)
+        if ctx.request.transport is not None:
+            ctx.request.transport.abort()
+        raise ConnectionAbortedError("response aborted mid-body") from exc
+    await response.write_eof()
+    return response
+
+
+def _forwarded_payload(ctx: RequestContext) -> str:
+    signed = ctx.auth.payload_hash or ""
+    return signed if _HEX_SHA256.fullmatch(signed) else UNSIGNED_PAYLOAD
+
+
+async def proxy(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    """Forward the request as it is, re-signed, and relay the answer."""
+    request = ctx.request
+    if "aws-chunked" in request.headers.get("Content-Encoding", ""):
+        raise not_implemented("aws-chunked bodies are only accepted for object uploads")
+    headers = forwardable_headers(request.headers, drop=SSE_HEADERS)
+    body = request_chunks(request) if request.body_exists else None
+    upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query, headers, body=body,
+                                         content_length=request.content_length if body else None,
+                                         payload_hash=_forwarded_payload(ctx))
+    async with upstream:
+        return await relay(ctx, upstream)
+
+
+async def read_small(upstream: aiohttp.ClientResponse, limit: int = 64 * 1024 * 1024) -> bytes:
+    """A small XML body in full (listings are at most 1000 entries)."""
+    body = await upstream.content.read(limit + 1)
+    if len(body) > limit:
+        raise S3Error("InternalError", "The upstream response is too large to rewrite", 500)
+    return body

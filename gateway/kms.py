@@ -1,0 +1,123 @@
+"""Key providers for SSE-KMS: the embedded key service in-process, or any KMS endpoint over HTTP.
+
+Both speak the same AWS KMS shapes and map KMS errors to the S3 errors S3 itself returns for them
+(``KMS.NotFoundException`` ...), so a client cannot tell which one the gateway runs with.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from contextlib import AsyncExitStack
+from typing import Any, Awaitable, Callable, Mapping
+
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from gateway.config import DEFAULT_KEY_ALIAS
+from gateway.crypto.sse import DataKey
+from gateway.crypto.stream import IntegrityError
+from gateway.s3errors import S3Error, from_kms_error
+from keyservice.errors import KMSError
+from keyservice.service import CallContext
+
+log = logging.getLogger("gateway.kms")
+
+
+def s3_error_for_kms(error_type: str, message: str) -> Exception:
+    """The S3-side error for a KMS failure; a bad data-key ciphertext means the object was tampered with."""
+    if error_type == "InvalidCiphertextException":
+        return IntegrityError(f"the object's data key does not decrypt: {message}")
+    error = from_kms_error(error_type, message)
+    if error.status == 500:
+        log.error("unexpected KMS error %s: %s", error_type, message)
+    return error
+
+
+class EmbeddedKeyProvider:
+    """Calls the embedded ``KmsApi`` in-process, as the gateway's own account root principal."""
+
+    def __init__(self, api: Any, account_id: str, default_key_id: str) -> None:
+        self._api = api
+        self.account_id = account_id
+        self.default_key_id = default_key_id
+        self._maintenance: asyncio.Task | None = None
+
+    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        ctx = CallContext(principal_arn=f"arn:aws:iam::{self.account_id}:root", account_id=self.account_id,
+                          request_id=str(uuid.uuid4()), access_key=None, source="gateway")
+        try:
+            return await self._api.call(operation, params, ctx)
+        except KMSError as exc:
+            raise s3_error_for_kms(exc.type, exc.message) from None
+
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+        out = await self._call("GenerateDataKey", {"KeyId": key_id or self.default_key_id,
+                                                    "KeySpec": "AES_256", "EncryptionContext": dict(context)})
+        return DataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
+
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+        out = await self._call("Decrypt", {"CiphertextBlob": ciphertext, "EncryptionContext": dict(context)})
+        return DataKey(out["Plaintext"], ciphertext, out["KeyId"])
+
+    def start_maintenance(self, interval: float) -> None:
+        """Run the key service's periodic work (scheduled deletions, rotations), as `keyservice serve` does."""
+        self._maintenance = asyncio.create_task(self._api.maintain_forever(interval))
+
+    async def close(self) -> None:
+        """Stop the periodic work, then flush and close the key store and audit log."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self._api.close()
+
+    async def ensure_default_key(self) -> str:
+        """Create ``alias/s3-gateway-default`` on first start; returns its key ARN."""
+        try:
+            return (await self._call("DescribeKey", {"KeyId": DEFAULT_KEY_ALIAS}))["KeyMetadata"]["Arn"]
+        except S3Error as exc:
+            if exc.code != "KMS.NotFoundException":
+                raise
+        meta = (await self._call("CreateKey", {"Description": "S3 gateway default key"}))["KeyMetadata"]
+        await self._call("CreateAlias", {"AliasName": DEFAULT_KEY_ALIAS, "TargetKeyId": meta["KeyId"]})
+        log.info("created the default key %s as %s", meta["Arn"], DEFAULT_KEY_ALIAS)
+        return meta["Arn"]
+
+
+class RemoteKeyProvider:
+    """Any AWS-KMS-API endpoint through aiobotocore (a real KMS, or a standalone ``keyservice serve``)."""
+
+    def __init__(self, endpoint: str, region: str, access_key: str, secret_key: str, default_key_id: str) -> None:
+        self._client_args = dict(endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key or None,
+                                 aws_secret_access_key=secret_key or None)
+        self.default_key_id = default_key_id
+        self._stack: Any = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        self._stack = AsyncExitStack()
+        self._client = await self._stack.enter_async_context(get_session().create_client("kms", **self._client_args))
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    async def _call(self, method: Callable[..., Awaitable[dict]], **params: Any) -> dict[str, Any]:
+        try:
+            return await method(**params)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise s3_error_for_kms(err.get("Code", "KMSInternalException"), err.get("Message", "")) from None
+        except EndpointConnectionError:
+            raise S3Error("ServiceUnavailable", "The key service cannot be reached", 503) from None
+
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+        out = await self._call(self._client.generate_data_key, KeyId=key_id or self.default_key_id,
+                               KeySpec="AES_256", EncryptionContext=dict(context))
+        return DataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
+
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+        out = await self._call(self._client.decrypt, CiphertextBlob=ciphertext, EncryptionContext=dict(context))
+        return DataKey(out["Plaintext"], ciphertext, out["KeyId"])

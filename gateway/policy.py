@@ -1,0 +1,94 @@
+"""Which encryption a request gets: the bucket's configured policy, then the client's SSE headers.
+
+S3's own rules apply: an explicit ``x-amz-server-side-encryption`` or SSE-C request is honoured
+even in a pass-through bucket (a client asking for encryption never gets plaintext stored), SSE-C
+keys must be well formed and sent over TLS, and SSE-C cannot be combined with SSE-KMS.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Mapping
+
+from gateway.config import GatewayConfig
+from gateway.crypto.sse import SseRequest
+from gateway.s3errors import S3Error
+
+SSE = "x-amz-server-side-encryption"
+SSE_KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
+SSE_CONTEXT = "x-amz-server-side-encryption-context"
+SSEC_ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
+SSEC_KEY = "x-amz-server-side-encryption-customer-key"
+SSEC_KEY_MD5 = "x-amz-server-side-encryption-customer-key-md5"
+SSE_HEADERS = (SSE, SSE_KMS_KEY, SSE_CONTEXT, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5,
+               "x-amz-server-side-encryption-bucket-key-enabled")
+
+
+def _invalid(message: str, name: str, value: str = "") -> S3Error:
+    return S3Error("InvalidArgument", message, 400, ArgumentName=name, ArgumentValue=value)
+
+
+def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) -> bytes | None:
+    """The SSE-C key the request carries (validated as S3 does), or None when it carries none."""
+    present = [h for h in (SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5) if h in headers]
+    if not present:
+        return None
+    if not (secure or allow_http):
+        raise S3Error("InvalidRequest", "Requests specifying Server Side Encryption with Customer "
+                      "provided keys must be made over a secure connection.", 400)
+    if len(present) < 3:
+        raise _invalid("Requests specifying Server Side Encryption with Customer provided keys must "
+                       "provide an appropriate secret key and its MD5.", present[0])
+    algorithm = headers[SSEC_ALGORITHM]
+    if algorithm != "AES256":
+        raise _invalid("The requested encryption algorithm is not valid, it must be AES256.",
+                       SSEC_ALGORITHM, algorithm)
+    try:
+        key = base64.b64decode(headers[SSEC_KEY], validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise _invalid("The secret key was invalid for the specified algorithm.", SSEC_KEY)
+    if base64.b64encode(hashlib.md5(key).digest()).decode() != headers[SSEC_KEY_MD5].strip():
+        raise _invalid("The calculated MD5 hash of the key did not match the hash that was provided.",
+                       SSEC_KEY_MD5)
+    return key
+
+
+def _kms_context(headers: Mapping[str, str]) -> dict[str, str]:
+    raw = headers.get(SSE_CONTEXT)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid("The encryption context must be base64-encoded JSON of string pairs.", SSE_CONTEXT, raw)
+    return value
+
+
+def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, secure: bool) -> SseRequest | None:
+    """The encryption for a PutObject, or None to store the body unchanged (a pass-through bucket)."""
+    key = customer_key(headers, secure=secure, allow_http=cfg.allow_ssec_over_http)
+    requested = headers.get(SSE)
+    if key is not None:
+        if requested is not None or SSE_KMS_KEY in headers:
+            raise _invalid("Server Side Encryption with Customer provided key is incompatible with the "
+                           "encryption method specified", SSE, requested or "")
+        return SseRequest(mode="SSE-C", kms_key_id=None, kms_context={}, customer_key=key)
+    if requested is None and SSE_KMS_KEY in headers:
+        raise _invalid("Server Side Encryption with AWS KMS managed key requires HTTP header "
+                       "x-amz-server-side-encryption : aws:kms", SSE_KMS_KEY, headers[SSE_KMS_KEY])
+    policy = cfg.bucket_policy(bucket)
+    if requested is None:
+        if policy.encryption == "passthrough":
+            return None
+        requested = "aws:kms"
+    if requested not in ("aws:kms", "AES256"):
+        raise _invalid("The encryption method specified is not supported", SSE, requested)
+    key_id = headers.get(SSE_KMS_KEY) if requested == "aws:kms" else None
+    return SseRequest(mode=requested, kms_key_id=key_id or policy.kms_key_id or cfg.default_kms_key_id or None,
+                      kms_context=_kms_context(headers), customer_key=None)

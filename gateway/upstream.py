@@ -1,0 +1,116 @@
+"""The upstream S3 store: a pooled aiohttp client whose every request is re-signed by botocore.
+
+The client's signature cannot be forwarded (the gateway changes bodies and headers, and the
+upstream has its own credentials), so each request is signed afresh with botocore's S3SigV4Auth:
+the canonicalisation is botocore's, never ours. Bodies are streamed, so the payload is declared
+``UNSIGNED-PAYLOAD`` unless the body passes through unchanged with a known SHA-256.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, AsyncIterable, Iterable, Mapping
+from urllib.parse import quote
+
+import aiohttp
+from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from yarl import URL
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "expect",
+})
+# Client-signature material and body framing that is ours to terminate, never the upstream's.
+CLIENT_ONLY = frozenset({
+    "authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token",
+    "x-amz-decoded-content-length", "x-amz-trailer",
+    "x-forwarded-proto", "x-forwarded-for", "accept-encoding",
+})
+# Query parameters of presigned URLs and SDK routing hints, not S3 parameters.
+AUTH_QUERY = frozenset({
+    "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
+    "x-amz-signature", "x-amz-security-token", "awsaccesskeyid", "signature", "expires", "x-id",
+})
+
+
+class _Signer(S3SigV4Auth):
+    """S3SigV4Auth with the payload hash chosen by the caller (streamed bodies cannot be hashed first)."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return request.context.get("payload_hash", UNSIGNED_PAYLOAD)
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    url: str
+    region: str
+    access_key: str
+    secret_key: str
+
+
+def forwardable_headers(headers: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
+    """The client headers that still mean something upstream (minus ``drop``, lower-case names)."""
+    skip = HOP_BY_HOP | CLIENT_ONLY | {d.lower() for d in drop}
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in skip:
+            continue
+        if lname == "content-encoding":
+            value = ",".join(v for v in (p.strip() for p in value.split(",")) if v and v != "aws-chunked")
+            if not value:
+                continue
+        out[lname] = value
+    return out
+
+
+def upstream_query(query: Iterable[tuple[str, str]]) -> str:
+    """A canonically encoded query string without presign parameters, so both signers agree on it."""
+    pairs = sorted((k, v) for k, v in query if k.lower() not in AUTH_QUERY)
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
+
+
+class Upstream:
+    """One connection pool to the upstream, shared by every handler."""
+
+    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100) -> None:
+        self.target = target
+        self._base = target.url.rstrip("/")
+        self._credentials = Credentials(target.access_key, target.secret_key)
+        self._session: aiohttp.ClientSession | None = None
+        self._pool_size = pool_size
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                              skip_auto_headers=("Accept-Encoding", "User-Agent",
+                                                                 "Content-Type"))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def sign(self, method: str, url: str, headers: Mapping[str, str], payload_hash: str) -> dict[str, str]:
+        """Headers (with Authorization) for ``method url`` signed for the upstream's credentials."""
+        request = AWSRequest(method=method, url=url, headers=dict(headers))
+        request.context["payload_hash"] = payload_hash
+        _Signer(self._credentials, "s3", self.target.region).add_auth(request)
+        return dict(request.headers.items())
+
+    async def request(self, method: str, raw_path: str, query: Iterable[tuple[str, str]],
+                      headers: Mapping[str, str], *, body: AsyncIterable[bytes] | bytes | None = None,
+                      content_length: int | None = None,
+                      payload_hash: str = UNSIGNED_PAYLOAD) -> aiohttp.ClientResponse:
+        """Send a re-signed request; the caller reads and releases the response."""
+        assert self._session is not None, "Upstream.start() was not awaited"
+        qs = upstream_query(query)
+        url = f"{self._base}{raw_path}" + (f"?{qs}" if qs else "")
+        signed = self.sign(method, url, headers, payload_hash)
+        if content_length is not None:
+            signed["Content-Length"] = str(content_length)
+        kwargs: dict[str, Any] = {"headers": signed, "allow_redirects": False}
+        if body is not None:
+            kwargs["data"] = body
+        return await self._session.request(method, URL(url, encoded=True), **kwargs)

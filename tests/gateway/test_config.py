@@ -1,0 +1,155 @@
+"""Settings: TOML, environment overrides, --listen, validation messages, and the encryption policy."""
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gateway.config import BucketPolicy, ConfigError, load_config
+from gateway.crypto.sse import SseRequest
+from gateway.policy import customer_key, decide_put
+from gateway.s3errors import S3Error
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None, {})
+    assert cfg.listen == "127.0.0.1:8080"
+    assert cfg.default_encryption == "aws:kms"
+    assert cfg.allow_unencrypted_reads is True
+    assert cfg.upstream.url == ""
+    assert cfg.credentials == ()
+    assert cfg.secret_path == Path("data/gateway.secret")
+
+
+def test_file_values_are_read(tmp_path):
+    path = _write(tmp_path, """
+[gateway]
+listen = "0.0.0.0:9999"
+data_dir = "/var/gw"
+allow_ssec_over_http = true
+[[gateway.credentials]]
+access_key = "AK"
+secret_key = "SK"
+[upstream]
+url = "http://127.0.0.1:9000"
+access_key = "minio"
+secret_key = "minio123"
+[buckets.old]
+encryption = "passthrough"
+""")
+    cfg = load_config(path, {})
+    assert cfg.listen_host_port == ("0.0.0.0", 9999)
+    assert cfg.data_dir == Path("/var/gw")
+    assert cfg.allow_ssec_over_http is True
+    assert [(c.access_key, c.secret_key) for c in cfg.credentials] == [("AK", "SK")]
+    assert cfg.upstream.url == "http://127.0.0.1:9000"
+    assert cfg.bucket_policy("old") == BucketPolicy("passthrough", "")
+    assert cfg.bucket_policy("other") == BucketPolicy("aws:kms", "")
+
+
+def test_environment_overrides_file_and_listen_flag_overrides_both(tmp_path):
+    path = _write(tmp_path, '[gateway]\nlisten = "127.0.0.1:1"\ndefault_encryption = "aws:kms"\n')
+    env = {"GATEWAY_LISTEN": "127.0.0.1:2", "GATEWAY_DEFAULT_ENCRYPTION": "passthrough",
+           "GATEWAY_TRUST_FORWARDED_PROTO": "true", "GATEWAY_ACCESS_KEY": "EK", "GATEWAY_SECRET_KEY": "ES",
+           "GATEWAY_UPSTREAM_URL": "https://s3.example", "GATEWAY_UPSTREAM_ACCESS_KEY": "u",
+           "GATEWAY_UPSTREAM_SECRET_KEY": "p", "GATEWAY_KMS_REGION": "eu-west-1"}
+    assert load_config(path, env).listen == "127.0.0.1:2"
+    cfg = load_config(path, env, listen="127.0.0.1:0")
+    assert cfg.listen_host_port == ("127.0.0.1", 0)
+    assert cfg.default_encryption == "passthrough"
+    assert cfg.trust_forwarded_proto is True
+    assert cfg.credentials[-1].access_key == "EK"
+    assert cfg.upstream.url == "https://s3.example"
+    assert cfg.kms.region == "eu-west-1"
+
+
+@pytest.mark.parametrize("text,env,message", [
+    ('[gateway]\nlisten = "nonsense"\n', {}, "listen must be HOST:PORT"),
+    ('[gateway]\ndefault_encryption = "rot13"\n', {}, "gateway.default_encryption must be one of"),
+    ('[gateway]\ntypo = 1\n', {}, "unknown setting(s) in [gateway]: typo"),
+    ('[gateway]\nallow_ssec_over_http = "maybe"\n', {}, "must be true or false"),
+    ('[gateway]\ntls_cert_file = "/nonexistent.pem"\n', {}, "must be set together"),
+    ('[upstream]\nurl = "ftp://x"\n', {}, "upstream.url must start with http"),
+    ('[upstream]\nurl = "http://x"\n', {}, "upstream.access_key and upstream.secret_key are required"),
+    ('[buckets.b]\nencryption = "none"\n', {}, "buckets.b.encryption must be one of"),
+    ("", {"GATEWAY_ACCESS_KEY": "only"}, "must be set together"),
+    ("not = [toml", {}, "is not valid TOML"),
+])
+def test_invalid_settings_are_refused_with_their_name(tmp_path, text, env, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env)
+    assert message in str(info.value)
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.toml", {})
+
+
+def test_example_config_is_valid():
+    cfg = load_config(EXAMPLE, {})
+    assert cfg.bucket_policy("legacy-bucket").encryption == "passthrough"
+
+
+# The configured bucket policy, then the request's SSE headers, decide a PUT's encryption (gateway/policy.py).
+KEY = b"k" * 32
+SSEC = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(KEY).decode(),
+        "x-amz-server-side-encryption-customer-key-md5": base64.b64encode(hashlib.md5(KEY).digest()).decode()}
+
+
+def _policy_config(tmp_path):
+    return load_config(_write(tmp_path, '[gateway]\ndefault_kms_key_id = "alias/gw"\n'
+                                        '[buckets.old]\nencryption = "passthrough"\n'
+                                        '[buckets.own]\nkms_key_id = "alias/own"\n'), {})
+
+
+def test_encrypting_bucket_uses_its_key_then_the_default(tmp_path):
+    cfg = _policy_config(tmp_path)
+    assert decide_put(cfg, "own", {}, secure=False) == SseRequest("aws:kms", "alias/own", {}, None)
+    assert decide_put(cfg, "other", {}, secure=False) == SseRequest("aws:kms", "alias/gw", {}, None)
+
+
+def test_passthrough_bucket_stores_plaintext_unless_the_client_asks_for_encryption(tmp_path):
+    cfg = _policy_config(tmp_path)
+    assert decide_put(cfg, "old", {}, secure=False) is None
+    asked = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": "alias/x"}
+    assert decide_put(cfg, "old", asked, secure=False) == SseRequest("aws:kms", "alias/x", {}, None)
+    assert decide_put(cfg, "old", {"x-amz-server-side-encryption": "AES256"}, secure=False).mode == "AES256"
+
+
+def test_sse_c_needs_tls_unless_allowed(tmp_path):
+    cfg = _policy_config(tmp_path)
+    with pytest.raises(S3Error) as info:
+        decide_put(cfg, "own", SSEC, secure=False)
+    assert (info.value.code, info.value.status) == ("InvalidRequest", 400)
+    assert decide_put(cfg, "own", SSEC, secure=True) == SseRequest("SSE-C", None, {}, KEY)
+
+
+@pytest.mark.parametrize("change,argument", [
+    ({"x-amz-server-side-encryption-customer-algorithm": "AES128"}, "x-amz-server-side-encryption-customer-algorithm"),
+    ({"x-amz-server-side-encryption-customer-key": "c2hvcnQ="}, "x-amz-server-side-encryption-customer-key"),
+    ({"x-amz-server-side-encryption-customer-key-md5": "AAAAAAAAAAAAAAAAAAAAAA=="},
+     "x-amz-server-side-encryption-customer-key-md5"),
+])
+def test_malformed_sse_c_headers_are_invalid_argument(change, argument):
+    with pytest.raises(S3Error) as info:
+        customer_key({**SSEC, **change}, secure=True, allow_http=False)
+    assert (info.value.code, info.value.status, info.value.fields["ArgumentName"]) == ("InvalidArgument", 400, argument)
+
+
+def test_unknown_sse_value_and_sse_c_with_kms_are_refused(tmp_path):
+    cfg = _policy_config(tmp_path)
+    for headers in ({"x-amz-server-side-encryption": "rot13"},
+                    {**SSEC, "x-amz-server-side-encryption": "aws:kms"}):
+        with pytest.raises(S3Error) as info:
+            decide_put(cfg, "own", headers, secure=True)
+        assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
