@@ -1,0 +1,112 @@
+"""Session fixtures for the gateway's end-to-end tests: one moto, one gateway (http and https).
+
+moto runs with IAM auth enforced, so the gateway must re-sign every upstream request with the IAM
+user's key; a gateway bug in re-signing shows up as SignatureDoesNotMatch, not as a silent pass.
+The embedded key service creates ``alias/s3-gateway-default`` at start (default_kms_key_id is
+empty), which is the CMK the SSE-KMS tests name.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.clients import Endpoint, s3_client
+from tests.support.moto import MotoServer, start_moto
+from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.tls import CertFiles, write_self_signed
+
+GATEWAY_ACCESS_KEY = "AKIDGATEWAY"
+GATEWAY_SECRET_KEY = "gateway-secret-key"
+DEFAULT_KMS_ALIAS = "alias/s3-gateway-default"
+
+
+@dataclass
+class Gateway:
+    """A running gateway process and how clients reach it."""
+
+    server: Server
+    url: str
+    ca_file: Path | None = None
+
+    def endpoint(self, workdir: Path) -> Endpoint:
+        return Endpoint(url=self.url, access_key=GATEWAY_ACCESS_KEY, secret_key=GATEWAY_SECRET_KEY,
+                        workdir=workdir, ca_file=self.ca_file)
+
+
+def _config_toml(moto: MotoServer, data_dir: Path, tls: CertFiles | None) -> str:
+    cert, key = (str(tls.cert_file), str(tls.key_file)) if tls else ("", "")
+    return f'''
+[gateway]
+data_dir = "{data_dir}"
+region = "us-east-1"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+allow_ssec_over_http = true
+allow_unencrypted_reads = true
+default_encryption = "aws:kms"
+
+[[gateway.credentials]]
+access_key = "{GATEWAY_ACCESS_KEY}"
+secret_key = "{GATEWAY_SECRET_KEY}"
+
+[upstream]
+url = "{moto.url}"
+region = "us-east-1"
+access_key = "{moto.access_key}"
+secret_key = "{moto.secret_key}"
+'''
+
+
+def _start_gateway(moto: MotoServer, workdir: Path, tls: CertFiles | None) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "gateway.toml"
+    config.write_text(_config_toml(moto, workdir / "data", tls))
+    return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
+                         "--listen", "127.0.0.1:0"], cwd=workdir, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    server = _start_gateway(moto, tmp_path_factory.mktemp("gateway-http"), tls=None)
+    yield Gateway(server=server, url=server.url)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_tls(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("gateway-https")
+    tls = write_self_signed(workdir)
+    server = _start_gateway(moto, workdir, tls=tls)
+    yield Gateway(server=server, url=server.url, ca_file=tls.cert_file)
+    server.stop()
+
+
+@pytest.fixture
+def s3(gateway: Gateway):
+    """boto3 S3 client to the gateway over http (path-style, no retries)."""
+    return s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+
+
+@pytest.fixture
+def upstream_s3(moto: MotoServer):
+    """boto3 S3 client straight to moto, to inspect (and tamper with) what the gateway stored."""
+    return s3_client(moto.url, moto.access_key, moto.secret_key)
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    """A fresh bucket per test, created through the gateway."""
+    name = f"e2e-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,98 @@
+"""ETags agree across PUT/HEAD/GET/List, and conditional requests are evaluated as S3 does."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+HOUR = datetime.timedelta(hours=1)
+
+
+@pytest.fixture
+def stored(s3, bucket) -> tuple[str, str, datetime.datetime]:
+    """An object's bucket, its PUT ETag and its Last-Modified."""
+    etag = s3.put_object(Bucket=bucket, Key="cond", Body=b"conditional body")["ETag"]
+    modified = s3.head_object(Bucket=bucket, Key="cond")["LastModified"]
+    return bucket, etag, modified
+
+
+def _error(call) -> tuple[int, str]:
+    with pytest.raises(ClientError) as err:
+        call()
+    response = err.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def test_etag_is_the_same_on_put_head_get_and_list(s3, stored):
+    bucket, etag, _ = stored
+    assert s3.head_object(Bucket=bucket, Key="cond")["ETag"] == etag
+    assert s3.get_object(Bucket=bucket, Key="cond")["ETag"] == etag
+    assert [o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [etag]
+
+
+def test_if_match_with_the_etag_returns_the_object(s3, stored):
+    bucket, etag, _ = stored
+    got = s3.get_object(Bucket=bucket, Key="cond", IfMatch=etag)
+    assert got["Body"].read() == b"conditional body"
+
+
+def test_if_match_with_another_etag_is_412(s3, stored):
+    bucket, _, _ = stored
+    assert _error(lambda: s3.get_object(Bucket=bucket, Key="cond",
+                                        IfMatch='"0123456789abcdef0123456789abcdef"')) == (
+        412, "PreconditionFailed")
+
+
+def test_if_none_match_with_the_etag_is_304(s3, stored):
+    bucket, etag, _ = stored
+    assert _error(lambda: s3.get_object(Bucket=bucket, Key="cond", IfNoneMatch=etag))[0] == 304
+
+
+def test_if_none_match_with_another_etag_returns_the_object(s3, stored):
+    bucket, _, _ = stored
+    got = s3.get_object(Bucket=bucket, Key="cond", IfNoneMatch='"0123456789abcdef0123456789abcdef"')
+    assert got["Body"].read() == b"conditional body"
+
+
+def test_if_modified_since_a_later_time_is_304(s3, stored):
+    bucket, _, modified = stored
+    assert _error(lambda: s3.get_object(Bucket=bucket, Key="cond",
+                                        IfModifiedSince=modified + HOUR))[0] == 304
+
+
+def test_if_modified_since_an_earlier_time_returns_the_object(s3, stored):
+    bucket, _, modified = stored
+    got = s3.get_object(Bucket=bucket, Key="cond", IfModifiedSince=modified - HOUR)
+    assert got["Body"].read() == b"conditional body"
+
+
+def test_if_unmodified_since_an_earlier_time_is_412(s3, stored):
+    bucket, _, modified = stored
+    assert _error(lambda: s3.get_object(Bucket=bucket, Key="cond",
+                                        IfUnmodifiedSince=modified - HOUR)) == (
+        412, "PreconditionFailed")
+
+
+def test_if_unmodified_since_a_later_time_returns_the_object(s3, stored):
+    bucket, _, modified = stored
+    got = s3.get_object(Bucket=bucket, Key="cond", IfUnmodifiedSince=modified + HOUR)
+    assert got["Body"].read() == b"conditional body"
+
+
+def test_if_match_wins_over_a_failing_if_unmodified_since(s3, stored):
+    """S3 (RFC 7232 6): when If-Match holds, If-Unmodified-Since is not evaluated."""
+    bucket, etag, modified = stored
+    got = s3.get_object(Bucket=bucket, Key="cond", IfMatch=etag, IfUnmodifiedSince=modified - HOUR)
+    assert got["Body"].read() == b"conditional body"
+
+
+def test_head_with_if_none_match_the_etag_is_304(s3, stored):
+    bucket, etag, _ = stored
+    assert _error(lambda: s3.head_object(Bucket=bucket, Key="cond", IfNoneMatch=etag))[0] == 304
+
+
+def test_head_with_if_match_another_etag_is_412(s3, stored):
+    bucket, _, _ = stored
+    assert _error(lambda: s3.head_object(Bucket=bucket, Key="cond",
+                                         IfMatch='"0123456789abcdef0123456789abcdef"'))[0] == 412
