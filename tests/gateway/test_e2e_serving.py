@@ -1,0 +1,78 @@
+"""How the gateway is started: the one-command development set-up (environment only, generated root
+key, local development upstream), and a gateway that calls a standalone key service over the KMS API."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
+from tests.keyservice.conftest import ROOT, kms_client, launch
+from tests.support.clients import s3_client
+from tests.support.moto import MotoServer
+from tests.support.process import VENV_BIN, start_server
+
+
+def test_gateway_with_no_upstream_and_no_root_key_runs_a_dev_setup_from_the_environment_alone(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    env = {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_LISTEN": "127.0.0.1:0",
+           "GATEWAY_ACCESS_KEY": GATEWAY_ACCESS_KEY, "GATEWAY_SECRET_KEY": GATEWAY_SECRET_KEY}
+    for name in [n for n in os.environ if n.startswith(("GATEWAY_", "KEYSERVICE_"))]:
+        env[name] = ""
+    server = start_server([str(VENV_BIN / "gateway"), "serve"], env=env, timeout=60)
+    try:
+        s3 = s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        s3.create_bucket(Bucket="quickstart")
+        s3.put_object(Bucket="quickstart", Key="hello.txt", Body=b"hello, encrypted world")
+        assert s3.get_object(Bucket="quickstart", Key="hello.txt")["Body"].read() == b"hello, encrypted world"
+    finally:
+        assert server.stop() == 0, server.log()
+    log = server.log()
+    assert "development upstream (moto)" in log
+    assert "WARNING: no root key configured" in log
+    assert (data_dir / "keyservice" / "root.key").stat().st_mode & 0o077 == 0
+
+
+def test_gateway_encrypts_with_a_standalone_key_service_over_the_kms_api(moto: MotoServer, tmp_path: Path):
+    keyservice = launch(tmp_path)
+    gateway = None
+    try:
+        kms = kms_client(keyservice.url)
+        key_arn = kms.create_key(Description="gateway CMK")["KeyMetadata"]["Arn"]
+        config = tmp_path / "gateway.toml"
+        config.write_text(f'''
+[gateway]
+data_dir = "{tmp_path / 'gw'}"
+default_kms_key_id = "{key_arn}"
+
+[[gateway.credentials]]
+access_key = "{GATEWAY_ACCESS_KEY}"
+secret_key = "{GATEWAY_SECRET_KEY}"
+
+[upstream]
+url = "{moto.url}"
+access_key = "{moto.access_key}"
+secret_key = "{moto.secret_key}"
+
+[kms]
+endpoint = "{keyservice.url}"
+region = "us-east-1"
+access_key = "{ROOT[0]}"
+secret_key = "{ROOT[1]}"
+''')
+        gateway = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
+                                "--listen", "127.0.0.1:0"], timeout=60)
+        s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        bucket = f"remote-kms-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        put = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 70_000)
+        assert put["ServerSideEncryption"] == "aws:kms"
+        assert put["SSEKMSKeyId"] == key_arn
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x" * 70_000
+        operations = [record["operation"] for record in keyservice.audit_records()]
+        assert operations.count("GenerateDataKey") == 1
+        assert operations.count("Decrypt") == 1
+    finally:
+        if gateway is not None:
+            assert gateway.stop() == 0, gateway.log()
+        assert keyservice.server.stop() == 0, keyservice.server.log()
