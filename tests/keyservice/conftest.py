@@ -20,6 +20,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from keyservice.clock import FakeClock
+from keyservice.service import KeyService
+from tests.keyservice.inprocess import START
 from tests.support.process import Server, VENV_BIN, start_server
 
 ACCOUNT = "111122223333"
@@ -78,6 +81,14 @@ def launch(tmp_path: Path, quotas: dict[str, float] | None = None, data_dir: Pat
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
                            "--listen", "127.0.0.1:0"], full_env)
     return KeyServiceProcess(server, data_dir, data_dir / "audit.log", clock_file)
+
+
+@pytest.fixture
+async def svc(tmp_path: Path):
+    """An in-process key service on a fake clock, with a fresh store and root key."""
+    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(START))
+    yield service
+    await service.close()
 
 
 @pytest.fixture

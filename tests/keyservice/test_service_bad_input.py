@@ -1,27 +1,19 @@
 """Any malformed parameter of any operation is a 400 protocol error (KMSError), never a crash."""
 
-import os
 
 import pytest
 
-from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
 from keyservice.service import CallContext, KeyService
+from tests.keyservice.inprocess import ACCOUNT, ROOT_ARN
 
-ACCOUNT = "111122223333"
-CTX = CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req")
+CTX = CallContext(ROOT_ARN, ACCOUNT, "req")
 JUNK = [None, 1, True, "", "x" * 3000, [], [1], [{}], {}, {"a": 1}, {"a": ["b"]}, b"", b"x", [None], 1.5, -5]
 # Slow key generation (covered by their own tests) is left out to keep the sweep fast.
 _SLOW = {"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GetParametersForImport"}
 # These make the key unusable, so they are swept last.
 _LAST = ("DisableKey", "ScheduleKeyDeletion")
 
-
-@pytest.fixture
-async def svc(tmp_path):
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(1_700_000_000.0))
-    yield service
-    await service.close()
 
 
 async def valid_params(svc: KeyService) -> dict:

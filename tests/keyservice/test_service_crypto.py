@@ -8,33 +8,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from keyservice.clock import FakeClock
-from keyservice.errors import KMSError
-from keyservice.service import CallContext, KeyService
+from keyservice.service import CallContext
+from tests.keyservice.inprocess import ACCOUNT, ROOT_ARN, call, fails, new_key
 
-ACCOUNT = "111122223333"
-ROOT_ARN = f"arn:aws:iam::{ACCOUNT}:root"
-
-
-@pytest.fixture
-async def svc(tmp_path):
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(1_700_000_000.0))
-    yield service
-    await service.close()
-
-
-async def call(svc: KeyService, op: str, **params):
-    return await svc.handle(op, params, CallContext(ROOT_ARN, ACCOUNT, "req"))
-
-
-async def fails(svc: KeyService, op: str, error: str, **params) -> None:
-    with pytest.raises(KMSError) as info:
-        await call(svc, op, **params)
-    assert (info.value.type, info.value.status) == (error, 400), info.value.message
-
-
-async def new_key(svc: KeyService, **params) -> str:
-    return (await call(svc, "CreateKey", **params))["KeyMetadata"]["KeyId"]
 
 
 def arn(key_id: str) -> str:

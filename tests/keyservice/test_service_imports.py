@@ -2,34 +2,12 @@
 
 import os
 
-import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from keyservice.clock import FakeClock
-from keyservice.errors import KMSError
-from keyservice.service import CallContext, KeyService
+from keyservice.service import KeyService
+from tests.keyservice.inprocess import DAY, START, call, fails
 
-ACCOUNT = "111122223333"
-DAY = 86400.0
-START = 1_700_000_000.0
-
-
-@pytest.fixture
-async def svc(tmp_path):
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(START))
-    yield service
-    await service.close()
-
-
-async def call(svc: KeyService, op: str, **params):
-    return await svc.handle(op, params, CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req"))
-
-
-async def fails(svc: KeyService, op: str, error: str, **params) -> None:
-    with pytest.raises(KMSError) as info:
-        await call(svc, op, **params)
-    assert (info.value.type, info.value.status) == (error, 400), info.value.message
 
 
 async def external_key(svc: KeyService) -> str:

@@ -1,39 +1,14 @@
 """Key lifecycle in-process: create, describe, aliases, rotation, enable/disable, deletion."""
 
-import os
 
 import pytest
 
-from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
-from keyservice.service import CallContext, KeyService
+from keyservice.service import CallContext
+from tests.keyservice.inprocess import ACCOUNT, DAY, ROOT_ARN, call, fails, new_key
 
-ACCOUNT = "111122223333"
-ROOT = CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req-1")
-DAY = 86400.0
+ROOT = CallContext(ROOT_ARN, ACCOUNT, "req-1")
 
-
-@pytest.fixture
-async def svc(tmp_path):
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(1_700_000_000.0))
-    yield service
-    await service.close()
-
-
-async def call(svc: KeyService, op: str, **params):
-    return await svc.handle(op, params, CallContext(ROOT.principal_arn, ACCOUNT, "req"))
-
-
-async def fails(svc: KeyService, op: str, error: str, **params) -> KMSError:
-    with pytest.raises(KMSError) as info:
-        await call(svc, op, **params)
-    assert info.value.type == error, info.value.message
-    assert info.value.status == 400
-    return info.value
-
-
-async def new_key(svc: KeyService, **params) -> str:
-    return (await call(svc, "CreateKey", **params))["KeyMetadata"]["KeyId"]
 
 
 async def test_create_key_returns_full_symmetric_metadata(svc):
