@@ -1,0 +1,344 @@
+"""A minimal S3-compatible-enough store for benchmarks: fast enough never to be the bottleneck.
+
+moto's PUT runs at ~150 MB/s, far below what the gateway can do, so throughput through the gateway
+would only measure moto. This server does the least an S3 upstream must: it accepts any SigV4
+Authorization without verifying it (it is a benchmark sink), stores small bodies in memory and big
+ones in a spool file (on tmpfs when available), and serves back the exact bytes it was given —
+the gateway authenticates every ciphertext segment, so a synthetic body would fail on GET.
+
+Operations: CreateBucket, HeadBucket, ListObjectsV2 (prefix, max-keys), PutObject, GetObject (with
+Range and If-Match), HeadObject, DeleteObject. Path-style addressing only.
+
+    .venv/bin/python bench/fast_upstream.py --listen 127.0.0.1:0 [--spool-dir /dev/shm]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import BinaryIO
+from xml.sax.saxutils import escape
+
+import uvloop
+from aiohttp import web
+from awscrt.checksums import crc64nvme
+
+CHUNK = 1 << 20
+MEMORY_LIMIT = 8 << 20  # bodies up to this size stay in memory; bigger ones go to a spool file
+KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control", "expires")
+
+
+@dataclass
+class StoredObject:
+    size: int
+    etag: str
+    last_modified: str
+    headers: dict[str, str]
+    data: bytes | None = None  # small objects
+    path: Path | None = None   # big objects
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Store:
+    spool_dir: Path
+    md5_etags: bool = False
+    buckets: dict[str, dict[str, StoredObject]] = field(default_factory=dict)
+
+    def put(self, bucket: str, key: str, obj: StoredObject) -> None:
+        old = self.buckets[bucket].get(key)
+        self.buckets[bucket][key] = obj
+        if old is not None:
+            old.discard()
+
+
+class _MemoryBody:
+    """A small body: kept in memory, MD5-hashed inline (cheap at this size)."""
+
+    path: Path | None = None
+
+    def __init__(self) -> None:
+        self.digest: "hashlib._Hash | Crc64Digest" = hashlib.md5()
+        self.size = 0
+        self._parts: list[bytes] = []
+
+    async def add(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        self._parts.append(chunk)
+
+    async def finish(self) -> None:
+        pass
+
+    def data(self) -> bytes | None:
+        return b"".join(self._parts)
+
+    def discard(self) -> None:
+        self._parts.clear()
+
+
+class Crc64Digest:
+    """A content tag for big bodies: CRC64/NVME and the size, shaped like an MD5 (32 hex digits).
+
+    MD5 runs at only 200-400 MB/s on the benchmark machine, which made this sink slower than the
+    gateway; CRC64 runs at several GB/s. Real S3 does not promise MD5 ETags either (SSE-KMS and
+    multipart objects have other ETags); the tag still changes whenever the content does.
+    """
+
+    def __init__(self) -> None:
+        self._crc = 0
+        self._size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._crc = crc64nvme(chunk, self._crc)
+        self._size += len(chunk)
+
+    def hexdigest(self) -> str:
+        return f"{self._crc:016x}{self._size:016x}"
+
+
+class _SpooledBody(_MemoryBody):
+    """A big body: hashed and written to a spool file on a worker thread, one chunk in flight,
+    so the hash and the copy overlap with receiving the next chunk."""
+
+    def __init__(self, spool_dir: Path, md5_etags: bool) -> None:
+        super().__init__()
+        if not md5_etags:
+            self.digest = Crc64Digest()
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix="obj-")
+        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=0)
+        self.path = Path(name)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: asyncio.Future | None = None
+
+    def _absorb(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self._file.write(chunk)
+
+    async def add(self, chunk: bytes) -> None:
+        if self._pending is not None:
+            await self._pending
+        self.size += len(chunk)
+        self._pending = asyncio.get_running_loop().run_in_executor(self._pool, self._absorb, chunk)
+
+    async def finish(self) -> None:
+        if self._pending is not None:
+            await self._pending
+        self._close()
+
+    def data(self) -> bytes | None:
+        return None
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._file.close()
+
+    def discard(self) -> None:
+        self._close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _error(code: str, message: str, status: int) -> web.Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{escape(message)}</Message><RequestId>{uuid.uuid4().hex}</RequestId></Error>")
+    return web.Response(status=status, body=body.encode(), content_type="application/xml")
+
+
+def _kept_headers(request: web.Request) -> dict[str, str]:
+    """The headers S3 stores with an object and returns on GET: user metadata and content headers."""
+    return {name.lower(): value for name, value in request.headers.items()
+            if name.lower().startswith("x-amz-meta-") or name.lower() in KEPT_HEADERS}
+
+
+def _split(request: web.Request) -> tuple[str, str]:
+    path = request.match_info["path"]
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+class FastUpstream:
+    """The request handlers over one in-process ``Store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        bucket, key = _split(request)
+        if not bucket:
+            return _error("NotImplemented", "ListBuckets is not implemented", 501)
+        if not key:
+            return await self._bucket_op(request, bucket)
+        objects = self.store.buckets.get(bucket)
+        if objects is None:
+            return _error("NoSuchBucket", "The specified bucket does not exist", 404)
+        if request.method == "PUT":
+            return await self._put(request, bucket, key)
+        obj = objects.get(key)
+        if obj is None:
+            return _error("NoSuchKey", "The specified key does not exist.", 404)
+        if request.method == "DELETE":
+            del objects[key]
+            obj.discard()
+            return web.Response(status=204)
+        if request.method in ("GET", "HEAD"):
+            return await self._get(request, obj)
+        return _error("MethodNotAllowed", "The method is not allowed", 405)
+
+    async def _bucket_op(self, request: web.Request, bucket: str) -> web.StreamResponse:
+        if request.method == "PUT":
+            self.store.buckets.setdefault(bucket, {})
+            return web.Response(status=200, headers={"Location": f"/{bucket}"})
+        if bucket not in self.store.buckets:
+            return _error("NoSuchBucket", "The specified bucket does not exist", 404)
+        if request.method == "HEAD":
+            return web.Response(status=200)
+        if request.method == "GET":
+            return self._list(request, bucket)
+        return _error("MethodNotAllowed", "The method is not allowed", 405)
+
+    def _list(self, request: web.Request, bucket: str) -> web.Response:
+        """ListObjectsV2 without delimiters or continuation: enough for tools that look around."""
+        prefix = request.query.get("prefix", "")
+        max_keys_text = request.query.get("max-keys", "1000")
+        if not max_keys_text.isdigit():
+            return _error("InvalidArgument", "max-keys must be a non-negative integer", 400)
+        max_keys = int(max_keys_text)
+        keys = sorted(k for k in self.store.buckets[bucket] if k.startswith(prefix))
+        shown = keys[:max_keys]
+        contents = "".join(
+            f"<Contents><Key>{escape(k)}</Key><Size>{self.store.buckets[bucket][k].size}</Size>"
+            f"<ETag>{escape(self.store.buckets[bucket][k].etag)}</ETag>"
+            f"<StorageClass>STANDARD</StorageClass></Contents>" for k in shown)
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(shown)}</KeyCount>"
+                f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{str(len(keys) > max_keys).lower()}</IsTruncated>"
+                f"{contents}</ListBucketResult>")
+        return web.Response(body=body.encode(), content_type="application/xml")
+
+    async def _put(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        """Stream the body into memory or a spool file, hashing as it goes (ETag = MD5)."""
+        declared = request.content_length
+        spill = declared is None or declared > MEMORY_LIMIT
+        body = _SpooledBody(self.store.spool_dir, self.store.md5_etags) if spill else _MemoryBody()
+        try:
+            async for chunk in request.content.iter_chunked(CHUNK):
+                await body.add(chunk)
+            await body.finish()
+        except BaseException:
+            body.discard()
+            raise
+        etag = f'"{body.digest.hexdigest()}"'
+        obj = StoredObject(size=body.size, etag=etag, last_modified=formatdate(usegmt=True),
+                           headers=_kept_headers(request), data=body.data(), path=body.path)
+        self.store.put(bucket, key, obj)
+        return web.Response(status=200, headers={"ETag": etag})
+
+    async def _get(self, request: web.Request, obj: StoredObject) -> web.StreamResponse:
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and if_match.strip() not in (obj.etag, "*"):
+            return _error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+        span = _parse_range(request.headers.get("Range"), obj.size)
+        if span == "invalid":
+            return _error("InvalidRange", "The requested range is not satisfiable", 416)
+        start, end = span if span else (0, obj.size - 1)
+        response = web.StreamResponse(status=206 if span else 200, headers={
+            **obj.headers, "ETag": obj.etag, "Last-Modified": obj.last_modified, "Accept-Ranges": "bytes"})
+        if span:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{obj.size}"
+        response.content_length = end - start + 1 if obj.size else 0
+        await response.prepare(request)
+        if request.method == "GET" and obj.size:
+            await _send_span(response, obj, start, end)
+        await response.write_eof()
+        return response
+
+
+async def _send_span(response: web.StreamResponse, obj: StoredObject, start: int, end: int) -> None:
+    if obj.data is not None:
+        await response.write(obj.data[start:end + 1])
+        return
+    assert obj.path is not None
+    with open(obj.path, "rb", buffering=0) as f:
+        f.seek(start)
+        remaining = end - start + 1
+        while remaining:
+            chunk = f.read(min(CHUNK, remaining))
+            if not chunk:
+                raise RuntimeError("spool file shorter than recorded")
+            remaining -= len(chunk)
+            await response.write(chunk)
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
+    """``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` -> inclusive (start, end); "invalid" if unsatisfiable."""
+    if value is None or not value.startswith("bytes=") or "," in value:
+        return None
+    first, _, last = value[6:].strip().partition("-")
+    try:
+        if first == "":
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or start > end:
+        return "invalid"
+    return start, end
+
+
+def default_spool_dir() -> Path:
+    """tmpfs when it exists, so big objects cost memory bandwidth, not disk I/O."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+async def serve(host: str, port: int, spool_parent: Path, md5_etags: bool) -> None:
+    spool = Path(tempfile.mkdtemp(prefix="fast-upstream-", dir=spool_parent))
+    store = Store(spool, md5_etags)
+    app = web.Application(client_max_size=0)
+    app.router.add_route("*", "/{path:.*}", FastUpstream(store).dispatch)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0]
+    print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any free port)")
+    parser.add_argument("--spool-dir", type=Path, default=None, help="where big bodies are kept (default /dev/shm)")
+    parser.add_argument("--md5-etags", action="store_true",
+                        help="MD5 ETags for big bodies too (slower than the gateway on a small machine)")
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(host, int(port), args.spool_dir or default_spool_dir(), args.md5_etags))
+
+
+if __name__ == "__main__":
+    main()
