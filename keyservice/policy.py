@@ -5,7 +5,6 @@ account id) matches every principal of that account, `"*"` matches anyone, any o
 exactly. Explicit Deny wins over Allow; no matching Allow means not allowed.
 """
 
-import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
@@ -114,9 +113,16 @@ def _string_list(value: Any, what: str) -> list[str]:
     return values
 
 
+def _glob_regex(patterns: list[str]) -> re.Pattern[str]:
+    """One anchored regex for IAM wildcard patterns: `*` is any run, `?` one character, and every
+    other character is literal (IAM has no `[...]` classes, unlike fnmatch)."""
+    globs = (re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns)
+    return re.compile("(?s:" + "|".join(globs) + r")\Z")
+
+
 def _wildcards(patterns: list[str]) -> re.Pattern[str]:
-    """One case-insensitive regex for a list of IAM-style patterns (`*` and `?`)."""
-    return re.compile("|".join(fnmatch.translate(p.lower()) for p in patterns))
+    """Action patterns, matched against lower-cased action names."""
+    return _glob_regex([p.lower() for p in patterns])
 
 
 def _compile_principal(principal: Any) -> Callable[[Request], bool]:
@@ -152,11 +158,11 @@ _MATCHERS: dict[str, Callable[[list[str]], Callable[[str], bool]]] = {
     "StringEquals": lambda exp: lambda v: v in exp,
     "StringNotEquals": lambda exp: lambda v: v not in exp,
     "StringEqualsIgnoreCase": lambda exp: lambda v: v.lower() in {e.lower() for e in exp},
-    "StringLike": lambda exp: (lambda rx: lambda v: bool(rx.match(v)))(
-        re.compile("|".join(fnmatch.translate(e) for e in exp))),
-    "StringNotLike": lambda exp: (lambda rx: lambda v: not rx.match(v))(
-        re.compile("|".join(fnmatch.translate(e) for e in exp))),
+    "StringLike": lambda exp: (lambda rx: lambda v: bool(rx.match(v)))(_glob_regex(exp)),
+    "StringNotLike": lambda exp: (lambda rx: lambda v: not rx.match(v))(_glob_regex(exp)),
 }
+# Negated operators are true when the key is absent: an absent value "does not equal" anything.
+_NEGATED = frozenset({"StringNotEquals", "StringNotLike"})
 
 
 def _compile_condition(operator: str, key: str, expected: list[str]) -> Condition:
@@ -172,7 +178,7 @@ def _compile_condition(operator: str, key: str, expected: list[str]) -> Conditio
     def check(conditions: dict[str, Any]) -> bool:
         value = conditions.get(lowered_key)
         if value is None:
-            return if_exists or qualifier == "ForAllValues"
+            return if_exists or qualifier == "ForAllValues" or (not qualifier and base in _NEGATED)
         values = value if isinstance(value, list) else [value]
         if qualifier == "ForAllValues":
             return all(test(v) for v in values)

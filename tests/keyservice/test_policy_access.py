@@ -1,11 +1,9 @@
 """Key policies and grants decide every call on a key (in-process)."""
 
 import json
-import os
 
 import pytest
 
-from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
 from keyservice.service import CallContext, KeyService
 
@@ -15,13 +13,6 @@ ADMIN = f"arn:aws:iam::{ACCOUNT}:user/admin"
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
 STRANGER = "arn:aws:iam::999999999999:user/mallory"
-
-
-@pytest.fixture
-async def svc(tmp_path):
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(1_700_000_000.0))
-    yield service
-    await service.close()
 
 
 async def call(svc: KeyService, who: str, op: str, **params):
@@ -233,3 +224,22 @@ async def test_revoke_grant_needs_policy_permission(svc):
 async def test_account_operations_are_refused_to_other_accounts(svc, op, params):
     await denied(svc, STRANGER, op, **params)
     await call(svc, ALICE, op, **params)
+
+
+async def test_negated_condition_deny_applies_when_the_context_key_is_absent(svc):
+    billing_only = deny(ROOT, "kms:Decrypt", Condition={"StringNotEquals": {"kms:EncryptionContext:app": "billing"}})
+    key = await key_with(svc, policy(allow(ROOT, "kms:*"), billing_only))
+    billing = await call(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
+    bare = await call(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x")
+    assert (await call(svc, ALICE, "Decrypt", CiphertextBlob=billing["CiphertextBlob"],
+                       EncryptionContext={"app": "billing"}))["Plaintext"] == b"x"
+    await denied(svc, ALICE, "Decrypt", CiphertextBlob=bare["CiphertextBlob"])
+
+
+async def test_like_patterns_treat_brackets_literally_as_iam_does(svc):
+    condition = {"StringLike": {"kms:EncryptionContext:path": "reports/[a]*"}}
+    key = await key_with(svc, policy(allow(ADMIN, "kms:*"), allow(ALICE, "kms:Encrypt", Condition=condition)))
+    literal = await call(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x",
+                         EncryptionContext={"path": "reports/[a]/q3"})
+    assert literal["KeyId"].endswith(key)
+    await denied(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x", EncryptionContext={"path": "reports/a/q3"})
