@@ -275,12 +275,18 @@ class KeyService:
 
 
 def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[str, Any]:
-    """Policy condition keys of a call, lower-cased as policy keys are matched case-insensitively."""
+    """Policy condition keys of a call, lower-cased as policy keys are matched case-insensitively.
+
+    A context whose keys differ only in case is refused: otherwise the caller would choose which of
+    the values a policy condition sees, while the ciphertext stays bound to both."""
     keys: dict[str, Any] = {"kms:calleraccount": ctx.account_id}
     if context:
         keys["kms:encryptioncontextkeys"] = list(context)
         for k, v in context.items():
-            keys[f"kms:encryptioncontext:{k.lower()}"] = v
+            name = f"kms:encryptioncontext:{k.lower()}"
+            if name in keys:
+                raise KMSError("ValidationException", "Encryption context keys must be unique regardless of case.")
+            keys[name] = v
     return keys
 
 

@@ -243,3 +243,10 @@ async def test_like_patterns_treat_brackets_literally_as_iam_does(svc):
                          EncryptionContext={"path": "reports/[a]/q3"})
     assert literal["KeyId"].endswith(key)
     await denied(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x", EncryptionContext={"path": "reports/a/q3"})
+
+
+async def test_context_keys_differing_only_in_case_are_refused(svc):
+    key = await key_with(svc, policy(allow(ROOT, "kms:*")))
+    with pytest.raises(KMSError) as info:
+        await call(svc, ALICE, "Encrypt", KeyId=key, Plaintext=b"x", EncryptionContext={"dept": "a", "DEPT": "b"})
+    assert (info.value.type, info.value.status) == ("ValidationException", 400)
