@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import functools
 import hashlib
 import hmac
 import re
@@ -104,8 +105,12 @@ def uri_encode(value: str, *, keep_slash: bool = False) -> str:
     return quote(value, safe=_UNRESERVED + ("/" if keep_slash else ""))
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """Derive the SigV4 signing key (HMAC chain over date, region, service, aws4_request)."""
+    """Derive the SigV4 signing key (HMAC chain over date, region, service, aws4_request).
+
+    Cached (bounded; one entry per credential, day and scope): the four HMACs were a large share
+    of each request's verification cost, and the key only changes daily."""
     key = ("AWS4" + secret).encode()
     for part in (date, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
@@ -181,10 +186,19 @@ def canonical_headers(headers: Mapping[str, str], names: Iterable[str]) -> str:
     return "".join(lines)
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_amz_date(amz_date: str) -> float:
+    """`YYYYMMDDTHHMMSSZ` as epoch seconds, accepting exactly what `time.strptime` with
+    AMZ_DATE_FORMAT accepts (seconds up to 61) without its cost; cached, as concurrent requests
+    share their second. Raises ValueError for anything else."""
     if not _AMZ_DATE.fullmatch(amz_date):
         raise ValueError(amz_date)
-    return float(calendar.timegm(time.strptime(amz_date, AMZ_DATE_FORMAT)))
+    year, month, day = int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8])
+    hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
+    if (year < 1 or not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]
+            or hour > 23 or minute > 59 or second > 61):
+        raise ValueError(amz_date)
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
 def _iso_now(now: float) -> str:

@@ -7,6 +7,7 @@ AAD = the 33-byte header (version, key id, backing key id) followed by the canon
 context (JSON, keys sorted, no whitespace, UTF-8; empty context = empty bytes).
 """
 
+import functools
 import json
 import os
 import uuid
@@ -40,9 +41,21 @@ def canonical_context(context: dict[str, str] | None) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@functools.lru_cache(maxsize=1024)
+def _header_bytes(key_id: str, backing_id: str) -> bytes:
+    """The 33-byte header of a key version; cached, as UUID parsing was a hot-path cost."""
+    return bytes([VERSION]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_of(raw: bytes) -> BlobHeader:
+    """The identity in a raw 33-byte header; cached for the same reason as ``_header_bytes``."""
+    return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
+
+
 def seal(aead: AESGCM, key_id: str, backing_id: str, plaintext: bytes, context: bytes) -> bytes:
     """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`."""
-    header = bytes([VERSION]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
+    header = _header_bytes(key_id, backing_id)
     nonce = os.urandom(_NONCE_LEN)
     return header + nonce + aead.encrypt(nonce, plaintext, header + context)
 
@@ -51,8 +64,7 @@ def parse_header(blob: bytes) -> BlobHeader:
     """Read the key identity from a blob; anything malformed is InvalidCiphertextException."""
     if not isinstance(blob, (bytes, bytearray)) or len(blob) < MIN_BLOB_LEN or blob[0] != VERSION:
         raise invalid_ciphertext()
-    raw = bytes(blob[:_HEADER_LEN])
-    return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
+    return _header_of(bytes(blob[:_HEADER_LEN]))
 
 
 def open_blob(aead: AESGCM, blob: bytes, header: BlobHeader, context: bytes) -> bytes:

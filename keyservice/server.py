@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -51,8 +52,11 @@ class ProtocolError(KMSError):
 # ---------------------------------------------------------------------------- wire codec
 
 
+@functools.lru_cache(maxsize=128)
 def input_shape(operation: str) -> Shape | None:
-    """The botocore input shape of an operation, None for one the model does not know."""
+    """The botocore input shape of an operation, None for one the model does not know (cached,
+    bounded so unknown names sent by clients cannot grow it: the model lookup was per-request
+    cost)."""
     if operation not in _KMS_MODEL.operation_names:
         return None
     return _KMS_MODEL.operation_model(operation).input_shape
