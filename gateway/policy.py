@@ -13,7 +13,7 @@ import json
 from typing import Mapping
 
 from gateway.config import GatewayConfig
-from gateway.crypto.sse import SseRequest
+from gateway.crypto.sse import S3_ARN_CONTEXT_KEY, SseRequest
 from gateway.s3errors import S3Error
 
 SSE = "x-amz-server-side-encryption"
@@ -67,6 +67,8 @@ def _kms_context(headers: Mapping[str, str]) -> dict[str, str]:
         value = None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise _invalid("The encryption context must be base64-encoded JSON of string pairs.", SSE_CONTEXT, raw)
+    if S3_ARN_CONTEXT_KEY in value:
+        raise _invalid(f"The encryption context may not set {S3_ARN_CONTEXT_KEY}.", SSE_CONTEXT, raw)
     return value
 
 

@@ -37,7 +37,9 @@ class Gateway:
                         workdir=workdir, ca_file=self.ca_file)
 
 
-def _config_toml(moto: MotoServer, data_dir: Path, tls: CertFiles | None) -> str:
+def _config_toml(moto: MotoServer, data_dir: Path, tls: CertFiles | None,
+                 allow_unencrypted_reads: bool = True, tables: str = "") -> str:
+    """The gateway config; ``tables`` appends TOML tables (e.g. per-bucket policies)."""
     cert, key = (str(tls.cert_file), str(tls.key_file)) if tls else ("", "")
     return f'''
 [gateway]
@@ -46,7 +48,7 @@ region = "us-east-1"
 tls_cert_file = "{cert}"
 tls_key_file = "{key}"
 allow_ssec_over_http = true
-allow_unencrypted_reads = true
+allow_unencrypted_reads = {str(allow_unencrypted_reads).lower()}
 default_encryption = "aws:kms"
 
 [[gateway.credentials]]
@@ -58,13 +60,15 @@ url = "{moto.url}"
 region = "us-east-1"
 access_key = "{moto.access_key}"
 secret_key = "{moto.secret_key}"
+{tables}
 '''
 
 
-def _start_gateway(moto: MotoServer, workdir: Path, tls: CertFiles | None) -> Server:
+def _start_gateway(moto: MotoServer, workdir: Path, tls: CertFiles | None,
+                   allow_unencrypted_reads: bool = True, tables: str = "") -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
-    config.write_text(_config_toml(moto, workdir / "data", tls))
+    config.write_text(_config_toml(moto, workdir / "data", tls, allow_unencrypted_reads, tables))
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
                          "--listen", "127.0.0.1:0"], cwd=workdir, timeout=60)
 
