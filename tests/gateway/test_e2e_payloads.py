@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import pytest
 from awscrt import checksums
@@ -10,7 +11,9 @@ import requests
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
+from gateway.sigv4 import STREAMING_SIGNED, ChunkSignatureVerifier, signing_key
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.clients import signed_request
 
@@ -56,3 +59,51 @@ def test_put_with_unsigned_payload_round_trips(gateway, s3, bucket):
     response = requests.put(url, data=BODY, headers=dict(request.headers), timeout=30)
     assert response.status_code == 200
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == BODY
+
+
+class _StreamingSigner(S3SigV4Auth):
+    """botocore's S3 signer declaring a signed-chunk payload (botocore itself never sends one)."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return STREAMING_SIGNED
+
+
+def _signed_chunked_put(url: str, body: bytes, chunk_size: int, forge_chunk: int | None = None) -> requests.Response:
+    """PUT ``body`` as STREAMING-AWS4-HMAC-SHA256-PAYLOAD, every chunk signed in the chain from the
+    seed signature; ``forge_chunk`` names a chunk whose signature is replaced by a wrong one."""
+    pieces = [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)] + [b""]
+    encoded_length = sum(len(f"{len(p):x};chunk-signature=") + 64 + 2 + len(p) + 2 for p in pieces)
+    request = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(body)),
+        "Content-Length": str(encoded_length)})
+    _StreamingSigner(Credentials(GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY), "s3", "us-east-1").add_auth(request)
+    amz_date = request.headers["X-Amz-Date"]
+    seed = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+    key = signing_key(GATEWAY_SECRET_KEY, amz_date[:8], "us-east-1", "s3")
+    chain = ChunkSignatureVerifier(key, amz_date, f"{amz_date[:8]}/us-east-1/s3/aws4_request", seed)
+    wire = bytearray()
+    for index, piece in enumerate(pieces):
+        signature = chain.sign_chunk(hashlib.sha256(piece).hexdigest())
+        chain.verify_chunk(hashlib.sha256(piece).hexdigest(), signature)  # advance the chain
+        if index == forge_chunk:
+            signature = "0" * 64
+        wire += f"{len(piece):x};chunk-signature={signature}\r\n".encode() + piece + b"\r\n"
+    assert len(wire) == encoded_length
+    return requests.put(url, data=bytes(wire), headers=dict(request.headers), timeout=30)
+
+
+def test_signed_chunk_upload_round_trips(gateway, s3, bucket):
+    body = os.urandom(200_000)
+    response = _signed_chunked_put(f"{gateway.url}/{bucket}/signed-chunks", body, chunk_size=65_536)
+    assert response.status_code == 200, response.text
+    assert s3.get_object(Bucket=bucket, Key="signed-chunks")["Body"].read() == body
+
+
+def test_forged_chunk_signature_is_refused_and_nothing_is_stored(gateway, bucket, upstream_s3):
+    response = _signed_chunked_put(f"{gateway.url}/{bucket}/forged", os.urandom(200_000), chunk_size=65_536,
+                                   forge_chunk=2)
+    assert response.status_code == 403
+    assert "<Code>SignatureDoesNotMatch</Code>" in response.text
+    with pytest.raises(ClientError) as error:
+        upstream_s3.head_object(Bucket=bucket, Key="forged")
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
