@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,8 @@ from xml.sax.saxutils import escape
 import uvloop
 from aiohttp import web
 from awscrt.checksums import crc64nvme
+
+from serving import serve_until_signalled
 
 CHUNK = 1 << 20
 MEMORY_LIMIT = 8 << 20  # bodies up to this size stay in memory; bigger ones go to a spool file
@@ -311,20 +312,9 @@ async def serve(host: str, port: int, spool_parent: Path, md5_etags: bool) -> No
     store = Store(spool, md5_etags)
     app = web.Application(client_max_size=0)
     app.router.add_route("*", "/{path:.*}", FastUpstream(store).dispatch)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await serve_until_signalled(app, host, port)
     finally:
-        await runner.cleanup()
         shutil.rmtree(spool, ignore_errors=True)
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from typing import AsyncIterator, Mapping
 
 import aiohttp
 import uvloop
 from aiohttp import web
 from yarl import URL
+
+from serving import serve_until_signalled
 
 CHUNK = 1 << 20
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -79,19 +80,7 @@ async def serve(host: str, port: int, upstream: str) -> None:
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.close)
     app.router.add_route("*", "/{path:.*}", proxy.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=1024).start()
-    bound = runner.addresses[0]
-    print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signalled(app, host, port)
 
 
 def main() -> None:
