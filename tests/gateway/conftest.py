@@ -114,3 +114,32 @@ def bucket(s3) -> str:
     name = f"e2e-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str) -> Server:
+    """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
+    so tests can disable keys or exhaust quotas of the key service the gateway depends on."""
+    from tests.keyservice.conftest import ROOT
+    config = workdir / "gateway-remote-kms.toml"
+    config.write_text(f'''
+[gateway]
+data_dir = "{workdir / 'gw'}"
+default_kms_key_id = "{default_key_arn}"
+
+[[gateway.credentials]]
+access_key = "{GATEWAY_ACCESS_KEY}"
+secret_key = "{GATEWAY_SECRET_KEY}"
+
+[upstream]
+url = "{moto.url}"
+access_key = "{moto.access_key}"
+secret_key = "{moto.secret_key}"
+
+[kms]
+endpoint = "{kms_url}"
+region = "us-east-1"
+access_key = "{ROOT[0]}"
+secret_key = "{ROOT[1]}"
+''')
+    return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
+                         "--listen", "127.0.0.1:0"], timeout=60)

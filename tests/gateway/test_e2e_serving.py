@@ -6,8 +6,8 @@ import os
 import uuid
 from pathlib import Path
 
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
-from tests.keyservice.conftest import ROOT, kms_client, launch
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms
+from tests.keyservice.conftest import kms_client, launch
 from tests.support.clients import s3_client
 from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, start_server
@@ -39,29 +39,7 @@ def test_gateway_encrypts_with_a_standalone_key_service_over_the_kms_api(moto: M
     try:
         kms = kms_client(keyservice.url)
         key_arn = kms.create_key(Description="gateway CMK")["KeyMetadata"]["Arn"]
-        config = tmp_path / "gateway.toml"
-        config.write_text(f'''
-[gateway]
-data_dir = "{tmp_path / 'gw'}"
-default_kms_key_id = "{key_arn}"
-
-[[gateway.credentials]]
-access_key = "{GATEWAY_ACCESS_KEY}"
-secret_key = "{GATEWAY_SECRET_KEY}"
-
-[upstream]
-url = "{moto.url}"
-access_key = "{moto.access_key}"
-secret_key = "{moto.secret_key}"
-
-[kms]
-endpoint = "{keyservice.url}"
-region = "us-east-1"
-access_key = "{ROOT[0]}"
-secret_key = "{ROOT[1]}"
-''')
-        gateway = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
-                                "--listen", "127.0.0.1:0"], timeout=60)
+        gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_arn)
         s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
         bucket = f"remote-kms-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=bucket)
