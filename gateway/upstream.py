@@ -77,7 +77,9 @@ class Upstream:
     def __init__(self, target: UpstreamTarget, *, pool_size: int = 100) -> None:
         self.target = target
         self._base = target.url.rstrip("/")
-        self._credentials = Credentials(target.access_key, target.secret_key)
+        # One signer for every request: it holds only credentials, region and service; the
+        # per-request state (date, payload hash) lives on each AWSRequest.
+        self._signer = _Signer(Credentials(target.access_key, target.secret_key), "s3", target.region)
         self._session: aiohttp.ClientSession | None = None
         self._pool_size = pool_size
 
@@ -96,7 +98,7 @@ class Upstream:
         """Headers (with Authorization) for ``method url`` signed for the upstream's credentials."""
         request = AWSRequest(method=method, url=url, headers=dict(headers))
         request.context["payload_hash"] = payload_hash
-        _Signer(self._credentials, "s3", self.target.region).add_auth(request)
+        self._signer.add_auth(request)
         return dict(request.headers.items())
 
     async def request(self, method: str, raw_path: str, query: Iterable[tuple[str, str]],
