@@ -3,7 +3,8 @@
 authenticate (SigV4/SigV2) -> classify the S3 operation -> the operation's handler (encrypting
 objects, rewriting listings, or a re-signed pass-through) -> the answer, with a request id on every
 response and every failure rendered as a proper S3 error. Operations that would move object data
-the gateway cannot encrypt yet are refused with 501, never passed through.
+the gateway cannot encrypt yet are refused with 501, never passed through. Keys under the gateway's
+reserved prefix (multipart manifests) are out of the clients' reach.
 """
 from __future__ import annotations
 
@@ -27,25 +28,22 @@ from aiohttp import web
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import get_object, listing, passthrough, put_object
+from gateway.handlers import get_object, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
-from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented
+from gateway.s3errors import S3Error, access_denied, error_xml, from_auth_error, internal_error, not_implemented
 from gateway.s3request import classify
 from gateway.sigv4 import AuthError, verify
 from gateway.upstream import Upstream, UpstreamTarget
+from gateway.uploads import UploadTokens
 from keyservice.config import KeyServiceConfig, build_api
 
 log = logging.getLogger("gateway")
 
 Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
 DEV_CREDENTIAL = Credential("test", "test")
-_MULTIPART = "multipart uploads through the gateway are not implemented yet"
 REFUSED = {
-    "CreateMultipartUpload": _MULTIPART,
-    "UploadPart": _MULTIPART,
-    "UploadPartCopy": _MULTIPART,
-    "CompleteMultipartUpload": _MULTIPART,
+    "UploadPartCopy": "UploadPartCopy through the gateway is not implemented yet",
     "CopyObject": "CopyObject through the gateway is not implemented yet",
     "PostObject": "POST object uploads through the gateway are not implemented",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
@@ -59,6 +57,11 @@ HANDLERS: dict[str, Handler] = {
     "ListObjects": listing.list_objects,
     "ListObjectsV2": listing.list_objects,
     "ListObjectVersions": listing.list_objects,
+    "CreateMultipartUpload": multipart.create_multipart_upload,
+    "UploadPart": multipart.upload_part,
+    "CompleteMultipartUpload": multipart.complete_multipart_upload,
+    "AbortMultipartUpload": multipart.abort_multipart_upload,
+    "ListParts": multipart.list_parts,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
@@ -93,6 +96,8 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
+    if s3.key.startswith(multipart.RESERVED_PREFIX):
+        raise access_denied(f"Keys under {multipart.RESERVED_PREFIX} are reserved by the gateway.")
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
                          secure=_is_secure(request, gw.config))
     return await HANDLERS.get(s3.operation, passthrough.proxy)(gw, ctx)
@@ -142,8 +147,9 @@ def load_gateway_secret(path: Path) -> bytes:
 async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | RemoteKeyProvider,
                      upstream: Upstream) -> web.Application:
     """The aiohttp application around an already-started key provider and upstream."""
-    gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider),
-                 sse_c=SseC(load_gateway_secret(config.secret_path)))
+    secret = load_gateway_secret(config.secret_path)
+    gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
+                 tokens=UploadTokens(secret))
     app = web.Application(client_max_size=2**62)
     app[GATEWAY_KEY] = gw
     app.router.add_route("*", "/{tail:.*}", dispatch)

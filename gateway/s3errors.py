@@ -6,6 +6,7 @@ every failure is a proper S3 error with the right code and status, never a bare 
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
@@ -229,3 +230,13 @@ def from_kms_error(type_: str, message: str) -> S3Error:
     if type_ in _KMS_PASSTHROUGH:
         return S3Error(f"KMS.{type_}", message, 400)
     return S3Error("InternalError", f"The key service failed: {type_}", 500)
+
+
+def from_upstream(status: int, body: bytes) -> S3Error:
+    """The upstream's error answer to a request the gateway made on its own behalf, as an S3Error."""
+    try:
+        root = ET.fromstring(body)
+        code, message = root.findtext("Code") or "InternalError", root.findtext("Message") or ""
+    except ET.ParseError:
+        code, message = "InternalError", "The upstream store failed."
+    return S3Error(code, message, status if status >= 400 else 500)

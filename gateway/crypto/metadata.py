@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from dataclasses import replace
 from typing import Mapping
@@ -33,6 +34,8 @@ WRAPPED_DATA_KEY = RESERVED_PREFIX + "d"
 KMS_CONTEXT = RESERVED_PREFIX + "c"
 SSEC_SALT = RESERVED_PREFIX + "cs"
 SSEC_CHECK = RESERVED_PREFIX + "cc"
+UPLOAD_TAG = RESERVED_PREFIX + "u"
+UPLOAD_TAG_SIZE = 16
 SSEC_CHECK_SIZE = 32
 SUPPORTED_VERSIONS = frozenset({"1"})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -49,9 +52,12 @@ def encode(info: EncryptionInfo) -> dict[str, str]:
     headers = {
         VERSION: str(info.version),
         MODE: info.mode,
-        PARAMS: _b64(info.params.encode()),
         SEALED_KEY: _b64(info.sealed_key),
     }
+    if info.params is not None:
+        headers[PARAMS] = _b64(info.params.encode())
+    if info.upload_tag is not None:
+        headers[UPLOAD_TAG] = info.upload_tag
     if info.plaintext_size is not None:
         headers[PLAINTEXT_SIZE] = str(info.plaintext_size)
     if info.kms_key_arn is not None:
@@ -80,12 +86,18 @@ def decode(headers: Mapping[str, str]) -> EncryptionInfo | None:
     if version not in SUPPORTED_VERSIONS:
         raise IntegrityError(f"unknown encryption format version {version!r}")
     mode = _required(ours, MODE)
+    tag = ours.get(UPLOAD_TAG)
+    if tag is not None:
+        _sized(ours, UPLOAD_TAG, UPLOAD_TAG_SIZE)
+        if PARAMS in ours or PLAINTEXT_SIZE in ours:
+            raise IntegrityError("multipart metadata may not carry single-stream parameters")
     info = EncryptionInfo(
         version=int(version),
         mode=mode,
-        params=StreamParams.decode(_unb64(_required(ours, PARAMS))),
+        params=None if tag is not None else StreamParams.decode(_unb64(_required(ours, PARAMS))),
         sealed_key=_sized(ours, SEALED_KEY, SEALED_KEY_SIZE),
         plaintext_size=_size(ours.get(PLAINTEXT_SIZE)),
+        upload_tag=tag,
     )
     if mode in KMS_MODES:
         return _with_kms(info, ours)
@@ -146,6 +158,11 @@ def _context(value: str | None) -> dict[str, str]:
     if not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
         raise IntegrityError("encryption context must map strings to strings")
     return context
+
+
+def new_upload_tag() -> str:
+    """A random name for a multipart object's manifest (b64u of 16 random bytes)."""
+    return _b64(os.urandom(UPLOAD_TAG_SIZE))
 
 
 def _b64(raw: bytes) -> str:

@@ -81,7 +81,7 @@ class EncryptionInfo:
 
     version: int
     mode: str
-    params: StreamParams
+    params: StreamParams | None  # None for a multipart object: each part carries its own
     sealed_key: bytes
     plaintext_size: int | None
     kms_key_arn: str | None = None
@@ -89,6 +89,7 @@ class EncryptionInfo:
     kms_context: Mapping[str, str] = field(default_factory=dict)
     ssec_salt: bytes | None = None
     ssec_check: bytes | None = None
+    upload_tag: str | None = None  # multipart objects: names the manifest (gateway/crypto/multipart.py)
 
 
 class SseMode(Protocol):

@@ -66,16 +66,16 @@ class StreamParams:
         return cls(bytes(raw[:SALT_SIZE]), bytes(raw[SALT_SIZE:]))
 
 
-def segment_count(plaintext_size: int) -> int:
+def segment_count(plaintext_size: int, segment_size: int = SEGMENT_SIZE) -> int:
     """Segments in a stream: an empty stream is one empty final segment."""
     if plaintext_size < 0:
         raise ValueError("negative plaintext size")
-    return max(1, -(-plaintext_size // SEGMENT_SIZE))
+    return max(1, -(-plaintext_size // segment_size))
 
 
-def ciphertext_size(plaintext_size: int) -> int:
+def ciphertext_size(plaintext_size: int, segment_size: int = SEGMENT_SIZE) -> int:
     """c = p + 16 * max(1, ceil(p / S))."""
-    return plaintext_size + TAG_SIZE * segment_count(plaintext_size)
+    return plaintext_size + TAG_SIZE * segment_count(plaintext_size, segment_size)
 
 
 def plaintext_size(ciphertext_size: int) -> int:
@@ -110,13 +110,17 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 class StreamEncryptor:
     """Incremental encryptor: feed plaintext with update(), close with finalize().
 
+    ``segment_size`` is 64 KiB except for multipart parts larger than 32 MiB (gateway/crypto/multipart.py).
+
     A full segment is held back until more data arrives, because only then is it known not to be
     the final segment (whose nonce carries the last flag).
     """
 
-    def __init__(self, object_key: bytes, params: StreamParams, part_number: int = 0) -> None:
+    def __init__(self, object_key: bytes, params: StreamParams, part_number: int = 0,
+                 segment_size: int = SEGMENT_SIZE) -> None:
         self._aead = _segment_cipher(object_key, params, part_number)
         self._prefix = params.nonce_prefix
+        self._segment = segment_size
         self._pending = bytearray()
         self._index = 0
         self._done = False
@@ -131,17 +135,18 @@ class StreamEncryptor:
             raise ValueError("update() after finalize()")
         view = memoryview(data)
         sources: list[bytes | bytearray | memoryview] = []
+        size = self._segment
         if self._pending:
-            room = SEGMENT_SIZE - len(self._pending)
+            room = size - len(self._pending)
             self._pending += view[:room]
             view = view[room:]
             if not view:
                 return bytearray()
             sources.append(self._pending)
             self._pending = bytearray()
-        full = (len(view) - 1) // SEGMENT_SIZE if view else 0
-        sources.extend(view[offset:offset + SEGMENT_SIZE] for offset in range(0, full * SEGMENT_SIZE, SEGMENT_SIZE))
-        self._pending += view[full * SEGMENT_SIZE:]
+        full = (len(view) - 1) // size if view else 0
+        sources.extend(view[offset:offset + size] for offset in range(0, full * size, size))
+        self._pending += view[full * size:]
         return self._seal(sources, last=False)
 
     def finalize(self) -> bytearray:
@@ -176,22 +181,25 @@ class RangePlan:
     first_segment: int
     skip: int
     length: int
+    last_segment: int
 
 
-def plan_range(plaintext_size: int, start: int, end: int) -> RangePlan:
+def plan_range(plaintext_size: int, start: int, end: int, segment_size: int = SEGMENT_SIZE) -> RangePlan:
     """Plan the upstream range for plaintext bytes start..end (inclusive, already clamped)."""
     if not 0 <= start <= end < plaintext_size:
         raise ValueError(f"range {start}-{end} outside an object of {plaintext_size} bytes")
-    first, last = start // SEGMENT_SIZE, end // SEGMENT_SIZE
-    cipher_end = min((last + 1) * CIPHER_SEGMENT_SIZE, ciphertext_size(plaintext_size)) - 1
+    first, last = start // segment_size, end // segment_size
+    cipher_segment = segment_size + TAG_SIZE
+    cipher_end = min((last + 1) * cipher_segment, ciphertext_size(plaintext_size, segment_size)) - 1
     return RangePlan(
         start=start,
         end=end,
-        cipher_start=first * CIPHER_SEGMENT_SIZE,
+        cipher_start=first * cipher_segment,
         cipher_end=cipher_end,
         first_segment=first,
-        skip=start - first * SEGMENT_SIZE,
+        skip=start - first * segment_size,
         length=end - start + 1,
+        last_segment=last,
     )
 
 
@@ -239,16 +247,18 @@ class StreamDecryptor:
         plaintext_size: int,
         part_number: int = 0,
         plan: RangePlan | None = None,
+        segment_size: int = SEGMENT_SIZE,
     ) -> None:
         self._aead = _segment_cipher(object_key, params, part_number)
         self._prefix = params.nonce_prefix
         self._size = plaintext_size
-        self._final_index = segment_count(plaintext_size) - 1
+        self._segment = segment_size
+        self._final_index = segment_count(plaintext_size, segment_size) - 1
         if plan is None:
             self._index, self._stop = 0, self._final_index
             self._skip, self._remaining = 0, plaintext_size
         else:
-            self._index, self._stop = plan.first_segment, plan.end // SEGMENT_SIZE
+            self._index, self._stop = plan.first_segment, plan.last_segment
             self._skip, self._remaining = plan.skip, plan.length
         self._buffer = bytearray()
         self._done = False
@@ -316,8 +326,8 @@ class StreamDecryptor:
 
     def _cipher_length(self, index: int) -> int:
         if index < self._final_index:
-            return CIPHER_SEGMENT_SIZE
-        return self._size - index * SEGMENT_SIZE + TAG_SIZE
+            return self._segment + TAG_SIZE
+        return self._size - index * self._segment + TAG_SIZE
 
     def _open(self, segment: bytearray | memoryview, target: memoryview) -> None:
         nonce = _nonce(self._prefix, self._index, self._index == self._final_index)

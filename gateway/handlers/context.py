@@ -1,14 +1,18 @@
 """What every handler receives: the gateway's shared state and the authenticated, classified request."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
 from aiohttp import web
 
 from gateway.config import GatewayConfig
+from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import SseC, SseKms
 from gateway.s3request import S3Request
 from gateway.sigv4 import AuthResult
 from gateway.upstream import Upstream
+from gateway.uploads import LruCache, UploadTokens
 
 
 @dataclass
@@ -19,6 +23,14 @@ class Gateway:
     upstream: Upstream
     sse_kms: SseKms
     sse_c: SseC
+    tokens: UploadTokens
+    upload_keys: LruCache[str, bytes] = field(default_factory=lambda: LruCache(4096))
+    manifests: LruCache[tuple[str, str], Manifest] = field(default_factory=lambda: LruCache(256))
+
+
+def object_path(bucket: str, key: str) -> str:
+    """The upstream path-style path of an object."""
+    return f"/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
 
 
 @dataclass

@@ -14,15 +14,19 @@ from aiohttp import web
 
 from gateway.crypto import metadata
 from gateway.crypto.sse import EncryptionInfo, MissingCustomerKey, SseRequest, WrongCustomerKey
-from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, RangePlan, StreamDecryptor,
-                                   decrypt_stream, parse_range_header, plan_range)
+from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_parts, object_plaintext_size,
+                                      open_manifest, part_count_from_etag, plan_reads)
+from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, StreamDecryptor, decrypt_stream,
+                                   parse_range_header, plan_range)
 from gateway.etag import client_etag
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import body_chunks, relay, response_headers, send_body
+from gateway.handlers import passthrough
+from gateway.handlers.multipart import manifest_path
+from gateway.handlers.passthrough import body_chunks, read_small, relay, response_headers, send_body
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.policy import SSE_HEADERS, customer_key
-from gateway.s3errors import (S3Error, access_denied, invalid_range, invalid_request, not_implemented,
+from gateway.s3errors import (S3Error, access_denied, invalid_argument, invalid_range, invalid_request,
                               precondition_failed)
 from gateway.upstream import forwardable_headers
 
@@ -45,10 +49,12 @@ def _conditional_response(ctx: RequestContext, outcome: int, etag: str, last_mod
 
 async def _fetch(gw: Gateway, ctx: RequestContext, method: str,
                  extra: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
-    """The upstream read, without the client's conditions, range and SSE headers (the gateway owns those)."""
+    """The upstream read of the whole stored object, without the client's conditions, range, partNumber
+    and SSE headers (the gateway owns those)."""
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *CONDITIONAL_HEADERS, "range",
                                                              "x-amz-checksum-mode"))
-    return await gw.upstream.request(method, ctx.raw_path, ctx.query, {**headers, **(extra or {})})
+    query = [(name, value) for name, value in ctx.query if name != "partNumber"]
+    return await gw.upstream.request(method, ctx.raw_path, query, {**headers, **(extra or {})})
 
 
 async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -61,6 +67,8 @@ async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResp
     outcome = evaluate_conditions(ctx.request.headers, etag, upstream.headers.get("Last-Modified"))
     if outcome is not None:
         return _conditional_response(ctx, outcome, etag, upstream.headers.get("Last-Modified"))
+    if "partNumber" in ctx.request.rel_url.query:
+        return await passthrough.proxy(gw, ctx)
     if "range" in ctx.request.headers and ctx.request.method == "GET":
         ranged = await _fetch(gw, ctx, "GET", {"range": ctx.request.headers["range"]})
         async with ranged:
@@ -80,8 +88,7 @@ async def _object_key(gw: Gateway, ctx: RequestContext, info: EncryptionInfo) ->
     except WrongCustomerKey:
         raise access_denied("The provided customer key does not match the key the object was stored with.") from None
     except IntegrityError as exc:
-        log.error("integrity failure opening %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
-        raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        raise _integrity_failure(ctx, exc) from None
 
 
 def _requested_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
@@ -96,14 +103,13 @@ def _requested_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
         raise error from None
 
 
-def _plaintext_headers(ctx: RequestContext, upstream: aiohttp.ClientResponse, info: EncryptionInfo,
+def _plaintext_headers(ctx: RequestContext, upstream: aiohttp.ClientResponse, info: EncryptionInfo, size: int,
                        span: tuple[int, int] | None) -> tuple[int, dict[str, str]]:
     """Status and headers of the plaintext answer: sizes, range, ETag and SSE headers rewritten."""
     headers = response_headers(upstream.headers, drop=_CIPHERTEXT_HEADERS)
     headers["ETag"] = client_etag(upstream.headers.get("ETag", ""))
     headers["Accept-Ranges"] = "bytes"
     headers.update(mode_headers(ctx, info))
-    size = info.plaintext_size
     if span is None:
         headers["Content-Length"] = str(size)
         return 200, headers
@@ -118,9 +124,13 @@ async def _stream_plaintext(ctx: RequestContext, response: web.StreamResponse,
     try:
         first = await anext(plaintext, b"")
     except IntegrityError as exc:
-        log.error("integrity failure in %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
-        raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        raise _integrity_failure(ctx, exc) from None
     return await send_body(ctx, response, _prepend(first, plaintext))
+
+
+def _integrity_failure(ctx: RequestContext, exc: Exception) -> S3Error:
+    log.error("integrity failure in %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
+    return S3Error("InternalError", _INTEGRITY_MESSAGE, 500)
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -129,10 +139,61 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-def _require_size(info: EncryptionInfo) -> None:
-    """Single-part objects always record their plaintext size; its absence means tampered metadata."""
-    if info.plaintext_size is None:
-        raise IntegrityError("the gateway metadata lacks the plaintext size")
+def _stored_size(meta: aiohttp.ClientResponse) -> int:
+    """The stored object's full size, from a HEAD/GET's Content-Length (or a 206's Content-Range)."""
+    content_range = meta.headers.get("Content-Range", "")
+    if "/" in content_range:
+        return int(content_range.rsplit("/", 1)[1])
+    return int(meta.headers.get("Content-Length", "-1"))
+
+
+def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int:
+    """Single-stream objects record it; a multipart object's follows from its size and part count."""
+    if info.upload_tag is None:
+        if info.plaintext_size is None:
+            raise IntegrityError("the gateway metadata lacks the plaintext size")
+        return info.plaintext_size
+    count = part_count_from_etag(meta.headers.get("ETag", ""))
+    if count is None:
+        raise IntegrityError("a multipart object's ETag does not give its part count")
+    return object_plaintext_size(_stored_size(meta), count)
+
+
+async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: EncryptionInfo,
+                        meta: aiohttp.ClientResponse) -> Manifest:
+    """The object's manifest (cached by its random tag), checked against the stored size and part count."""
+    assert info.upload_tag is not None
+    manifest = gw.manifests.get((bucket, info.upload_tag))
+    if manifest is None:
+        upstream = await gw.upstream.request("GET", manifest_path(bucket, info.upload_tag), [], {})
+        async with upstream:
+            body = await read_small(upstream, limit=1024 * 1024)
+            if upstream.status != 200:
+                raise IntegrityError(f"the manifest is missing (upstream answered {upstream.status})")
+        manifest = open_manifest(object_key, info.upload_tag, body)
+        gw.manifests.put((bucket, info.upload_tag), manifest)
+    if (manifest.stored_size != _stored_size(meta)
+            or len(manifest.parts) != part_count_from_etag(meta.headers.get("ETag", ""))):
+        raise IntegrityError("the stored object does not have the parts its manifest names")
+    return manifest
+
+
+def _part_span(ctx: RequestContext, manifest: Manifest | None, size: int) -> tuple[int, int] | None:
+    """GET/HEAD ?partNumber=N: the plaintext span of the object's N-th part (a single-stream object
+    is one part)."""
+    value = ctx.request.rel_url.query["partNumber"]
+    if "range" in ctx.request.headers:
+        raise invalid_request("Cannot specify both Range header and partNumber query parameter")
+    count = len(manifest.parts) if manifest else 1
+    if not value.isdigit() or not 1 <= int(value) <= 10000:
+        raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
+    if int(value) > count:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+    if manifest is None:
+        return None
+    start = sum(part.size for part in manifest.parts[:int(value) - 1])
+    part_size = manifest.parts[int(value) - 1].size
+    return (start, start + part_size - 1) if part_size else None
 
 
 async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.ClientResponse,
@@ -143,41 +204,77 @@ async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.Clien
     if outcome is not None:
         return _conditional_response(ctx, outcome, etag, last_modified)
     object_key = await _object_key(gw, ctx, info)
-    span = _requested_range(ctx, info.plaintext_size)
-    status, headers = _plaintext_headers(ctx, meta, info, span)
+    by_part = "partNumber" in ctx.request.rel_url.query
+    try:
+        size = plaintext_size_of(meta, info)
+        manifest = None
+        if info.upload_tag is not None and (by_part or ctx.request.method == "GET"):
+            manifest = await load_manifest(gw, ctx.s3.bucket, object_key, info, meta)
+    except (ValueError, IntegrityError) as exc:
+        raise _integrity_failure(ctx, exc) from None
+    span = _part_span(ctx, manifest, size) if by_part else _requested_range(ctx, size)
+    status, headers = _plaintext_headers(ctx, meta, info, size, span)
+    if by_part and manifest is not None:
+        headers["x-amz-mp-parts-count"] = str(len(manifest.parts))
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = int(headers.pop("Content-Length"))
     if ctx.request.method == "HEAD":
         await response.prepare(ctx.request)
         await response.write_eof()
         return response
+    if manifest is not None:
+        return await _serve_parts(gw, ctx, response, object_key, manifest, meta, span)
+    assert info.params is not None and info.plaintext_size is not None
     if span is None and meta.method == "GET":
-        decryptor = StreamDecryptor(object_key, info.params, info.plaintext_size)
+        decryptor = StreamDecryptor(object_key, info.params, size)
         return await _stream_plaintext(ctx, response, decrypt_stream(body_chunks(meta), decryptor))
-    plan = plan_range(info.plaintext_size, *span) if span else None
-    return await _serve_ranged(gw, ctx, response, object_key, info, plan, meta.headers.get("ETag", ""))
-
-
-async def _serve_ranged(gw: Gateway, ctx: RequestContext, response: web.StreamResponse, object_key: bytes,
-                        info: EncryptionInfo, plan: RangePlan | None, upstream_etag: str) -> web.StreamResponse:
-    """One upstream ranged GET of whole ciphertext segments, pinned to the version we planned for."""
-    extra = {"if-match": upstream_etag}
-    if plan is not None:
-        extra["range"] = f"bytes={plan.cipher_start}-{plan.cipher_end}"
-    upstream = await _fetch(gw, ctx, "GET", extra)
+    plan = plan_range(size, *span) if span else None
+    extra = {"range": f"bytes={plan.cipher_start}-{plan.cipher_end}"} if plan else {}
+    upstream = await _fetch_pinned(gw, ctx, meta, extra)
     async with upstream:
-        if upstream.status != (200 if plan is None else 206):
-            raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
-        decryptor = StreamDecryptor(object_key, info.params, info.plaintext_size, plan=plan)
+        decryptor = StreamDecryptor(object_key, info.params, size, plan=plan)
         return await _stream_plaintext(ctx, response, decrypt_stream(body_chunks(upstream), decryptor))
+
+
+async def _fetch_pinned(gw: Gateway, ctx: RequestContext, meta: aiohttp.ClientResponse,
+                        extra: Mapping[str, str]) -> aiohttp.ClientResponse:
+    """A further upstream GET of the object, pinned by If-Match to the version whose metadata we read."""
+    upstream = await _fetch(gw, ctx, "GET", {"if-match": meta.headers.get("ETag", ""), **extra})
+    if upstream.status != (206 if "range" in extra else 200):
+        upstream.release()
+        raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
+    return upstream
+
+
+async def _serve_parts(gw: Gateway, ctx: RequestContext, response: web.StreamResponse, object_key: bytes,
+                       manifest: Manifest, meta: aiohttp.ClientResponse,
+                       span: tuple[int, int] | None) -> web.StreamResponse:
+    """A multipart object, whole or a span: one upstream read over the parts it touches."""
+    reads = plan_reads(manifest, *(span or (0, -1)))
+
+    async def fetch_header(read: PartRead) -> bytes:
+        start = read.stored_offset
+        upstream = await _fetch_pinned(gw, ctx, meta, {"range": f"bytes={start}-{start + HEADER_SIZE - 1}"})
+        async with upstream:
+            return await upstream.content.read()
+
+    if span is None and meta.method == "GET":
+        return await _stream_plaintext(ctx, response, decrypt_parts(body_chunks(meta), object_key, reads,
+                                                                    fetch_header))
+    if not reads:  # an empty part
+        return await send_body(ctx, response, None)
+    extra = {"range": f"bytes={reads[0].upstream_start}-{reads[-1].upstream_end}"}
+    upstream = await _fetch_pinned(gw, ctx, meta, extra)
+    async with upstream:
+        return await _stream_plaintext(ctx, response, decrypt_parts(body_chunks(upstream), object_key, reads,
+                                                                    fetch_header))
 
 
 async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     """GET and HEAD. A plain GET reads metadata and body in one request; HEAD and ranged GETs
     read the metadata first (a HEAD), since the range plan needs the plaintext size."""
-    if "partNumber" in ctx.request.rel_url.query:
-        raise not_implemented("GetObject and HeadObject by partNumber are not implemented by the gateway yet")
-    method = "GET" if ctx.request.method == "GET" and "range" not in ctx.request.headers else "HEAD"
+    plain_get = ctx.request.method == "GET" and "range" not in ctx.request.headers
+    method = "GET" if plain_get and "partNumber" not in ctx.request.rel_url.query else "HEAD"
     upstream = await _fetch(gw, ctx, method)
     async with upstream:
         if upstream.status != 200:
@@ -186,8 +283,6 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
             return await relay(ctx, upstream)
         try:
             info = metadata.decode(upstream.headers)
-            if info is not None:
-                _require_size(info)
         except (ValueError, IntegrityError) as exc:
             log.error("unreadable gateway metadata on %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
             raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None

@@ -5,6 +5,9 @@ compare ``<ETag>``, so in an encrypting bucket each entry gets the plaintext siz
 client-visible ETag (gateway/etag.py), and ``<ChecksumAlgorithm>`` is dropped because upstream
 checksums cover ciphertext. Everything else (prefixes, tokens, url-encoded keys) is kept.
 
+Multipart objects (an ETag ending in ``-k``) lose k * PART_OVERHEAD (gateway/crypto/multipart.py).
+Keys under the gateway's reserved prefix (multipart manifests) are hidden in every bucket.
+
 Limitation: the listing alone cannot tell a legacy plaintext object inside an encrypting bucket
 from an encrypted one. An entry is rewritten when its size is a possible ciphertext size, so a
 legacy object whose size happens to be one is shown with a wrong size and ETag (HEAD/GET are right).
@@ -12,70 +15,81 @@ legacy object whose size happens to be one is shown with a wrong size and ETag (
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
+from gateway.crypto.multipart import object_plaintext_size, part_count_from_etag
 from gateway.crypto.stream import plaintext_size
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
+from gateway.handlers.multipart import RESERVED_PREFIX
 from gateway.handlers.passthrough import read_small, relay, response_headers
 from gateway.policy import SSE_HEADERS
+from gateway.s3xml import child, local, serialize
 from gateway.upstream import forwardable_headers
 
-S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
-ET.register_namespace("", S3_NS)
-_ENTRY_TAGS = ("Contents", "Version")
+_ENTRY_TAGS = ("Contents", "Version", "DeleteMarker")
 _DROPPED_TAGS = ("ChecksumAlgorithm", "ChecksumType")
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+def stored_to_plaintext(size: int, upstream_etag: str) -> int:
+    """The plaintext size of an encrypted object: multipart (``-k`` ETag) or single-stream."""
+    count = part_count_from_etag(upstream_etag)
+    return plaintext_size(size) if count is None else object_plaintext_size(size, count)
 
 
-def _child(entry: ET.Element, name: str) -> ET.Element | None:
-    for child in entry:
-        if _local(child.tag) == name:
-            return child
-    return None
-
-
-def _rewrite_entry(entry: ET.Element, plaintext_size: Callable[[int], int]) -> None:
-    for child in list(entry):
-        if _local(child.tag) in _DROPPED_TAGS:
-            entry.remove(child)
-    size = _child(entry, "Size")
-    if size is None or not (size.text or "").strip().isdigit():
+def _rewrite_entry(entry: ET.Element) -> None:
+    for item in list(entry):
+        if local(item.tag) in _DROPPED_TAGS:
+            entry.remove(item)
+    size, etag = child(entry, "Size"), child(entry, "ETag")
+    if size is None or etag is None or not (size.text or "").strip().isdigit():
         return
     try:
-        plain = plaintext_size(int(size.text))
+        size.text = str(stored_to_plaintext(int(size.text or 0), etag.text or ""))
     except ValueError:
         return
-    size.text = str(plain)
-    etag = _child(entry, "ETag")
-    if etag is not None and etag.text:
-        etag.text = client_etag(etag.text)
+    etag.text = client_etag(etag.text or "")
 
 
-def rewrite_listing(body: bytes, plaintext_size: Callable[[int], int]) -> bytes:
-    """The list body with every object entry in plaintext terms; unparseable bodies are returned as is."""
+def _is_reserved(element: ET.Element, url_encoded: bool) -> bool:
+    """An entry or common prefix under the gateway's reserved prefix (manifests)."""
+    name = child(element, "Key" if local(element.tag) != "CommonPrefixes" else "Prefix")
+    value = (name.text or "") if name is not None else ""
+    return (unquote(value) if url_encoded else value).startswith(RESERVED_PREFIX)
+
+
+def rewrite_listing(body: bytes, *, encrypting: bool, url_encoded: bool = False) -> bytes:
+    """The list body without the gateway's reserved keys and, in an encrypting bucket, with every
+    object entry in plaintext terms; unparseable bodies are returned as is."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
         return body
-    for entry in root:
-        if _local(entry.tag) in _ENTRY_TAGS:
-            _rewrite_entry(entry, plaintext_size)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    hidden = 0
+    for entry in list(root):
+        tag = local(entry.tag)
+        if tag in (*_ENTRY_TAGS, "CommonPrefixes") and _is_reserved(entry, url_encoded):
+            root.remove(entry)
+            hidden += 1
+        elif encrypting and tag in _ENTRY_TAGS:
+            _rewrite_entry(entry)
+    count = child(root, "KeyCount")
+    if hidden and count is not None and (count.text or "").isdigit():
+        count.text = str(int(count.text or 0) - hidden)
+    return serialize(root)
 
 
 async def list_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    """Forward the listing; in an encrypting bucket rewrite a successful answer into plaintext terms."""
+    """Forward the listing; hide reserved keys, and in an encrypting bucket rewrite it into plaintext terms."""
     request = ctx.request
     headers = forwardable_headers(request.headers, drop=SSE_HEADERS)
     upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query, headers)
     async with upstream:
-        if upstream.status != 200 or gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough":
+        if upstream.status != 200:
             return await relay(ctx, upstream)
-        body = rewrite_listing(await read_small(upstream), plaintext_size)
+        encrypting = gw.config.bucket_policy(ctx.s3.bucket).encryption != "passthrough"
+        body = rewrite_listing(await read_small(upstream), encrypting=encrypting,
+                               url_encoded=request.rel_url.query.get("encoding-type") == "url")
         return web.Response(status=200, body=body, headers=response_headers(upstream.headers))

@@ -1,7 +1,7 @@
 """List responses rewritten into plaintext sizes and client ETags."""
 import xml.etree.ElementTree as ET
 
-from gateway.crypto.stream import ciphertext_size, plaintext_size
+from gateway.crypto.stream import ciphertext_size
 from gateway.handlers.listing import rewrite_listing
 
 NS = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
@@ -24,7 +24,7 @@ def _entries(body: bytes):
 
 
 def test_sizes_and_etags_become_plaintext_terms():
-    _, entries = _entries(rewrite_listing(V2.encode(), plaintext_size))
+    _, entries = _entries(rewrite_listing(V2.encode(), encrypting=True))
     assert entries == [
         ("a%20b", "1000", '"0123456789abcdef0123456789abcdef-1"'),
         ("big", "200000", '"ffffffffffffffffffffffffffffffff-1"'),
@@ -33,7 +33,7 @@ def test_sizes_and_etags_become_plaintext_terms():
 
 
 def test_checksum_algorithm_is_dropped_and_everything_else_kept():
-    root, _ = _entries(rewrite_listing(V2.encode(), plaintext_size))
+    root, _ = _entries(rewrite_listing(V2.encode(), encrypting=True))
     assert root.findall(".//s3:ChecksumAlgorithm", NS) == []
     assert root.findtext("s3:NextContinuationToken", namespaces=NS) == "tok%3D"
     assert root.findtext("s3:EncodingType", namespaces=NS) == "url"
@@ -42,7 +42,7 @@ def test_checksum_algorithm_is_dropped_and_everything_else_kept():
 
 
 def test_output_keeps_the_default_namespace():
-    body = rewrite_listing(V2.encode(), plaintext_size)
+    body = rewrite_listing(V2.encode(), encrypting=True)
     assert b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' in body
 
 
@@ -50,11 +50,11 @@ def test_object_versions_are_rewritten():
     body = f"""<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Version><Key>k</Key>
 <VersionId>v1</VersionId><ETag>"abababababababababababababababab"</ETag><Size>{ciphertext_size(0)}</Size></Version>
 <DeleteMarker><Key>k</Key><VersionId>v2</VersionId></DeleteMarker></ListVersionsResult>"""
-    root = ET.fromstring(rewrite_listing(body.encode(), plaintext_size))
+    root = ET.fromstring(rewrite_listing(body.encode(), encrypting=True))
     assert root.findtext("s3:Version/s3:Size", namespaces=NS) == "0"
     assert root.findtext("s3:Version/s3:ETag", namespaces=NS) == '"abababababababababababababababab-1"'
     assert root.findtext("s3:DeleteMarker/s3:VersionId", namespaces=NS) == "v2"
 
 
 def test_unparseable_body_is_returned_unchanged():
-    assert rewrite_listing(b"not xml", plaintext_size) == b"not xml"
+    assert rewrite_listing(b"not xml", encrypting=True) == b"not xml"
