@@ -60,8 +60,8 @@ async def _fetch(gw: Gateway, ctx: RequestContext, method: str,
 async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     """An object without gateway metadata: stored before the gateway, or in a pass-through bucket,
     served as it is. Outside pass-through buckets the configuration may forbid such reads."""
-    passthrough = gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough"
-    if not (passthrough or gw.config.allow_unencrypted_reads):
+    plain_bucket = gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough"
+    if not (plain_bucket or gw.config.allow_unencrypted_reads):
         raise access_denied("The object is not encrypted by the gateway and unencrypted reads are disabled.")
     etag = upstream.headers.get("ETag", "")
     outcome = evaluate_conditions(ctx.request.headers, etag, upstream.headers.get("Last-Modified"))
