@@ -7,6 +7,7 @@ error; after the headers were sent it aborts the connection, never ends the body
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
 import aiohttp
@@ -16,8 +17,8 @@ from gateway.crypto import metadata
 from gateway.crypto.sse import EncryptionInfo, MissingCustomerKey, SseRequest, WrongCustomerKey
 from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_parts, object_plaintext_size,
                                       open_manifest, part_count_from_etag, plan_reads)
-from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, StreamDecryptor, decrypt_stream,
-                                   parse_range_header, plan_range)
+from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, StreamDecryptor, ciphertext_size,
+                                   decrypt_stream, parse_range_header, plan_range)
 from gateway.etag import client_etag
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
@@ -222,52 +223,60 @@ async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.Clien
         await response.prepare(ctx.request)
         await response.write_eof()
         return response
-    if manifest is not None:
-        return await _serve_parts(gw, ctx, response, object_key, manifest, meta, span)
-    assert info.params is not None and info.plaintext_size is not None
-    if span is None and meta.method == "GET":
-        decryptor = StreamDecryptor(object_key, info.params, size)
-        return await _stream_plaintext(ctx, response, decrypt_stream(body_chunks(meta), decryptor))
-    plan = plan_range(size, *span) if span else None
-    extra = {"range": f"bytes={plan.cipher_start}-{plan.cipher_end}"} if plan else {}
-    upstream = await _fetch_pinned(gw, ctx, meta, extra)
-    async with upstream:
-        decryptor = StreamDecryptor(object_key, info.params, size, plan=plan)
-        return await _stream_plaintext(ctx, response, decrypt_stream(body_chunks(upstream), decryptor))
+    reader = PinnedReader(gw, ctx.raw_path, [(n, v) for n, v in ctx.query if n != "partNumber"],
+                          meta.headers.get("ETag", ""))
+    whole_body = body_chunks(meta) if span is None and meta.method == "GET" else None
+    plaintext = decrypted(reader, object_key, info, manifest, span, whole_body)
+    return await _stream_plaintext(ctx, response, plaintext)
 
 
-async def _fetch_pinned(gw: Gateway, ctx: RequestContext, meta: aiohttp.ClientResponse,
-                        extra: Mapping[str, str]) -> aiohttp.ClientResponse:
-    """A further upstream GET of the object, pinned by If-Match to the version whose metadata we read."""
-    upstream = await _fetch(gw, ctx, "GET", {"if-match": meta.headers.get("ETag", ""), **extra})
-    if upstream.status != (206 if "range" in extra else 200):
-        upstream.release()
-        raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
-    return upstream
+@dataclass(frozen=True)
+class PinnedReader:
+    """Further reads of one stored object, pinned by If-Match to the version whose metadata was read."""
 
+    gw: Gateway
+    path: str
+    query: list[tuple[str, str]]
+    etag: str
 
-async def _serve_parts(gw: Gateway, ctx: RequestContext, response: web.StreamResponse, object_key: bytes,
-                       manifest: Manifest, meta: aiohttp.ClientResponse,
-                       span: tuple[int, int] | None) -> web.StreamResponse:
-    """A multipart object, whole or a span: one upstream read over the parts it touches."""
-    reads = plan_reads(manifest, *(span or (0, -1)))
+    async def get(self, first: int, last: int) -> aiohttp.ClientResponse:
+        headers = {"if-match": self.etag, "range": f"bytes={first}-{last}"}
+        upstream = await self.gw.upstream.request("GET", self.path, self.query, headers)
+        if upstream.status != 206:
+            upstream.release()
+            raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
+        return upstream
 
-    async def fetch_header(read: PartRead) -> bytes:
-        start = read.stored_offset
-        upstream = await _fetch_pinned(gw, ctx, meta, {"range": f"bytes={start}-{start + HEADER_SIZE - 1}"})
-        async with upstream:
+    async def chunks(self, first: int, last: int) -> AsyncIterator[bytes]:
+        async with await self.get(first, last) as upstream:
+            async for chunk in body_chunks(upstream):
+                yield chunk
+
+    async def header(self, read: PartRead) -> bytes:
+        async with await self.get(read.stored_offset, read.stored_offset + HEADER_SIZE - 1) as upstream:
             return await upstream.content.read()
 
-    if span is None and meta.method == "GET":
-        return await _stream_plaintext(ctx, response, decrypt_parts(body_chunks(meta), object_key, reads,
-                                                                    fetch_header))
-    if not reads:  # an empty part
-        return await send_body(ctx, response, None)
-    extra = {"range": f"bytes={reads[0].upstream_start}-{reads[-1].upstream_end}"}
-    upstream = await _fetch_pinned(gw, ctx, meta, extra)
-    async with upstream:
-        return await _stream_plaintext(ctx, response, decrypt_parts(body_chunks(upstream), object_key, reads,
-                                                                    fetch_header))
+
+async def decrypted(reader: PinnedReader, object_key: bytes, info: EncryptionInfo, manifest: Manifest | None,
+                    span: tuple[int, int] | None, whole_body: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
+    """The plaintext of ``span`` (None: all of it) of an encrypted object, read in one upstream request
+    (``whole_body`` when the whole stored object is already being read). Raises IntegrityError."""
+    if manifest is not None:
+        reads = plan_reads(manifest, *(span or (0, -1)))
+        if not reads:  # the span of an empty part
+            return
+        body = whole_body or reader.chunks(reads[0].upstream_start, reads[-1].upstream_end)
+        async for chunk in decrypt_parts(body, object_key, reads, reader.header):
+            yield chunk
+        return
+    assert info.params is not None and info.plaintext_size is not None
+    size = info.plaintext_size
+    plan = plan_range(size, *span) if span else None
+    if whole_body is None:
+        whole_body = reader.chunks(plan.cipher_start, plan.cipher_end) if plan else reader.chunks(
+            0, ciphertext_size(size) - 1)
+    async for chunk in decrypt_stream(whole_body, StreamDecryptor(object_key, info.params, size, plan=plan)):
+        yield chunk
 
 
 async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:

@@ -86,14 +86,6 @@ def test_object_tagging_round_trips(s3, bucket):
     assert sorted(got, key=lambda t: t["Key"]) == tags
 
 
-def test_multipart_upload_is_not_implemented_and_stores_nothing(s3, upstream_s3, bucket):
-    with pytest.raises(ClientError) as err:
-        s3.create_multipart_upload(Bucket=bucket, Key="mpu")
-    assert _status(err) == (501, "NotImplemented")
-    assert upstream_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
-
-
 def test_missing_key_is_404_no_such_key(s3, bucket):
     with pytest.raises(ClientError) as err:
         s3.get_object(Bucket=bucket, Key="absent")
