@@ -28,7 +28,7 @@ from aiohttp import web
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import get_object, listing, multipart, passthrough, put_object
+from gateway.handlers import copy, get_object, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.s3errors import S3Error, access_denied, error_xml, from_auth_error, internal_error, not_implemented
@@ -43,8 +43,6 @@ log = logging.getLogger("gateway")
 Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
 DEV_CREDENTIAL = Credential("test", "test")
 REFUSED = {
-    "UploadPartCopy": "UploadPartCopy through the gateway is not implemented yet",
-    "CopyObject": "CopyObject through the gateway is not implemented yet",
     "PostObject": "POST object uploads through the gateway are not implemented",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
     "GetObjectAttributes": "GetObjectAttributes through the gateway is not implemented yet",
@@ -62,6 +60,8 @@ HANDLERS: dict[str, Handler] = {
     "CompleteMultipartUpload": multipart.complete_multipart_upload,
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
+    "CopyObject": copy.copy_object,
+    "UploadPartCopy": copy.upload_part_copy,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 

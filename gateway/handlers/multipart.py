@@ -56,7 +56,7 @@ def manifest_path(bucket: str, tag: str) -> str:
     return object_path(bucket, MANIFEST_PREFIX + tag)
 
 
-def _upload(gw: Gateway, ctx: RequestContext, *, carries_data: bool) -> Upload | None:
+def upload_of(gw: Gateway, ctx: RequestContext, *, carries_data: bool) -> Upload | None:
     """The encrypting upload the UploadId names, or None for an upstream id that may pass through.
 
     Part data sent with an upstream id is refused outside pass-through buckets: it would be stored
@@ -80,7 +80,7 @@ def _upstream_query(ctx: RequestContext, upload: Upload | None) -> list[tuple[st
     return [(name, upload.upstream_id if name == "uploadId" else value) for name, value in ctx.query]
 
 
-def _part_number(ctx: RequestContext) -> int:
+def part_number_param(ctx: RequestContext) -> int:
     value = ctx.request.rel_url.query.get("partNumber", "")
     if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
@@ -137,8 +137,8 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
 
 
 async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_number: int,
-                     body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> tuple[int, str, str | None]:
-    """Encrypt and store one part; (upstream status, client ETag or the error body, Last-Modified)."""
+                     body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> tuple[int, str]:
+    """Encrypt and store one part; (upstream status, the client ETag or the upstream's error body)."""
     if length > MAX_PART_SIZE:
         raise entity_too_large(MAX_PART_SIZE, length)
     object_key = await upload_object_key(gw, ctx, upload)
@@ -148,24 +148,24 @@ async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_numb
     upstream = await send_put(gw, ctx.raw_path, query, {}, stored, part_stored_size(length), outcome)
     async with upstream:
         if upstream.status != 200:
-            return upstream.status, (await read_small(upstream)).decode(errors="replace"), None
+            return upstream.status, (await read_small(upstream)).decode(errors="replace")
         etag = gw.tokens.issue_part_etag(upload, part_number, upstream.headers.get("ETag", ""), params,
                                          outcome.echoed)
-        return 200, etag, upstream.headers.get("Last-Modified")
+        return 200, etag
 
 
 async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    upload = _upload(gw, ctx, carries_data=True)
+    upload = upload_of(gw, ctx, carries_data=True)
     if upload is None:
         return await passthrough.proxy(gw, ctx)
-    number = _part_number(ctx)
+    number = part_number_param(ctx)
     request = ctx.request
     framed = is_framed(ctx)
     length = plaintext_length(request.headers, framed)
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
-    status, etag, _ = await store_part(gw, ctx, upload, number, body, length, outcome)
+    status, etag = await store_part(gw, ctx, upload, number, body, length, outcome)
     if status != 200:
         return web.Response(status=status, body=etag.encode(), content_type="application/xml")
     return web.Response(status=200, headers={"ETag": etag, **outcome.echoed, **mode_headers(ctx, upload.info)})
@@ -280,7 +280,7 @@ async def _delete_manifest(gw: Gateway, bucket: str, tag: str) -> None:
 
 
 async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    upload = _upload(gw, ctx, carries_data=True)
+    upload = upload_of(gw, ctx, carries_data=True)
     if upload is None:
         return await passthrough.proxy(gw, ctx)
     s3, info = ctx.s3, upload.info
@@ -310,7 +310,7 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
 
 
 async def abort_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    upload = _upload(gw, ctx, carries_data=False)
+    upload = upload_of(gw, ctx, carries_data=False)
     if upload is not None:
         gw.upload_keys.pop(upload.client_id)
     return await passthrough.proxy(gw, ctx, _upstream_query(ctx, upload))
@@ -336,7 +336,7 @@ def rewrite_list_parts(body: bytes, client_id: str) -> bytes:
 
 
 async def list_parts(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    upload = _upload(gw, ctx, carries_data=False)
+    upload = upload_of(gw, ctx, carries_data=False)
     if upload is None:
         return await passthrough.proxy(gw, ctx)
     upstream = await gw.upstream.request("GET", ctx.raw_path, _upstream_query(ctx, upload), {})

@@ -1,0 +1,246 @@
+"""CopyObject and UploadPartCopy: decrypt the source, re-encrypt for the destination, as one stream.
+
+The upstream cannot copy encrypted objects itself (the destination needs its own object key, bound to
+its own bucket and key), so the gateway reads the source's plaintext and writes it like a PutObject
+or UploadPart, in constant memory. A source the gateway did not encrypt is read as it is: copying a
+legacy object is how it gets encrypted. The source's SSE-C key comes in the
+``x-amz-copy-source-server-side-encryption-customer-*`` headers, the destination's in the usual ones.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway.checksums import BodyChecks
+from gateway.crypto import metadata
+from gateway.crypto.multipart import MAX_PART_SIZE, Manifest
+from gateway.crypto.sse import EncryptionInfo, MissingCustomerKey, SseRequest, WrongCustomerKey
+from gateway.crypto.stream import IntegrityError
+from gateway.etag import client_etag
+from gateway.handlers import passthrough
+from gateway.handlers.conditions import evaluate_conditions
+from gateway.handlers.context import Gateway, RequestContext, object_path
+from gateway.handlers.get_object import PinnedReader, decrypted, load_manifest, plaintext_size_of
+from gateway.handlers.multipart import RESERVED_PREFIX, part_number_param, store_part, upload_of
+from gateway.handlers.passthrough import relay
+from gateway.handlers.put_object import response_headers, store
+from gateway.handlers.sse_headers import mode_headers, sse_mode
+from gateway.handlers.upload_body import BodyOutcome, checked, refuse_reserved
+from gateway.policy import SSE_HEADERS, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5, customer_key, decide_put
+from gateway.s3errors import (S3Error, access_denied, entity_too_large, invalid_argument, invalid_request,
+                              not_implemented, precondition_failed)
+from gateway.s3xml import render
+from gateway.upstream import forwardable_headers
+
+MAX_COPY_SIZE = 5 * 1024**3
+_COPY_SOURCE_SSEC = "x-amz-copy-source-server-side-encryption-customer-"
+_CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
+                    "cache-control", "expires", "x-amz-website-redirect-location")
+_COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
+                    for name in ("match", "none-match", "modified-since", "unmodified-since")}
+_INTEGRITY_MESSAGE = "The copy source failed integrity verification"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The copy source as the gateway will read it."""
+
+    bucket: str
+    key: str
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # the upstream HEAD's headers
+    info: EncryptionInfo | None
+    size: int
+    object_key: bytes | None
+    manifest: Manifest | None
+
+    @property
+    def path(self) -> str:
+        return object_path(self.bucket, self.key)
+
+
+def _parse_copy_source(value: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """``[/]bucket/key[?versionId=v]`` (URL-encoded) -> bucket, key, upstream query."""
+    path, _, version = unquote(value).lstrip("/").partition("?versionId=")
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                               "x-amz-copy-source", value)
+    if key.startswith(RESERVED_PREFIX):
+        raise access_denied(f"Keys under {RESERVED_PREFIX} are reserved by the gateway.")
+    return bucket, key, [("versionId", version)] if version else []
+
+
+def _source_customer_key(gw: Gateway, ctx: RequestContext) -> bytes | None:
+    """The source's SSE-C key, validated as S3 validates the destination's."""
+    headers = ctx.request.headers
+    renamed = {target: headers[_COPY_SOURCE_SSEC + suffix]
+               for target, suffix in ((SSEC_ALGORITHM, "algorithm"), (SSEC_KEY, "key"), (SSEC_KEY_MD5, "key-md5"))
+               if _COPY_SOURCE_SSEC + suffix in headers}
+    return customer_key(renamed, secure=ctx.secure, allow_http=gw.config.allow_ssec_over_http)
+
+
+def _check_conditions(ctx: RequestContext, etag: str, last_modified: str | None) -> None:
+    """x-amz-copy-source-if-*: any failed condition is 412 for a copy (S3 has no 304 here)."""
+    conditions = {target: ctx.request.headers[name] for name, target in _COPY_CONDITIONS.items()
+                  if name in ctx.request.headers}
+    if conditions and evaluate_conditions(conditions, etag, last_modified) is not None:
+        raise precondition_failed()
+
+
+async def _open_key(gw: Gateway, ctx: RequestContext, bucket: str, key: str, info: EncryptionInfo) -> bytes:
+    request = SseRequest(mode=info.mode, kms_context=info.kms_context or {},
+                         customer_key=_source_customer_key(gw, ctx))
+    try:
+        return await sse_mode(gw, info.mode).open(bucket, key, info, request)
+    except MissingCustomerKey:
+        raise invalid_request("The object was stored using a form of Server Side Encryption. The correct "
+                              "parameters must be provided to retrieve the object.") from None
+    except WrongCustomerKey:
+        raise access_denied("The provided customer key does not match the key the source was stored with.") from None
+
+
+async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
+    """HEAD the source, check the copy conditions, and open its object key (one KMS call)."""
+    bucket, key, query = _parse_copy_source(ctx.request.headers["x-amz-copy-source"])
+    upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
+    async with upstream:
+        if upstream.status != 200:
+            raise S3Error("NoSuchKey" if upstream.status == 404 else "AccessDenied",
+                          "The specified copy source does not exist." if upstream.status == 404
+                          else "Access to the copy source was denied.", upstream.status)
+        headers = upstream.headers
+        try:
+            info = metadata.decode(headers)
+            size = plaintext_size_of(upstream, info) if info else int(headers.get("Content-Length", "0"))
+        except (ValueError, IntegrityError):
+            raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        etag = client_etag(headers.get("ETag", "")) if info else headers.get("ETag", "")
+        _check_conditions(ctx, etag, headers.get("Last-Modified"))
+        if info is None:
+            return Source(bucket, key, query, headers.copy(), None, size, None, None)
+        object_key = await _open_key(gw, ctx, bucket, key, info)
+        try:
+            manifest = await load_manifest(gw, bucket, object_key, info, upstream) if info.upload_tag else None
+        except (ValueError, IntegrityError):
+            raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        return Source(bucket, key, query, headers.copy(), info, size, object_key, manifest)
+
+
+async def source_plaintext(gw: Gateway, source: Source, span: tuple[int, int] | None) -> AsyncIterator[bytes]:
+    """The source's bytes (a span, or all); an integrity failure becomes an S3 error that cuts the copy."""
+    reader = PinnedReader(gw, source.path, source.query, source.headers.get("ETag", ""))
+    if source.info is None:
+        if source.size == 0:
+            return
+        first, last = span or (0, source.size - 1)
+        chunks = reader.chunks(first, last)
+    else:
+        assert source.object_key is not None
+        chunks = decrypted(reader, source.object_key, source.info, source.manifest, span)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except IntegrityError:
+        raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+
+
+def _destination_headers(ctx: RequestContext, source: Source) -> dict[str, str]:
+    """Metadata directive COPY (the default) takes the source's user metadata and content headers,
+    never its reserved ones; REPLACE takes the request's."""
+    directive = ctx.request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown metadata directive.", "x-amz-metadata-directive", directive)
+    headers = {name: value for name, value in forwardable_headers(ctx.request.headers, drop=SSE_HEADERS).items()
+               if not name.startswith(("x-amz-copy-source", "x-amz-metadata-directive", "x-amz-tagging-directive"))}
+    if directive == "REPLACE":
+        return headers
+    headers = {name: value for name, value in headers.items()
+               if not name.startswith("x-amz-meta-") and name not in _CONTENT_HEADERS}
+    for name, value in source.headers.items():
+        lname = name.lower()
+        if (lname.startswith("x-amz-meta-") and not metadata.is_reserved(lname)) or lname in _CONTENT_HEADERS:
+            headers[lname] = value
+    return headers
+
+
+def _refuse_pointless_self_copy(ctx: RequestContext, source: Source) -> None:
+    headers = ctx.request.headers
+    changes = (headers.get("x-amz-metadata-directive", "").upper() == "REPLACE"
+               or any(name in headers for name in SSE_HEADERS) or "x-amz-storage-class" in headers)
+    if (source.bucket, source.key) == (ctx.s3.bucket, ctx.s3.key) and not source.query and not changes:
+        raise invalid_request("This copy request is illegal because it is trying to copy an object to itself "
+                              "without changing the object's metadata, storage class, website redirect location "
+                              "or encryption attributes.")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _source_version_header(source: Source) -> dict[str, str]:
+    version = source.headers.get("x-amz-version-id")
+    return {"x-amz-copy-source-version-id": version} if version and version != "null" else {}
+
+
+async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    refuse_reserved(ctx.request.headers)
+    source = await open_source(gw, ctx)
+    _refuse_pointless_self_copy(ctx, source)
+    if source.size > MAX_COPY_SIZE:
+        raise invalid_request("The specified copy source is larger than the maximum allowable size for a copy "
+                              f"source: {MAX_COPY_SIZE}")
+    sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure)
+    outcome = BodyOutcome()
+    body = checked(source_plaintext(gw, source, None), BodyChecks(), outcome, source.size)
+    upstream, info = await store(gw, ctx, _destination_headers(ctx, source), sse, body, source.size, outcome)
+    async with upstream:
+        if upstream.status != 200:
+            return await relay(ctx, upstream)
+        headers = response_headers(ctx, upstream, info, {})
+    result = render("CopyObjectResult", {"LastModified": _now(), "ETag": headers.pop("ETag")})
+    return web.Response(status=200, body=result, content_type="application/xml",
+                        headers={**headers, **_source_version_header(source)})
+
+
+def _copy_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
+    """x-amz-copy-source-range ``bytes=first-last``, which must lie inside the source."""
+    value = ctx.request.headers.get("x-amz-copy-source-range")
+    if value is None:
+        return None
+    first, dash, last = value.strip().removeprefix("bytes=").partition("-")
+    if not (value.strip().startswith("bytes=") and dash and first.isdigit() and last.isdigit()):
+        raise invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where "
+                               "first and last are the zero-based offsets of the first and last bytes to copy",
+                               "x-amz-copy-source-range", value)
+    if not int(first) <= int(last) < size:
+        raise invalid_argument(f"Range specified is not valid for source object of size: {size}",
+                               "x-amz-copy-source-range", value)
+    return int(first), int(last)
+
+
+async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    upload = upload_of(gw, ctx, carries_data=True)
+    source = await open_source(gw, ctx)
+    if upload is None:
+        if source.info is not None:
+            raise not_implemented("Copying an encrypted object into an unencrypted multipart upload is not supported")
+        return await passthrough.proxy(gw, ctx)
+    number = part_number_param(ctx)
+    span = _copy_range(ctx, source.size)
+    length = span[1] - span[0] + 1 if span else source.size
+    if length > MAX_PART_SIZE:
+        raise entity_too_large(MAX_PART_SIZE, length)
+    outcome = BodyOutcome()
+    body = checked(source_plaintext(gw, source, span), BodyChecks(), outcome, length)
+    status, etag = await store_part(gw, ctx, upload, number, body, length, outcome)
+    if status != 200:
+        return web.Response(status=status, body=etag.encode(), content_type="application/xml")
+    result = render("CopyPartResult", {"LastModified": _now(), "ETag": etag})
+    return web.Response(status=200, body=result, content_type="application/xml",
+                        headers={**mode_headers(ctx, upload.info), **_source_version_header(source)})
+
