@@ -43,8 +43,8 @@ def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) 
                        "provide an appropriate secret key and its MD5.", present[0])
     algorithm = headers[SSEC_ALGORITHM]
     if algorithm != "AES256":
-        raise _invalid("The requested encryption algorithm is not valid, it must be AES256.",
-                       SSEC_ALGORITHM, algorithm)
+        raise S3Error("InvalidEncryptionAlgorithmError", "The Encryption request you specified is not valid. "
+                      "Supported value: AES256.", 400, ArgumentName=SSEC_ALGORITHM, ArgumentValue=algorithm)
     try:
         key = base64.b64decode(headers[SSEC_KEY], validate=True)
     except (binascii.Error, ValueError):

@@ -38,7 +38,7 @@ class Gateway:
 
 
 def _config_toml(moto: MotoServer, data_dir: Path, tls: CertFiles | None,
-                 allow_unencrypted_reads: bool = True, tables: str = "") -> str:
+                 allow_unencrypted_reads: bool = True, tables: str = "", allow_ssec_over_http: bool = True) -> str:
     """The gateway config; ``tables`` appends TOML tables (e.g. per-bucket policies)."""
     cert, key = (str(tls.cert_file), str(tls.key_file)) if tls else ("", "")
     return f'''
@@ -47,7 +47,7 @@ data_dir = "{data_dir}"
 region = "us-east-1"
 tls_cert_file = "{cert}"
 tls_key_file = "{key}"
-allow_ssec_over_http = true
+allow_ssec_over_http = {str(allow_ssec_over_http).lower()}
 allow_unencrypted_reads = {str(allow_unencrypted_reads).lower()}
 default_encryption = "aws:kms"
 
@@ -65,10 +65,11 @@ secret_key = "{moto.secret_key}"
 
 
 def _start_gateway(moto: MotoServer, workdir: Path, tls: CertFiles | None,
-                   allow_unencrypted_reads: bool = True, tables: str = "") -> Server:
+                   allow_unencrypted_reads: bool = True, tables: str = "", allow_ssec_over_http: bool = True) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
-    config.write_text(_config_toml(moto, workdir / "data", tls, allow_unencrypted_reads, tables))
+    config.write_text(_config_toml(moto, workdir / "data", tls, allow_unencrypted_reads, tables,
+                                   allow_ssec_over_http))
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
                          "--listen", "127.0.0.1:0"], cwd=workdir, timeout=60)
 

@@ -49,11 +49,12 @@ class Endpoint:
         return self.url.startswith("https://")
 
 
-def s3_client(url: str, access_key: str, secret_key: str, **config: object):
-    """A path-style boto3 S3 client for ``url`` that does not retry (tests assert first answers)."""
+def s3_client(url: str, access_key: str, secret_key: str, verify: str | None = None, **config: object):
+    """A path-style boto3 S3 client for ``url`` that does not retry (tests assert first answers);
+    ``verify`` names the CA file of an https endpoint."""
     cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config)
     return boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id=access_key,
-                        aws_secret_access_key=secret_key, config=cfg)
+                        aws_secret_access_key=secret_key, config=cfg, verify=verify)
 
 
 def _run(args: list[str], home: Path, env: dict[str, str], timeout: float = 120) -> CliResult:
