@@ -134,16 +134,18 @@ def test_sse_c_needs_tls_unless_allowed(tmp_path):
     assert decide_put(cfg, "own", SSEC, secure=True) == SseRequest("SSE-C", None, {}, KEY)
 
 
-@pytest.mark.parametrize("change,argument", [
-    ({"x-amz-server-side-encryption-customer-algorithm": "AES128"}, "x-amz-server-side-encryption-customer-algorithm"),
-    ({"x-amz-server-side-encryption-customer-key": "c2hvcnQ="}, "x-amz-server-side-encryption-customer-key"),
-    ({"x-amz-server-side-encryption-customer-key-md5": "AAAAAAAAAAAAAAAAAAAAAA=="},
+@pytest.mark.parametrize("change,code,argument", [
+    ({"x-amz-server-side-encryption-customer-algorithm": "AES128"}, "InvalidEncryptionAlgorithmError",
+     "x-amz-server-side-encryption-customer-algorithm"),
+    ({"x-amz-server-side-encryption-customer-key": "c2hvcnQ="}, "InvalidArgument",
+     "x-amz-server-side-encryption-customer-key"),
+    ({"x-amz-server-side-encryption-customer-key-md5": "AAAAAAAAAAAAAAAAAAAAAA=="}, "InvalidArgument",
      "x-amz-server-side-encryption-customer-key-md5"),
 ])
-def test_malformed_sse_c_headers_are_invalid_argument(change, argument):
+def test_malformed_sse_c_headers_are_400_naming_the_header(change, code, argument):
     with pytest.raises(S3Error) as info:
         customer_key({**SSEC, **change}, secure=True, allow_http=False)
-    assert (info.value.code, info.value.status, info.value.fields["ArgumentName"]) == ("InvalidArgument", 400, argument)
+    assert (info.value.code, info.value.status, info.value.fields["ArgumentName"]) == (code, 400, argument)
 
 
 def test_unknown_sse_value_and_sse_c_with_kms_are_refused(tmp_path):
