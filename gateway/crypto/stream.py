@@ -2,8 +2,9 @@
 
 Modelled on Tink's streaming AEAD: the plaintext is cut into 64 KiB segments, each sealed with
 AES-256-GCM under a per-stream key, with a nonce made of a random per-stream prefix, the segment
-counter and a last-segment flag. The stream parameters live in the object's metadata, not in the
-ciphertext, so ciphertext offsets are pure arithmetic and a ranged GET maps to one upstream ranged GET.
+counter and a last-segment flag. The stream parameters live outside the segments (in the object's
+metadata, or at the head of a multipart part), so ciphertext offsets are pure arithmetic and a ranged
+GET maps to one upstream ranged GET.
 """
 from __future__ import annotations
 
