@@ -241,11 +241,13 @@ def _checked_manifest(gw: Gateway, upload: Upload, requested: list[_RequestedPar
         upstream_etag, stored_size = stored.get(wanted.number, ("", -1))
         if upstream_etag != record.upstream_etag or stored_size < PART_OVERHEAD:
             raise invalid_part()
-        if record.params is not None:
-            for algorithm, value in wanted.checksums.items():
-                if record.checksum != (algorithm, value):
-                    raise invalid_part(f"The {algorithm.upper()} checksum given for part {wanted.number} does not "
-                                       "match the checksum of the part as it was uploaded.")
+        for algorithm, value in wanted.checksums.items():
+            if record.params is None:
+                raise invalid_part(f"Part {wanted.number} is named by its upstream ETag, so its {algorithm.upper()} "
+                                   "checksum cannot be verified; use the ETag UploadPart returned.")
+            if record.checksum != (algorithm, value):
+                raise invalid_part(f"The {algorithm.upper()} checksum given for part {wanted.number} does not "
+                                   "match the checksum of the part as it was uploaded.")
         size = stored_size - PART_OVERHEAD
         if index < len(requested) - 1 and size < MIN_PART_SIZE:
             raise entity_too_small()
