@@ -28,7 +28,7 @@ from aiohttp import web
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import copy, get_object, listing, multipart, passthrough, put_object
+from gateway.handlers import buckets, copy, get_object, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.s3errors import S3Error, access_denied, error_xml, from_auth_error, internal_error, not_implemented
@@ -62,6 +62,8 @@ HANDLERS: dict[str, Handler] = {
     "ListParts": multipart.list_parts,
     "CopyObject": copy.copy_object,
     "UploadPartCopy": copy.upload_part_copy,
+    "DeleteObjects": buckets.delete_objects,
+    "DeleteBucket": buckets.delete_bucket,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 

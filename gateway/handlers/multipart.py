@@ -29,7 +29,7 @@ from gateway.handlers.context import Gateway, RequestContext, object_path
 from gateway.handlers.passthrough import read_small, relay, response_headers
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.handlers.upload_body import (BodyOutcome, check_metadata_size, checked, decoded_body, is_framed,
-                                          plaintext_length, refuse_reserved, send_put)
+                                          plaintext_length, read_body, refuse_reserved, send_put)
 from gateway.policy import SSE_HEADERS, customer_key, decide_put
 from gateway.s3errors import (entity_too_large, from_upstream, entity_too_small, internal_error, invalid_argument,
                               invalid_part, invalid_part_order, invalid_request, malformed_xml, no_such_upload)
@@ -197,18 +197,6 @@ def parse_complete(body: bytes) -> list[_RequestedPart]:
     return parts
 
 
-async def _request_body(ctx: RequestContext) -> bytes:
-    """A small request body, its Content-MD5 and signed SHA-256 verified (it is not forwarded as is)."""
-    framed = is_framed(ctx)
-    length = plaintext_length(ctx.request.headers, framed)
-    if length > MAX_COMPLETE_BODY:
-        raise entity_too_large(MAX_COMPLETE_BODY, length)
-    checks = BodyChecks.from_headers(ctx.request.headers, ctx.auth.payload_hash)
-    outcome = BodyOutcome()
-    return b"".join([chunk async for chunk in checked(decoded_body(ctx, length, checks, framed), checks,
-                                                       outcome, length)])
-
-
 async def _stored_parts(gw: Gateway, ctx: RequestContext, upload: Upload) -> dict[int, tuple[str, int]]:
     """Part number -> (upstream ETag, stored size), from the upstream's ListParts (all pages)."""
     parts: dict[int, tuple[str, int]] = {}
@@ -286,7 +274,7 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     if upload is None:
         return await passthrough.proxy(gw, ctx)
     s3, info = ctx.s3, upload.info
-    requested = parse_complete(await _request_body(ctx))
+    requested = parse_complete(await read_body(ctx, MAX_COMPLETE_BODY))
     object_key = await upload_object_key(gw, ctx, upload)
     stored = await _stored_parts(gw, ctx, upload)
     manifest = _checked_manifest(gw, upload, requested, stored)

@@ -16,7 +16,7 @@ from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import request_chunks
-from gateway.s3errors import S3Error, incomplete_body, invalid_argument, missing_content_length
+from gateway.s3errors import S3Error, entity_too_large, incomplete_body, invalid_argument, missing_content_length
 
 USER_METADATA_LIMIT = 2048
 
@@ -104,3 +104,15 @@ async def send_put(gw: Gateway, raw_path: str, query: list[tuple[str, str]], hea
         if outcome.failure is not None:
             raise outcome.failure from None
         raise
+
+
+async def read_body(ctx: RequestContext, limit: int) -> bytes:
+    """A small request body the gateway parses or rewrites, its Content-MD5 and signed SHA-256 verified
+    (it is not forwarded as the client signed it, so the upstream cannot check them)."""
+    framed = is_framed(ctx)
+    length = plaintext_length(ctx.request.headers, framed)
+    if length > limit:
+        raise entity_too_large(limit, length)
+    checks = BodyChecks.from_headers(ctx.request.headers, ctx.auth.payload_hash)
+    body = checked(decoded_body(ctx, length, checks, framed), checks, BodyOutcome(), length)
+    return b"".join([chunk async for chunk in body])

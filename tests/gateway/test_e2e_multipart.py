@@ -77,3 +77,23 @@ def test_transfer_manager_with_odd_part_sizes_round_trips(s3, bucket, tmp_path):
     target = tmp_path / "dst"
     s3.download_file(bucket, "odd", str(target), Config=config)
     assert target.read_bytes() == source.read_bytes()
+
+
+def test_an_emptied_bucket_with_manifests_can_be_deleted(s3, upstream_s3, bucket):
+    _upload(s3, bucket, "mp", [os.urandom(5 * MiB), b"end"])
+    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["KeyCount"] == 1
+    s3.put_object(Bucket=bucket, Key="still-here", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="mp")
+    assert _error(lambda: s3.delete_bucket(Bucket=bucket)) == (409, "BucketNotEmpty")
+    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["KeyCount"] == 1
+    s3.delete_object(Bucket=bucket, Key="still-here")
+    s3.delete_bucket(Bucket=bucket)
+    assert bucket not in [b["Name"] for b in upstream_s3.list_buckets()["Buckets"]]
+
+
+def test_delete_objects_may_not_name_reserved_keys(s3, upstream_s3, bucket):
+    _upload(s3, bucket, "mp", [os.urandom(5 * MiB), b"end"])
+    manifest = upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["Contents"][0]["Key"]
+    objects = {"Objects": [{"Key": "mp"}, {"Key": manifest}]}
+    assert _error(lambda: s3.delete_objects(Bucket=bucket, Delete=objects)) == (403, "AccessDenied")
+    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 2
