@@ -7,7 +7,13 @@ ones in a spool file (on tmpfs when available), and serves back the exact bytes 
 the gateway authenticates every ciphertext segment, so a synthetic body would fail on GET.
 
 Operations: CreateBucket, HeadBucket, ListObjectsV2 (prefix, max-keys), PutObject, GetObject (with
-Range and If-Match), HeadObject, DeleteObject. Path-style addressing only.
+Range and If-Match), HeadObject, DeleteObject, and multipart uploads: CreateMultipartUpload,
+UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts (max-parts, part-number-marker).
+Path-style addressing only.
+
+Parts are always spooled (an 8 MiB part would otherwise be kept in memory and MD5-hashed inline).
+Complete does not copy them: the object is the list of its parts, read in turn (ranges included),
+with the ETag S3 gives multipart objects, MD5(part digests)-k, and the user metadata given to Create.
 
     .venv/bin/python bench/fast_upstream.py --listen 127.0.0.1:0 [--spool-dir /dev/shm]
 """
@@ -20,9 +26,10 @@ import os
 import shutil
 import tempfile
 import uuid
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 from xml.sax.saxutils import escape
@@ -46,10 +53,28 @@ class StoredObject:
     headers: dict[str, str]
     data: bytes | None = None  # small objects
     path: Path | None = None   # big objects
+    pieces: tuple["StoredObject", ...] = ()  # a completed multipart object: its parts, in order
 
     def discard(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+        for piece in self.pieces:
+            piece.discard()
+
+
+@dataclass
+class Upload:
+    """A multipart upload in progress: the object's name and headers, and the parts received so far."""
+
+    bucket: str
+    key: str
+    headers: dict[str, str]
+    parts: dict[int, StoredObject] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        for part in self.parts.values():
+            part.discard()
+        self.parts.clear()
 
 
 @dataclass
@@ -57,6 +82,7 @@ class Store:
     spool_dir: Path
     md5_etags: bool = False
     buckets: dict[str, dict[str, StoredObject]] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)
 
     def put(self, bucket: str, key: str, obj: StoredObject) -> None:
         old = self.buckets[bucket].get(key)
@@ -158,6 +184,21 @@ def _error(code: str, message: str, status: int) -> web.Response:
     return web.Response(status=status, body=body.encode(), content_type="application/xml")
 
 
+def _xml(root: str, inner: str) -> web.Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<{root} xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</{root}>')
+    return web.Response(body=body.encode(), content_type="application/xml")
+
+
+def _iso_time(http_date: str) -> str:
+    """ListParts dates are ISO 8601; objects keep theirs as HTTP dates (what GET and HEAD send)."""
+    return parsedate_to_datetime(http_date).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
 def _kept_headers(request: web.Request) -> dict[str, str]:
     """The headers S3 stores with an object and returns on GET: user metadata and content headers."""
     return {name.lower(): value for name, value in request.headers.items()
@@ -185,6 +226,8 @@ class FastUpstream:
         objects = self.store.buckets.get(bucket)
         if objects is None:
             return _error("NoSuchBucket", "The specified bucket does not exist", 404)
+        if "uploads" in request.query or "uploadId" in request.query:
+            return await self._multipart(request, bucket, key)
         if request.method == "PUT":
             return await self._put(request, bucket, key)
         obj = objects.get(key)
@@ -223,17 +266,15 @@ class FastUpstream:
             f"<Contents><Key>{escape(k)}</Key><Size>{self.store.buckets[bucket][k].size}</Size>"
             f"<ETag>{escape(self.store.buckets[bucket][k].etag)}</ETag>"
             f"<StorageClass>STANDARD</StorageClass></Contents>" for k in shown)
-        body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(shown)}</KeyCount>"
-                f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{str(len(keys) > max_keys).lower()}</IsTruncated>"
-                f"{contents}</ListBucketResult>")
-        return web.Response(body=body.encode(), content_type="application/xml")
+        return _xml("ListBucketResult",
+                    f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(shown)}</KeyCount>"
+                    f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{str(len(keys) > max_keys).lower()}</IsTruncated>"
+                    f"{contents}")
 
-    async def _put(self, request: web.Request, bucket: str, key: str) -> web.Response:
-        """Stream the body into memory or a spool file, hashing as it goes (ETag = MD5)."""
+    async def _receive(self, request: web.Request, spool: bool) -> StoredObject:
+        """Stream the body into memory or a spool file, hashing as it goes (the ETag)."""
         declared = request.content_length
-        spill = declared is None or declared > MEMORY_LIMIT
+        spill = spool or declared is None or declared > MEMORY_LIMIT
         body = _SpooledBody(self.store.spool_dir, self.store.md5_etags) if spill else _MemoryBody()
         try:
             async for chunk in request.content.iter_chunked(CHUNK):
@@ -242,11 +283,78 @@ class FastUpstream:
         except BaseException:
             body.discard()
             raise
-        etag = f'"{body.digest.hexdigest()}"'
-        obj = StoredObject(size=body.size, etag=etag, last_modified=formatdate(usegmt=True),
-                           headers=_kept_headers(request), data=body.data(), path=body.path)
+        return StoredObject(size=body.size, etag=f'"{body.digest.hexdigest()}"', last_modified=formatdate(usegmt=True),
+                            headers=_kept_headers(request), data=body.data(), path=body.path)
+
+    async def _put(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        obj = await self._receive(request, spool=False)
         self.store.put(bucket, key, obj)
-        return web.Response(status=200, headers={"ETag": etag})
+        return web.Response(status=200, headers={"ETag": obj.etag})
+
+    async def _multipart(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        if request.method == "POST" and "uploads" in request.query:
+            return self._create_upload(request, bucket, key)
+        upload_id = request.query.get("uploadId", "")
+        upload = self.store.uploads.get(upload_id)
+        if upload is None or (upload.bucket, upload.key) != (bucket, key):
+            return _error("NoSuchUpload", "The specified upload does not exist.", 404)
+        if request.method == "PUT":
+            return await self._upload_part(request, upload)
+        if request.method == "POST":
+            return await self._complete(request, upload_id, upload)
+        if request.method == "DELETE":
+            del self.store.uploads[upload_id]
+            upload.discard()
+            return web.Response(status=204)
+        if request.method == "GET":
+            return _list_parts(request, upload_id, upload)
+        return _error("MethodNotAllowed", "The method is not allowed", 405)
+
+    def _create_upload(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        """Remember the object's metadata now: S3 gives the completed object what Create was sent."""
+        upload_id = uuid.uuid4().hex
+        self.store.uploads[upload_id] = Upload(bucket, key, _kept_headers(request))
+        return _xml("InitiateMultipartUploadResult", f"<Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key>"
+                                                     f"<UploadId>{upload_id}</UploadId>")
+
+    async def _upload_part(self, request: web.Request, upload: Upload) -> web.Response:
+        number = request.query.get("partNumber", "")
+        if not number.isdigit() or not 1 <= int(number) <= 10000:
+            return _error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive", 400)
+        part = await self._receive(request, spool=True)
+        old = upload.parts.get(int(number))
+        upload.parts[int(number)] = part
+        if old is not None:
+            old.discard()
+        return web.Response(status=200, headers={"ETag": part.etag})
+
+    async def _complete(self, request: web.Request, upload_id: str, upload: Upload) -> web.Response:
+        """Check the client's part list (numbers ascending, ETags of the stored parts) and make the
+        object out of those parts, without copying them; parts left out are dropped."""
+        try:
+            requested = [{_local(item.tag): (item.text or "").strip() for item in part}
+                         for part in ET.fromstring(await request.read()) if _local(part.tag) == "Part"]
+            numbers = [int(part["PartNumber"]) for part in requested]
+        except (ET.ParseError, KeyError, ValueError):
+            return _error("MalformedXML", "The XML you provided was not well-formed", 400)
+        if not numbers or numbers != sorted(set(numbers)):
+            return _error("InvalidPartOrder", "The list of parts was not in ascending order.", 400)
+        for number, part in zip(numbers, requested):
+            stored = upload.parts.get(number)
+            if stored is None or part.get("ETag", "").strip('"') != stored.etag.strip('"'):
+                return _error("InvalidPart", "One or more of the specified parts could not be found.", 400)
+        pieces = tuple(upload.parts.pop(number) for number in numbers)
+        digests = b"".join(bytes.fromhex(piece.etag.strip('"')) for piece in pieces)
+        etag = f'"{hashlib.md5(digests).hexdigest()}-{len(pieces)}"'
+        obj = StoredObject(size=sum(piece.size for piece in pieces), etag=etag,
+                           last_modified=formatdate(usegmt=True), headers=upload.headers, pieces=pieces)
+        del self.store.uploads[upload_id]
+        upload.discard()
+        self.store.put(upload.bucket, upload.key, obj)
+        return _xml("CompleteMultipartUploadResult",
+                    f"<Location>{escape(request.url.with_query(None).human_repr())}</Location>"
+                    f"<Bucket>{escape(upload.bucket)}</Bucket><Key>{escape(upload.key)}</Key>"
+                    f"<ETag>{escape(etag)}</ETag>")
 
     async def _get(self, request: web.Request, obj: StoredObject) -> web.StreamResponse:
         if_match = request.headers.get("If-Match")
@@ -268,7 +376,35 @@ class FastUpstream:
         return response
 
 
+def _list_parts(request: web.Request, upload_id: str, upload: Upload) -> web.Response:
+    """ListParts, paged by max-parts (at most 1000) and part-number-marker."""
+    max_text, marker_text = request.query.get("max-parts", "1000"), request.query.get("part-number-marker", "0")
+    if not (max_text.isdigit() and marker_text.isdigit()):
+        return _error("InvalidArgument", "max-parts and part-number-marker must be non-negative integers", 400)
+    max_parts, marker = min(int(max_text), 1000), int(marker_text)
+    numbers = sorted(n for n in upload.parts if n > marker)
+    shown = numbers[:max_parts]
+    parts = "".join(
+        f"<Part><PartNumber>{n}</PartNumber><LastModified>{_iso_time(upload.parts[n].last_modified)}</LastModified>"
+        f"<ETag>{escape(upload.parts[n].etag)}</ETag><Size>{upload.parts[n].size}</Size></Part>" for n in shown)
+    return _xml("ListPartsResult",
+                f"<Bucket>{escape(upload.bucket)}</Bucket><Key>{escape(upload.key)}</Key>"
+                f"<UploadId>{upload_id}</UploadId><PartNumberMarker>{marker}</PartNumberMarker>"
+                f"<NextPartNumberMarker>{shown[-1] if shown else marker}</NextPartNumberMarker>"
+                f"<MaxParts>{max_parts}</MaxParts><IsTruncated>{str(len(numbers) > max_parts).lower()}</IsTruncated>"
+                f"<StorageClass>STANDARD</StorageClass>{parts}")
+
+
 async def _send_span(response: web.StreamResponse, obj: StoredObject, start: int, end: int) -> None:
+    """Bytes start..end (inclusive) of the object; a multipart object's come from the parts they fall in."""
+    if obj.pieces:
+        offset = 0
+        for piece in obj.pieces:
+            first, last = max(start, offset), min(end, offset + piece.size - 1)
+            if first <= last:
+                await _send_span(response, piece, first - offset, last - offset)
+            offset += piece.size
+        return
     if obj.data is not None:
         await response.write(obj.data[start:end + 1])
         return
