@@ -123,3 +123,19 @@ def test_upload_part_copy_takes_plaintext_ranges_of_an_encrypted_source(s3, buck
                   ) == (400, "InvalidArgument")
     s3.complete_multipart_upload(Bucket=bucket, Key="assembled", UploadId=upload, MultipartUpload={"Parts": parts})
     assert s3.get_object(Bucket=bucket, Key="assembled")["Body"].read() == data
+
+
+def test_upload_part_copy_between_customer_keys(s3, bucket):
+    key_a, key_b = os.urandom(32), os.urandom(32)
+    data = os.urandom(5 * MiB + 10)
+    s3.put_object(Bucket=bucket, Key="c-big", Body=data, **_ssec(key_a))
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="c-parts", **_ssec(key_b))["UploadId"]
+    source = {"Bucket": bucket, "Key": "c-big"}
+    assert _error(lambda: s3.upload_part_copy(Bucket=bucket, Key="c-parts", UploadId=upload, PartNumber=1,
+                                              CopySource=source, **_ssec(key_b))) == (400, "InvalidRequest")
+    copied = s3.upload_part_copy(Bucket=bucket, Key="c-parts", UploadId=upload, PartNumber=1, CopySource=source,
+                                 **_ssec(key_a, "CopySourceSSECustomer"), **_ssec(key_b))
+    parts = [{"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]}]
+    s3.complete_multipart_upload(Bucket=bucket, Key="c-parts", UploadId=upload, MultipartUpload={"Parts": parts},
+                                 **_ssec(key_b))
+    assert s3.get_object(Bucket=bucket, Key="c-parts", **_ssec(key_b))["Body"].read() == data
