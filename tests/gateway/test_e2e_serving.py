@@ -54,3 +54,35 @@ def test_gateway_encrypts_with_a_standalone_key_service_over_the_kms_api(moto: M
         if gateway is not None:
             assert gateway.stop() == 0, gateway.log()
         assert keyservice.server.stop() == 0, keyservice.server.log()
+
+
+def test_two_gateways_sharing_a_secret_and_a_key_service_serve_one_multipart_upload(moto: MotoServer, tmp_path: Path):
+    """The production shape of several gateway processes: nothing shared but the gateway secret, the key
+    service and the upstream. One GenerateDataKey for the whole upload, one Decrypt per process."""
+    keyservice = launch(tmp_path)
+    gateways = []
+    try:
+        key_arn = kms_client(keyservice.url).create_key(Description="shared CMK")["KeyMetadata"]["Arn"]
+        (tmp_path / "a").mkdir()
+        gateways.append(start_gateway_with_remote_kms(moto, tmp_path / "a", keyservice.url, key_arn))
+        secret = tmp_path / "b" / "gw" / "gateway.secret"
+        secret.parent.mkdir(parents=True)
+        secret.write_bytes((tmp_path / "a" / "gw" / "gateway.secret").read_bytes())
+        gateways.append(start_gateway_with_remote_kms(moto, tmp_path / "b", keyservice.url, key_arn))
+        a, b = (s3_client(g.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY) for g in gateways)
+        bucket = f"two-gw-{uuid.uuid4().hex[:12]}"
+        a.create_bucket(Bucket=bucket)
+        parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+        upload = a.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+        done = [{"PartNumber": n, "ETag": client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=n,
+                                                             Body=data)["ETag"]}
+                for n, (client, data) in enumerate(zip((b, a), parts), 1)]
+        b.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={"Parts": done})
+        for client in (a, b):
+            assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"".join(parts)
+        operations = [record["operation"] for record in keyservice.audit_records()]
+        assert (operations.count("GenerateDataKey"), operations.count("Decrypt")) == (1, 3)
+    finally:
+        for gateway in gateways:
+            assert gateway.stop() == 0, gateway.log()
+        assert keyservice.server.stop() == 0, keyservice.server.log()
