@@ -31,7 +31,8 @@ from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
-from gateway.s3errors import S3Error, access_denied, error_xml, from_auth_error, internal_error, not_implemented
+from gateway.reserved import refuse_reserved_key
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented
 from gateway.s3request import classify
 from gateway.sigv4 import AuthError, verify
 from gateway.upstream import Upstream, UpstreamTarget
@@ -98,8 +99,7 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
-    if s3.key.startswith(multipart.RESERVED_PREFIX):
-        raise access_denied(f"Keys under {multipart.RESERVED_PREFIX} are reserved by the gateway.")
+    refuse_reserved_key(s3.key)
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
                          secure=_is_secure(request, gw.config))
     return await HANDLERS.get(s3.operation, passthrough.proxy)(gw, ctx)

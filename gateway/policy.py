@@ -22,8 +22,12 @@ SSE_CONTEXT = "x-amz-server-side-encryption-context"
 SSEC_ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 SSEC_KEY = "x-amz-server-side-encryption-customer-key"
 SSEC_KEY_MD5 = "x-amz-server-side-encryption-customer-key-md5"
-SSE_HEADERS = (SSE, SSE_KMS_KEY, SSE_CONTEXT, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5,
-               "x-amz-server-side-encryption-bucket-key-enabled")
+DESTINATION_SSE_HEADERS = (SSE, SSE_KMS_KEY, SSE_CONTEXT, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5,
+                           "x-amz-server-side-encryption-bucket-key-enabled")
+COPY_SOURCE_SSEC_PREFIX = "x-amz-copy-source-server-side-encryption-customer-"
+# Every SSE header the gateway consumes; none is ever sent upstream (customer keys above all).
+SSE_HEADERS = (*DESTINATION_SSE_HEADERS,
+               *(COPY_SOURCE_SSEC_PREFIX + suffix for suffix in ("algorithm", "key", "key-md5")))
 
 
 def _invalid(message: str, name: str, value: str = "") -> S3Error:

@@ -64,15 +64,13 @@ def no_such_bucket(bucket: str | None = None) -> S3Error:
     return S3Error("NoSuchBucket", "The specified bucket does not exist", 404, **fields)
 
 
-def no_such_upload(upload_id: str | None = None) -> S3Error:
+def no_such_upload(
+    upload_id: str | None = None,
+    message: str = "The specified upload does not exist. The upload ID may be invalid, or the upload may "
+    "have been aborted or completed.",
+) -> S3Error:
     fields = {"UploadId": upload_id} if upload_id is not None else {}
-    return S3Error(
-        "NoSuchUpload",
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may "
-        "have been aborted or completed.",
-        404,
-        **fields,
-    )
+    return S3Error("NoSuchUpload", message, 404, **fields)
 
 
 def access_denied(message: str = "Access Denied") -> S3Error:

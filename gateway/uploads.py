@@ -15,12 +15,12 @@ metadata holds anyway; nothing in either opens without the key service or the cu
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Generic, Hashable, Mapping, TypeVar
 
 from gateway.checksums import ALGORITHMS, CHECKSUM_HEADER_PREFIX
@@ -39,14 +39,10 @@ class ForgedToken(ValueError):
     """An UploadId or part ETag the gateway did not issue for this upload (or that was altered)."""
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def _unb64(value: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
+        return metadata.unb64u(value)
+    except IntegrityError:
         raise ForgedToken("malformed base64") from None
 
 
@@ -58,7 +54,7 @@ class Upload:
     upstream_id: str
     fields: Mapping[str, str]
 
-    @property
+    @cached_property
     def info(self) -> EncryptionInfo:
         info = metadata.decode(self.fields)
         if info is None or info.upload_tag is None:
@@ -90,9 +86,9 @@ class UploadTokens:
 
     def issue_upload_id(self, bucket: str, key: str, upstream_id: str, fields: Mapping[str, str]) -> str:
         short = {name[len(metadata.RESERVED_PREFIX):]: value for name, value in fields.items()}
-        payload = _b64(json.dumps(short, sort_keys=True, separators=(",", ":")).encode())
+        payload = metadata.b64u(json.dumps(short, sort_keys=True, separators=(",", ":")).encode())
         mac = self._mac(_UPLOAD_LABEL, _UPLOAD_MAC_SIZE, bucket, key, upstream_id, payload)
-        return f"{UPLOAD_ID_PREFIX}{payload}.{_b64(mac)}.{upstream_id}"
+        return f"{UPLOAD_ID_PREFIX}{payload}.{metadata.b64u(mac)}.{upstream_id}"
 
     def parse_upload_id(self, bucket: str, key: str, client_id: str) -> Upload | None:
         """The upload behind a gateway-issued id; None for an upstream id (a pass-through upload)."""
@@ -120,7 +116,7 @@ class UploadTokens:
                 break
         mac = self._mac(_PART_LABEL, _PART_MAC_SIZE, upload.client_id, str(part_number), bare,
                         params.encode(), checksum)
-        return f'"{bare}-{_b64(params.encode() + mac + checksum)}"'
+        return f'"{bare}-{metadata.b64u(params.encode() + mac + checksum)}"'
 
     def parse_part_etag(self, upload: Upload, part_number: int, etag: str) -> PartRecord:
         """A part ETag from a Complete request: one the gateway issued, or a bare upstream ETag

@@ -52,10 +52,10 @@ def encode(info: EncryptionInfo) -> dict[str, str]:
     headers = {
         VERSION: str(info.version),
         MODE: info.mode,
-        SEALED_KEY: _b64(info.sealed_key),
+        SEALED_KEY: b64u(info.sealed_key),
     }
     if info.params is not None:
-        headers[PARAMS] = _b64(info.params.encode())
+        headers[PARAMS] = b64u(info.params.encode())
     if info.upload_tag is not None:
         headers[UPLOAD_TAG] = info.upload_tag
     if info.plaintext_size is not None:
@@ -63,13 +63,13 @@ def encode(info: EncryptionInfo) -> dict[str, str]:
     if info.kms_key_arn is not None:
         headers[KMS_KEY_ARN] = info.kms_key_arn
     if info.wrapped_data_key is not None:
-        headers[WRAPPED_DATA_KEY] = _b64(info.wrapped_data_key)
+        headers[WRAPPED_DATA_KEY] = b64u(info.wrapped_data_key)
     if info.kms_context:
-        headers[KMS_CONTEXT] = _b64(json.dumps(dict(info.kms_context), sort_keys=True, separators=(",", ":")).encode())
+        headers[KMS_CONTEXT] = b64u(json.dumps(dict(info.kms_context), sort_keys=True, separators=(",", ":")).encode())
     if info.ssec_salt is not None:
-        headers[SSEC_SALT] = _b64(info.ssec_salt)
+        headers[SSEC_SALT] = b64u(info.ssec_salt)
     if info.ssec_check is not None:
-        headers[SSEC_CHECK] = _b64(info.ssec_check)
+        headers[SSEC_CHECK] = b64u(info.ssec_check)
     return headers
 
 
@@ -94,7 +94,7 @@ def decode(headers: Mapping[str, str]) -> EncryptionInfo | None:
     info = EncryptionInfo(
         version=int(version),
         mode=mode,
-        params=None if tag is not None else StreamParams.decode(_unb64(_required(ours, PARAMS))),
+        params=None if tag is not None else StreamParams.decode(unb64u(_required(ours, PARAMS))),
         sealed_key=_sized(ours, SEALED_KEY, SEALED_KEY_SIZE),
         plaintext_size=_size(ours.get(PLAINTEXT_SIZE)),
         upload_tag=tag,
@@ -107,7 +107,7 @@ def decode(headers: Mapping[str, str]) -> EncryptionInfo | None:
 
 
 def _with_kms(info: EncryptionInfo, ours: Mapping[str, str]) -> EncryptionInfo:
-    wrapped = _unb64(_required(ours, WRAPPED_DATA_KEY))
+    wrapped = unb64u(_required(ours, WRAPPED_DATA_KEY))
     if not wrapped:
         raise IntegrityError("empty wrapped data key")
     return replace(
@@ -134,7 +134,7 @@ def _required(ours: Mapping[str, str], name: str) -> str:
 
 
 def _sized(ours: Mapping[str, str], name: str, size: int) -> bytes:
-    raw = _unb64(_required(ours, name))
+    raw = unb64u(_required(ours, name))
     if len(raw) != size:
         raise IntegrityError(f"{name} must decode to {size} bytes, got {len(raw)}")
     return raw
@@ -152,7 +152,7 @@ def _context(value: str | None) -> dict[str, str]:
     if value is None:
         return {}
     try:
-        context = json.loads(_unb64(value))
+        context = json.loads(unb64u(value))
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise IntegrityError("malformed encryption context") from None
     if not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
@@ -162,14 +162,15 @@ def _context(value: str | None) -> dict[str, str]:
 
 def new_upload_tag() -> str:
     """A random name for a multipart object's manifest (b64u of 16 random bytes)."""
-    return _b64(os.urandom(UPLOAD_TAG_SIZE))
+    return b64u(os.urandom(UPLOAD_TAG_SIZE))
 
 
-def _b64(raw: bytes) -> str:
+def b64u(raw: bytes) -> str:
+    """Unpadded base64url, the encoding of every binary value the gateway stores or hands out."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _unb64(value: str) -> bytes:
+def unb64u(value: str) -> bytes:
     if not _B64URL.fullmatch(value) or len(value) % 4 == 1:
         raise IntegrityError("malformed base64url value in encryption metadata")
     try:

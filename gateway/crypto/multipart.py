@@ -190,10 +190,13 @@ def _whole_plan(size: int, segment: int) -> RangePlan:
                      first_segment=0, skip=0, length=size, last_segment=last)
 
 
-def plan_reads(manifest: Manifest, start: int, end: int) -> list[PartRead]:
-    """The parts holding plaintext bytes start..end (inclusive), or every part when end < start
-    (the whole of an object that may be empty). One contiguous upstream range covers them all."""
-    whole = end < start
+def plan_reads(manifest: Manifest, span: tuple[int, int] | None) -> list[PartRead]:
+    """The parts holding plaintext bytes start..end (inclusive; none when end < start), or every part
+    when ``span`` is None (the whole object, which may be empty). One upstream range covers them all."""
+    whole = span is None
+    start, end = span or (0, -1)
+    if not whole and end < start:
+        return []
     reads: list[PartRead] = []
     plain_offset = stored_offset = 0
     for part in manifest.parts:

@@ -10,15 +10,18 @@ import base64
 import hashlib
 from xml.sax.saxutils import escape
 
+import aiohttp
 from aiohttp import web
+
+from gateway.checksums import STRIPPED_HEADERS
 
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.multipart import RESERVED_PREFIX
 from gateway.handlers.passthrough import read_small, relay
 from gateway.handlers.upload_body import read_body
 from gateway.policy import SSE_HEADERS
-from gateway.s3errors import access_denied, from_upstream
+from gateway.reserved import is_reserved_key, reserved_key_denied
+from gateway.s3errors import from_upstream
 from gateway.s3xml import children, parse_request, parse_response, text
 from gateway.upstream import forwardable_headers
 
@@ -27,17 +30,29 @@ _DELETE_BATCH = 1000
 
 
 async def delete_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    """Forward the batch unchanged unless it names a reserved key."""
-    body = await read_body(ctx, MAX_DELETE_BODY)
-    root = parse_request(body, "Delete")
-    if any((text(item, "Key") or "").startswith(RESERVED_PREFIX) for item in children(root, "Object")):
-        raise access_denied(f"Keys under {RESERVED_PREFIX} are reserved by the gateway.")
-    headers = forwardable_headers(ctx.request.headers, drop=SSE_HEADERS)
-    headers["content-md5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
-    upstream = await gw.upstream.request("POST", ctx.raw_path, ctx.query, headers, body=body,
-                                         content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
+    """Refuse a batch naming a reserved key; forward the batch rebuilt from what was checked (so the
+    upstream cannot read the client's XML differently)."""
+    root = parse_request(await read_body(ctx, MAX_DELETE_BODY), "Delete")
+    objects = [(text(item, "Key") or "", text(item, "VersionId")) for item in children(root, "Object")]
+    if any(is_reserved_key(key) for key, _ in objects):
+        raise reserved_key_denied()
+    quiet = (text(root, "Quiet") or "").strip().lower() == "true"
+    headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
+    upstream = await _post_delete(gw, ctx, objects, quiet, headers)
     async with upstream:
         return await relay(ctx, upstream)
+
+
+async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str, str | None]], quiet: bool,
+                       headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """An upstream DeleteObjects of ``objects`` (key, version), with the Content-MD5 S3 requires."""
+    entries = "".join(f"<Object><Key>{escape(key)}</Key>"
+                      + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
+                      for key, version in objects)
+    body = f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+    headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+    return await gw.upstream.request("POST", ctx.raw_path, [("delete", "")], headers, body=body,
+                                     content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
 
 
 async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str, str | None]] | None:
@@ -53,7 +68,7 @@ async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str
         root = parse_response(body)
         for entry in (*children(root, "Version"), *children(root, "DeleteMarker")):
             key = text(entry, "Key") or ""
-            if not key.startswith(RESERVED_PREFIX):
+            if not is_reserved_key(key):
                 return None
             version = text(entry, "VersionId")
             found.append((key, version if version and version != "null" else None))
@@ -64,13 +79,7 @@ async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str
 
 
 async def _delete_batch(gw: Gateway, ctx: RequestContext, batch: list[tuple[str, str | None]]) -> None:
-    objects = "".join(f"<Object><Key>{escape(key)}</Key>"
-                      + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
-                      for key, version in batch)
-    body = f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
-    headers = {"content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-    upstream = await gw.upstream.request("POST", ctx.raw_path, [("delete", "")], headers, body=body,
-                                         content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
+    upstream = await _post_delete(gw, ctx, batch, True, {})
     async with upstream:
         answer = await read_small(upstream)
         if upstream.status != 200 or b"<Error>" in answer:

@@ -25,7 +25,7 @@ class Gateway:
     sse_c: SseC
     tokens: UploadTokens
     upload_keys: LruCache[str, bytes] = field(default_factory=lambda: LruCache(4096))
-    manifests: LruCache[tuple[str, str], Manifest] = field(default_factory=lambda: LruCache(256))
+    manifests: LruCache[tuple[str, str, bytes], Manifest] = field(default_factory=lambda: LruCache(256))
 
 
 def object_path(bucket: str, key: str) -> str:

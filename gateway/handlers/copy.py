@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 from aiohttp import web
 
@@ -24,25 +24,26 @@ from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext, object_path
-from gateway.handlers.get_object import PinnedReader, decrypted, load_manifest, plaintext_size_of
-from gateway.handlers.multipart import RESERVED_PREFIX, part_number_param, store_part, upload_of
-from gateway.handlers.passthrough import relay
+from gateway.handlers.get_object import (PinnedReader, check_unencrypted_read, decrypted, integrity_failure,
+                                         load_manifest, plaintext_size_of)
+from gateway.handlers.multipart import part_number_param, store_part, upload_of
+from gateway.handlers.passthrough import read_small, relay
 from gateway.handlers.put_object import response_headers, store
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.handlers.upload_body import BodyOutcome, checked, refuse_reserved
-from gateway.policy import SSE_HEADERS, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5, customer_key, decide_put
-from gateway.s3errors import (S3Error, access_denied, entity_too_large, invalid_argument, invalid_request,
-                              not_implemented, precondition_failed)
-from gateway.s3xml import render
+from gateway.policy import (COPY_SOURCE_SSEC_PREFIX, DESTINATION_SSE_HEADERS, SSE_HEADERS, SSEC_ALGORITHM, SSEC_KEY,
+                            SSEC_KEY_MD5, customer_key, decide_put)
+from gateway.s3errors import (S3Error, access_denied, entity_too_large, from_upstream, invalid_argument,
+                              invalid_request, not_implemented, precondition_failed)
+from gateway.reserved import refuse_reserved_key
+from gateway.s3xml import local, parse_response, render, text
 from gateway.upstream import forwardable_headers
 
 MAX_COPY_SIZE = 5 * 1024**3
-_COPY_SOURCE_SSEC = "x-amz-copy-source-server-side-encryption-customer-"
 _CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                     "cache-control", "expires", "x-amz-website-redirect-location")
 _COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
                     for name in ("match", "none-match", "modified-since", "unmodified-since")}
-_INTEGRITY_MESSAGE = "The copy source failed integrity verification"
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,22 @@ class Source:
 
 def _parse_copy_source(value: str) -> tuple[str, str, list[tuple[str, str]]]:
     """``[/]bucket/key[?versionId=v]`` (URL-encoded) -> bucket, key, upstream query."""
-    path, _, version = unquote(value).lstrip("/").partition("?versionId=")
-    bucket, _, key = path.partition("/")
+    raw_path, _, raw_query = value.partition("?")
+    bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+    version = parse_qs(raw_query).get("versionId", [""])[0]
     if not bucket or not key:
         raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                                "x-amz-copy-source", value)
-    if key.startswith(RESERVED_PREFIX):
-        raise access_denied(f"Keys under {RESERVED_PREFIX} are reserved by the gateway.")
+    refuse_reserved_key(key)
     return bucket, key, [("versionId", version)] if version else []
 
 
 def _source_customer_key(gw: Gateway, ctx: RequestContext) -> bytes | None:
     """The source's SSE-C key, validated as S3 validates the destination's."""
     headers = ctx.request.headers
-    renamed = {target: headers[_COPY_SOURCE_SSEC + suffix]
+    renamed = {target: headers[COPY_SOURCE_SSEC_PREFIX + suffix]
                for target, suffix in ((SSEC_ALGORITHM, "algorithm"), (SSEC_KEY, "key"), (SSEC_KEY_MD5, "key-md5"))
-               if _COPY_SOURCE_SSEC + suffix in headers}
+               if COPY_SOURCE_SSEC_PREFIX + suffix in headers}
     return customer_key(renamed, secure=ctx.secure, allow_http=gw.config.allow_ssec_over_http)
 
 
@@ -110,25 +111,33 @@ async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
     upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
     async with upstream:
         if upstream.status != 200:
-            raise S3Error("NoSuchKey" if upstream.status == 404 else "AccessDenied",
-                          "The specified copy source does not exist." if upstream.status == 404
-                          else "Access to the copy source was denied.", upstream.status)
+            raise _source_error(upstream.status)
         headers = upstream.headers
         try:
             info = metadata.decode(headers)
             size = plaintext_size_of(upstream, info) if info else int(headers.get("Content-Length", "0"))
-        except (ValueError, IntegrityError):
-            raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        except (ValueError, IntegrityError) as exc:
+            raise integrity_failure(bucket, key, exc) from None
         etag = client_etag(headers.get("ETag", "")) if info else headers.get("ETag", "")
         _check_conditions(ctx, etag, headers.get("Last-Modified"))
         if info is None:
+            check_unencrypted_read(gw, bucket)
             return Source(bucket, key, query, headers.copy(), None, size, None, None)
         object_key = await _open_key(gw, ctx, bucket, key, info)
         try:
             manifest = await load_manifest(gw, bucket, object_key, info, upstream) if info.upload_tag else None
-        except (ValueError, IntegrityError):
-            raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+        except (ValueError, IntegrityError) as exc:
+            raise integrity_failure(bucket, key, exc) from None
         return Source(bucket, key, query, headers.copy(), info, size, object_key, manifest)
+
+
+def _source_error(status: int) -> S3Error:
+    """A HEAD answer has no body to relay: S3's errors for a missing or forbidden copy source."""
+    if status == 404:
+        return S3Error("NoSuchKey", "The specified copy source does not exist.", 404)
+    if status == 403:
+        return access_denied("Access to the copy source was denied.")
+    return S3Error("InternalError", f"The copy source could not be read (the upstream answered {status}).", 500)
 
 
 async def source_plaintext(gw: Gateway, source: Source, span: tuple[int, int] | None) -> AsyncIterator[bytes]:
@@ -145,8 +154,8 @@ async def source_plaintext(gw: Gateway, source: Source, span: tuple[int, int] | 
     try:
         async for chunk in chunks:
             yield chunk
-    except IntegrityError:
-        raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+    except IntegrityError as exc:
+        raise integrity_failure(source.bucket, source.key, exc) from None
 
 
 def _destination_headers(ctx: RequestContext, source: Source) -> dict[str, str]:
@@ -168,10 +177,28 @@ def _destination_headers(ctx: RequestContext, source: Source) -> dict[str, str]:
     return headers
 
 
+async def _with_tags(gw: Gateway, ctx: RequestContext, source: Source, headers: dict[str, str]) -> dict[str, str]:
+    """Tagging directive COPY (the default) gives the destination the source's tags, REPLACE the request's."""
+    directive = ctx.request.headers.get("x-amz-tagging-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown tagging directive.", "x-amz-tagging-directive", directive)
+    if directive == "REPLACE":
+        return headers
+    upstream = await gw.upstream.request("GET", source.path, [*source.query, ("tagging", "")], {})
+    async with upstream:
+        body = await read_small(upstream)
+        if upstream.status != 200:
+            raise from_upstream(upstream.status, body)
+    tags = [(text(tag, "Key") or "", text(tag, "Value") or "") for tag in parse_response(body).iter()
+            if local(tag.tag) == "Tag"]
+    headers = {name: value for name, value in headers.items() if name != "x-amz-tagging"}
+    return {**headers, "x-amz-tagging": urlencode(tags)} if tags else headers
+
+
 def _refuse_pointless_self_copy(ctx: RequestContext, source: Source) -> None:
     headers = ctx.request.headers
     changes = (headers.get("x-amz-metadata-directive", "").upper() == "REPLACE"
-               or any(name in headers for name in SSE_HEADERS) or "x-amz-storage-class" in headers)
+               or any(name in headers for name in DESTINATION_SSE_HEADERS) or "x-amz-storage-class" in headers)
     if (source.bucket, source.key) == (ctx.s3.bucket, ctx.s3.key) and not source.query and not changes:
         raise invalid_request("This copy request is illegal because it is trying to copy an object to itself "
                               "without changing the object's metadata, storage class, website redirect location "
@@ -197,7 +224,8 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure)
     outcome = BodyOutcome()
     body = checked(source_plaintext(gw, source, None), BodyChecks(), outcome, source.size)
-    upstream, info = await store(gw, ctx, _destination_headers(ctx, source), sse, body, source.size, outcome)
+    headers = await _with_tags(gw, ctx, source, _destination_headers(ctx, source))
+    upstream, info = await store(gw, ctx, headers, sse, body, source.size, outcome)
     async with upstream:
         if upstream.status != 200:
             return await relay(ctx, upstream)
@@ -225,21 +253,19 @@ def _copy_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
 
 async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = upload_of(gw, ctx, carries_data=True)
+    number = part_number_param(ctx)
     source = await open_source(gw, ctx)
     if upload is None:
         if source.info is not None:
             raise not_implemented("Copying an encrypted object into an unencrypted multipart upload is not supported")
         return await passthrough.proxy(gw, ctx)
-    number = part_number_param(ctx)
     span = _copy_range(ctx, source.size)
     length = span[1] - span[0] + 1 if span else source.size
     if length > MAX_PART_SIZE:
         raise entity_too_large(MAX_PART_SIZE, length)
     outcome = BodyOutcome()
     body = checked(source_plaintext(gw, source, span), BodyChecks(), outcome, length)
-    status, etag = await store_part(gw, ctx, upload, number, body, length, outcome)
-    if status != 200:
-        return web.Response(status=status, body=etag.encode(), content_type="application/xml")
+    etag = await store_part(gw, ctx, upload, number, body, length, outcome)
     result = render("CopyPartResult", {"LastModified": _now(), "ETag": etag})
     return web.Response(status=200, body=result, content_type="application/xml",
                         headers={**mode_headers(ctx, upload.info), **_source_version_header(source)})

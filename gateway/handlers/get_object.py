@@ -23,11 +23,11 @@ from gateway.etag import client_etag
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers import passthrough
-from gateway.handlers.multipart import manifest_path
+from gateway.handlers.multipart import manifest_cache_key, manifest_path, part_number_param
 from gateway.handlers.passthrough import body_chunks, read_small, relay, response_headers, send_body
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.policy import SSE_HEADERS, customer_key
-from gateway.s3errors import (S3Error, access_denied, invalid_argument, invalid_range, invalid_request,
+from gateway.s3errors import (S3Error, access_denied, invalid_range, invalid_request,
                               precondition_failed)
 from gateway.upstream import forwardable_headers
 
@@ -58,12 +58,18 @@ async def _fetch(gw: Gateway, ctx: RequestContext, method: str,
     return await gw.upstream.request(method, ctx.raw_path, query, {**headers, **(extra or {})})
 
 
-async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """An object without gateway metadata: stored before the gateway, or in a pass-through bucket,
-    served as it is. Outside pass-through buckets the configuration may forbid such reads."""
-    plain_bucket = gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough"
+def check_unencrypted_read(gw: Gateway, bucket: str) -> None:
+    """Reading (or copying) an object the gateway did not encrypt: allowed in pass-through buckets,
+    elsewhere only if the configuration allows it (else anything planted upstream would be served)."""
+    plain_bucket = gw.config.bucket_policy(bucket).encryption == "passthrough"
     if not (plain_bucket or gw.config.allow_unencrypted_reads):
         raise access_denied("The object is not encrypted by the gateway and unencrypted reads are disabled.")
+
+
+async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """An object without gateway metadata: stored before the gateway, or in a pass-through bucket,
+    served as it is."""
+    check_unencrypted_read(gw, ctx.s3.bucket)
     etag = upstream.headers.get("ETag", "")
     outcome = evaluate_conditions(ctx.request.headers, etag, upstream.headers.get("Last-Modified"))
     if outcome is not None:
@@ -89,7 +95,7 @@ async def _object_key(gw: Gateway, ctx: RequestContext, info: EncryptionInfo) ->
     except WrongCustomerKey:
         raise access_denied("The provided customer key does not match the key the object was stored with.") from None
     except IntegrityError as exc:
-        raise _integrity_failure(ctx, exc) from None
+        raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
 
 
 def _requested_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
@@ -115,7 +121,8 @@ def _plaintext_headers(ctx: RequestContext, upstream: aiohttp.ClientResponse, in
         headers["Content-Length"] = str(size)
         return 200, headers
     headers["Content-Length"] = str(span[1] - span[0] + 1)
-    headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{size}"
+    if span[1] >= span[0]:  # an empty part has no range to name
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{size}"
     return 206, headers
 
 
@@ -125,12 +132,13 @@ async def _stream_plaintext(ctx: RequestContext, response: web.StreamResponse,
     try:
         first = await anext(plaintext, b"")
     except IntegrityError as exc:
-        raise _integrity_failure(ctx, exc) from None
+        raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
     return await send_body(ctx, response, _prepend(first, plaintext))
 
 
-def _integrity_failure(ctx: RequestContext, exc: Exception) -> S3Error:
-    log.error("integrity failure in %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
+def integrity_failure(bucket: str, key: str, exc: Exception) -> S3Error:
+    """What a client gets for an object that fails authentication (logged with the reason)."""
+    log.error("integrity failure in %s/%s: %s", bucket, key, exc)
     return S3Error("InternalError", _INTEGRITY_MESSAGE, 500)
 
 
@@ -164,7 +172,8 @@ async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: Encry
                         meta: aiohttp.ClientResponse) -> Manifest:
     """The object's manifest (cached by its random tag), checked against the stored size and part count."""
     assert info.upload_tag is not None
-    manifest = gw.manifests.get((bucket, info.upload_tag))
+    cache_key = manifest_cache_key(bucket, info.upload_tag, object_key)
+    manifest = gw.manifests.get(cache_key)
     if manifest is None:
         upstream = await gw.upstream.request("GET", manifest_path(bucket, info.upload_tag), [], {})
         async with upstream:
@@ -172,7 +181,7 @@ async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: Encry
             if upstream.status != 200:
                 raise IntegrityError(f"the manifest is missing (upstream answered {upstream.status})")
         manifest = open_manifest(object_key, info.upload_tag, body)
-        gw.manifests.put((bucket, info.upload_tag), manifest)
+        gw.manifests.put(cache_key, manifest)
     if (manifest.stored_size != _stored_size(meta)
             or len(manifest.parts) != part_count_from_etag(meta.headers.get("ETag", ""))):
         raise IntegrityError("the stored object does not have the parts its manifest names")
@@ -182,19 +191,15 @@ async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: Encry
 def _part_span(ctx: RequestContext, manifest: Manifest | None, size: int) -> tuple[int, int] | None:
     """GET/HEAD ?partNumber=N: the plaintext span of the object's N-th part (a single-stream object
     is one part)."""
-    value = ctx.request.rel_url.query["partNumber"]
     if "range" in ctx.request.headers:
         raise invalid_request("Cannot specify both Range header and partNumber query parameter")
-    count = len(manifest.parts) if manifest else 1
-    if not value.isdigit() or not 1 <= int(value) <= 10000:
-        raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
-    if int(value) > count:
+    number = part_number_param(ctx)
+    if number > (len(manifest.parts) if manifest else 1):
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
     if manifest is None:
         return None
-    start = sum(part.size for part in manifest.parts[:int(value) - 1])
-    part_size = manifest.parts[int(value) - 1].size
-    return (start, start + part_size - 1) if part_size else None
+    start = sum(part.size for part in manifest.parts[:number - 1])
+    return start, start + manifest.parts[number - 1].size - 1  # an empty part: end = start - 1
 
 
 async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.ClientResponse,
@@ -212,7 +217,7 @@ async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.Clien
         if info.upload_tag is not None and (by_part or ctx.request.method == "GET"):
             manifest = await load_manifest(gw, ctx.s3.bucket, object_key, info, meta)
     except (ValueError, IntegrityError) as exc:
-        raise _integrity_failure(ctx, exc) from None
+        raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
     span = _part_span(ctx, manifest, size) if by_part else _requested_range(ctx, size)
     status, headers = _plaintext_headers(ctx, meta, info, size, span)
     if by_part and manifest is not None:
@@ -262,8 +267,8 @@ async def decrypted(reader: PinnedReader, object_key: bytes, info: EncryptionInf
     """The plaintext of ``span`` (None: all of it) of an encrypted object, read in one upstream request
     (``whole_body`` when the whole stored object is already being read). Raises IntegrityError."""
     if manifest is not None:
-        reads = plan_reads(manifest, *(span or (0, -1)))
-        if not reads:  # the span of an empty part
+        reads = plan_reads(manifest, span)
+        if not reads:  # an empty part
             return
         body = whole_body or reader.chunks(reads[0].upstream_start, reads[-1].upstream_end)
         async for chunk in decrypt_parts(body, object_key, reads, reader.header):
@@ -293,8 +298,7 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         try:
             info = metadata.decode(upstream.headers)
         except (ValueError, IntegrityError) as exc:
-            log.error("unreadable gateway metadata on %s/%s: %s", ctx.s3.bucket, ctx.s3.key, exc)
-            raise S3Error("InternalError", _INTEGRITY_MESSAGE, 500) from None
+            raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
         if info is None:
             return await _legacy(gw, ctx, upstream)
         return await _serve_encrypted(gw, ctx, upstream, info)

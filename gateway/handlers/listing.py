@@ -23,9 +23,9 @@ from gateway.crypto.multipart import object_plaintext_size, part_count_from_etag
 from gateway.crypto.stream import plaintext_size
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.multipart import RESERVED_PREFIX
 from gateway.handlers.passthrough import read_small, relay, response_headers
 from gateway.policy import SSE_HEADERS
+from gateway.reserved import is_reserved_key
 from gateway.s3xml import child, local, serialize
 from gateway.upstream import forwardable_headers
 
@@ -57,7 +57,7 @@ def _is_reserved(element: ET.Element, url_encoded: bool) -> bool:
     """An entry or common prefix under the gateway's reserved prefix (manifests)."""
     name = child(element, "Key" if local(element.tag) != "CommonPrefixes" else "Prefix")
     value = (name.text or "") if name is not None else ""
-    return (unquote(value) if url_encoded else value).startswith(RESERVED_PREFIX)
+    return is_reserved_key(unquote(value) if url_encoded else value)
 
 
 def rewrite_listing(body: bytes, *, encrypting: bool, url_encoded: bool = False) -> bytes:

@@ -4,7 +4,7 @@ Create opens the upload upstream with the object's encryption metadata (one KMS 
 client an UploadId that carries it (gateway/uploads.py). Each UploadPart is encrypted as its own
 stream (gateway/crypto/multipart.py) and answered with an ETag recording its stream parameters and
 verified checksum. Complete checks the client's part list against those records and the upstream's,
-writes the sealed manifest next to the object (under RESERVED_PREFIX), then completes upstream.
+writes the sealed manifest next to the object (gateway/reserved.py), then completes upstream.
 Uploads in pass-through buckets that asked for no encryption keep the upstream's ids and pass through.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, replace
 from typing import AsyncIterable, Mapping
 
-import aiohttp
 from aiohttp import web
 
 from gateway.checksums import ALGORITHMS, STRIPPED_HEADERS, BodyChecks
@@ -33,14 +32,13 @@ from gateway.handlers.upload_body import (BodyOutcome, check_metadata_size, chec
 from gateway.policy import SSE_HEADERS, customer_key, decide_put
 from gateway.s3errors import (entity_too_large, from_upstream, entity_too_small, internal_error, invalid_argument,
                               invalid_part, invalid_part_order, invalid_request, malformed_xml, no_such_upload)
+from gateway.reserved import MANIFEST_PREFIX
 from gateway.s3xml import child, children, local, parse_request, parse_response, render, serialize, text
 from gateway.upstream import forwardable_headers
 from gateway.uploads import ForgedToken, Upload
 
 log = logging.getLogger("gateway.multipart")
 
-RESERVED_PREFIX = ".s3gw/"
-MANIFEST_PREFIX = RESERVED_PREFIX + "manifests/"
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_COMPLETE_BODY = 16 * 1024 * 1024
 _CHECKSUM_ELEMENTS = {f"Checksum{name.upper()}": name for name in ALGORITHMS}
@@ -56,6 +54,12 @@ def manifest_path(bucket: str, tag: str) -> str:
     return object_path(bucket, MANIFEST_PREFIX + tag)
 
 
+def manifest_cache_key(bucket: str, tag: str, object_key: bytes) -> tuple[str, str, bytes]:
+    """A cached manifest serves only objects with the object key it was opened (or sealed) under: the
+    tag in an object's metadata is not authenticated, so it alone must not pick a manifest."""
+    return bucket, tag, hashlib.sha256(object_key).digest()
+
+
 def upload_of(gw: Gateway, ctx: RequestContext, *, carries_data: bool) -> Upload | None:
     """The encrypting upload the UploadId names, or None for an upstream id that may pass through.
 
@@ -68,9 +72,7 @@ def upload_of(gw: Gateway, ctx: RequestContext, *, carries_data: bool) -> Upload
     except (ForgedToken, ValueError):
         raise no_such_upload(client_id) from None
     if upload is None and carries_data and gw.config.bucket_policy(ctx.s3.bucket).encryption != "passthrough":
-        error = no_such_upload(client_id)
-        error.message = _NOT_OURS
-        raise error
+        raise no_such_upload(client_id, _NOT_OURS)
     return upload
 
 
@@ -81,8 +83,9 @@ def _upstream_query(ctx: RequestContext, upload: Upload | None) -> list[tuple[st
 
 
 def part_number_param(ctx: RequestContext) -> int:
+    """The partNumber query parameter: 1..10000, else 400 InvalidArgument as S3 answers."""
     value = ctx.request.rel_url.query.get("partNumber", "")
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
     return int(value)
 
@@ -137,8 +140,8 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
 
 
 async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_number: int,
-                     body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> tuple[int, str]:
-    """Encrypt and store one part; (upstream status, the client ETag or the upstream's error body)."""
+                     body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> str:
+    """Encrypt and store one part; its client ETag (an upstream refusal is raised as its S3 error)."""
     if length > MAX_PART_SIZE:
         raise entity_too_large(MAX_PART_SIZE, length)
     object_key = await upload_object_key(gw, ctx, upload)
@@ -148,10 +151,9 @@ async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_numb
     upstream = await send_put(gw, ctx.raw_path, query, {}, stored, part_stored_size(length), outcome)
     async with upstream:
         if upstream.status != 200:
-            return upstream.status, (await read_small(upstream)).decode(errors="replace")
-        etag = gw.tokens.issue_part_etag(upload, part_number, upstream.headers.get("ETag", ""), params,
+            raise from_upstream(upstream.status, await read_small(upstream))
+        return gw.tokens.issue_part_etag(upload, part_number, upstream.headers.get("ETag", ""), params,
                                          outcome.echoed)
-        return 200, etag
 
 
 async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -165,9 +167,7 @@ async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
-    status, etag = await store_part(gw, ctx, upload, number, body, length, outcome)
-    if status != 200:
-        return web.Response(status=status, body=etag.encode(), content_type="application/xml")
+    etag = await store_part(gw, ctx, upload, number, body, length, outcome)
     return web.Response(status=200, headers={"ETag": etag, **outcome.echoed, **mode_headers(ctx, upload.info)})
 
 
@@ -184,7 +184,7 @@ def parse_complete(body: bytes) -> list[_RequestedPart]:
     parts = []
     for element in children(root, "Part"):
         number, etag = text(element, "PartNumber"), text(element, "ETag")
-        if number is None or etag is None or not number.strip().isdigit():
+        if number is None or etag is None or not (number.strip().isascii() and number.strip().isdigit()):
             raise malformed_xml()
         checksums = {_CHECKSUM_ELEMENTS[local(item.tag)]: (item.text or "").strip()
                      for item in element if local(item.tag) in _CHECKSUM_ELEMENTS}
@@ -261,14 +261,6 @@ async def _put_manifest(gw: Gateway, bucket: str, tag: str, sealed: bytes) -> No
             raise from_upstream(upstream.status, body)
 
 
-async def _delete_manifest(gw: Gateway, bucket: str, tag: str) -> None:
-    try:
-        upstream = await gw.upstream.request("DELETE", manifest_path(bucket, tag), [], {})
-        upstream.release()
-    except aiohttp.ClientError as exc:
-        log.warning("could not delete the manifest of a failed Complete (%s/%s): %s", bucket, tag, exc)
-
-
 async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = upload_of(gw, ctx, carries_data=True)
     if upload is None:
@@ -286,13 +278,13 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     async with upstream:
         answer = await read_small(upstream)
         if upstream.status != 200 or b"<Error>" in answer:
-            await _delete_manifest(gw, s3.bucket, info.upload_tag)
+            # The manifest stays: a concurrent or retried Complete of this upload may have succeeded with it.
             return web.Response(status=upstream.status, body=answer, content_type="application/xml")
         etag = client_etag(text(parse_response(answer), "ETag") or "")
         headers = {**mode_headers(ctx, info), **response_headers(upstream.headers, drop=("content-*", "etag",
                                                                                          "x-amz-server-side-*"))}
     gw.upload_keys.pop(upload.client_id)
-    gw.manifests.put((s3.bucket, info.upload_tag), manifest)
+    gw.manifests.put(manifest_cache_key(s3.bucket, info.upload_tag, object_key), manifest)
     location = f"{ctx.request.scheme}://{ctx.request.host}/{s3.bucket}/{s3.key}"
     result = render("CompleteMultipartUploadResult",
                     {"Location": location, "Bucket": s3.bucket, "Key": s3.key, "ETag": etag})

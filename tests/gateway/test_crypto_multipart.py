@@ -38,7 +38,7 @@ def _object(sizes: list[int], numbers: list[int] | None = None, pin: bool = True
 
 
 def _read(stored: bytes, manifest: Manifest, start: int, end: int, key: bytes = OK) -> bytes:
-    reads = plan_reads(manifest, start, end)
+    reads = plan_reads(manifest, None if end < start else (start, end))
     if not reads:
         return b""
     whole = end < start  # the whole stored object is read, as a plain GET does

@@ -4,9 +4,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import uuid
 
 import pytest
 from botocore.exceptions import ClientError
+
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway
+from tests.support.clients import s3_client
 
 MiB = 1024 * 1024
 RESERVED = "x-gw-"
@@ -139,3 +143,35 @@ def test_upload_part_copy_between_customer_keys(s3, bucket):
     s3.complete_multipart_upload(Bucket=bucket, Key="c-parts", UploadId=upload, MultipartUpload={"Parts": parts},
                                  **_ssec(key_b))
     assert s3.get_object(Bucket=bucket, Key="c-parts", **_ssec(key_b))["Body"].read() == data
+
+
+def test_tags_are_copied_unless_the_request_replaces_them(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x", Tagging="team=blue&tier=1")
+    source = {"Bucket": bucket, "Key": "src"}
+    s3.copy_object(Bucket=bucket, Key="copied", CopySource=source)
+    s3.copy_object(Bucket=bucket, Key="replaced", CopySource=source, TaggingDirective="REPLACE", Tagging="new=yes")
+    tags = {key: sorted((t["Key"], t["Value"]) for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"])
+            for key in ("copied", "replaced")}
+    assert tags == {"copied": [("team", "blue"), ("tier", "1")], "replaced": [("new", "yes")]}
+
+
+def test_a_source_key_containing_a_query_string_is_copied_as_named(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="a?versionId=x", Body=b"literal")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "a?versionId=x"})
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"literal"
+
+
+def test_copy_of_a_plaintext_object_obeys_a_ban_on_unencrypted_reads(moto, upstream_s3, tmp_path):
+    """Otherwise bytes planted upstream would become a trusted encrypted object."""
+    server = _start_gateway(moto, tmp_path / "strict", tls=None, allow_unencrypted_reads=False)
+    try:
+        client = s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        bucket = f"strict-{uuid.uuid4().hex[:12]}"
+        client.create_bucket(Bucket=bucket)
+        upstream_s3.put_object(Bucket=bucket, Key="planted", Body=b"attacker bytes")
+        source = {"Bucket": bucket, "Key": "planted"}
+        assert _error(lambda: client.copy_object(Bucket=bucket, Key="copied", CopySource=source)) == (
+            403, "AccessDenied")
+        assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["planted"]
+    finally:
+        server.stop()

@@ -69,6 +69,13 @@ def test_part_number_reads_return_each_part(s3, bucket):
     assert _error(lambda: s3.get_object(Bucket=bucket, Key="byparts", PartNumber=3)) == (416, "InvalidPartNumber")
 
 
+def test_part_number_read_of_an_empty_last_part_is_empty(s3, bucket):
+    _upload(s3, bucket, "empty-tail", [os.urandom(5 * MiB), b""])
+    got = s3.get_object(Bucket=bucket, Key="empty-tail", PartNumber=2)
+    assert (got["Body"].read(), got["ContentLength"], got["PartsCount"]) == (b"", 0, 2)
+    assert s3.head_object(Bucket=bucket, Key="empty-tail", PartNumber=2)["ContentLength"] == 0
+
+
 def test_transfer_manager_with_odd_part_sizes_round_trips(s3, bucket, tmp_path):
     source = tmp_path / "src"
     source.write_bytes(os.urandom(3 * (5 * MiB + 1) + 17))

@@ -10,6 +10,7 @@ first part does not open, or by cutting the connection after authentic bytes onl
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 from gateway.crypto.multipart import PART_OVERHEAD
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, Gateway, _start_gateway
@@ -70,12 +72,13 @@ def three_parts(s3, bucket) -> StoredObject:
     return StoredObject(bucket, "obj", parts)
 
 
-def rebuild_upstream(upstream_s3, bucket: str, key: str, spans: list[tuple[int, int]]) -> None:
+def rebuild_upstream(upstream_s3, bucket: str, key: str, spans: list[tuple[int, int]],
+                     metadata_changes: dict[str, str] | None = None) -> None:
     """Replace ``key`` upstream by a new multipart object made of ``spans`` of its current bytes,
-    keeping its metadata (so the gateway still finds its keys and manifest tag).
+    keeping its metadata (so the gateway still finds its keys and manifest tag) bar ``metadata_changes``.
 
     The spans are copied from a scratch copy, since the new upload replaces the source key."""
-    metadata = upstream_s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    metadata = {**upstream_s3.head_object(Bucket=bucket, Key=key)["Metadata"], **(metadata_changes or {})}
     scratch = f"{key}.scratch"
     upstream_s3.copy_object(Bucket=bucket, Key=scratch, CopySource={"Bucket": bucket, "Key": key})
     upload_id = upstream_s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
@@ -343,6 +346,42 @@ def test_complete_refuses_a_checksum_it_cannot_verify_for_a_bare_upstream_etag(s
     assert _error(complete) == (400, "InvalidPart")
 
 
+def test_a_cached_manifest_never_serves_another_object_that_names_its_tag(s3, upstream_s3, bucket, three_parts):
+    """The tag in the metadata is not authenticated: an object rebuilt upstream from its first two parts and
+    pointed at another object's (cached, unpinned) two-part manifest must not be served truncated."""
+    other = [os.urandom(PART), os.urandom(PART)]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="other")["UploadId"]
+    for number, data in enumerate(other, 1):
+        s3.upload_part(Bucket=bucket, Key="other", UploadId=upload_id, PartNumber=number, Body=data)
+    bare = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
+            for p in s3.list_parts(Bucket=bucket, Key="other", UploadId=upload_id)["Parts"]]
+    s3.complete_multipart_upload(Bucket=bucket, Key="other", UploadId=upload_id, MultipartUpload={"Parts": bare})
+    assert s3.get_object(Bucket=bucket, Key="other")["Body"].read() == b"".join(other)  # its manifest is cached
+    other_tag = upstream_s3.head_object(Bucket=bucket, Key="other")["Metadata"]["x-gw-u"]
+    rebuild_upstream(upstream_s3, bucket, "obj", three_parts.stored_spans[:2], {"x-gw-u": other_tag})
+    assert_refused(s3, three_parts, b"".join(three_parts.parts[:2]), INTEGRITY_ERROR)
+
+
+def test_concurrent_completes_of_one_upload_leave_its_manifest_in_place(s3, upstream_s3, bucket):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="obj")["UploadId"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="obj", UploadId=upload_id, PartNumber=n,
+                                                      Body=data)["ETag"]}
+             for n, data in ((1, os.urandom(PART)), (2, b"tail"))]
+
+    def complete() -> str:
+        try:
+            s3.complete_multipart_upload(Bucket=bucket, Key="obj", UploadId=upload_id, MultipartUpload={"Parts": parts})
+            return "ok"
+        except ClientError as err:
+            return err.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: complete(), range(3)))
+    assert "ok" in outcomes
+    stored = upstream_s3.list_objects_v2(Bucket=bucket, Prefix=MANIFEST_PREFIX)["Contents"]
+    assert [entry["Key"] for entry in stored] == [manifest_key(upstream_s3, bucket, "obj")]
+
+
 # --- UploadPart -------------------------------------------------------------------------------
 
 def test_non_last_part_one_byte_under_5_mib_is_entity_too_small(s3, bucket):
@@ -360,6 +399,14 @@ def test_upload_part_number_out_of_range_is_invalid_argument(s3, bucket, number)
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="obj")["UploadId"]
     upload = lambda: s3.upload_part(Bucket=bucket, Key="obj", UploadId=upload_id, PartNumber=number, Body=b"x")
     assert _error(upload) == (400, "InvalidArgument")
+
+
+@pytest.mark.parametrize("number", ["%C2%B2", "1.0", "x"])
+def test_upload_part_number_that_is_not_ascii_digits_is_invalid_argument(s3, gateway, bucket, number):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="obj")["UploadId"]
+    url = f"{gateway.url}/{bucket}/obj?partNumber={number}&uploadId={quote(upload_id, safe='')}"
+    response = signed_request("PUT", url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, body=b"x")
+    assert error_code(response) == (400, "InvalidArgument")
 
 
 def _forge_mac(upload_id: str) -> str:
