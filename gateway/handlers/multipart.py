@@ -30,9 +30,9 @@ from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.handlers.upload_body import (BodyOutcome, check_metadata_size, checked, decoded_body, is_framed,
                                           plaintext_length, read_body, refuse_reserved, send_put)
 from gateway.policy import SSE_HEADERS, customer_key, decide_put
-from gateway.s3errors import (entity_too_large, from_upstream, entity_too_small, internal_error, invalid_argument,
-                              invalid_part, invalid_part_order, invalid_request, malformed_xml, no_such_upload)
 from gateway.reserved import MANIFEST_PREFIX
+from gateway.s3errors import (entity_too_large, entity_too_small, from_upstream, internal_error, invalid_argument,
+                              invalid_part, invalid_part_order, invalid_request, malformed_xml, no_such_upload)
 from gateway.s3xml import child, children, local, parse_request, parse_response, render, serialize, text
 from gateway.upstream import forwardable_headers
 from gateway.uploads import ForgedToken, Upload
