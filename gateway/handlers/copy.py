@@ -18,18 +18,18 @@ from aiohttp import web
 from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
 from gateway.crypto.multipart import MAX_PART_SIZE, Manifest
-from gateway.crypto.sse import EncryptionInfo, MissingCustomerKey, SseRequest, WrongCustomerKey
+from gateway.crypto.sse import EncryptionInfo
 from gateway.crypto.stream import IntegrityError
 from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext, object_path
 from gateway.handlers.get_object import (PinnedReader, check_unencrypted_read, decrypted, integrity_failure,
-                                         load_manifest, plaintext_size_of)
+                                         load_manifest, open_object_key, plaintext_size_of)
 from gateway.handlers.multipart import part_number_param, store_part, upload_of
 from gateway.handlers.passthrough import read_small, relay
 from gateway.handlers.put_object import response_headers, store
-from gateway.handlers.sse_headers import mode_headers, sse_mode
+from gateway.handlers.sse_headers import mode_headers
 from gateway.handlers.upload_body import BodyOutcome, checked, refuse_reserved
 from gateway.policy import (COPY_SOURCE_SSEC_PREFIX, DESTINATION_SSE_HEADERS, SSE_HEADERS, SSEC_ALGORITHM, SSEC_KEY,
                             SSEC_KEY_MD5, customer_key, decide_put)
@@ -93,18 +93,6 @@ def _check_conditions(ctx: RequestContext, etag: str, last_modified: str | None)
         raise precondition_failed()
 
 
-async def _open_key(gw: Gateway, ctx: RequestContext, bucket: str, key: str, info: EncryptionInfo) -> bytes:
-    request = SseRequest(mode=info.mode, kms_context=info.kms_context or {},
-                         customer_key=_source_customer_key(gw, ctx))
-    try:
-        return await sse_mode(gw, info.mode).open(bucket, key, info, request)
-    except MissingCustomerKey:
-        raise invalid_request("The object was stored using a form of Server Side Encryption. The correct "
-                              "parameters must be provided to retrieve the object.") from None
-    except WrongCustomerKey:
-        raise access_denied("The provided customer key does not match the key the source was stored with.") from None
-
-
 async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
     """HEAD the source, check the copy conditions, and open its object key (one KMS call)."""
     bucket, key, query = _parse_copy_source(ctx.request.headers["x-amz-copy-source"])
@@ -123,7 +111,7 @@ async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
         if info is None:
             check_unencrypted_read(gw, bucket)
             return Source(bucket, key, query, headers.copy(), None, size, None, None)
-        object_key = await _open_key(gw, ctx, bucket, key, info)
+        object_key = await open_object_key(gw, bucket, key, info, _source_customer_key(gw, ctx))
         try:
             manifest = await load_manifest(gw, bucket, object_key, info, upstream) if info.upload_tag else None
         except (ValueError, IntegrityError) as exc:

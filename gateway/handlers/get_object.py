@@ -54,8 +54,12 @@ async def _fetch(gw: Gateway, ctx: RequestContext, method: str,
     and SSE headers (the gateway owns those)."""
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *CONDITIONAL_HEADERS, "range",
                                                              "x-amz-checksum-mode"))
-    query = [(name, value) for name, value in ctx.query if name != "partNumber"]
-    return await gw.upstream.request(method, ctx.raw_path, query, {**headers, **(extra or {})})
+    return await gw.upstream.request(method, ctx.raw_path, _stored_object_query(ctx), {**headers, **(extra or {})})
+
+
+def _stored_object_query(ctx: RequestContext) -> list[tuple[str, str]]:
+    """The request's query for reads of the stored object: partNumber is the gateway's to serve."""
+    return [(name, value) for name, value in ctx.query if name != "partNumber"]
 
 
 def check_unencrypted_read(gw: Gateway, bucket: str) -> None:
@@ -83,19 +87,19 @@ async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResp
     return await relay(ctx, upstream, drop=("x-amz-checksum-*",))
 
 
-async def _object_key(gw: Gateway, ctx: RequestContext, info: EncryptionInfo) -> bytes:
-    """Open the per-object key; SSE-C objects need the client's key, a wrong one is refused."""
-    key = customer_key(ctx.request.headers, secure=ctx.secure, allow_http=gw.config.allow_ssec_over_http)
-    request = SseRequest(mode=info.mode, kms_key_id=None, kms_context=info.kms_context or {}, customer_key=key)
+async def open_object_key(gw: Gateway, bucket: str, key: str, info: EncryptionInfo,
+                          client_key: bytes | None) -> bytes:
+    """Open a stored object's key; SSE-C objects need the client's key (``client_key``), a wrong one is refused."""
+    request = SseRequest(mode=info.mode, kms_key_id=None, kms_context=info.kms_context or {}, customer_key=client_key)
     try:
-        return await sse_mode(gw, info.mode).open(ctx.s3.bucket, ctx.s3.key, info, request)
+        return await sse_mode(gw, info.mode).open(bucket, key, info, request)
     except MissingCustomerKey:
         raise invalid_request("The object was stored using a form of Server Side Encryption. The correct "
                               "parameters must be provided to retrieve the object.") from None
     except WrongCustomerKey:
         raise access_denied("The provided customer key does not match the key the object was stored with.") from None
     except IntegrityError as exc:
-        raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
+        raise integrity_failure(bucket, key, exc) from None
 
 
 def _requested_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
@@ -209,7 +213,8 @@ async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.Clien
     outcome = evaluate_conditions(ctx.request.headers, etag, last_modified)
     if outcome is not None:
         return _conditional_response(ctx, outcome, etag, last_modified)
-    object_key = await _object_key(gw, ctx, info)
+    client_key = customer_key(ctx.request.headers, secure=ctx.secure, allow_http=gw.config.allow_ssec_over_http)
+    object_key = await open_object_key(gw, ctx.s3.bucket, ctx.s3.key, info, client_key)
     by_part = "partNumber" in ctx.request.rel_url.query
     try:
         size = plaintext_size_of(meta, info)
@@ -228,8 +233,7 @@ async def _serve_encrypted(gw: Gateway, ctx: RequestContext, meta: aiohttp.Clien
         await response.prepare(ctx.request)
         await response.write_eof()
         return response
-    reader = PinnedReader(gw, ctx.raw_path, [(n, v) for n, v in ctx.query if n != "partNumber"],
-                          meta.headers.get("ETag", ""))
+    reader = PinnedReader(gw, ctx.raw_path, _stored_object_query(ctx), meta.headers.get("ETag", ""))
     whole_body = body_chunks(meta) if span is None and meta.method == "GET" else None
     plaintext = decrypted(reader, object_key, info, manifest, span, whole_body)
     return await _stream_plaintext(ctx, response, plaintext)
