@@ -161,10 +161,19 @@ def _stored_size(meta: aiohttp.ClientResponse) -> int:
 
 
 def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int:
-    """Single-stream objects record it; a multipart object's follows from its size and part count."""
+    """Single-stream objects record it; a multipart object's follows from its size and part count.
+
+    The recorded size is not authenticated until the last segment opens, so it must agree with the
+    stored length here: a Content-Length goes out before the body, and a client must never be told
+    a size (0, or petabytes) the stream cannot have.
+    """
     if info.upload_tag is None:
         if info.plaintext_size is None:
             raise IntegrityError("the gateway metadata lacks the plaintext size")
+        stored = _stored_size(meta)
+        if stored != ciphertext_size(info.plaintext_size):
+            raise IntegrityError(f"the recorded plaintext size {info.plaintext_size} does not fit the "
+                                 f"stored length {stored}")
         return info.plaintext_size
     count = part_count_from_etag(meta.headers.get("ETag", ""))
     if count is None:
