@@ -17,10 +17,9 @@ import pytest
 from tests.support.clients import Endpoint, s3_client
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.tls import CertFiles, write_self_signed
 
-GATEWAY_ACCESS_KEY = "AKIDGATEWAY"
-GATEWAY_SECRET_KEY = "gateway-secret-key"
 DEFAULT_KMS_ALIAS = "alias/s3-gateway-default"
 
 

@@ -31,13 +31,14 @@ from tests.gateway.test_e2e_tamper import INTEGRITY_ERROR, read_through_gateway
 from tests.support.clients import s3_client, signed_request
 from tests.support.moto import MotoServer
 from tests.support.process import Server
+from tests.support.secrets import MULTIPART_CUSTOMER_KEY, OTHER_MULTIPART_CUSTOMER_KEY
 
 MiB = 1024 * 1024
 PART = 5 * MiB
 TAIL = 200_000  # a last part of several 64 KiB segments
 MANIFEST_PREFIX = ".s3gw/manifests/"
-CUSTOMER_KEY = b"K" * 32
-OTHER_CUSTOMER_KEY = b"L" * 32
+CUSTOMER_KEY = MULTIPART_CUSTOMER_KEY
+OTHER_CUSTOMER_KEY = OTHER_MULTIPART_CUSTOMER_KEY
 
 
 # --- helpers ---------------------------------------------------------------------------------

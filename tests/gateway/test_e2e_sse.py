@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import DEFAULT_KMS_ALIAS
+from tests.support.secrets import CUSTOMER_KEY, OTHER_CUSTOMER_KEY
 
 
 def _error(call) -> tuple[int, str]:
@@ -60,8 +61,6 @@ def test_client_metadata_in_the_reserved_namespace_is_400_invalid_argument(s3, u
     assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
-CUSTOMER_KEY = bytes(range(32))
-OTHER_CUSTOMER_KEY = bytes(range(1, 33))
 
 
 def test_sse_c_object_reads_back_only_with_its_customer_key(s3, upstream_s3, bucket):

@@ -10,8 +10,7 @@ from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, Gateway, _start_gateway
 from tests.support.clients import s3_client, signed_request
-
-KEY = bytes(range(32))
+from tests.support.secrets import CUSTOMER_KEY as KEY
 ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 KEY_HEADER = "x-amz-server-side-encryption-customer-key"
 MD5_HEADER = "x-amz-server-side-encryption-customer-key-MD5"
