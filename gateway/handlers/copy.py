@@ -115,7 +115,7 @@ async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> 
             raise invalid_request("The specified copy source is larger than the maximum allowable size for a "
                                   f"copy source: {MAX_UPLOAD_SIZE}")
         if info is None:
-            check_unencrypted_read(gw, bucket)
+            await check_unencrypted_read(gw, bucket)
             return Source(bucket, key, query, headers.copy(), None, size, None, None)
         object_key = await open_object_key(gw, bucket, key, info, _source_customer_key(gw, ctx))
         try:

@@ -116,6 +116,15 @@ def bucket(s3) -> str:
     return name
 
 
+@pytest.fixture
+def legacy_bucket(upstream_s3) -> str:
+    """A fresh bucket created directly upstream, as data stored before the gateway: the gateway knows
+    nothing about it, so objects without gateway metadata there are legacy plaintext."""
+    name = f"legacy-{uuid.uuid4().hex[:16]}"
+    upstream_s3.create_bucket(Bucket=name)
+    return name
+
+
 def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str) -> Server:
     """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
     so tests can disable keys or exhaust quotas of the key service the gateway depends on."""
