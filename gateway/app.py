@@ -29,7 +29,7 @@ from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, listing, multipart, passthrough, put_object
+from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
@@ -67,6 +67,7 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjects": buckets.delete_objects,
     "CreateBucket": buckets.create_bucket,
     "DeleteBucket": buckets.delete_bucket,
+    "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 

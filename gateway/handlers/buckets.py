@@ -55,8 +55,15 @@ async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str
                       + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
                       for key, version in objects)
     body = f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+    return await send_checked_body(gw, ctx, "POST", [("delete", "")], body, headers)
+
+
+async def send_checked_body(gw: Gateway, ctx: RequestContext, method: str, query: list[tuple[str, str]],
+                            body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """An upstream request with a small body the gateway checked (or built), with the Content-MD5 S3 requires
+    of such bodies; ``headers`` must not carry the client's body-integrity headers (STRIPPED_HEADERS)."""
     headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-    return await gw.upstream.request("POST", ctx.raw_path, [("delete", "")], headers, body=body,
+    return await gw.upstream.request(method, ctx.raw_path, query, headers, body=body,
                                      content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
 
 
