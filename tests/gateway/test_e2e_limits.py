@@ -27,7 +27,6 @@ from tests.support.moto import MotoServer
 from tests.support.process import Server
 
 TOO_LARGE = MAX_UPLOAD_SIZE + 1
-S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 @dataclass
