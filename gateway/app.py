@@ -25,10 +25,11 @@ from typing import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, listing, multipart, passthrough, put_object
+from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
@@ -64,7 +65,9 @@ HANDLERS: dict[str, Handler] = {
     "CopyObject": copy.copy_object,
     "UploadPartCopy": copy.upload_part_copy,
     "DeleteObjects": buckets.delete_objects,
+    "CreateBucket": buckets.create_bucket,
     "DeleteBucket": buckets.delete_bucket,
+    "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
@@ -151,7 +154,7 @@ async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | 
     """The aiohttp application around an already-started key provider and upstream."""
     secret = load_gateway_secret(config.secret_path)
     gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
-                 tokens=UploadTokens(secret))
+                 tokens=UploadTokens(secret), bucket_states=BucketStates(upstream, secret))
     app = web.Application(client_max_size=2**62)
     app[GATEWAY_KEY] = gw
     app.router.add_route("*", "/{tail:.*}", dispatch)

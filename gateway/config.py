@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gateway.logsetup import parse_level
+
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
 
@@ -59,6 +61,7 @@ class GatewayConfig:
     default_encryption: str = "aws:kms"
     default_kms_key_id: str = ""
     secret_file: str = ""
+    log_level: str = "INFO"
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -94,6 +97,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "default_encryption": ("GATEWAY_DEFAULT_ENCRYPTION", str),
     "default_kms_key_id": ("GATEWAY_DEFAULT_KMS_KEY_ID", str),
     "secret_file": ("GATEWAY_SECRET_FILE", str),
+    "log_level": ("GATEWAY_LOG_LEVEL", str),
 }
 _SECTION_ENV = {
     "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key")),
@@ -217,6 +221,15 @@ def _validate(cfg: GatewayConfig) -> None:
         raise ConfigError("upstream.access_key and upstream.secret_key are required with upstream.url")
     if cfg.kms.endpoint and not cfg.kms.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"kms.endpoint must start with http:// or https://, got {cfg.kms.endpoint!r}")
+    try:
+        parse_level(cfg.log_level)
+    except ValueError as exc:
+        raise ConfigError(f"gateway.log_level (GATEWAY_LOG_LEVEL): {exc}") from None
+
+
+def secrets_of(cfg: GatewayConfig) -> list[str]:
+    """Every secret key the settings hold, for the log filter to redact wherever it turns up."""
+    return [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:

@@ -19,12 +19,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.limits import MAX_PARTS
+
 SEGMENT_SIZE = 64 * 1024
 TAG_SIZE = 16
 CIPHER_SEGMENT_SIZE = SEGMENT_SIZE + TAG_SIZE
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
-MAX_PART_NUMBER = 10000
+MAX_PART_NUMBER = MAX_PARTS
 MAX_SEGMENTS = 2**32
 SEGMENT_KEY_INFO = b"s3gw/v1/segment"
 _LAST = b"\x01"

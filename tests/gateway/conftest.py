@@ -17,10 +17,9 @@ import pytest
 from tests.support.clients import Endpoint, s3_client
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.tls import CertFiles, write_self_signed
 
-GATEWAY_ACCESS_KEY = "AKIDGATEWAY"
-GATEWAY_SECRET_KEY = "gateway-secret-key"
 DEFAULT_KMS_ALIAS = "alias/s3-gateway-default"
 
 
@@ -114,6 +113,15 @@ def bucket(s3) -> str:
     """A fresh bucket per test, created through the gateway."""
     name = f"e2e-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def legacy_bucket(upstream_s3) -> str:
+    """A fresh bucket created directly upstream, as data stored before the gateway: the gateway knows
+    nothing about it, so objects without gateway metadata there are legacy plaintext."""
+    name = f"legacy-{uuid.uuid4().hex[:16]}"
+    upstream_s3.create_bucket(Bucket=name)
     return name
 
 

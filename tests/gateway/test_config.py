@@ -155,3 +155,26 @@ def test_unknown_sse_value_and_sse_c_with_kms_are_refused(tmp_path):
         with pytest.raises(S3Error) as info:
             decide_put(cfg, "own", headers, secure=True)
         assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
+
+
+def test_log_level_comes_from_the_file_or_gateway_log_level_and_an_unknown_one_is_refused(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\nlog_level = "debug"\n')
+    assert load_config(path, {}).log_level == "debug"
+    assert load_config(path, {"GATEWAY_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="GATEWAY_LOG_LEVEL"):
+        load_config(path, {"GATEWAY_LOG_LEVEL": "chatty"})
+
+
+def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_and_tracebacks():
+    import logging
+
+    from gateway.logsetup import REDACTED, RedactingFilter
+    redactor = RedactingFilter(["upstream-secret-key", "test"])
+    record = logging.LogRecord("botocore", logging.DEBUG, __file__, 1,
+                               "body %s key %s", ('{"Plaintext":"c2VjcmV0IGtleSBieXRlcw=="}', "upstream-secret-key"),
+                               None)
+    assert redactor.filter(record)
+    assert record.getMessage() == f'body {{"Plaintext":{REDACTED}}} key {REDACTED}'
+    assert redactor.redact("StringToSign:\nAWS4-HMAC-SHA256\n...") == f"StringToSign:\n{REDACTED}"
+    assert redactor.redact("a test credential") == "a test credential"  # too short to be redacted

@@ -24,16 +24,17 @@ from keyservice.clock import FakeClock
 from keyservice.service import KeyService
 from tests.keyservice.inprocess import START
 from tests.support.process import Server, VENV_BIN, start_server
+from tests.support.secrets import KEYSERVICE_ADMIN, KEYSERVICE_ALICE, KEYSERVICE_ROOT, KEYSERVICE_ROOT_KEY
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
-ROOT = ("AKIAKSROOT0000000001", "root-secret-key-for-tests")
-ALICE = ("AKIAKSALICE000000001", "alice-secret-key-for-tests")
+ROOT = KEYSERVICE_ROOT
+ALICE = KEYSERVICE_ALICE
 ALICE_ARN = f"arn:aws:iam::{ACCOUNT}:user/alice"
-ADMIN = ("AKIAKSADMIN000000001", "admin-secret-key-for-tests")
+ADMIN = KEYSERVICE_ADMIN
 ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:user/admin"
 USERS = [(ROOT, None), (ALICE, ALICE_ARN), (ADMIN, ADMIN_ARN)]
-ROOT_KEY_B64 = base64.b64encode(bytes(range(32))).decode()
+ROOT_KEY_B64 = base64.b64encode(KEYSERVICE_ROOT_KEY).decode()
 
 
 @dataclass
