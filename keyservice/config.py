@@ -5,6 +5,7 @@ The standalone server and the gateway's embedded key service read the same table
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,17 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting is wrong."""
 
 
+# IAM principals (`arn:aws:iam::ACCOUNT:root|user/..|role/..`) and STS sessions
+# (`arn:aws:sts::ACCOUNT:assumed-role/..`), in any AWS partition.
+_PRINCIPAL_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):\S+")
+
+
+def principal_account(principal: str) -> str | None:
+    """The account a principal ARN belongs to, or None when it is not an IAM/STS principal ARN."""
+    match = _PRINCIPAL_RE.fullmatch(principal)
+    return match.group(1) if match else None
+
+
 @dataclass(frozen=True)
 class Credential:
     """One SigV4 access key and the IAM principal it acts as."""
@@ -35,6 +47,16 @@ class Credential:
     access_key: str
     secret_key: str
     principal: str
+
+    @property
+    def account_id(self) -> str:
+        """The caller's account comes from its principal, never from the service's own account:
+        a principal of another account must be treated as a cross-account caller."""
+        account = principal_account(self.principal)
+        if account is None:
+            raise ConfigError(f"credential {self.access_key}: principal {self.principal!r} is not an IAM "
+                              "or STS principal ARN (arn:aws:iam::ACCOUNT:...)")
+        return account
 
 
 @dataclass
@@ -81,8 +103,8 @@ class KeyServiceConfig:
     def load(cls, path: Path | None, env: Mapping[str, str]) -> "KeyServiceConfig":
         """The file's ``[keyservice]`` table (if a file is given), then the environment."""
         table = _read_table(path) if path is not None else {}
-        config = _from_table(table)
-        return _apply_env(config, env)
+        config = _apply_env(_from_table(table), env)
+        return _with_principals(config)
 
 
 def _read_table(path: Path) -> dict[str, Any]:
@@ -119,7 +141,7 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
         values["purge_interval"] = _positive(table["purge_interval"], "purge_interval")
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
-    config.credentials = _credentials(table.get("credentials", []), config.root_principal)
+    config.credentials = _credentials(table.get("credentials", []))
     return config
 
 
@@ -140,14 +162,14 @@ def _quotas(table: Any) -> dict[str, float]:
     return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
 
 
-def _credentials(entries: Any, root_principal: str) -> tuple[Credential, ...]:
+def _credentials(entries: Any) -> tuple[Credential, ...]:
     _expect(entries, list, "[[keyservice.credentials]]")
     creds = []
     for entry in entries:
         _expect(entry, dict, "[[keyservice.credentials]]")
         access = _expect(entry.get("access_key"), str, "credentials.access_key")
         secret = _expect(entry.get("secret_key"), str, "credentials.secret_key")
-        principal = _expect(entry.get("principal", root_principal), str, "credentials.principal")
+        principal = _expect(entry.get("principal", ""), str, "credentials.principal")
         creds.append(Credential(access, secret, principal))
     return tuple(creds)
 
@@ -174,6 +196,16 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     if access and secret:
         others = tuple(c for c in config.credentials if c.access_key != access)
         config.credentials = (Credential(access, secret, config.root_principal),) + others
+    return config
+
+
+def _with_principals(config: KeyServiceConfig) -> KeyServiceConfig:
+    """Credentials without a principal act as the account root of the *final* account id (the
+    environment may change it after the file was read); every principal must name its account."""
+    config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
+                               for c in config.credentials)
+    for cred in config.credentials:
+        _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
     return config
 
 

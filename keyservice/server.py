@@ -142,7 +142,8 @@ _AUTH_ERRORS = {
 def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Credential],
                  config: KeyServiceConfig, request_id: str) -> CallContext:
     """Verify the SigV4 Authorization header, which signs the body's hash (KMS has no presigned
-    requests); the caller's principal comes from the matching configured credential."""
+    requests); the caller's principal comes from the matching configured credential, and its
+    account from that principal's ARN (another account's principal is a cross-account caller)."""
     if "authorization" not in request.headers:
         raise ProtocolError("MissingAuthenticationTokenException", "Missing Authentication Token")
     raw_path, _, raw_query = request.raw_path.partition("?")
@@ -157,7 +158,7 @@ def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Cr
             message = f"{message}: {e.message}"
         raise ProtocolError(type_, message) from None
     cred = credentials[result.access_key]
-    return CallContext(principal_arn=cred.principal, account_id=config.account_id,
+    return CallContext(principal_arn=cred.principal, account_id=cred.account_id,
                        request_id=request_id, access_key=cred.access_key, source=request.remote)
 
 

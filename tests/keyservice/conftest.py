@@ -32,7 +32,10 @@ ALICE = ("AKIAKSALICE000000001", "alice-secret-key-for-tests")
 ALICE_ARN = f"arn:aws:iam::{ACCOUNT}:user/alice"
 ADMIN = ("AKIAKSADMIN000000001", "admin-secret-key-for-tests")
 ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:user/admin"
-USERS = [(ROOT, None), (ALICE, ALICE_ARN), (ADMIN, ADMIN_ARN)]
+OTHER_ACCOUNT = "444455556666"
+OTHER = ("AKIAKSOTHER000000001", "other-account-secret-key-for-tests")
+OTHER_ARN = f"arn:aws:iam::{OTHER_ACCOUNT}:root"
+USERS = [(ROOT, None), (ALICE, ALICE_ARN), (ADMIN, ADMIN_ARN), (OTHER, OTHER_ARN)]
 ROOT_KEY_B64 = base64.b64encode(bytes(range(32))).decode()
 
 
