@@ -32,6 +32,8 @@ def s3_error_for_kms(error_type: str, message: str) -> Exception:
     error = from_kms_error(error_type, message)
     if error.status == 500:
         log.error("unexpected KMS error %s: %s", error_type, message)
+    elif error.code == "ServiceUnavailable":
+        log.error("the key service failed (%s: %s); answering 503", error_type, message)
     return error
 
 

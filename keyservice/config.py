@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from keyservice.api import KmsApi
+from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
+from keyservice.files import private_dir
 from keyservice.quota import QuotaLimiter
 from keyservice.rootkey import load_root_key
 from keyservice.service import KeyService
@@ -77,6 +78,7 @@ class KeyServiceConfig:
     tls_key_file: Path | None = None
     clock_file: Path | None = None
     purge_interval: float = DEFAULT_PURGE_INTERVAL
+    audit_on_failure: str = "refuse"     # "refuse" or "warn": cryptographic calls whose record is lost
 
     @property
     def audit_path(self) -> Path:
@@ -104,7 +106,7 @@ class KeyServiceConfig:
         """The file's ``[keyservice]`` table (if a file is given), then the environment."""
         table = _read_table(path) if path is not None else {}
         config = _apply_env(_from_table(table), env)
-        return _with_principals(config)
+        return _checked(config)
 
 
 def _read_table(path: Path) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def _read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 
 
@@ -177,6 +179,7 @@ def _credentials(entries: Any) -> tuple[Credential, ...]:
 def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceConfig:
     changes: dict[str, Any] = {}
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
+                       ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
                        ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
         if env.get(name):
@@ -199,9 +202,12 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     return config
 
 
-def _with_principals(config: KeyServiceConfig) -> KeyServiceConfig:
-    """Credentials without a principal act as the account root of the *final* account id (the
+def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
+    """Final checks once file and environment are merged. Credentials without a principal act as the account root of the *final* account id (the
     environment may change it after the file was read); every principal must name its account."""
+    if config.audit_on_failure not in AUDIT_POLICIES:
+        raise ConfigError(f"audit_on_failure must be one of {', '.join(AUDIT_POLICIES)}, "
+                          f"not {config.audit_on_failure!r}")
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:
@@ -218,12 +224,13 @@ def _number(text: str) -> float:
 
 def build_api(config: KeyServiceConfig) -> KmsApi:
     """Open the root key, the key store and service, the quotas and the audit log."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     root_key = load_root_key(key_file=config.root_key_file, env_value=config.root_key,
                              passphrase=config.root_passphrase, data_dir=config.data_dir)
     service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
                               region=config.region, clock=_clock(config))
-    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path))
+    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
+                  audit_on_failure=config.audit_on_failure)
 
 
 def _clock(config: KeyServiceConfig) -> Clock | None:

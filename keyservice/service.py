@@ -56,6 +56,8 @@ class KeyService:
     """Every KMS operation over one account's keys in one region."""
 
     OPERATIONS: frozenset[str] = frozenset(_HANDLERS)
+    # Operations that hand out or use key material; the API layer answers them only once audited.
+    CRYPTOGRAPHIC_OPERATIONS: frozenset[str] = frozenset(crypto_ops.HANDLERS)
 
     def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock) -> None:
         self.store = store
