@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keyservice.files import PRIVATE_FILE, private_dir
+from keyservice.params import shown
 
 
 class AuditContext(Protocol):
@@ -67,7 +68,8 @@ def _encryption_context(params: dict[str, Any]) -> dict[str, str] | None:
     context = params.get("EncryptionContext") if isinstance(params, dict) else None
     if not isinstance(context, dict):
         return None
-    return {str(k): str(v) for k, v in context.items()}
+    # a refused call's context may hold anything: never str() a nested value (it can recurse too deep)
+    return {shown(k): shown(v) for k, v in context.items()}
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))

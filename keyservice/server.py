@@ -89,6 +89,8 @@ def parse_params(operation: str, body: bytes) -> dict[str, Any]:
         params = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("SerializationException", "The request body is not valid JSON") from None
+    except RecursionError:  # json.loads recurses once per nesting level: [[[[... is no KMS request
+        raise ProtocolError("SerializationException", "The request body nests too deeply") from None
     if not isinstance(params, dict):
         raise ProtocolError("SerializationException", "The request body must be a JSON object")
     shape = input_shape(operation)
@@ -97,11 +99,14 @@ def parse_params(operation: str, body: bytes) -> dict[str, Any]:
     params = decode_blobs(params, shape)
     try:
         report = _VALIDATOR.validate(params, shape)
+        problems = report.generate_report() if report.has_errors() else None
     except (RuntimeError, ValueError, OverflowError, TypeError):
-        # botocore's timestamp check raises on absurd values instead of reporting them
+        # botocore's timestamp check raises on absurd values instead of reporting them, and its
+        # report prints wrong-typed values, which recurses too deep for a deeply nested one
+        # (RecursionError is a RuntimeError)
         raise ProtocolError("ValidationException", "A parameter has an invalid value") from None
-    if report.has_errors():
-        raise ProtocolError("ValidationException", report.generate_report())
+    if problems:
+        raise ProtocolError("ValidationException", problems)
     return params
 
 
