@@ -187,7 +187,8 @@ async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKe
         return await _embedded_provider(config)
     kms = config.kms
     provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
-                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS,
+                                 timeout=kms.timeout, max_attempts=kms.max_attempts)
     await provider.start()
     return provider
 

@@ -74,15 +74,16 @@ def write_config(path: Path, quotas: dict[str, float] | None = None) -> Path:
 
 
 def launch(tmp_path: Path, quotas: dict[str, float] | None = None, data_dir: Path | None = None,
-           env: dict[str, str] | None = None) -> KeyServiceProcess:
-    """Start ``python -m keyservice serve`` on a free port with its own data dir and clock file."""
+           env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> KeyServiceProcess:
+    """Start ``python -m keyservice serve`` (on a free port unless ``listen`` names one) with its own
+    data dir and clock file."""
     config = write_config(tmp_path / "keyservice.toml", quotas)
     data_dir = data_dir or tmp_path / "data"
     clock_file = tmp_path / "clock-offset"
     full_env = {"KEYSERVICE_DATA_DIR": str(data_dir), "KEYSERVICE_ROOT_KEY": ROOT_KEY_B64,
                 "KEYSERVICE_CLOCK_FILE": str(clock_file), **(env or {})}
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
-                           "--listen", "127.0.0.1:0"], full_env)
+                           "--listen", listen], full_env)
     return KeyServiceProcess(server, data_dir, data_dir / "audit.log", clock_file)
 
 
