@@ -7,7 +7,9 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway
+from tests.gateway.conftest import (GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway,
+                                    start_gateway_with_remote_kms)
+from tests.keyservice.conftest import kms_client, launch
 from tests.support.clients import s3_client
 
 FULL_DISK_AUDIT = '\n[keyservice]\naudit_log = "/dev/full"\n'
@@ -38,3 +40,23 @@ def test_put_and_get_are_503_when_the_key_service_cannot_audit(moto, upstream_s3
         assert gateway.stop() == 0, gateway.log()
     assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["before"]
     assert "its audit record cannot be written" in gateway.log()
+
+
+def test_remote_key_service_that_cannot_audit_is_503_at_the_gateway(moto, upstream_s3, tmp_path) -> None:
+    """The same through a standalone key service reached over the KMS API: its KMSInternalException
+    (500) is S3's 503 ServiceUnavailable, and nothing is stored."""
+    (tmp_path / "ks").mkdir()
+    keyservice = launch(tmp_path / "ks", env={"KEYSERVICE_AUDIT_LOG": "/dev/full"})
+    try:
+        key_arn = kms_client(keyservice.url).create_key()["KeyMetadata"]["Arn"]  # not cryptographic: answered
+        gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_arn)
+        try:
+            s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+            bucket = f"audit-full-remote-{uuid.uuid4().hex[:12]}"
+            s3.create_bucket(Bucket=bucket)
+            assert error_of(s3.put_object, Bucket=bucket, Key="k", Body=b"x") == ("ServiceUnavailable", 503)
+            assert "Contents" not in upstream_s3.list_objects_v2(Bucket=bucket)
+        finally:
+            assert gateway.stop() == 0, gateway.log()
+    finally:
+        assert keyservice.server.stop() == 0
