@@ -46,6 +46,8 @@ class KmsConfig:
     region: str = "us-east-1"
     access_key: str = ""
     secret_key: str = ""
+    timeout: float = 5.0     # seconds one remote KMS call may take in all, retries included
+    max_attempts: int = 3    # attempts per remote KMS call (first try included), within ``timeout``
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
 }
 _SECTION_ENV = {
     "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key")),
-    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key")),
+    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key", "timeout", "max_attempts")),
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -130,6 +132,17 @@ def _as_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def _as_positive(name: str, value: Any, kind: type) -> int | float:
+    """A positive number from TOML (a number) or the environment (text), as ``kind`` (int or float)."""
+    try:
+        number = kind(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number > 0 or (kind is int and isinstance(value, float)):
+        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    return number
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:
@@ -169,8 +182,14 @@ def _section(name: str, table: Mapping[str, Any], env: Mapping[str, str], cls: t
     for key in keys:
         env_name = prefix + key.upper()
         value = env[env_name] if env_name in env else table.get(key)
-        if value is not None:
-            values[key] = _as_str(f"{name}.{key} ({env_name})", value)
+        if value is None:
+            continue
+        qualified = f"{name}.{key} ({env_name})"
+        default = getattr(cls, key, "")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            values[key] = _as_positive(qualified, value, type(default))
+        else:
+            values[key] = _as_str(qualified, value)
     return cls(**values)
 
 

@@ -125,7 +125,8 @@ def legacy_bucket(upstream_s3) -> str:
     return name
 
 
-def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str) -> Server:
+def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str,
+                                  env: dict[str, str] | None = None) -> Server:
     """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
     so tests can disable keys or exhaust quotas of the key service the gateway depends on."""
     from tests.keyservice.conftest import ROOT
@@ -151,4 +152,4 @@ access_key = "{ROOT[0]}"
 secret_key = "{ROOT[1]}"
 ''')
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
-                         "--listen", "127.0.0.1:0"], timeout=60)
+                         "--listen", "127.0.0.1:0"], env, timeout=60)

@@ -89,6 +89,17 @@ def test_invalid_settings_are_refused_with_their_name(tmp_path, text, env, messa
     assert message in str(info.value)
 
 
+def test_remote_kms_time_bound_from_file_and_environment(tmp_path):
+    assert (load_config(None, {}).kms.timeout, load_config(None, {}).kms.max_attempts) == (5.0, 3)
+    path = _write(tmp_path, "[kms]\ntimeout = 2\nmax_attempts = 2\n")
+    assert (load_config(path, {}).kms.timeout, load_config(path, {}).kms.max_attempts) == (2.0, 2)
+    env = {"GATEWAY_KMS_TIMEOUT": "0.5", "GATEWAY_KMS_MAX_ATTEMPTS": "1"}
+    assert (load_config(path, env).kms.timeout, load_config(path, env).kms.max_attempts) == (0.5, 1)
+    for bad in ({"GATEWAY_KMS_TIMEOUT": "0"}, {"GATEWAY_KMS_TIMEOUT": "soon"}, {"GATEWAY_KMS_MAX_ATTEMPTS": "1.5"}):
+        with pytest.raises(ConfigError, match=r"kms\.(timeout|max_attempts) \(GATEWAY_KMS_"):
+            load_config(path, bad)
+
+
 def test_missing_config_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.toml", {})

@@ -25,11 +25,14 @@ from keyservice import blob
 from tests.gateway.conftest import _config_toml
 from tests.support.clients import s3_client
 from tests.support.process import VENV_BIN, start_server
+from tests.support.secrets import register
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "format_v1.json").read_text())
 OBJECTS = {o["name"]: o for o in VECTORS["objects"]}
 CUSTOMER_KEY = base64.b64decode(VECTORS["customer_key_b64"])
 GATEWAY_SECRET = bytes.fromhex(VECTORS["gateway_secret_hex"])
+register("format-v1 vector customer key", CUSTOMER_KEY)
+register("format-v1 vector gateway secret", GATEWAY_SECRET)
 
 
 def expected_plaintext(vector: Mapping[str, Any]) -> bytes:

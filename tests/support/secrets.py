@@ -20,6 +20,7 @@ GATEWAY_SECRET_KEY = "gateway-secret-key"
 KEYSERVICE_ROOT = ("AKIAKSROOT0000000001", "root-secret-key-for-tests")
 KEYSERVICE_ALICE = ("AKIAKSALICE000000001", "alice-secret-key-for-tests")
 KEYSERVICE_ADMIN = ("AKIAKSADMIN000000001", "admin-secret-key-for-tests")
+KEYSERVICE_OTHER = ("AKIAKSOTHER000000001", "other-account-secret-key-for-tests")  # another account's principal
 KEYSERVICE_ROOT_KEY = bytes(range(32))
 # SSE-C customer keys the tests send (raw 32 bytes; the aws CLI's is given as 32 ASCII characters).
 CUSTOMER_KEY = bytes(range(32))
@@ -81,7 +82,8 @@ def leaks(text: str, extra: dict[str, bytes] | None = None) -> list[str]:
 
 
 register("gateway client secret key", GATEWAY_SECRET_KEY, signs=True)
-for _name, (_, _secret) in (("root", KEYSERVICE_ROOT), ("alice", KEYSERVICE_ALICE), ("admin", KEYSERVICE_ADMIN)):
+for _name, (_, _secret) in (("root", KEYSERVICE_ROOT), ("alice", KEYSERVICE_ALICE), ("admin", KEYSERVICE_ADMIN),
+                            ("other account", KEYSERVICE_OTHER)):
     register(f"key service {_name} secret key", _secret, signs=True)
 register("key service root key", KEYSERVICE_ROOT_KEY)
 for _name, _key in (("customer key", CUSTOMER_KEY), ("other customer key", OTHER_CUSTOMER_KEY),
