@@ -145,7 +145,7 @@ def _expect(value: Any, kind: type, name: str) -> Any:
 
 
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a positive number")
     return float(value)
 
