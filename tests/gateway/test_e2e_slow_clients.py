@@ -100,6 +100,16 @@ def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(limited: Se
     assert IDLE_TIMEOUT - 0.2 <= seconds < IDLE_TIMEOUT + 5
 
 
+def test_kept_alive_connection_dribbling_its_next_request_is_dropped_after_the_header_timeout(limited: Server):
+    with contextlib.closing(connect(limited.url)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        assert read_response(sock, 10)[0] == 403
+        time.sleep(IDLE_TIMEOUT / 2)
+        dribble = b"GET / HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 200
+        seconds = dribble_until_closed(sock, dribble, 0.1, HEADER_TIMEOUT + 10)
+    assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+
+
 def test_upload_that_keeps_sending_slowly_outlives_the_header_and_idle_timeouts(limited: Server, client,
                                                                                limited_bucket: str):
     pieces = 6
@@ -124,6 +134,18 @@ def test_stalled_put_body_gets_request_timeout_and_nothing_is_stored_upstream(li
         assert BODY_TIMEOUT - 0.2 <= seconds < BODY_TIMEOUT + 10
         assert seconds_until_closed(sock, 5) is not None, "the connection stays open after RequestTimeout"
     assert upstream_s3.list_objects_v2(Bucket=limited_bucket)["KeyCount"] == 0
+
+
+def test_stalled_body_of_a_passed_through_request_gets_request_timeout(limited: Server, client,
+                                                                      limited_bucket: str):
+    path = f"/{limited_bucket}?tagging"
+    with contextlib.closing(stalled_upload(limited.url, path, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                                           length=4000, sent=20)) as sock:
+        status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+    assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+    with pytest.raises(ClientError) as no_tags:
+        client.get_bucket_tagging(Bucket=limited_bucket)
+    assert no_tags.value.response["Error"]["Code"] == "NoSuchTagSet"
 
 
 def test_stalled_upload_part_gets_request_timeout_and_no_part_is_stored_upstream(limited: Server, client,
