@@ -149,7 +149,7 @@ class GuardedRequestHandler(RequestHandler):
     def _waiting_for_request(self) -> bool:
         """Whether no request is being served: the connection waits for (the rest of) its next one."""
         waiter = self._waiter
-        return waiter is not None and not waiter.done() or (waiter is None and self._request_count == 0)
+        return (waiter is not None and not waiter.done()) or (waiter is None and self._request_count == 0)
 
     def _arm_header_timer(self) -> None:
         deadline = self._loop.time() + self.guard.limits.header_timeout
