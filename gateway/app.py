@@ -33,8 +33,7 @@ from gateway.handlers import buckets, copy, get_object, listing, multipart, pass
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
-from gateway.s3errors import (S3Error, error_xml, from_auth_error, internal_error, not_implemented,
-                              request_timeout, slow_down)
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
 from gateway.sigv4 import AuthError, verify
 from gateway.upstream import Upstream, UpstreamTarget
@@ -122,8 +121,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
-        if request.get(passthrough.BODY_STALLED):  # the upstream client wrapped our RequestTimeout
-            return await _answer_error(request_timeout(), request, request_id)
         log.exception("request %s failed", request_id)
         return error_response(internal_error(), request, request_id)
 

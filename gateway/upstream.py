@@ -20,7 +20,7 @@ from botocore.credentials import Credentials
 from yarl import URL
 
 from gateway.connections import RateLimitedLog
-from gateway.s3errors import slow_down
+from gateway.s3errors import S3Error, slow_down
 
 log = logging.getLogger("gateway.upstream")
 
@@ -151,3 +151,7 @@ class Upstream:
             self._busy_log.note("upstream pool busy: all %d connections in use for %ss; answering SlowDown",
                                 self._pool_size, self._pool_wait)
             raise slow_down() from None
+        except aiohttp.ClientConnectionError as exc:
+            if isinstance(exc.__cause__, S3Error):  # the body stream failed (e.g. RequestTimeout): that is
+                raise exc.__cause__ from None      # the answer, not an upstream failure
+            raise

@@ -34,8 +34,8 @@ async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body; a client that stops sending it gets S3's RequestTimeout. ``BODY_STALLED`` marks
-    the request, because the upstream client sending the body may wrap the error it raised."""
+    """The request body; a client that stops sending it gets S3's RequestTimeout, and ``BODY_STALLED``
+    on the request tells the server to close the connection after that answer."""
     try:
         async for chunk in request_body_chunks(request, CHUNK):
             yield chunk
