@@ -27,13 +27,14 @@ from aiohttp import web
 
 from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
+from gateway.connections import ConnectionGuard, GuardedAppRunner, send_and_close
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
-from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
 from gateway.sigv4 import AuthError, verify
 from gateway.upstream import Upstream, UpstreamTarget
@@ -116,7 +117,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         return await _handle(gw, request, request_id)
     except S3Error as exc:
-        return error_response(exc, request, request_id)
+        return await _answer_error(exc, request, request_id)
     except aiohttp.ClientConnectorError as exc:
         log.error("request %s: the upstream cannot be reached: %s", request_id, exc)
         return error_response(S3Error("ServiceUnavailable", "The upstream store cannot be reached", 503),
@@ -126,6 +127,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("request %s failed", request_id)
         return error_response(internal_error(), request, request_id)
+
+
+async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> web.StreamResponse:
+    """The error's answer; after a stalled body the connection is closed too, as S3 does."""
+    response = error_response(err, request, request_id)
+    if request.get(passthrough.BODY_STALLED):
+        return await send_and_close(request, response)
+    return response
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -201,12 +210,20 @@ def _with_dev_defaults(config: GatewayConfig) -> tuple[GatewayConfig, DevUpstrea
     dev = None
     if not config.upstream.url:
         dev = DevUpstream()
-        config = replace(config, upstream=dev.start(config.upstream.region))
+        config = replace(config, upstream=dev.start(config.upstream))
     if not config.credentials:
         log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
                     DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
         config = replace(config, credentials=(DEV_CREDENTIAL,))
     return config, dev
+
+
+def refusal_answer() -> bytes:
+    """The whole HTTP answer to a connection over the cap: S3's SlowDown, which SDKs retry with backoff."""
+    body = error_xml(slow_down(), request_id=new_request_id())
+    head = (f"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
 
 
 async def _listen(runner: web.AppRunner, config: GatewayConfig) -> str:
@@ -236,12 +253,15 @@ async def serve(config: GatewayConfig) -> None:
         if dev is not None:
             stack.callback(dev.stop)
         up = config.upstream
-        upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key))
+        upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
+                            pool_size=up.pool_size, pool_wait=up.pool_wait)
         await upstream.start()
         stack.push_async_callback(upstream.close)
         provider = await _key_provider(config)
         stack.push_async_callback(provider.close)
-        runner = web.AppRunner(await create_app(config, provider, upstream), handle_signals=False, access_log=None)
+        guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
+        runner = GuardedAppRunner(await create_app(config, provider, upstream), guard, handle_signals=False,
+                                  access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         print(f"listening on {await _listen(runner, config)}", flush=True)
