@@ -34,17 +34,25 @@ _SPECIAL_PAYLOADS = frozenset(
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _UNRESERVED = "-_.~"
+# x-amz-* headers S3 accepts unsigned (see check_amz_headers_signed).
+UNSIGNED_AMZ_HEADERS_ALLOWED = frozenset({"x-amz-content-sha256"})
 
-# Sub-resources that SigV2 puts in the CanonicalizedResource (botocore's HmacV1Auth list).
+# Sub-resources that SigV2 puts in the CanonicalizedResource: botocore's HmacV1Auth list, plus
+# MinIO's additions (`encryption`, `legal-hold`, `retention`) and every other sub-resource the
+# gateway routes on (gateway/s3request.py). SigV2 signs no other query parameter, so one that
+# selects the operation but is left out could be appended to a presigned URL (`?retention` turning
+# a PutObject into a PutObjectRetention). A URL from a signer that leaves one of the extras out
+# fails verification, which is the safe way round.
 V2_SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "inventory",
-        "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
-        "partNumber", "policy", "replication", "requestPayment", "response-cache-control",
-        "response-content-disposition", "response-content-encoding", "response-content-language",
-        "response-content-type", "response-expires", "restore", "select", "select-type",
-        "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning",
-        "versions", "website",
+        "accelerate", "acl", "analytics", "attributes", "cors", "defaultObjectAcl", "delete",
+        "encryption", "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location",
+        "logging", "metrics", "notification", "object-lock", "ownershipControls", "partNumber",
+        "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+        "response-cache-control", "response-content-disposition", "response-content-encoding",
+        "response-content-language", "response-content-type", "response-expires", "restore",
+        "retention", "select", "select-type", "storageClass", "tagging", "torrent", "uploadId",
+        "uploads", "versionId", "versioning", "versions", "website",
     }
 )
 
@@ -255,6 +263,33 @@ class ChunkSignatureVerifier:
         self.previous_signature = expected
 
 
+# ---------------------------------------------------------------------------- query-borne headers
+
+# Query parameters of SigV4 query auth that are not request headers.
+_V4_QUERY_AUTH = frozenset({
+    "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
+    "x-amz-signature", "x-amz-security-token", "x-amz-content-sha256",
+})
+
+
+def query_borne_headers(scheme: str, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request headers a presigned URL carries in its query, as (lower-case name, value).
+
+    Presigners put header values in the query (botocore's SigV2 signer moves every x-amz-*,
+    Content-Type and Content-MD5 header there; JS v3 hoists x-amz-* into SigV4 URLs), and S3
+    applies them as headers. Both schemes sign them there (SigV4 signs the whole query, SigV2's
+    string to sign takes them from the query when no header of the name is sent), so the caller
+    may apply them as headers; without that, e.g. a SigV2 URL's user metadata would be dropped and
+    its SSE-C key forwarded upstream in the query. Header-authenticated requests carry none."""
+    if scheme == "v4-query":
+        return [(k.lower(), v) for k, v in pairs
+                if k.lower().startswith("x-amz-") and k.lower() not in _V4_QUERY_AUTH]
+    if scheme == "v2-query":
+        return [(k.lower(), v) for k, v in pairs
+                if k.lower().startswith("x-amz-") or k.lower() in ("content-type", "content-md5")]
+    return []
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -433,25 +468,35 @@ def _check_presign_window(request: _V4Request, signed_at: float, now: float, max
 
 
 def _check_signed_headers(request: _V4Request, headers: Mapping[str, str], service: str) -> None:
-    """`host` must be signed, and in S3 header auth every x-amz-* header sent must be signed (as
-    S3 requires), so no one can add e.g. SSE headers to a captured request."""
+    """`host` must be signed, and in S3 every x-amz-* header sent must be signed, whatever the
+    scheme (as S3 requires): otherwise whoever holds a presigned URL or a captured request could
+    add e.g. `x-amz-copy-source` (turning a PutObject into a CopyObject), metadata or SSE headers."""
     signed = request.signed_headers
     error = _malformed if request.scheme == "v4-header" else _query_error
     if list(signed) != sorted(set(signed)) or any(n != n.lower() or not n for n in signed):
         raise error("SignedHeaders must be lower-case, sorted and unique.")
     if "host" not in signed:
         raise error("the host header must be signed.")
-    if request.scheme == "v4-header" and service == "s3":
-        unsigned = sorted(
-            {n.lower() for n in headers.keys() if n.lower().startswith("x-amz-")} - set(signed)
+    if service == "s3":
+        check_amz_headers_signed(headers, signed)
+
+
+def check_amz_headers_signed(headers: Mapping[str, str], signed: Iterable[str]) -> None:
+    """403 AccessDenied with S3's HeadersNotSigned list when an x-amz-* header is not signed.
+
+    Only `x-amz-content-sha256` is exempt, as S3 exempts it: its value is the payload hash of
+    the canonical request, so changing it already breaks the signature."""
+    unsigned = sorted(
+        {n.lower() for n in headers.keys() if n.lower().startswith("x-amz-")}
+        - set(signed) - UNSIGNED_AMZ_HEADERS_ALLOWED
+    )
+    if unsigned:
+        raise AuthError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            403,
+            HeadersNotSigned=", ".join(unsigned),
         )
-        if unsigned:
-            raise AuthError(
-                "AccessDenied",
-                "There were headers present in the request which were not signed",
-                403,
-                HeadersNotSigned=", ".join(unsigned),
-            )
 
 
 def _payload_hash(request: _V4Request, headers: Mapping[str, str], service: str,
