@@ -26,14 +26,19 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PRESIGN_EXPIRES = 604800
+_MAX_V2_EXPIRES = 253402300799  # 9999-12-31T23:59:59Z, the last second time.gmtime() renders
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 _SPECIAL_PAYLOADS = frozenset(
     {UNSIGNED_PAYLOAD, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER}
 )
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _UNRESERVED = "-_.~"
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your key and signing method."
+)
 # x-amz-* headers S3 accepts unsigned (see check_amz_headers_signed).
 UNSIGNED_AMZ_HEADERS_ALLOWED = frozenset({"x-amz-content-sha256"})
 
@@ -119,18 +124,39 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
     Cached (bounded; one entry per credential, day and scope): the four HMACs were a large share
     of each request's verification cost, and the key only changes daily."""
-    key = ("AWS4" + secret).encode()
+    key = _wire_bytes("AWS4" + secret)
     for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.new(key, _wire_bytes(part), hashlib.sha256).digest()
     return key
 
 
+def _wire_bytes(text: str) -> bytes:
+    """The bytes a client sent, and signed. aiohttp decodes header values as UTF-8 with
+    surrogateescape, so a non-UTF-8 byte arrives as a lone surrogate that plain `.encode()`
+    rejects (a 500 instead of a verdict); this restores the byte. A surrogate no wire byte
+    decodes to cannot have been signed by anyone."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise AuthError("SignatureDoesNotMatch", SIGNATURE_MISMATCH, 403) from None
+
+
 def _hmac_hex(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, _wire_bytes(message), hashlib.sha256).hexdigest()
 
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _decimal(value: str, cap: int) -> int | None:
+    """An ASCII decimal number, at most `cap`; None for anything else. `str.isdigit()` is no test
+    (it accepts "²", which `int()` refuses), and `int()` refuses more than 4300 digits: a number
+    that long is only ever too big, so it is `cap`."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0") or "0"
+    return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
 
 
 def _parse_query(raw_query: str) -> list[tuple[str, str]]:
@@ -256,8 +282,7 @@ class ChunkSignatureVerifier:
         if not hmac.compare_digest(expected, provided.strip().lower()):
             raise AuthError(
                 "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your key and signing method.",
+                SIGNATURE_MISMATCH,
                 403,
             )
         self.previous_signature = expected
@@ -392,13 +417,13 @@ def _parse_query_auth(pairs: list[tuple[str, str]]) -> _V4Request:
         )
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise _query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
-    expires = params["X-Amz-Expires"]
-    if not expires.isdigit():
+    expires = _decimal(params["X-Amz-Expires"], MAX_PRESIGN_EXPIRES + 1)
+    if expires is None:
         raise _query_error("X-Amz-Expires should be a number")
-    if not 1 <= int(expires) <= MAX_PRESIGN_EXPIRES:
+    if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
         raise _query_error(
             "X-Amz-Expires must be less than a week (in seconds) that is 604800"
-            if int(expires) > MAX_PRESIGN_EXPIRES
+            if expires > MAX_PRESIGN_EXPIRES
             else "X-Amz-Expires must be non-negative"
         )
     return _V4Request(
@@ -410,7 +435,7 @@ def _parse_query_auth(pairs: list[tuple[str, str]]) -> _V4Request:
         signature=params["X-Amz-Signature"],
         amz_date=params["X-Amz-Date"],
         scheme="v4-query",
-        expires=int(expires),
+        expires=expires,
         query_pairs=[(k, v) for k, v in pairs if k != "X-Amz-Signature"],
     )
 
@@ -568,7 +593,7 @@ def _verify_v4(
         canonical_request = method.upper() + "\n" + uri + tail
         string_to_sign = (
             f"{ALGORITHM}\n{request.amz_date}\n{cred.scope}\n"
-            f"{_sha256_hex(canonical_request.encode())}"
+            f"{_sha256_hex(_wire_bytes(canonical_request))}"
         )
         if hmac.compare_digest(_hmac_hex(key, string_to_sign), provided):
             return AuthResult(
@@ -582,8 +607,7 @@ def _verify_v4(
     canonical_request, string_to_sign = attempts[0]
     raise AuthError(
         "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
+        SIGNATURE_MISMATCH,
         403,
         AWSAccessKeyId=cred.access_key,
         StringToSign=string_to_sign,
@@ -658,10 +682,11 @@ def _verify_v2_query(
             403,
         )
     expires = params["Expires"]
-    if not expires.isdigit():
+    expires_at = _decimal(expires, _MAX_V2_EXPIRES)
+    if expires_at is None:
         raise AuthError("AccessDenied", "Invalid date (should be seconds since epoch): " + expires, 403)
-    if now > int(expires):
-        raise AuthError("AccessDenied", "Request has expired", 403, Expires=_iso_now(int(expires)),
+    if now > expires_at:
+        raise AuthError("AccessDenied", "Request has expired", 403, Expires=_iso_now(expires_at),
                         ServerTime=_iso_now(now))
     access_key = params["AWSAccessKeyId"]
     secret = lookup_secret(access_key)
@@ -673,13 +698,12 @@ def _verify_v2_query(
     string_to_sign = v2_string_to_sign(method, raw_path, raw_query, signed_pairs, headers,
                                        expires)
     expected = base64.b64encode(
-        hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha1).digest()
+        hmac.new(_wire_bytes(secret), _wire_bytes(string_to_sign), hashlib.sha1).digest()
     ).decode()
     if not hmac.compare_digest(expected, params["Signature"]):
         raise AuthError(
             "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
+            SIGNATURE_MISMATCH,
             403,
             AWSAccessKeyId=access_key,
             StringToSign=string_to_sign,

@@ -84,7 +84,11 @@ def _upstream_query(ctx: RequestContext, upload: Upload | None) -> list[tuple[st
 
 def part_number_param(ctx: RequestContext) -> int:
     """The partNumber query parameter: 1..10000, else 400 InvalidArgument as S3 answers."""
-    value = ctx.request.rel_url.query.get("partNumber", "")
+    return parse_part_number(ctx.request.rel_url.query.get("partNumber", ""))
+
+
+def parse_part_number(value: str) -> int:
+    """A part number 1..10000 from its query value; anything else is S3's 400 InvalidArgument."""
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
     return int(value)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import pytest
@@ -583,3 +584,48 @@ def test_query_borne_headers_are_the_presigners_header_parameters():
     assert sigv4.query_borne_headers("v2-query", v2) == [("x-amz-meta-a", "1"), ("content-type", "text/plain"),
                                                          ("content-md5", "m")]
     assert sigv4.query_borne_headers("v4-header", pairs) == []
+
+
+def test_signed_header_with_a_non_utf8_byte_is_a_verdict_not_a_crash():
+    """aiohttp hands a non-UTF-8 header byte over as a lone surrogate; encoding it plainly raised
+    UnicodeEncodeError (a 500). The signature is now computed over the byte as sent."""
+    method, path, query, headers = signed_s3("PUT", headers={"x-amz-meta-a": "caf"})
+    headers["x-amz-meta-a"] = "caf\udce9"
+    err = expect_error("SignatureDoesNotMatch", 403, method, path, query, headers)
+    assert "x-amz-meta-a:caf\udce9\n" in err.extra["CanonicalRequest"]
+
+
+def test_signed_header_with_utf8_text_verifies():
+    assert check(*signed_s3("PUT", headers={"x-amz-meta-a": "café ☕"})).scheme == "v4-header"
+
+
+@pytest.mark.parametrize("expires", ["²", "٣٦٠٠", "9" * 5000])
+def test_presigned_v4_expires_that_is_not_an_ascii_number_in_range_is_query_parameters_error(expires):
+    method, path, query, headers = presigned_v4()
+    query = query.replace("X-Amz-Expires=3600", f"X-Amz-Expires={quote(expires)}")
+    expect_error("AuthorizationQueryParametersError", 400, method, path, query, headers)
+
+
+@pytest.mark.parametrize("expires", ["²", "٣٦٠٠"])
+def test_presigned_v2_expires_that_is_not_an_ascii_number_is_access_denied(expires):
+    method, path, query, headers = presigned_v2()
+    query = re.sub(r"Expires=\d+", f"Expires={quote(expires)}", query)
+    err = expect_error("AccessDenied", 403, method, path, query, headers)
+    assert err.message.startswith("Invalid date")
+
+
+def test_presigned_v2_with_a_far_future_expires_still_checks_the_signature():
+    method, path, query, headers = presigned_v2()
+    query = re.sub(r"Expires=\d+", "Expires=" + "9" * 5000, query)
+    expect_error("SignatureDoesNotMatch", 403, method, path, query, headers)
+
+
+def test_amz_date_in_another_scripts_digits_is_access_denied():
+    """`\\d` matched them, and int() reads them: such a date was accepted as a valid one."""
+    method, path, query, headers = signed_s3()
+    date = headers["x-amz-date"]
+    arabic = date.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    headers["x-amz-date"] = arabic
+    headers["Authorization"] = headers["Authorization"].replace(f"/{date[:8]}/", f"/{arabic[:8]}/")
+    err = expect_error("AccessDenied", 403, method, path, query, headers)
+    assert err.message == "AWS authentication requires a valid Date or x-amz-date header"
