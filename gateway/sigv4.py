@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from gateway.digits import parse_decimal
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -141,22 +143,18 @@ def _wire_bytes(text: str) -> bytes:
         raise AuthError("SignatureDoesNotMatch", SIGNATURE_MISMATCH, 403) from None
 
 
+def _same_signature(expected: str, provided: str) -> bool:
+    """Constant-time comparison of a computed signature with one a client sent, which may hold any
+    character (`hmac.compare_digest` raises TypeError on non-ASCII strings)."""
+    return hmac.compare_digest(expected.encode(), provided.encode("utf-8", "surrogatepass"))
+
+
 def _hmac_hex(key: bytes, message: str) -> str:
     return hmac.new(key, _wire_bytes(message), hashlib.sha256).hexdigest()
 
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _decimal(value: str, cap: int) -> int | None:
-    """An ASCII decimal number, at most `cap`; None for anything else. `str.isdigit()` is no test
-    (it accepts "²", which `int()` refuses), and `int()` refuses more than 4300 digits: a number
-    that long is only ever too big, so it is `cap`."""
-    if not (value.isascii() and value.isdigit()):
-        return None
-    digits = value.lstrip("0") or "0"
-    return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
 
 
 def _parse_query(raw_query: str) -> list[tuple[str, str]]:
@@ -279,7 +277,7 @@ class ChunkSignatureVerifier:
         self._accept(self.sign_trailer(trailer_bytes), signature)
 
     def _accept(self, expected: str, provided: str) -> None:
-        if not hmac.compare_digest(expected, provided.strip().lower()):
+        if not _same_signature(expected, provided.strip().lower()):
             raise AuthError(
                 "SignatureDoesNotMatch",
                 SIGNATURE_MISMATCH,
@@ -417,7 +415,7 @@ def _parse_query_auth(pairs: list[tuple[str, str]]) -> _V4Request:
         )
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise _query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
-    expires = _decimal(params["X-Amz-Expires"], MAX_PRESIGN_EXPIRES + 1)
+    expires = parse_decimal(params["X-Amz-Expires"], MAX_PRESIGN_EXPIRES + 1)
     if expires is None:
         raise _query_error("X-Amz-Expires should be a number")
     if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
@@ -595,7 +593,7 @@ def _verify_v4(
             f"{ALGORITHM}\n{request.amz_date}\n{cred.scope}\n"
             f"{_sha256_hex(_wire_bytes(canonical_request))}"
         )
-        if hmac.compare_digest(_hmac_hex(key, string_to_sign), provided):
+        if _same_signature(_hmac_hex(key, string_to_sign), provided):
             return AuthResult(
                 access_key=cred.access_key,
                 scheme=request.scheme,
@@ -682,7 +680,7 @@ def _verify_v2_query(
             403,
         )
     expires = params["Expires"]
-    expires_at = _decimal(expires, _MAX_V2_EXPIRES)
+    expires_at = parse_decimal(expires, _MAX_V2_EXPIRES)
     if expires_at is None:
         raise AuthError("AccessDenied", "Invalid date (should be seconds since epoch): " + expires, 403)
     if now > expires_at:
@@ -700,7 +698,7 @@ def _verify_v2_query(
     expected = base64.b64encode(
         hmac.new(_wire_bytes(secret), _wire_bytes(string_to_sign), hashlib.sha1).digest()
     ).decode()
-    if not hmac.compare_digest(expected, params["Signature"]):
+    if not _same_signature(expected, params["Signature"]):
         raise AuthError(
             "SignatureDoesNotMatch",
             SIGNATURE_MISMATCH,

@@ -49,13 +49,24 @@ def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     return objects, (text(root, "Quiet") or "").strip().lower() == "true"
 
 
+def _xml_text(value: str) -> str:
+    """XML element text that parses back to ``value``: a raw CR would be read as LF, naming
+    another key than the one checked (clients send it as `&#13;`)."""
+    return escape(value, {"\r": "&#13;"})
+
+
+def delete_body(objects: list[tuple[str, str | None]], quiet: bool) -> bytes:
+    """The DeleteObjects document for the upstream, naming exactly the keys ``parse_delete`` read."""
+    entries = "".join(f"<Object><Key>{_xml_text(key)}</Key>"
+                      + (f"<VersionId>{_xml_text(version)}</VersionId>" if version else "") + "</Object>"
+                      for key, version in objects)
+    return f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+
+
 async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str, str | None]], quiet: bool,
                        headers: dict[str, str]) -> aiohttp.ClientResponse:
     """An upstream DeleteObjects of ``objects`` (key, version), with the Content-MD5 S3 requires."""
-    entries = "".join(f"<Object><Key>{escape(key)}</Key>"
-                      + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
-                      for key, version in objects)
-    body = f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+    body = delete_body(objects, quiet)
     headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
     return await gw.upstream.request("POST", ctx.raw_path, [("delete", "")], headers, body=body,
                                      content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())

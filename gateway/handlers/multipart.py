@@ -22,6 +22,7 @@ from gateway.crypto.multipart import (MAX_PART_SIZE, MAX_PARTS, PART_OVERHEAD, M
                                       part_stored_size, seal_manifest)
 from gateway.crypto.sse import SSEC_MODE, SseRequest, WrongCustomerKey
 from gateway.crypto.stream import StreamParams
+from gateway.digits import parse_decimal
 from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext, object_path
@@ -89,9 +90,10 @@ def part_number_param(ctx: RequestContext) -> int:
 
 def parse_part_number(value: str) -> int:
     """A part number 1..10000 from its query value; anything else is S3's 400 InvalidArgument."""
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PARTS:
+    number = parse_decimal(value, MAX_PARTS + 1)
+    if number is None or not 1 <= number <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
-    return int(value)
+    return number
 
 
 async def upload_object_key(gw: Gateway, ctx: RequestContext, upload: Upload) -> bytes:
@@ -188,11 +190,12 @@ def parse_complete(body: bytes) -> list[_RequestedPart]:
     parts = []
     for element in children(root, "Part"):
         number, etag = text(element, "PartNumber"), text(element, "ETag")
-        if number is None or etag is None or not (number.strip().isascii() and number.strip().isdigit()):
+        parsed = None if number is None else parse_decimal(number.strip(), MAX_PARTS + 1)
+        if parsed is None or etag is None:
             raise malformed_xml()
         checksums = {_CHECKSUM_ELEMENTS[local(item.tag)]: (item.text or "").strip()
                      for item in element if local(item.tag) in _CHECKSUM_ELEMENTS}
-        parts.append(_RequestedPart(int(number), etag.strip(), checksums))
+        parts.append(_RequestedPart(parsed, etag.strip(), checksums))
     if not parts:
         raise malformed_xml()
     numbers = [part.number for part in parts]

@@ -629,3 +629,14 @@ def test_amz_date_in_another_scripts_digits_is_access_denied():
     headers["Authorization"] = headers["Authorization"].replace(f"/{date[:8]}/", f"/{arabic[:8]}/")
     err = expect_error("AccessDenied", 403, method, path, query, headers)
     assert err.message == "AWS authentication requires a valid Date or x-amz-date header"
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\udcff"])
+def test_non_ascii_signature_is_signature_does_not_match(signature):
+    """hmac.compare_digest raised TypeError (a 500) on a non-ASCII string."""
+    method, path, query, headers = signed_s3()
+    headers["Authorization"] = headers["Authorization"].rsplit("=", 1)[0] + "=" + signature
+    expect_error("SignatureDoesNotMatch", 403, method, path, query, headers)
+    method, path, query, headers = presigned_v2()
+    query = re.sub(r"Signature=[^&]+", "Signature=%C3%A9", query)
+    expect_error("SignatureDoesNotMatch", 403, method, path, query, headers)
