@@ -116,8 +116,9 @@ class _V4Request:
 
 
 def uri_encode(value: str, *, keep_slash: bool = False) -> str:
-    """AWS's URI encoding: everything but A-Za-z0-9-_.~ is %XX (upper hex), space is %20."""
-    return quote(value, safe=_UNRESERVED + ("/" if keep_slash else ""))
+    """AWS's URI encoding: everything but A-Za-z0-9-_.~ is %XX (upper hex), space is %20. A
+    surrogate-escaped byte (see `_wire_bytes`) is encoded as that byte."""
+    return quote(value, safe=_UNRESERVED + ("/" if keep_slash else ""), errors="surrogateescape")
 
 
 @functools.lru_cache(maxsize=256)

@@ -640,3 +640,10 @@ def test_non_ascii_signature_is_signature_does_not_match(signature):
     method, path, query, headers = presigned_v2()
     query = re.sub(r"Signature=[^&]+", "Signature=%C3%A9", query)
     expect_error("SignatureDoesNotMatch", 403, method, path, query, headers)
+
+
+def test_path_holding_a_surrogate_escaped_byte_is_a_verdict_not_a_crash():
+    """Found by the fuzzer: re-encoding such a path for the second canonical-URI candidate raised
+    UnicodeEncodeError."""
+    method, path, query, headers = signed_s3()
+    expect_error("SignatureDoesNotMatch", 403, method, "/bkt/%FF\udcff", query, headers)
