@@ -150,3 +150,15 @@ def test_presigned_ssec_put_encrypts_under_the_customer_key(gateway, s3, bucket,
         s3.get_object(Bucket=bucket, Key="c")
     assert info.value.response["Error"]["Code"] == "InvalidRequest"
     assert BODY not in upstream_s3.get_object(Bucket=bucket, Key="c")["Body"].read()
+
+
+def test_sigv2_query_header_value_shadowed_by_a_sent_header_is_not_used(gateway, s3, bucket, upstream_s3):
+    """SigV2 signs the header when one is sent under a query parameter's name, so the query value
+    is unsigned: it must neither act nor be forwarded upstream."""
+    url = _presign(gateway, "put_object", {"Bucket": bucket, "Key": "up", "Metadata": {"x": "signed"}}, "s3")
+    assert "x-amz-meta-x=signed" in url
+    response = requests.put(url.replace("x-amz-meta-x=signed", "x-amz-meta-x=forged"), data=BODY,
+                            headers={"x-amz-meta-x": "signed"}, timeout=30)
+    assert response.status_code == 200, response.content
+    assert s3.head_object(Bucket=bucket, Key="up")["Metadata"] == {"x": "signed"}
+    assert upstream_s3.head_object(Bucket=bucket, Key="up")["Metadata"]["x"] == "signed"
