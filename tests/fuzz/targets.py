@@ -9,6 +9,7 @@ string into those arguments, are driven by the coverage-guided fuzzer (scripts/f
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -70,6 +71,12 @@ async def _decode(body: bytes, cuts: Sequence[int], decoded_length: int | None,
     async for data in decoder:
         out += data
     return bytes(out), decoder.trailers
+
+
+def chunk_verifier() -> sigv4.ChunkSignatureVerifier:
+    """A fresh chunk-signature chain for a fixed key and seed signature."""
+    key = sigv4.signing_key(SECRET_KEY, "20231114", REGION, "s3")
+    return sigv4.ChunkSignatureVerifier(key, "20231114T221320Z", f"20231114/{REGION}/s3/aws4_request", "0" * 64)
 
 
 def decode_aws_chunked(body: bytes, cuts: Sequence[int] = (), *, decoded_length: int | None = None,
@@ -157,10 +164,10 @@ def fuzz_sigv4(data: bytes) -> None:
 
 def fuzz_awschunked(data: bytes) -> None:
     options, body = _fields(data, 2)
-    cuts = list(options[1:])
-    decoded_length = len(body) // 2 if options[:1] == b"L" else None
-    trailers = ["x-amz-checksum-crc32"] if options[:1] == b"T" else []
-    decode_aws_chunked(body, cuts, decoded_length=decoded_length, trailer_names=trailers, max_chunk_size=4096)
+    mode, cuts = options[:1], list(options[1:])
+    decode_aws_chunked(body, cuts, decoded_length=len(body) // 2 if mode == b"L" else None,
+                       trailer_names=["x-amz-checksum-crc32"] if mode == b"T" else [],
+                       verifier=chunk_verifier() if mode == b"S" else None, max_chunk_size=4096)
 
 
 def fuzz_complete(data: bytes) -> None:
@@ -223,7 +230,8 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
                       b"x-amz-content-sha256:UNSIGNED-PAYLOAD\nhost:h",
                       b"GET\0/b/k\0AWSAccessKeyId=AKIDFUZZ&Signature=abc%3D&Expires=1700000100\0host:h"],
     "awschunked": lambda: [b"T\0" + b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n",
-                           b"L\x01\x03\0" + b"3;chunk-signature=ab\r\nabc\r\n0\r\n\r\n"],
+                           b"L\x01\x03\0" + b"3;chunk-signature=ab\r\nabc\r\n0\r\n\r\n",
+                           b"S\0" + _signed_chunks(b"abc")],
     "complete": lambda: [b'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part>'
                          b'<PartNumber>1</PartNumber><ETag>"e-x"</ETag><ChecksumCRC32>AA==</ChecksumCRC32></Part>'
                          b'</CompleteMultipartUpload>'],
@@ -235,6 +243,16 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
                                     for name, value in _sample_metadata().items())],
     "uploadtokens": lambda: [b"gw1.e30.AAAAAAAAAAAAAAAAAAAAAA.up\0\"etag-" + b"A" * 48 + b"\""],
 }
+
+
+def _signed_chunks(payload: bytes) -> bytes:
+    signer = chunk_verifier()
+    out = b""
+    for chunk in (payload, b""):
+        signer.previous_signature = signer.sign_chunk(hashlib.sha256(chunk).hexdigest())
+        out += b"%x;chunk-signature=%s\r\n" % (len(chunk), signer.previous_signature.encode())
+        out += chunk + b"\r\n" if chunk else b""
+    return out + b"\r\n"
 
 
 def _sample_metadata() -> dict[str, str]:

@@ -13,7 +13,6 @@ from botocore.httpchecksum import AwsChunkedWrapper, CrtCrc32Checksum
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway import sigv4
 from gateway.crypto import metadata
 from gateway.crypto.sse import KMS_MODES, SEALED_KEY_SIZE, SSEC_MODE, SSEC_SALT_SIZE, EncryptionInfo
 from gateway.crypto.stream import StreamParams
@@ -25,14 +24,9 @@ from tests.support.properties import BOUNDED, PRINTABLE, digit_text, wire_text
 # ------------------------------------------------------------------ aws-chunked
 
 
-def _verifier() -> sigv4.ChunkSignatureVerifier:
-    key = sigv4.signing_key("secret", "20130524", "us-east-1", "s3")
-    return sigv4.ChunkSignatureVerifier(key, "20130524T000000Z", "20130524/us-east-1/s3/aws4_request", "0" * 64)
-
-
 def _frame(payload: bytes, sizes: list[int], trailers: dict[str, str], signed: bool) -> bytes:
     """Frame ``payload`` in chunks of ``sizes`` (cycled) the way SDK writers do, signed or not."""
-    signer = _verifier() if signed else None
+    signer = targets.chunk_verifier() if signed else None
     out, start, index = bytearray(), 0, 0
     while True:
         chunk = payload[start:start + sizes[index % len(sizes)]]
@@ -62,7 +56,7 @@ trailer_values = st.dictionaries(st.sampled_from(["x-amz-checksum-crc32", "x-amz
 def test_aws_chunked_bodies_decode_to_their_payload_under_any_read_split(payload, sizes, cuts, trailers, signed):
     body = _frame(payload, sizes, trailers, signed)
     decoded = targets.decode_aws_chunked(body, cuts, decoded_length=len(payload), trailer_names=list(trailers),
-                                         verifier=_verifier() if signed else None)
+                                         verifier=targets.chunk_verifier() if signed else None)
     assert decoded == (payload, trailers)
 
 
@@ -83,7 +77,7 @@ def test_botocore_framed_bodies_decode_under_any_read_split(payload, chunk_size,
 @example(b"5;chunk-signature=\xc3\xa9\r\nhello\r\n0\r\n\r\n", [], True, True)  # compare_digest TypeError
 def test_any_aws_chunked_body_decodes_or_is_refused_with_an_s3_error(body, cuts, with_length, signed):
     targets.decode_aws_chunked(body, cuts, decoded_length=5 if with_length else None,
-                               verifier=_verifier() if signed else None, max_chunk_size=4096)
+                               verifier=targets.chunk_verifier() if signed else None, max_chunk_size=4096)
 
 
 @BOUNDED
@@ -95,7 +89,7 @@ def test_altered_aws_chunked_bodies_decode_or_are_refused_with_an_s3_error(paylo
     body[position] = data.draw(st.integers(0, 255))
     decoded = targets.decode_aws_chunked(bytes(body), decoded_length=len(payload),
                                          trailer_names=["x-amz-checksum-crc32"],
-                                         verifier=_verifier() if signed else None)
+                                         verifier=targets.chunk_verifier() if signed else None)
     if signed and decoded is not None:  # a signed body cannot be altered unnoticed, except in
         assert decoded[0] == payload   # its framing's free text (hex case, extensions, trailer name case)
 
