@@ -163,3 +163,14 @@ def test_sigv2_query_header_value_shadowed_by_a_sent_header_is_not_used(gateway,
     assert response.status_code == 200, response.content
     assert s3.head_object(Bucket=bucket, Key="up")["Metadata"] == {"x": "signed"}
     assert upstream_s3.head_object(Bucket=bucket, Key="up")["Metadata"]["x"] == "signed"
+
+
+@pytest.mark.parametrize("subresource", ["retention", "legal-hold", "tagging"])
+def test_sigv2_presigned_put_with_an_appended_subresource_is_refused(gateway, s3, bucket, subresource):
+    """SigV2 signs only listed sub-resources: `?retention` appended to a presigned PutObject
+    would have made it a PutObjectRetention."""
+    s3.put_object(Bucket=bucket, Key="k", Body=BODY)
+    url = _presign(gateway, "put_object", {"Bucket": bucket, "Key": "k"}, "s3")
+    response = requests.put(f"{url}&{subresource}", data=b"<x/>", timeout=30)
+    assert (response.status_code, _error(response)["Code"]) == (403, "SignatureDoesNotMatch")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == BODY
