@@ -24,6 +24,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
@@ -36,7 +37,7 @@ from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
-from gateway.sigv4 import AuthError, verify
+from gateway.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
 from keyservice.config import KeyServiceConfig, build_api
@@ -96,11 +97,30 @@ def _authenticate(request: web.Request, config: GatewayConfig):
                   service="s3", now=time.time(), region=config.region)
 
 
+def _apply_query_headers(request: web.Request, auth: AuthResult) -> web.Request:
+    """The request as S3 reads a presigned one: header values the URL carries in its (signed) query
+    become headers, and leave the query, so they act here (metadata, SSE, copy source) and are
+    never forwarded upstream as query parameters. A header sent under the same name wins: under
+    SigV2 it is the value that was signed, under SigV4 both were."""
+    hoisted = query_borne_headers(auth.scheme, request.rel_url.query.items())
+    if not hoisted:
+        return request
+    sent = {name.lower() for name in request.headers}
+    headers = CIMultiDict(request.headers)
+    for name, value in hoisted:
+        if name not in sent:
+            headers.add(name, value)
+    names = {name for name, _ in hoisted}
+    query = [(k, v) for k, v in request.rel_url.query.items() if k.lower() not in names]
+    return request.clone(headers=headers, rel_url=request.rel_url.with_query(query))
+
+
 async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.StreamResponse:
     try:
         auth = _authenticate(request, gw.config)
     except AuthError as exc:
         raise from_auth_error(exc) from None
+    request = _apply_query_headers(request, auth)
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])

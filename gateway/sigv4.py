@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from gateway.digits import parse_decimal
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -26,25 +28,38 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PRESIGN_EXPIRES = 604800
+_MAX_V2_EXPIRES = 253402300799  # 9999-12-31T23:59:59Z, the last second time.gmtime() renders
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 _SPECIAL_PAYLOADS = frozenset(
     {UNSIGNED_PAYLOAD, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER}
 )
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _UNRESERVED = "-_.~"
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your key and signing method."
+)
+# x-amz-* headers S3 accepts unsigned (see check_amz_headers_signed).
+UNSIGNED_AMZ_HEADERS_ALLOWED = frozenset({"x-amz-content-sha256"})
 
-# Sub-resources that SigV2 puts in the CanonicalizedResource (botocore's HmacV1Auth list).
+# Sub-resources that SigV2 puts in the CanonicalizedResource: botocore's HmacV1Auth list, plus
+# MinIO's additions (`encryption`, `legal-hold`, `retention`) and every other sub-resource the
+# gateway routes on (gateway/s3request.py). SigV2 signs no other query parameter, so one that
+# selects the operation but is left out could be appended to a presigned URL (`?retention` turning
+# a PutObject into a PutObjectRetention). A URL from a signer that leaves one of the extras out
+# fails verification, which is the safe way round.
 V2_SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "inventory",
-        "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
-        "partNumber", "policy", "replication", "requestPayment", "response-cache-control",
-        "response-content-disposition", "response-content-encoding", "response-content-language",
-        "response-content-type", "response-expires", "restore", "select", "select-type",
-        "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning",
-        "versions", "website",
+        "accelerate", "acl", "analytics", "attributes", "cors", "defaultObjectAcl", "delete",
+        "encryption", "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location",
+        "logging", "metrics", "notification", "object-lock", "ownershipControls", "partNumber",
+        "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+        "response-cache-control", "response-content-disposition", "response-content-encoding",
+        "response-content-language", "response-content-type", "response-expires", "restore",
+        "retention", "select", "select-type", "storageClass", "tagging", "torrent", "uploadId",
+        "uploads", "versionId", "versioning", "versions", "website",
     }
 )
 
@@ -101,8 +116,9 @@ class _V4Request:
 
 
 def uri_encode(value: str, *, keep_slash: bool = False) -> str:
-    """AWS's URI encoding: everything but A-Za-z0-9-_.~ is %XX (upper hex), space is %20."""
-    return quote(value, safe=_UNRESERVED + ("/" if keep_slash else ""))
+    """AWS's URI encoding: everything but A-Za-z0-9-_.~ is %XX (upper hex), space is %20. A
+    surrogate-escaped byte (see `_wire_bytes`) is encoded as that byte."""
+    return quote(value, safe=_UNRESERVED + ("/" if keep_slash else ""), errors="surrogateescape")
 
 
 @functools.lru_cache(maxsize=256)
@@ -111,14 +127,31 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
     Cached (bounded; one entry per credential, day and scope): the four HMACs were a large share
     of each request's verification cost, and the key only changes daily."""
-    key = ("AWS4" + secret).encode()
+    key = _wire_bytes("AWS4" + secret)
     for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.new(key, _wire_bytes(part), hashlib.sha256).digest()
     return key
 
 
+def _wire_bytes(text: str) -> bytes:
+    """The bytes a client sent, and signed. aiohttp decodes header values as UTF-8 with
+    surrogateescape, so a non-UTF-8 byte arrives as a lone surrogate that plain `.encode()`
+    rejects (a 500 instead of a verdict); this restores the byte. A surrogate no wire byte
+    decodes to cannot have been signed by anyone."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise AuthError("SignatureDoesNotMatch", SIGNATURE_MISMATCH, 403) from None
+
+
+def _same_signature(expected: str, provided: str) -> bool:
+    """Constant-time comparison of a computed signature with one a client sent, which may hold any
+    character (`hmac.compare_digest` raises TypeError on non-ASCII strings)."""
+    return hmac.compare_digest(expected.encode(), provided.encode("utf-8", "surrogatepass"))
+
+
 def _hmac_hex(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, _wire_bytes(message), hashlib.sha256).hexdigest()
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -245,14 +278,40 @@ class ChunkSignatureVerifier:
         self._accept(self.sign_trailer(trailer_bytes), signature)
 
     def _accept(self, expected: str, provided: str) -> None:
-        if not hmac.compare_digest(expected, provided.strip().lower()):
+        if not _same_signature(expected, provided.strip().lower()):
             raise AuthError(
                 "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your key and signing method.",
+                SIGNATURE_MISMATCH,
                 403,
             )
         self.previous_signature = expected
+
+
+# ---------------------------------------------------------------------------- query-borne headers
+
+# Query parameters of SigV4 query auth that are not request headers.
+_V4_QUERY_AUTH = frozenset({
+    "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
+    "x-amz-signature", "x-amz-security-token", "x-amz-content-sha256",
+})
+
+
+def query_borne_headers(scheme: str, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request headers a presigned URL carries in its query, as (lower-case name, value).
+
+    Presigners put header values in the query (botocore's SigV2 signer moves every x-amz-*,
+    Content-Type and Content-MD5 header there; JS v3 hoists x-amz-* into SigV4 URLs), and S3
+    applies them as headers. Both schemes sign them there (SigV4 signs the whole query, SigV2's
+    string to sign takes them from the query when no header of the name is sent), so the caller
+    may apply them as headers; without that, e.g. a SigV2 URL's user metadata would be dropped and
+    its SSE-C key forwarded upstream in the query. Header-authenticated requests carry none."""
+    if scheme == "v4-query":
+        return [(k.lower(), v) for k, v in pairs
+                if k.lower().startswith("x-amz-") and k.lower() not in _V4_QUERY_AUTH]
+    if scheme == "v2-query":
+        return [(k.lower(), v) for k, v in pairs
+                if k.lower().startswith("x-amz-") or k.lower() in ("content-type", "content-md5")]
+    return []
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -357,13 +416,13 @@ def _parse_query_auth(pairs: list[tuple[str, str]]) -> _V4Request:
         )
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise _query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
-    expires = params["X-Amz-Expires"]
-    if not expires.isdigit():
+    expires = parse_decimal(params["X-Amz-Expires"], MAX_PRESIGN_EXPIRES + 1)
+    if expires is None:
         raise _query_error("X-Amz-Expires should be a number")
-    if not 1 <= int(expires) <= MAX_PRESIGN_EXPIRES:
+    if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
         raise _query_error(
             "X-Amz-Expires must be less than a week (in seconds) that is 604800"
-            if int(expires) > MAX_PRESIGN_EXPIRES
+            if expires > MAX_PRESIGN_EXPIRES
             else "X-Amz-Expires must be non-negative"
         )
     return _V4Request(
@@ -375,7 +434,7 @@ def _parse_query_auth(pairs: list[tuple[str, str]]) -> _V4Request:
         signature=params["X-Amz-Signature"],
         amz_date=params["X-Amz-Date"],
         scheme="v4-query",
-        expires=int(expires),
+        expires=expires,
         query_pairs=[(k, v) for k, v in pairs if k != "X-Amz-Signature"],
     )
 
@@ -433,25 +492,35 @@ def _check_presign_window(request: _V4Request, signed_at: float, now: float, max
 
 
 def _check_signed_headers(request: _V4Request, headers: Mapping[str, str], service: str) -> None:
-    """`host` must be signed, and in S3 header auth every x-amz-* header sent must be signed (as
-    S3 requires), so no one can add e.g. SSE headers to a captured request."""
+    """`host` must be signed, and in S3 every x-amz-* header sent must be signed, whatever the
+    scheme (as S3 requires): otherwise whoever holds a presigned URL or a captured request could
+    add e.g. `x-amz-copy-source` (turning a PutObject into a CopyObject), metadata or SSE headers."""
     signed = request.signed_headers
     error = _malformed if request.scheme == "v4-header" else _query_error
     if list(signed) != sorted(set(signed)) or any(n != n.lower() or not n for n in signed):
         raise error("SignedHeaders must be lower-case, sorted and unique.")
     if "host" not in signed:
         raise error("the host header must be signed.")
-    if request.scheme == "v4-header" and service == "s3":
-        unsigned = sorted(
-            {n.lower() for n in headers.keys() if n.lower().startswith("x-amz-")} - set(signed)
+    if service == "s3":
+        check_amz_headers_signed(headers, signed)
+
+
+def check_amz_headers_signed(headers: Mapping[str, str], signed: Iterable[str]) -> None:
+    """403 AccessDenied with S3's HeadersNotSigned list when an x-amz-* header is not signed.
+
+    Only `x-amz-content-sha256` is exempt, as S3 exempts it: its value is the payload hash of
+    the canonical request, so changing it already breaks the signature."""
+    unsigned = sorted(
+        {n.lower() for n in headers.keys() if n.lower().startswith("x-amz-")}
+        - set(signed) - UNSIGNED_AMZ_HEADERS_ALLOWED
+    )
+    if unsigned:
+        raise AuthError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            403,
+            HeadersNotSigned=", ".join(unsigned),
         )
-        if unsigned:
-            raise AuthError(
-                "AccessDenied",
-                "There were headers present in the request which were not signed",
-                403,
-                HeadersNotSigned=", ".join(unsigned),
-            )
 
 
 def _payload_hash(request: _V4Request, headers: Mapping[str, str], service: str,
@@ -523,9 +592,9 @@ def _verify_v4(
         canonical_request = method.upper() + "\n" + uri + tail
         string_to_sign = (
             f"{ALGORITHM}\n{request.amz_date}\n{cred.scope}\n"
-            f"{_sha256_hex(canonical_request.encode())}"
+            f"{_sha256_hex(_wire_bytes(canonical_request))}"
         )
-        if hmac.compare_digest(_hmac_hex(key, string_to_sign), provided):
+        if _same_signature(_hmac_hex(key, string_to_sign), provided):
             return AuthResult(
                 access_key=cred.access_key,
                 scheme=request.scheme,
@@ -537,8 +606,7 @@ def _verify_v4(
     canonical_request, string_to_sign = attempts[0]
     raise AuthError(
         "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
+        SIGNATURE_MISMATCH,
         403,
         AWSAccessKeyId=cred.access_key,
         StringToSign=string_to_sign,
@@ -613,10 +681,11 @@ def _verify_v2_query(
             403,
         )
     expires = params["Expires"]
-    if not expires.isdigit():
+    expires_at = parse_decimal(expires, _MAX_V2_EXPIRES)
+    if expires_at is None:
         raise AuthError("AccessDenied", "Invalid date (should be seconds since epoch): " + expires, 403)
-    if now > int(expires):
-        raise AuthError("AccessDenied", "Request has expired", 403, Expires=_iso_now(int(expires)),
+    if now > expires_at:
+        raise AuthError("AccessDenied", "Request has expired", 403, Expires=_iso_now(expires_at),
                         ServerTime=_iso_now(now))
     access_key = params["AWSAccessKeyId"]
     secret = lookup_secret(access_key)
@@ -628,13 +697,12 @@ def _verify_v2_query(
     string_to_sign = v2_string_to_sign(method, raw_path, raw_query, signed_pairs, headers,
                                        expires)
     expected = base64.b64encode(
-        hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha1).digest()
+        hmac.new(_wire_bytes(secret), _wire_bytes(string_to_sign), hashlib.sha1).digest()
     ).decode()
-    if not hmac.compare_digest(expected, params["Signature"]):
+    if not _same_signature(expected, params["Signature"]):
         raise AuthError(
             "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
+            SIGNATURE_MISMATCH,
             403,
             AWSAccessKeyId=access_key,
             StringToSign=string_to_sign,

@@ -21,7 +21,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Generic, Hashable, Mapping, TypeVar
+from typing import Generic, Hashable, Iterator, Mapping, TypeVar
 
 from gateway.checksums import ALGORITHMS, CHECKSUM_HEADER_PREFIX
 from gateway.crypto import metadata
@@ -44,6 +44,12 @@ def _unb64(value: str) -> bytes:
         return metadata.unb64u(value)
     except IntegrityError:
         raise ForgedToken("malformed base64") from None
+
+
+def _bare_etag(etag: str) -> str:
+    """An ETag without quotes or surrounding space; issuing and parsing must agree on it, or the
+    MAC binds one spelling and the check sees another."""
+    return etag.strip().strip('"').strip()
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class UploadTokens:
     def _mac(self, label: bytes, size: int, *fields: str | bytes) -> bytes:
         mac = hmac.new(self._secret, label, hashlib.sha256)
         for field in fields:
-            raw = field.encode() if isinstance(field, str) else field
+            raw = field.encode("utf-8", "surrogatepass") if isinstance(field, str) else field
             mac.update(len(raw).to_bytes(4, "big") + raw)
         return mac.digest()[:size]
 
@@ -107,7 +113,7 @@ class UploadTokens:
     def issue_part_etag(self, upload: Upload, part_number: int, upstream_etag: str, params: StreamParams,
                         echoed: Mapping[str, str]) -> str:
         """The quoted client ETag of a stored part; ``echoed`` are the checksum headers verified on it."""
-        bare = upstream_etag.strip().strip('"')
+        bare = _bare_etag(upstream_etag)
         checksum = b""
         for name, value in echoed.items():
             algorithm = name.lower().removeprefix(CHECKSUM_HEADER_PREFIX)
@@ -120,20 +126,40 @@ class UploadTokens:
 
     def parse_part_etag(self, upload: Upload, part_number: int, etag: str) -> PartRecord:
         """A part ETag from a Complete request: one the gateway issued, or a bare upstream ETag
-        (as ListParts shows), which names the part but pins nothing."""
-        bare = etag.strip().strip('"').strip()
-        upstream, dash, token = bare.partition("-")
-        if not dash:
-            return PartRecord(upstream, None, None)
-        raw = _unb64(token)
+        (as ListParts shows), which names the part but pins nothing.
+
+        The token follows the last dash that makes the rest a token of ours: upstream ETags may
+        hold dashes (and so may base64url), so every split is tried and the MAC decides. An ETag
+        with a token-shaped tail that verifies at no split is forged."""
+        bare = _bare_etag(etag)
+        shaped = False
+        for upstream, raw in self._token_splits(bare):
+            shaped = True
+            record = self._verified_part(upload, part_number, upstream, raw)
+            if record is not None:
+                return record
+        if shaped:
+            raise ForgedToken(f"part {part_number}'s ETag was not issued for this upload and part")
+        return PartRecord(bare, None, None)
+
+    @staticmethod
+    def _token_splits(bare: str) -> Iterator[tuple[str, bytes]]:
+        """(upstream ETag, decoded token) at each dash whose tail decodes to a token-sized value."""
+        for index in (i for i, char in enumerate(bare) if char == "-"):
+            try:
+                raw = metadata.unb64u(bare[index + 1:])
+            except IntegrityError:
+                continue
+            if len(raw) >= StreamParams.ENCODED_SIZE + _PART_MAC_SIZE:
+                yield bare[:index], raw
+
+    def _verified_part(self, upload: Upload, part_number: int, upstream: str, raw: bytes) -> PartRecord | None:
         size = StreamParams.ENCODED_SIZE
-        if len(raw) < size + _PART_MAC_SIZE:
-            raise ForgedToken("part etag too short")
         params, mac, checksum = raw[:size], raw[size:size + _PART_MAC_SIZE], raw[size + _PART_MAC_SIZE:]
         expected = self._mac(_PART_LABEL, _PART_MAC_SIZE, upload.client_id, str(part_number), upstream, params,
                              checksum)
         if not hmac.compare_digest(expected, mac):
-            raise ForgedToken(f"part {part_number}'s ETag was not issued for this upload and part")
+            return None
         recorded = (ALGORITHMS[checksum[0]], base64.b64encode(checksum[1:]).decode()) if checksum else None
         return PartRecord(upstream, StreamParams.decode(params), recorded)
 

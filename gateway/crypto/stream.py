@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.digits import parse_decimal
 from gateway.limits import MAX_PARTS
 
 SEGMENT_SIZE = 64 * 1024
@@ -206,7 +207,8 @@ def plan_range(plaintext_size: int, start: int, end: int, segment_size: int = SE
     )
 
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_FAR = 2**64  # beyond any object: a longer bound means the same as this one
 
 
 def parse_range_header(value: str, plaintext_size: int) -> tuple[int, int] | None:
@@ -222,17 +224,23 @@ def parse_range_header(value: str, plaintext_size: int) -> tuple[int, int] | Non
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
+        suffix = _bound(last)
         if suffix == 0 or plaintext_size == 0:
             raise RangeNotSatisfiable(plaintext_size)
         return max(0, plaintext_size - suffix), plaintext_size - 1
-    start = int(first)
-    end = int(last) if last else plaintext_size - 1
+    start = _bound(first)
+    end = _bound(last) if last else plaintext_size - 1
     if last and end < start:
         return None
     if start >= plaintext_size:
         raise RangeNotSatisfiable(plaintext_size)
     return start, min(end, plaintext_size - 1)
+
+
+def _bound(digits: str) -> int:
+    """A Range bound (ASCII digits, as the regex matched), however long: `int()` alone refuses
+    more than 4300 digits."""
+    return parse_decimal(digits, _FAR) or 0
 
 
 class StreamDecryptor:

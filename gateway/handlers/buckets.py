@@ -37,24 +37,41 @@ _DELETE_BATCH = 1000
 async def delete_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     """Refuse a batch naming a reserved key; forward the batch rebuilt from what was checked (so the
     upstream cannot read the client's XML differently)."""
-    root = parse_request(await read_body(ctx, MAX_DELETE_BODY), "Delete")
-    objects = [(text(item, "Key") or "", text(item, "VersionId")) for item in children(root, "Object")]
+    objects, quiet = parse_delete(await read_body(ctx, MAX_DELETE_BODY))
     if any(is_reserved_key(key) for key, _ in objects):
         raise reserved_key_denied()
-    quiet = (text(root, "Quiet") or "").strip().lower() == "true"
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
     upstream = await _post_delete(gw, ctx, objects, quiet, headers)
     async with upstream:
         return await relay(ctx, upstream)
 
 
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """A DeleteObjects body: the (key, version id or None) of each Object, and Quiet; anything
+    that is not such a document is S3's MalformedXML."""
+    root = parse_request(body, "Delete")
+    objects = [(text(item, "Key") or "", text(item, "VersionId")) for item in children(root, "Object")]
+    return objects, (text(root, "Quiet") or "").strip().lower() == "true"
+
+
+def _xml_text(value: str) -> str:
+    """XML element text that parses back to ``value``: a raw CR would be read as LF, naming
+    another key than the one checked (clients send it as `&#13;`)."""
+    return escape(value, {"\r": "&#13;"})
+
+
+def delete_body(objects: list[tuple[str, str | None]], quiet: bool) -> bytes:
+    """The DeleteObjects document for the upstream, naming exactly the keys ``parse_delete`` read."""
+    entries = "".join(f"<Object><Key>{_xml_text(key)}</Key>"
+                      + (f"<VersionId>{_xml_text(version)}</VersionId>" if version else "") + "</Object>"
+                      for key, version in objects)
+    return f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+
+
 async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str, str | None]], quiet: bool,
                        headers: dict[str, str]) -> aiohttp.ClientResponse:
     """An upstream DeleteObjects of ``objects`` (key, version), with the Content-MD5 S3 requires."""
-    entries = "".join(f"<Object><Key>{escape(key)}</Key>"
-                      + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
-                      for key, version in objects)
-    body = f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+    body = delete_body(objects, quiet)
     return await send_checked_body(gw, ctx, "POST", [("delete", "")], body, headers)
 
 

@@ -21,6 +21,7 @@ from gateway.crypto import metadata
 from gateway.crypto.multipart import PART_OVERHEAD, Manifest, ManifestPart, encrypt_part, part_stored_size, seal_manifest
 from gateway.crypto.sse import SSEC_MODE, SseRequest, WrongCustomerKey
 from gateway.crypto.stream import StreamParams
+from gateway.digits import parse_decimal
 from gateway.etag import client_etag
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 from gateway.handlers import passthrough
@@ -84,10 +85,15 @@ def _upstream_query(ctx: RequestContext, upload: Upload | None) -> list[tuple[st
 
 def part_number_param(ctx: RequestContext) -> int:
     """The partNumber query parameter: 1..10000, else 400 InvalidArgument as S3 answers."""
-    value = ctx.request.rel_url.query.get("partNumber", "")
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PARTS:
+    return parse_part_number(ctx.request.rel_url.query.get("partNumber", ""))
+
+
+def parse_part_number(value: str) -> int:
+    """A part number 1..10000 from its query value; anything else is S3's 400 InvalidArgument."""
+    number = parse_decimal(value, MAX_PARTS + 1)
+    if number is None or not 1 <= number <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
-    return int(value)
+    return number
 
 
 async def upload_object_key(gw: Gateway, ctx: RequestContext, upload: Upload) -> bytes:
@@ -184,11 +190,12 @@ def parse_complete(body: bytes) -> list[_RequestedPart]:
     parts = []
     for element in children(root, "Part"):
         number, etag = text(element, "PartNumber"), text(element, "ETag")
-        if number is None or etag is None or not (number.strip().isascii() and number.strip().isdigit()):
+        parsed = None if number is None else parse_decimal(number.strip(), MAX_PARTS + 1)
+        if parsed is None or etag is None:
             raise malformed_xml()
         checksums = {_CHECKSUM_ELEMENTS[local(item.tag)]: (item.text or "").strip()
                      for item in element if local(item.tag) in _CHECKSUM_ELEMENTS}
-        parts.append(_RequestedPart(int(number), etag.strip(), checksums))
+        parts.append(_RequestedPart(parsed, etag.strip(), checksums))
     if not parts:
         raise malformed_xml()
     numbers = [part.number for part in parts]
