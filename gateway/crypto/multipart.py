@@ -201,7 +201,10 @@ def plan_reads(manifest: Manifest, span: tuple[int, int] | None) -> list[PartRea
     plain_offset = stored_offset = 0
     for part in manifest.parts:
         part_end = plain_offset + part.size - 1
-        if whole or (part.size and plain_offset <= end and part_end >= start):
+        # An empty part strictly inside the span lies between two parts the one upstream range covers,
+        # so it is read (and checked) too: its stored bytes are in the middle of that range.
+        inside_empty = not part.size and start < plain_offset <= end
+        if whole or inside_empty or (part.size and plain_offset <= end and part_end >= start):
             segment = part_segment_size(part.size)
             if whole or (start <= plain_offset and end >= part_end):
                 plan = _whole_plan(part.size, segment)

@@ -137,3 +137,18 @@ def test_any_span_of_any_part_layout_reads_exactly_its_bytes_in_one_upstream_ran
 
     assert asyncio.run(run()) == expected
     assert all(a.stored_offset < b.stored_offset for a, b in zip(reads, reads[1:]))
+
+
+def test_a_span_across_an_empty_middle_part_reads_through_its_stored_bytes():
+    """Found by the property above: sizes [65535, 0, 1], bytes 0..65535 cross an empty part whose stored
+    header, tag and padding sit inside the one upstream range (S3's 5 MiB rule keeps such objects out of
+    the gateway's own uploads, but the planner must not misread them)."""
+    manifest, body, whole = asyncio.run(_stored_parts([65535, 0, 1]))
+    reads = plan_reads(manifest, (0, 65535))
+    assert [r.part.number for r in reads] == [1, 2, 3]
+
+    async def run() -> bytes:
+        stored = body[reads[0].upstream_start:reads[-1].upstream_end + 1]
+        return b"".join([c async for c in decrypt_parts(_aiter([stored]), OBJECT_KEY, reads, None)])
+
+    assert asyncio.run(run()) == whole[:65536]
