@@ -30,12 +30,18 @@ class BucketPolicy:
     kms_key_id: str = ""
 
 
+DEFAULT_UPSTREAM_READ_TIMEOUT = 60.0
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     url: str = ""
     region: str = "us-east-1"
     access_key: str = ""
     secret_key: str = ""
+    # Seconds the upstream may stay silent while the gateway waits for an answer or the next body
+    # bytes: bounds what a half-open upstream connection holds a request (and its client) for.
+    read_timeout: float = DEFAULT_UPSTREAM_READ_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,10 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "secret_file": ("GATEWAY_SECRET_FILE", str),
 }
 _SECTION_ENV = {
-    "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key")),
+    "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key", "read_timeout")),
     "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key")),
 }
+_SECONDS = frozenset({"read_timeout"})  # section settings that are a positive number of seconds
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -126,6 +133,16 @@ def _as_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def _as_seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:
@@ -166,7 +183,8 @@ def _section(name: str, table: Mapping[str, Any], env: Mapping[str, str], cls: t
         env_name = prefix + key.upper()
         value = env[env_name] if env_name in env else table.get(key)
         if value is not None:
-            values[key] = _as_str(f"{name}.{key} ({env_name})", value)
+            qualified = f"{name}.{key} ({env_name})"
+            values[key] = _as_seconds(qualified, value) if key in _SECONDS else _as_str(qualified, value)
     return cls(**values)
 
 

@@ -74,7 +74,7 @@ def upstream_query(query: Iterable[tuple[str, str]]) -> str:
 class Upstream:
     """One connection pool to the upstream, shared by every handler."""
 
-    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100) -> None:
+    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, read_timeout: float = 60.0) -> None:
         self.target = target
         self._base = target.url.rstrip("/")
         # One signer for every request: it holds only credentials, region and service; the
@@ -82,10 +82,12 @@ class Upstream:
         self._signer = _Signer(Credentials(target.access_key, target.secret_key), "s3", target.region)
         self._session: aiohttp.ClientSession | None = None
         self._pool_size = pool_size
+        self._read_timeout = read_timeout
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+        # No total limit (objects are big), but a bound on silence: a half-open upstream fails the request.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._read_timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding", "User-Agent",
                                                                  "Content-Type"))

@@ -30,6 +30,7 @@ from botocore.model import Shape
 from botocore.validate import ParamValidator
 
 from gateway import sigv4
+from gateway.serverlog import server_logger
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.errors import KMSError
@@ -198,6 +199,8 @@ def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request
             return json_response(result, 200, request_id)
         except KMSError as e:
             return error_response(e, request_id)
+        except ConnectionError:
+            raise  # the client went away mid-request: aiohttp logs it on one line (gateway.serverlog)
         except Exception:
             log.exception("internal error in request %s", request_id)
             return error_response(KMSError("KMSInternalException", "An internal error occurred", 500),
@@ -228,7 +231,8 @@ async def serve(config: KeyServiceConfig) -> None:
     host, port = config.host_port()
     tls = _ssl_context(config)
     api = build_api(config)
-    runner = web.AppRunner(create_app(api, config), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(api, config), access_log=None, handle_signals=False,
+                           logger=server_logger())
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls)
