@@ -115,6 +115,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except S3Error as exc:
         return error_response(exc, request, request_id)
     except aiohttp.ClientError as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The client went away mid-upload, which cut the upstream request: not the upstream's failure.
+            raise ConnectionResetError(f"request {request_id}: the client went away") from None
         log.error("request %s: the upstream failed: %s: %s", request_id, type(exc).__name__, exc)
         return error_response(upstream_failure(exc), request, request_id)
     except (ConnectionError, asyncio.CancelledError):
