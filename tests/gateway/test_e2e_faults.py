@@ -283,6 +283,8 @@ def test_upload_part_reset_mid_body_fails_cleanly_and_the_part_can_be_sent_again
     if isinstance(info.value, ClientError):
         assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
     env.upstream.clear()
+    assert "Contents" not in env.direct.list_objects_v2(Bucket=env.bucket, Prefix=key)
+    assert _error(lambda: env.s3.get_object(Bucket=env.bucket, Key=key))[:2] == (404, "NoSuchKey")
     done.append({"PartNumber": 2, "ETag": env.s3.upload_part(Bucket=env.bucket, Key=key, UploadId=upload_id,
                                                              PartNumber=2, Body=last)["ETag"]})
     env.s3.complete_multipart_upload(Bucket=env.bucket, Key=key, UploadId=upload_id,
