@@ -6,6 +6,7 @@ concurrent connections; every request is SigV4-signed afresh with botocore's sig
 signed request would measure a replay, not a client). Quotas are raised so nothing throttles.
 
     .venv/bin/python bench/kms_bench.py [--seconds 3] [--concurrency 64] [--client-processes 2]
+                                        [--in-process-only] [--in-process-workers 1]
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def bench_config(data_dir: Path) -> KeyServiceConfig:
                             credentials=(Credential(*CREDS, f"arn:aws:iam::{ACCOUNT}:root"),))
 
 
-async def in_process(data_dir: Path, seconds: float) -> list[Result]:
+async def in_process(data_dir: Path, seconds: float, workers: int = 1) -> list[Result]:
+    """``workers`` concurrent callers on one loop (1: each call waits for the previous one)."""
     api = build_api(bench_config(data_dir))
     ctx = CallContext(principal_arn=f"arn:aws:iam::{ACCOUNT}:root", account_id=ACCOUNT,
                       request_id="bench", access_key=CREDS[0], source="bench")
@@ -99,8 +101,8 @@ async def in_process(data_dir: Path, seconds: float) -> list[Result]:
         async def decrypt() -> None:
             await api.call("Decrypt", {"CiphertextBlob": blob}, ctx)
 
-        return [await run_for(seconds, 1, generate, "in-process", "GenerateDataKey"),
-                await run_for(seconds, 1, decrypt, "in-process", "Decrypt")]
+        return [await run_for(seconds, workers, generate, "in-process", "GenerateDataKey"),
+                await run_for(seconds, workers, decrypt, "in-process", "Decrypt")]
     finally:
         await api.close()
 
@@ -184,7 +186,7 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) 
 
 def run(args: argparse.Namespace) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="kms-bench-") as tmp:
-        results = uvloop.run(in_process(Path(tmp) / "inproc", args.seconds))
+        results = uvloop.run(in_process(Path(tmp) / "inproc", args.seconds, args.in_process_workers))
         if not args.in_process_only:
             results += over_http(Path(tmp), args.seconds, args.concurrency, args.client_processes)
         return results
@@ -196,6 +198,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--in-process-only", action="store_true")
+    parser.add_argument("--in-process-workers", type=int, default=1,
+                        help="concurrent in-process callers (group commit shows with more than one)")
     args = parser.parse_args()
     results = run(args)
     print("| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")

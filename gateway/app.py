@@ -25,10 +25,11 @@ from typing import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, listing, multipart, passthrough, put_object
+from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
@@ -39,6 +40,7 @@ from gateway.sigv4 import AuthError, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
 from keyservice.config import KeyServiceConfig, build_api
+from keyservice.files import create_once, private_dir
 
 log = logging.getLogger("gateway")
 
@@ -65,7 +67,9 @@ HANDLERS: dict[str, Handler] = {
     "CopyObject": copy.copy_object,
     "UploadPartCopy": copy.upload_part_copy,
     "DeleteObjects": buckets.delete_objects,
+    "CreateBucket": buckets.create_bucket,
     "DeleteBucket": buckets.delete_bucket,
+    "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
@@ -144,18 +148,16 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
 
 
 def load_gateway_secret(path: Path) -> bytes:
-    """The 32-byte secret keying SSE-C key HMACs; generated (mode 0600) on first start."""
-    if path.exists():
-        secret = path.read_bytes()
-        if len(secret) != 32:
-            raise ConfigError(f"gateway secret file {path} must hold exactly 32 bytes, it holds {len(secret)}")
-        return secret
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-    log.warning("generated a new gateway secret in %s; keep it: SSE-C objects need it", path)
+    """The 32-byte secret keying SSE-C key HMACs and upload tokens; generated on first start.
+
+    Several gateways may start at once on an empty data directory: the secret is created whole
+    (temporary file, then linked into place) and every process that loses the race uses the
+    winner's, as they must share it."""
+    secret, created = create_once(path, lambda: secrets.token_bytes(32))
+    if len(secret) != 32:
+        raise ConfigError(f"gateway secret file {path} must hold exactly 32 bytes, it holds {len(secret)}")
+    if created:
+        log.warning("generated a new gateway secret in %s; keep it: SSE-C objects need it", path)
     return secret
 
 
@@ -164,7 +166,7 @@ async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | 
     """The aiohttp application around an already-started key provider and upstream."""
     secret = load_gateway_secret(config.secret_path)
     gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
-                 tokens=UploadTokens(secret))
+                 tokens=UploadTokens(secret), bucket_states=BucketStates(upstream, secret))
     app = web.Application(client_max_size=2**62)
     app[GATEWAY_KEY] = gw
     app.router.add_route("*", "/{tail:.*}", dispatch)
@@ -201,7 +203,8 @@ async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKe
         return await _embedded_provider(config)
     kms = config.kms
     provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
-                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS,
+                                 timeout=kms.timeout, max_attempts=kms.max_attempts)
     await provider.start()
     return provider
 
@@ -241,6 +244,7 @@ async def serve(config: GatewayConfig) -> None:
     Everything started is stopped again in reverse order, also when start-up fails half-way.
     """
     async with AsyncExitStack() as stack:
+        private_dir(config.data_dir)
         config, dev = _with_dev_defaults(config)
         if dev is not None:
             stack.callback(dev.stop)

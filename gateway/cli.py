@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, load_config, secrets_of
+from gateway.logsetup import configure_logging, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,13 +32,12 @@ def _run(coro) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config, os.environ, args.listen)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
     from keyservice.config import ConfigError as KeyServiceConfigError
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gateway.logsetup import parse_level
+
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
 
@@ -50,6 +52,8 @@ class KmsConfig:
     region: str = "us-east-1"
     access_key: str = ""
     secret_key: str = ""
+    timeout: float = 5.0     # seconds one remote KMS call may take in all, retries included
+    max_attempts: int = 3    # attempts per remote KMS call (first try included), within ``timeout``
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class GatewayConfig:
     default_encryption: str = "aws:kms"
     default_kms_key_id: str = ""
     secret_file: str = ""
+    log_level: str = "INFO"
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -100,12 +105,12 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "default_encryption": ("GATEWAY_DEFAULT_ENCRYPTION", str),
     "default_kms_key_id": ("GATEWAY_DEFAULT_KMS_KEY_ID", str),
     "secret_file": ("GATEWAY_SECRET_FILE", str),
+    "log_level": ("GATEWAY_LOG_LEVEL", str),
 }
 _SECTION_ENV = {
     "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key", "read_timeout")),
-    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key")),
+    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key", "timeout", "max_attempts")),
 }
-_SECONDS = frozenset({"read_timeout"})  # section settings that are a positive number of seconds
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -135,14 +140,15 @@ def _as_str(name: str, value: Any) -> str:
     return value
 
 
-def _as_seconds(name: str, value: Any) -> float:
+def _as_positive(name: str, value: Any, kind: type) -> int | float:
+    """A positive number from TOML (a number) or the environment (text), as ``kind`` (int or float)."""
     try:
-        seconds = float(value)
+        number = kind(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-    return seconds
+        number = None
+    if number is None or not number > 0 or (kind is int and isinstance(value, float)):
+        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    return number
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:
@@ -182,9 +188,14 @@ def _section(name: str, table: Mapping[str, Any], env: Mapping[str, str], cls: t
     for key in keys:
         env_name = prefix + key.upper()
         value = env[env_name] if env_name in env else table.get(key)
-        if value is not None:
-            qualified = f"{name}.{key} ({env_name})"
-            values[key] = _as_seconds(qualified, value) if key in _SECONDS else _as_str(qualified, value)
+        if value is None:
+            continue
+        qualified = f"{name}.{key} ({env_name})"
+        default = getattr(cls, key, "")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            values[key] = _as_positive(qualified, value, type(default))
+        else:
+            values[key] = _as_str(qualified, value)
     return cls(**values)
 
 
@@ -235,6 +246,15 @@ def _validate(cfg: GatewayConfig) -> None:
         raise ConfigError("upstream.access_key and upstream.secret_key are required with upstream.url")
     if cfg.kms.endpoint and not cfg.kms.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"kms.endpoint must start with http:// or https://, got {cfg.kms.endpoint!r}")
+    try:
+        parse_level(cfg.log_level)
+    except ValueError as exc:
+        raise ConfigError(f"gateway.log_level (GATEWAY_LOG_LEVEL): {exc}") from None
+
+
+def secrets_of(cfg: GatewayConfig) -> list[str]:
+    """Every secret key the settings hold, for the log filter to redact wherever it turns up."""
+    return [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:

@@ -12,17 +12,20 @@ import uuid
 from contextlib import AsyncExitStack
 from typing import Any, Awaitable, Callable, Mapping
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import DEFAULT_KEY_ALIAS
 from gateway.crypto.sse import DataKey
 from gateway.crypto.stream import IntegrityError
-from gateway.s3errors import S3Error, from_kms_error
+from gateway.s3errors import S3Error, from_kms_error, service_unavailable
 from keyservice.errors import KMSError
 from keyservice.service import CallContext
 
 log = logging.getLogger("gateway.kms")
+CONNECT_TIMEOUT = 1.0  # seconds; a key service on the network accepts a connection far faster
 
 
 def s3_error_for_kms(error_type: str, message: str) -> Exception:
@@ -32,6 +35,8 @@ def s3_error_for_kms(error_type: str, message: str) -> Exception:
     error = from_kms_error(error_type, message)
     if error.status == 500:
         log.error("unexpected KMS error %s: %s", error_type, message)
+    elif error.code == "ServiceUnavailable":
+        log.error("the key service failed (%s: %s); answering 503", error_type, message)
     return error
 
 
@@ -87,14 +92,27 @@ class EmbeddedKeyProvider:
 
 
 class RemoteKeyProvider:
-    """Any AWS-KMS-API endpoint through aiobotocore (a real KMS, or a standalone ``keyservice serve``)."""
+    """Any AWS-KMS-API endpoint through aiobotocore (a real KMS, or a standalone ``keyservice serve``).
 
-    def __init__(self, endpoint: str, region: str, access_key: str, secret_key: str, default_key_id: str) -> None:
-        self._client_args = dict(endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key or None,
-                                 aws_secret_access_key=secret_key or None)
+    A call that cannot get an answer within ``timeout`` seconds, retries included (at most
+    ``max_attempts`` tries, each connect bounded too), is S3's 503 ServiceUnavailable: a client
+    learns within a stated bound that the key service is down, instead of after botocore's default
+    minute of retries. An outage is logged once when it starts and once when it ends.
+    """
+
+    def __init__(self, endpoint: str, region: str, access_key: str, secret_key: str, default_key_id: str, *,
+                 timeout: float = 5.0, max_attempts: int = 3) -> None:
+        self._client_args = dict(
+            endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key or None,
+            aws_secret_access_key=secret_key or None,
+            config=AioConfig(connect_timeout=min(timeout, CONNECT_TIMEOUT), read_timeout=timeout,
+                             retries={"mode": "standard", "total_max_attempts": max_attempts}))
+        self.endpoint = endpoint
+        self.timeout = timeout
         self.default_key_id = default_key_id
         self._stack: Any = None
         self._client: Any = None
+        self._down = False
 
     async def start(self) -> None:
         self._stack = AsyncExitStack()
@@ -106,12 +124,28 @@ class RemoteKeyProvider:
 
     async def _call(self, method: Callable[..., Awaitable[dict]], **params: Any) -> dict[str, Any]:
         try:
-            return await method(**params)
+            async with asyncio.timeout(self.timeout):
+                result = await method(**params)
         except ClientError as exc:
+            self._reachable()
             err = exc.response.get("Error", {})
             raise s3_error_for_kms(err.get("Code", "KMSInternalException"), err.get("Message", "")) from None
-        except EndpointConnectionError:
-            raise S3Error("ServiceUnavailable", "The key service cannot be reached", 503) from None
+        except (BotoConnectionError, HTTPClientError, TimeoutError) as exc:
+            self._unreachable(exc)
+            raise service_unavailable("The key service cannot be reached") from None
+        self._reachable()
+        return result
+
+    def _unreachable(self, exc: Exception) -> None:
+        if not self._down:
+            self._down = True
+            log.error("the key service at %s gave no answer within %.1f s (%s); answering 503 ServiceUnavailable "
+                      "until it is back", self.endpoint, self.timeout, type(exc).__name__)
+
+    def _reachable(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("the key service at %s answers again", self.endpoint)
 
     async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
         out = await self._call(self._client.generate_data_key, KeyId=key_id or self.default_key_id,

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from typing import Mapping
 
 from gateway.config import GatewayConfig
@@ -28,6 +29,12 @@ COPY_SOURCE_SSEC_PREFIX = "x-amz-copy-source-server-side-encryption-customer-"
 # Every SSE header the gateway consumes; none is ever sent upstream (customer keys above all).
 SSE_HEADERS = (*DESTINATION_SSE_HEADERS,
                *(COPY_SOURCE_SSEC_PREFIX + suffix for suffix in ("algorithm", "key", "key-md5")))
+
+
+# The KeyId forms KMS accepts (key id, multi-region key id, alias name, key or alias ARN), at most 2048 chars.
+_KEY_ID = r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|mrk-[0-9a-fA-F]{32})"
+_ALIAS = r"alias/[a-zA-Z0-9/_-]{1,250}"
+_KMS_KEY_ID = re.compile(rf"{_KEY_ID}|{_ALIAS}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{{12}}:(?:key/{_KEY_ID}|{_ALIAS})")
 
 
 def _invalid(message: str, name: str, value: str = "") -> S3Error:
@@ -59,6 +66,14 @@ def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) 
         raise _invalid("The calculated MD5 hash of the key did not match the hash that was provided.",
                        SSEC_KEY_MD5)
     return key
+
+
+def _check_kms_key_id(key_id: str) -> None:
+    """A key id no KMS key can have is S3's 400 KMS.NotFoundException ("Invalid keyId ..."), found here
+    rather than passed to the key service (whose ValidationException would be a 500); junk is not echoed."""
+    if not _KMS_KEY_ID.fullmatch(key_id):
+        shown = f" {key_id}" if len(key_id) <= 256 and key_id.isprintable() and key_id.isascii() else ""
+        raise S3Error("KMS.NotFoundException", f"Invalid keyId{shown}", 400)
 
 
 def _kms_context(headers: Mapping[str, str]) -> dict[str, str]:
@@ -96,5 +111,7 @@ def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, s
     if requested not in ("aws:kms", "AES256"):
         raise _invalid("The encryption method specified is not supported", SSE, requested)
     key_id = headers.get(SSE_KMS_KEY) if requested == "aws:kms" else None
+    if key_id:
+        _check_kms_key_id(key_id)
     return SseRequest(mode=requested, kms_key_id=key_id or policy.kms_key_id or cfg.default_kms_key_id or None,
                       kms_context=_kms_context(headers), customer_key=None)

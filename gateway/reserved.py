@@ -1,4 +1,4 @@
-"""The gateway's own keys in every bucket (multipart manifests), out of the clients' reach.
+"""The gateway's own keys in every bucket (multipart manifests, the bucket state), out of the clients' reach.
 
 A client that could read, write or delete them could not forge a manifest (it is sealed), but it
 could delete one and make an object unreadable, so every path that names a key checks it here.

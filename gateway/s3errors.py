@@ -218,19 +218,24 @@ _KMS_PASSTHROUGH = frozenset(
 )
 
 
-# A key service that is there but cannot serve now: KMS's own type for it, and the bare HTTP statuses
-# SDKs report as the error type when the answer is not KMS JSON (a proxy's HTML 502/503/504 page).
-_KMS_UNAVAILABLE = frozenset({"DependencyTimeoutException", "502", "503", "504"})
+# KMS failures the caller may retry (AWS: "The request can be retried"): the key service is
+# unavailable for now, e.g. it cannot write its audit log; and the bare HTTP statuses SDKs report as
+# the error type when the answer is not KMS JSON (a proxy's HTML 502/503/504 page).
+_KMS_UNAVAILABLE = frozenset({"KMSInternalException", "DependencyTimeoutException", "502", "503", "504"})
+
+
+def service_unavailable(message: str = "The key service is unavailable. Please retry.") -> S3Error:
+    return S3Error("ServiceUnavailable", message, 503)
 
 
 def from_kms_error(type_: str, message: str) -> S3Error:
     """Map a KMS failure met while handling an S3 request to what S3 returns for it: throttling
-    to SlowDown 503, an unavailable key service to ServiceUnavailable 503 (both retryable), access
-    denial to 403, the key-state family to 400 `KMS.<type>`."""
+    to SlowDown 503, a retryable key service failure to ServiceUnavailable 503, access denial to
+    403, the key-state family to 400 `KMS.<type>`."""
     if type_ == "ThrottlingException":
         return slow_down()
     if type_ in _KMS_UNAVAILABLE:
-        return S3Error("ServiceUnavailable", "The key service is unavailable. Please try again.", 503)
+        return service_unavailable()
     if type_ == "AccessDeniedException":
         return S3Error("AccessDenied", message, 403)
     if type_ in _KMS_PASSTHROUGH:

@@ -118,3 +118,18 @@ class Upstream:
         if body is not None:
             kwargs["data"] = body
         return await self._session.request(method, URL(url, encoded=True), **kwargs)
+
+
+async def read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An upstream body, or its first ``limit`` bytes and a little more when it is longer.
+
+    ``StreamReader.read(n)`` returns whatever is buffered, not n bytes: a body arriving in several
+    pieces (a slow or busy upstream) must be read block by block to its end, or a truncated body
+    (a listing, a record) is parsed.
+    """
+    blocks: list[bytes] = []
+    size = 0
+    while size <= limit and (block := await response.content.readany()):
+        blocks.append(block)
+        size += len(block)
+    return b"".join(blocks)

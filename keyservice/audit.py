@@ -5,19 +5,25 @@ encryption context is logged (it is not secret), but never plaintext, data keys,
 blobs or key material -- the record is built from an allow-list of fields, so a new secret
 parameter cannot leak by accident.
 
-Lines go through a buffered writer flushed once per event-loop tick (or at once when no loop
-runs): a crash loses at most the calls of the current tick, and no call pays for an fsync.
+Every record is on disk (written and fsync'd) before the call it describes answers: the API layer
+refuses a cryptographic operation whose record cannot be made durable (``audit_on_failure``).
+Concurrent calls share one write+fsync (group commit) made in a worker thread.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+
+from keyservice.files import PRIVATE_FILE, private_dir
+from keyservice.params import shown
 
 
 class AuditContext(Protocol):
@@ -62,48 +68,97 @@ def _encryption_context(params: dict[str, Any]) -> dict[str, str] | None:
     context = params.get("EncryptionContext") if isinstance(params, dict) else None
     if not isinstance(context, dict):
         return None
-    return {str(k): str(v) for k, v in context.items()}
+    # a refused call's context may hold anything: never str() a nested value (it can recurse too deep)
+    return {shown(k): shown(v) for k, v in context.items()}
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
+class AuditUnavailable(OSError):
+    """An audit record could not be made durable (written and fsync'd), e.g. the disk is full."""
+
+
+@dataclass
+class _Batch:
+    """Records waiting for the next group commit, and the future their callers wait on."""
+
+    done: asyncio.Future[None]
+    lines: list[bytes] = field(default_factory=list)
+
+
 class AuditLog:
-    """Appends records to a JSON-lines file; ``close`` flushes and closes it."""
+    """Appends records to a JSON-lines file, each durable before ``append`` returns.
+
+    Group commit: records appended while a write+fsync is in flight (or in the same loop tick) go
+    out together in the next one, done in a worker thread so the event loop never blocks on the
+    disk; concurrent callers share one fsync instead of queueing for one each.
+    """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
-        self._file = open(path, "a", encoding="utf-8", buffering=1 << 16)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         self._clock = clock
-        self._flush_pending = False
+        self._pending: _Batch | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._torn = False  # a failed write may have left half a line: start the next on a new line
 
-    def record(self, ctx: AuditContext, operation: str, params: dict[str, Any], outcome: str) -> None:
-        """Write one line for a finished call (``outcome`` is "ok" or the error type)."""
-        line = _ENCODER.encode(build_record(ctx, operation, params, outcome, self._clock()))
-        self._file.write(line + "\n")
-        self._schedule_flush()
+    async def append(self, ctx: AuditContext, operation: str, params: dict[str, Any], outcome: str) -> None:
+        """Write one record for a finished call (``outcome`` is "ok" or the error type) and return
+        once it is on disk; raises ``AuditUnavailable`` when it could not be written or synced."""
+        line = _ENCODER.encode(build_record(ctx, operation, params, outcome, self._clock())) + "\n"
+        if self._pending is None:
+            self._pending = _Batch(asyncio.get_running_loop().create_future())
+            self._pending.done.add_done_callback(_retrieve)
+        batch = self._pending
+        batch.lines.append(line.encode())
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_all())
+        await asyncio.shield(batch.done)  # one cancelled caller must not fail the batch
 
-    def _schedule_flush(self) -> None:
-        if self._flush_pending:
-            return
+    async def _commit_all(self) -> None:
+        """Commit batches until none is waiting (started in a later tick, so a tick's records share one)."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._file.flush()
-            return
-        self._flush_pending = True
-        loop.call_soon(self._flush)
+            while self._pending is not None:
+                batch, self._pending = self._pending, None
+                try:
+                    await asyncio.to_thread(self._write_durably, b"".join(batch.lines))
+                except OSError as exc:
+                    batch.done.set_exception(AuditUnavailable(exc.errno, f"audit log {self.path}: {exc.strerror}"))
+                else:
+                    batch.done.set_result(None)
+        finally:
+            self._committer = None
 
-    def _flush(self) -> None:
-        self._flush_pending = False
-        if not self._file.closed:
-            self._file.flush()
+    def _write_durably(self, data: bytes) -> None:
+        if self._torn:
+            data = b"\n" + data
+        self._torn = True
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        _sync(self._fd)
+        self._torn = False
 
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+    async def close(self) -> None:
+        """Let the batch in flight finish, then close the file."""
+        while self._committer is not None:
+            await asyncio.shield(self._committer)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a batch's failure as seen even when every waiter was cancelled (no asyncio warning)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _sync(fd: int) -> None:
+    """fdatasync where there is one (the data and the file size; no timestamps), else fsync."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
 def parse_time(text: str) -> datetime:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
 import uvloop
 
+from gateway.logsetup import configure_logging, parse_level
 from keyservice.audit import filter_lines, parse_time
 from keyservice.config import ConfigError, KeyServiceConfig
 
@@ -48,15 +48,17 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = KeyServiceConfig.load(args.config, os.environ)
         if args.listen:
             config.listen = args.listen
         config.host_port()
-    except ConfigError as e:
+        level = parse_level(os.environ.get("KEYSERVICE_LOG_LEVEL"))
+    except (ConfigError, ValueError) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
+    configure_logging(level, [*(c.secret_key for c in config.credentials), config.root_key or "",
+                              config.root_passphrase or ""])
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         uvloop.run(serve(config))

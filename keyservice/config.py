@@ -5,15 +5,17 @@ The standalone server and the gateway's embedded key service read the same table
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from keyservice.api import KmsApi
+from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
+from keyservice.files import private_dir
 from keyservice.quota import QuotaLimiter
 from keyservice.rootkey import load_root_key
 from keyservice.service import KeyService
@@ -28,6 +30,17 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting is wrong."""
 
 
+# IAM principals (`arn:aws:iam::ACCOUNT:root|user/..|role/..`) and STS sessions
+# (`arn:aws:sts::ACCOUNT:assumed-role/..`), in any AWS partition.
+_PRINCIPAL_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):\S+")
+
+
+def principal_account(principal: str) -> str | None:
+    """The account a principal ARN belongs to, or None when it is not an IAM/STS principal ARN."""
+    match = _PRINCIPAL_RE.fullmatch(principal)
+    return match.group(1) if match else None
+
+
 @dataclass(frozen=True)
 class Credential:
     """One SigV4 access key and the IAM principal it acts as."""
@@ -35,6 +48,16 @@ class Credential:
     access_key: str
     secret_key: str
     principal: str
+
+    @property
+    def account_id(self) -> str:
+        """The caller's account comes from its principal, never from the service's own account:
+        a principal of another account must be treated as a cross-account caller."""
+        account = principal_account(self.principal)
+        if account is None:
+            raise ConfigError(f"credential {self.access_key}: principal {self.principal!r} is not an IAM "
+                              "or STS principal ARN (arn:aws:iam::ACCOUNT:...)")
+        return account
 
 
 @dataclass
@@ -55,6 +78,7 @@ class KeyServiceConfig:
     tls_key_file: Path | None = None
     clock_file: Path | None = None
     purge_interval: float = DEFAULT_PURGE_INTERVAL
+    audit_on_failure: str = "refuse"     # "refuse" or "warn": cryptographic calls whose record is lost
 
     @property
     def audit_path(self) -> Path:
@@ -81,8 +105,8 @@ class KeyServiceConfig:
     def load(cls, path: Path | None, env: Mapping[str, str]) -> "KeyServiceConfig":
         """The file's ``[keyservice]`` table (if a file is given), then the environment."""
         table = _read_table(path) if path is not None else {}
-        config = _from_table(table)
-        return _apply_env(config, env)
+        config = _apply_env(_from_table(table), env)
+        return _checked(config)
 
 
 def _read_table(path: Path) -> dict[str, Any]:
@@ -99,7 +123,7 @@ def _read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 
 
@@ -119,7 +143,7 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
         values["purge_interval"] = _positive(table["purge_interval"], "purge_interval")
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
-    config.credentials = _credentials(table.get("credentials", []), config.root_principal)
+    config.credentials = _credentials(table.get("credentials", []))
     return config
 
 
@@ -140,14 +164,14 @@ def _quotas(table: Any) -> dict[str, float]:
     return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
 
 
-def _credentials(entries: Any, root_principal: str) -> tuple[Credential, ...]:
+def _credentials(entries: Any) -> tuple[Credential, ...]:
     _expect(entries, list, "[[keyservice.credentials]]")
     creds = []
     for entry in entries:
         _expect(entry, dict, "[[keyservice.credentials]]")
         access = _expect(entry.get("access_key"), str, "credentials.access_key")
         secret = _expect(entry.get("secret_key"), str, "credentials.secret_key")
-        principal = _expect(entry.get("principal", root_principal), str, "credentials.principal")
+        principal = _expect(entry.get("principal", ""), str, "credentials.principal")
         creds.append(Credential(access, secret, principal))
     return tuple(creds)
 
@@ -155,6 +179,7 @@ def _credentials(entries: Any, root_principal: str) -> tuple[Credential, ...]:
 def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceConfig:
     changes: dict[str, Any] = {}
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
+                       ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
                        ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
         if env.get(name):
@@ -177,6 +202,19 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     return config
 
 
+def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
+    """Final checks once file and environment are merged. Credentials without a principal act as the account root of the *final* account id (the
+    environment may change it after the file was read); every principal must name its account."""
+    if config.audit_on_failure not in AUDIT_POLICIES:
+        raise ConfigError(f"audit_on_failure must be one of {', '.join(AUDIT_POLICIES)}, "
+                          f"not {config.audit_on_failure!r}")
+    config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
+                               for c in config.credentials)
+    for cred in config.credentials:
+        _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
+    return config
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -186,12 +224,13 @@ def _number(text: str) -> float:
 
 def build_api(config: KeyServiceConfig) -> KmsApi:
     """Open the root key, the key store and service, the quotas and the audit log."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     root_key = load_root_key(key_file=config.root_key_file, env_value=config.root_key,
                              passphrase=config.root_passphrase, data_dir=config.data_dir)
     service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
                               region=config.region, clock=_clock(config))
-    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path))
+    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
+                  audit_on_failure=config.audit_on_failure)
 
 
 def _clock(config: KeyServiceConfig) -> Clock | None:

@@ -100,7 +100,7 @@ def _decrypt_blob(svc: "KeyService", params: dict[str, Any], ctx: "CallContext",
                                                     "that was used to encrypt the ciphertext.")
     if header.key_id not in svc.keys:
         raise blobfmt.invalid_ciphertext()
-    rec = svc.resolve(header.key_id, ctx, alias_ok=False)
+    rec = svc.resolve(svc.key_arn(header.key_id), ctx, alias_ok=False)  # the blob names this account's key
     svc.authorize(rec, action, ctx, context, params.get("GrantTokens"))
     svc.require_usable(rec)
     if not rec.symmetric:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .errors import KMSError, validation
+from .params import shown
 
 GRANT_OPERATIONS = frozenset({
     "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom",
@@ -30,7 +31,7 @@ def validate_create(params: dict[str, Any]) -> None:
         raise validation("Operations is required and must be a non-empty list.")
     bad = [op for op in operations if not isinstance(op, str) or op not in GRANT_OPERATIONS]
     if bad:
-        raise validation(f"Value {bad} at 'operations' failed to satisfy constraint: "
+        raise validation(f"Value {[shown(op) for op in bad]} at 'operations' failed to satisfy constraint: "
                          f"Member must satisfy enum value set: {sorted(GRANT_OPERATIONS)}")
     constraints = params.get("Constraints") or {}
     if not isinstance(constraints, dict) or set(constraints) - {"EncryptionContextEquals", "EncryptionContextSubset"}:

@@ -69,9 +69,10 @@ def describe_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") 
 
 
 def list_keys(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    svc.require_own_account("ListKeys", ctx)
+    """The keys of the caller's account: none for a principal of another account (AWS lists only
+    the caller's own account, even when a key policy here names it)."""
     svc.purge_due_keys()
-    records = sorted(svc.keys.values(), key=lambda r: r.key_id)
+    records = [] if svc.is_foreign(ctx) else sorted(svc.keys.values(), key=lambda r: r.key_id)
     page, extra = p.paginate(records, lambda r: r.key_id, params)
     return {"Keys": [{"KeyId": r.key_id, "KeyArn": r.arn} for r in page], **extra}
 
@@ -179,7 +180,7 @@ def _save_alias(svc: "KeyService", name: str, alias: dict[str, Any]) -> None:
 
 def delete_alias(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     name = _alias_name(params)
-    alias = svc.aliases.get(name)
+    alias = None if svc.is_foreign(ctx) else svc.aliases.get(name)  # the name is in the caller's account
     if alias is None:
         raise KMSError("NotFoundException", f"Alias {svc.alias_arn(name)} is not found.")
     rec = svc.keys.get(alias["key_id"])
@@ -192,10 +193,10 @@ def delete_alias(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") 
 
 
 def list_aliases(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    svc.require_own_account("ListAliases", ctx)
+    """The aliases of the caller's account: none for a principal of another account."""
     svc.purge_due_keys()
-    names = sorted(svc.aliases)
-    if params.get("KeyId") is not None:
+    names = [] if svc.is_foreign(ctx) else sorted(svc.aliases)
+    if names and params.get("KeyId") is not None:
         key_id = svc.resolve(params["KeyId"], ctx, alias_ok=False).key_id
         names = [n for n in names if svc.aliases[n]["key_id"] == key_id]
     page, extra = p.paginate(names, lambda n: n, params, default_limit=50, max_limit=100)

@@ -31,13 +31,21 @@ def checked_str(value: Any, name: str, min_len: int, max_len: int) -> str:
     return value
 
 
+def shown(value: Any) -> str:
+    """A parameter value for an error message: scalars as they are, anything else by its type only
+    (printing a deeply nested list or map would recurse past Python's limit, and echo megabytes)."""
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
 def enum(params: dict[str, Any], name: str, allowed: Any, default: str | None = None) -> str | None:
     value = params.get(name)
     if value is None:
         return default
     if not isinstance(value, str) or value not in allowed:
-        raise validation(f"1 validation error detected: Value '{value}' at '{_camel(name)}' failed to satisfy "
-                         f"constraint: Member must satisfy enum value set: [{', '.join(sorted(allowed))}]")
+        raise validation(f"1 validation error detected: Value '{shown(value)}' at '{_camel(name)}' failed to "
+                         f"satisfy constraint: Member must satisfy enum value set: [{', '.join(sorted(allowed))}]")
     return value
 
 
@@ -61,8 +69,8 @@ def integer(params: dict[str, Any], name: str, low: int, high: int, default: int
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise validation(f"1 validation error detected: Value '{value}' at '{_camel(name)}' failed to satisfy "
-                         f"constraint: Member must have value between {low} and {high}")
+        raise validation(f"1 validation error detected: Value '{shown(value)}' at '{_camel(name)}' failed to "
+                         f"satisfy constraint: Member must have value between {low} and {high}")
     return value
 
 

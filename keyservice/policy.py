@@ -81,6 +81,8 @@ def compile_policy(text: str) -> CompiledPolicy:
         doc = json.loads(text)
     except ValueError as exc:
         raise _malformed(f"The policy is not valid JSON: {exc}") from exc
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise _malformed("The policy nests too deeply.") from None
     statements = doc.get("Statement") if isinstance(doc, dict) else None
     if isinstance(statements, dict):
         statements = [statements]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .files import create_once
+
 ROOT_KEY_BYTES = 32
 _SALT_FILE = "root.salt"
 _GENERATED_FILE = "root.key"
@@ -48,26 +50,18 @@ def _decode_key(raw: bytes, where: str) -> bytes:
 
 def _derive_from_passphrase(passphrase: str, data_dir: Path) -> bytes:
     """scrypt the passphrase with a per-deployment salt kept (not secret) in the data directory."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    salt_path = data_dir / _SALT_FILE
-    if not salt_path.exists():
-        salt_path.write_bytes(os.urandom(16))
-    kdf = Scrypt(salt=salt_path.read_bytes(), length=ROOT_KEY_BYTES, n=2**15, r=8, p=1)
+    salt, _ = create_once(data_dir / _SALT_FILE, lambda: os.urandom(16))
+    kdf = Scrypt(salt=salt, length=ROOT_KEY_BYTES, n=2**15, r=8, p=1)
     return kdf.derive(passphrase.encode())
 
 
 def _generated_dev_key(data_dir: Path) -> bytes:
-    """Create (or reuse) data_dir/root.key, warning loudly that this is not for production."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Create (or reuse) data_dir/root.key (0600, created whole even when processes race),
+    warning loudly that this is not for production."""
     path = data_dir / _GENERATED_FILE
     warning = (f"WARNING: no root key configured; using a generated key in {path}. "
                "This is for DEVELOPMENT ONLY: the key is stored next to the data it protects.")
     log.warning(warning)
     print(warning, file=sys.stderr)
-    if path.exists():
-        return _decode_key(path.read_bytes(), str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    key = os.urandom(ROOT_KEY_BYTES)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
+    key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES))
+    return _decode_key(key, str(path))

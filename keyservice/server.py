@@ -90,6 +90,8 @@ def parse_params(operation: str, body: bytes) -> dict[str, Any]:
         params = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("SerializationException", "The request body is not valid JSON") from None
+    except RecursionError:  # json.loads recurses once per nesting level: [[[[... is no KMS request
+        raise ProtocolError("SerializationException", "The request body nests too deeply") from None
     if not isinstance(params, dict):
         raise ProtocolError("SerializationException", "The request body must be a JSON object")
     shape = input_shape(operation)
@@ -98,11 +100,14 @@ def parse_params(operation: str, body: bytes) -> dict[str, Any]:
     params = decode_blobs(params, shape)
     try:
         report = _VALIDATOR.validate(params, shape)
+        problems = report.generate_report() if report.has_errors() else None
     except (RuntimeError, ValueError, OverflowError, TypeError):
-        # botocore's timestamp check raises on absurd values instead of reporting them
+        # botocore's timestamp check raises on absurd values instead of reporting them, and its
+        # report prints wrong-typed values, which recurses too deep for a deeply nested one
+        # (RecursionError is a RuntimeError)
         raise ProtocolError("ValidationException", "A parameter has an invalid value") from None
-    if report.has_errors():
-        raise ProtocolError("ValidationException", report.generate_report())
+    if problems:
+        raise ProtocolError("ValidationException", problems)
     return params
 
 
@@ -143,7 +148,8 @@ _AUTH_ERRORS = {
 def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Credential],
                  config: KeyServiceConfig, request_id: str) -> CallContext:
     """Verify the SigV4 Authorization header, which signs the body's hash (KMS has no presigned
-    requests); the caller's principal comes from the matching configured credential."""
+    requests); the caller's principal comes from the matching configured credential, and its
+    account from that principal's ARN (another account's principal is a cross-account caller)."""
     if "authorization" not in request.headers:
         raise ProtocolError("MissingAuthenticationTokenException", "Missing Authentication Token")
     raw_path, _, raw_query = request.raw_path.partition("?")
@@ -158,7 +164,7 @@ def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Cr
             message = f"{message}: {e.message}"
         raise ProtocolError(type_, message) from None
     cred = credentials[result.access_key]
-    return CallContext(principal_arn=cred.principal, account_id=config.account_id,
+    return CallContext(principal_arn=cred.principal, account_id=cred.account_id,
                        request_id=request_id, access_key=cred.access_key, source=request.remote)
 
 

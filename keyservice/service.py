@@ -43,11 +43,21 @@ Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] |
 _HANDLERS: dict[str, Handler] = {**management.HANDLERS, **crypto_ops.HANDLERS, **grant_ops.HANDLERS,
                                  **imports.HANDLERS}
 
+# The actions AWS lets a principal of another account perform on a key (each API reference page's
+# "Cross-account use: Yes"). Permission for anything else in a key policy has no effect for them.
+CROSS_ACCOUNT_ACTIONS = frozenset({
+    "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateMac", "VerifyMac", "Sign", "Verify",
+    "GetPublicKey", "DeriveSharedSecret", "DescribeKey", "CreateGrant", "ListGrants", "RetireGrant", "RevokeGrant",
+})
+
 
 class KeyService:
     """Every KMS operation over one account's keys in one region."""
 
     OPERATIONS: frozenset[str] = frozenset(_HANDLERS)
+    # Operations that hand out or use key material; the API layer answers them only once audited.
+    CRYPTOGRAPHIC_OPERATIONS: frozenset[str] = frozenset(crypto_ops.HANDLERS)
 
     def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock) -> None:
         self.store = store
@@ -138,11 +148,20 @@ class KeyService:
         return KMSError("NotFoundException", f"Key '{arn}' does not exist")
 
     # --- key lookup and checks -------------------------------------------------------------
+    def is_foreign(self, ctx: CallContext) -> bool:
+        """Whether the caller belongs to another account than the one owning every key here."""
+        return ctx.account_id != self.account_id
+
     def resolve(self, value: Any, ctx: CallContext, *, alias_ok: bool, name: str = "KeyId") -> KeyRecord:
-        """The live record for a KeyId parameter, with due time-driven changes applied first."""
+        """The live record for a KeyId parameter, with due time-driven changes applied first.
+
+        A bare key id or alias name names a key in the *caller's* account, so for a principal of
+        another account it never reaches this account's keys (AWS: NotFoundException)."""
         if not isinstance(value, str) or not 1 <= len(value) <= 2048:
             raise validation(f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' "
                              "failed to satisfy constraint: Member must have length between 1 and 2048")
+        if self.is_foreign(ctx) and not value.startswith("arn:"):
+            raise KMSError("NotFoundException", f"Key '{value}' does not exist")
         rec = self.keys.get(self._key_id_of(value, alias_ok=alias_ok))
         if rec is None or not self._maintain(rec):
             raise self.not_found(value)
@@ -154,6 +173,10 @@ class KeyService:
         """Key policy, then grants: AccessDeniedException unless something allows the call."""
         grants.check_grant_tokens(grant_tokens)
         action = f"kms:{operation}"
+        if self.is_foreign(ctx) and operation not in CROSS_ACCOUNT_ACTIONS:
+            raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
+                                                    f"{action} on resource: {rec.arn} because {action} cannot "
+                                                    "be used on a KMS key in a different AWS account")
         decision = self._policy(rec).decide(Request(ctx.principal_arn, ctx.account_id, action,
                                                     _condition_keys(ctx, context)))
         if decision is True:
@@ -167,8 +190,9 @@ class KeyService:
                                                 f"{action} on resource: {rec.arn} {why}")
 
     def require_own_account(self, operation: str, ctx: CallContext) -> None:
-        """Account-level operations (CreateKey, ListKeys...) are for principals of this account only."""
-        if ctx.account_id != self.account_id:
+        """CreateKey and ListRetirableGrants act in the caller's account, which this service does not
+        host: principals of other accounts are refused (the listings answer them with nothing)."""
+        if self.is_foreign(ctx):
             raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
                                                     f"kms:{operation} on resource: *")
 

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .files import private_dir, touch_private
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS backing_keys (
@@ -50,7 +52,8 @@ class KeyStore:
     """The SQLite database at data_dir/keys.db; each write is committed before it returns."""
 
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
+        touch_private(data_dir / "keys.db")  # SQLite makes it 0644; its -wal and -shm copy its mode
         self._aead = AESGCM(root_key)
         # Keys fingerprints of imported material (to recognise a re-import) without storing it.
         self.fingerprint_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"imported-material-fingerprint").derive(root_key)

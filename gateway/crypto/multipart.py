@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.crypto.stream import (SEGMENT_SIZE, TAG_SIZE, IntegrityError, RangePlan, StreamDecryptor,
                                    StreamEncryptor, StreamParams, ciphertext_size, plan_range, segment_count)
+from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 
 MAX_SEGMENTS_PER_PART = 512
 HEADER_SIZE = StreamParams.ENCODED_SIZE
 PART_OVERHEAD = HEADER_SIZE + TAG_SIZE * MAX_SEGMENTS_PER_PART
-MAX_PART_SIZE = 5 * 1024**3
-MAX_PARTS = 10000
+MAX_PART_SIZE = MAX_UPLOAD_SIZE
 _MANIFEST_MAGIC = b"S3GWMAN1"
 _MANIFEST_INFO = b"s3gw/v1/manifest"
 _MANIFEST_AAD = b"s3gw/v1/manifest/"

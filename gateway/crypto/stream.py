@@ -19,12 +19,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.limits import MAX_PARTS
+
 SEGMENT_SIZE = 64 * 1024
 TAG_SIZE = 16
 CIPHER_SEGMENT_SIZE = SEGMENT_SIZE + TAG_SIZE
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
-MAX_PART_NUMBER = 10000
+MAX_PART_NUMBER = MAX_PARTS
 MAX_SEGMENTS = 2**32
 SEGMENT_KEY_INFO = b"s3gw/v1/segment"
 _LAST = b"\x01"
@@ -354,9 +356,22 @@ async def encrypt_stream(chunks: AsyncIterable[bytes], encryptor: StreamEncrypto
 
 
 async def decrypt_stream(chunks: AsyncIterable[bytes], decryptor: StreamDecryptor) -> AsyncIterator[bytes]:
-    """Decrypt an async byte stream; raises IntegrityError mid-iteration, so callers abort the response."""
+    """Decrypt an async byte stream; raises IntegrityError mid-iteration, so callers abort the response.
+
+    Until the first plaintext is out, input is fed one segment's worth at a time: damage after the
+    first segment then always shows as a body cut after authentic bytes, never as an error before
+    the answer, whether the upstream delivered the object in many chunks or (having had time while
+    the data key was being decrypted) in one."""
+    started = False
     async for chunk in chunks:
-        plaintext = decryptor.update(chunk)
+        view = memoryview(chunk)
+        while view and not started:
+            plaintext = decryptor.update(view[:CIPHER_SEGMENT_SIZE])
+            view = view[CIPHER_SEGMENT_SIZE:]
+            if plaintext:
+                started = True
+                yield plaintext
+        plaintext = decryptor.update(view) if view else None
         if plaintext:
             yield plaintext
     decryptor.finalize()

@@ -1,4 +1,6 @@
-"""Bucket operations that must know about the gateway's reserved keys (multipart manifests under ``.s3gw/``).
+"""Bucket operations that must know about the gateway's reserved keys (manifests, the bucket state, under ``.s3gw/``).
+
+CreateBucket of an encrypting bucket writes its state record (the bucket holds no plaintext).
 
 DeleteObjects may not name reserved keys (a client could otherwise delete a manifest and make an object
 unreadable). DeleteBucket first removes the manifests a bucket holds once nothing else is left in it,
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from xml.sax.saxutils import escape
 
 import aiohttp
 from aiohttp import web
 
+from gateway.bucketstate import STATE_KEY
 from gateway.checksums import STRIPPED_HEADERS
-
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import read_small, relay
@@ -25,7 +28,9 @@ from gateway.s3errors import from_upstream
 from gateway.s3xml import children, parse_request, parse_response, text
 from gateway.upstream import forwardable_headers
 
+log = logging.getLogger("gateway.buckets")
 MAX_DELETE_BODY = 2 * 1024 * 1024
+MAX_CREATE_BUCKET_BODY = 64 * 1024
 _DELETE_BATCH = 1000
 
 
@@ -50,8 +55,15 @@ async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str
                       + (f"<VersionId>{escape(version)}</VersionId>" if version else "") + "</Object>"
                       for key, version in objects)
     body = f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
+    return await send_checked_body(gw, ctx, "POST", [("delete", "")], body, headers)
+
+
+async def send_checked_body(gw: Gateway, ctx: RequestContext, method: str, query: list[tuple[str, str]],
+                            body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """An upstream request with a small body the gateway checked (or built), with the Content-MD5 S3 requires
+    of such bodies; ``headers`` must not carry the client's body-integrity headers (STRIPPED_HEADERS)."""
     headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-    return await gw.upstream.request("POST", ctx.raw_path, [("delete", "")], headers, body=body,
+    return await gw.upstream.request(method, ctx.raw_path, query, headers, body=body,
                                      content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
 
 
@@ -90,4 +102,36 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     reserved = await _reserved_versions(gw, ctx)
     for start in range(0, len(reserved or []), _DELETE_BATCH):
         await _delete_batch(gw, ctx, (reserved or [])[start:start + _DELETE_BATCH])
-    return await passthrough.proxy(gw, ctx)
+    response = await passthrough.proxy(gw, ctx)
+    if response.status == 204:
+        gw.bucket_states.forget(ctx.s3.bucket)
+    return response
+
+
+async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    """CreateBucket; an encrypting bucket's state record (it holds no plaintext, gateway/bucketstate.py) is
+    written before the client hears of the bucket, so no request can find the bucket without it."""
+    if gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough":
+        return await passthrough.proxy(gw, ctx)
+    body = await read_body(ctx, MAX_CREATE_BUCKET_BODY) if ctx.request.body_exists else b""
+    headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
+    upstream = await gw.upstream.request("PUT", ctx.raw_path, ctx.query, headers, body=body or None,
+                                         content_length=len(body) if body else None,
+                                         payload_hash=hashlib.sha256(body).hexdigest())
+    async with upstream:
+        if upstream.status == 200:
+            try:
+                await _record_no_plaintext(gw, ctx)
+            except Exception as exc:  # the bucket exists: tell the client so, and the operator loudly
+                log.error("bucket %s: could not record that it holds no plaintext: %s", ctx.s3.bucket, exc)
+        return await relay(ctx, upstream)
+
+
+async def _record_no_plaintext(gw: Gateway, ctx: RequestContext) -> None:
+    """Only for a bucket with nothing but the gateway's own keys and no record yet: in us-east-1 S3 answers
+    200 to re-creating a bucket one owns, and its legacy objects must stay readable."""
+    reserved = await _reserved_versions(gw, ctx)
+    if reserved is None:
+        log.info("bucket %s already holds objects: not recording it as free of plaintext", ctx.s3.bucket)
+    elif STATE_KEY not in (key for key, _ in reserved):
+        await gw.bucket_states.record_no_plaintext(ctx.s3.bucket)

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import SseC, SseKms
@@ -24,6 +25,7 @@ class Gateway:
     sse_kms: SseKms
     sse_c: SseC
     tokens: UploadTokens
+    bucket_states: BucketStates
     upload_keys: LruCache[str, bytes] = field(default_factory=lambda: LruCache(4096))
     manifests: LruCache[tuple[str, str, bytes], Manifest] = field(default_factory=lambda: LruCache(256))
 

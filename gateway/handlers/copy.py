@@ -17,12 +17,13 @@ from aiohttp import web
 
 from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
-from gateway.crypto.multipart import MAX_PART_SIZE, Manifest
+from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import EncryptionInfo
 from gateway.crypto.stream import IntegrityError
 from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions
+from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.handlers.context import Gateway, RequestContext, object_path
 from gateway.handlers.get_object import (PinnedReader, check_unencrypted_read, decrypted, integrity_failure,
                                          load_manifest, open_object_key, plaintext_size_of)
@@ -39,7 +40,6 @@ from gateway.reserved import refuse_reserved_key
 from gateway.s3xml import local, parse_response, render, text
 from gateway.upstream import forwardable_headers
 
-MAX_COPY_SIZE = 5 * 1024**3
 _CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                     "cache-control", "expires", "x-amz-website-redirect-location")
 _COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
@@ -93,8 +93,11 @@ def _check_conditions(ctx: RequestContext, etag: str, last_modified: str | None)
         raise precondition_failed()
 
 
-async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
-    """HEAD the source, check the copy conditions, and open its object key (one KMS call)."""
+async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> Source:
+    """HEAD the source, check the copy conditions, and open its object key (one KMS call).
+
+    ``whole``: the whole source is copied (CopyObject), so one over S3's copy limit is refused from
+    the HEAD, before the KMS call."""
     bucket, key, query = _parse_copy_source(ctx.request.headers["x-amz-copy-source"])
     upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
     async with upstream:
@@ -108,8 +111,11 @@ async def open_source(gw: Gateway, ctx: RequestContext) -> Source:
             raise integrity_failure(bucket, key, exc) from None
         etag = client_etag(headers.get("ETag", "")) if info else headers.get("ETag", "")
         _check_conditions(ctx, etag, headers.get("Last-Modified"))
+        if whole and size > MAX_UPLOAD_SIZE:
+            raise invalid_request("The specified copy source is larger than the maximum allowable size for a "
+                                  f"copy source: {MAX_UPLOAD_SIZE}")
         if info is None:
-            check_unencrypted_read(gw, bucket)
+            await check_unencrypted_read(gw, bucket)
             return Source(bucket, key, query, headers.copy(), None, size, None, None)
         object_key = await open_object_key(gw, bucket, key, info, _source_customer_key(gw, ctx))
         try:
@@ -205,11 +211,8 @@ def _source_version_header(source: Source) -> dict[str, str]:
 
 async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     refuse_reserved(ctx.request.headers)
-    source = await open_source(gw, ctx)
+    source = await open_source(gw, ctx, whole=True)
     _refuse_pointless_self_copy(ctx, source)
-    if source.size > MAX_COPY_SIZE:
-        raise invalid_request("The specified copy source is larger than the maximum allowable size for a copy "
-                              f"source: {MAX_COPY_SIZE}")
     sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure)
     outcome = BodyOutcome()
     body = checked(source_plaintext(gw, source, None), BodyChecks(), outcome, source.size)
@@ -250,8 +253,8 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
         return await passthrough.proxy(gw, ctx)
     span = _copy_range(ctx, source.size)
     length = span[1] - span[0] + 1 if span else source.size
-    if length > MAX_PART_SIZE:
-        raise entity_too_large(MAX_PART_SIZE, length)
+    if length > MAX_UPLOAD_SIZE:
+        raise entity_too_large(MAX_UPLOAD_SIZE, length)
     outcome = BodyOutcome()
     body = checked(source_plaintext(gw, source, span), BodyChecks(), outcome, length)
     etag = await store_part(gw, ctx, upload, number, body, length, outcome)

@@ -63,18 +63,24 @@ def _stored_object_query(ctx: RequestContext) -> list[tuple[str, str]]:
     return [(name, value) for name, value in ctx.query if name != "partNumber"]
 
 
-def check_unencrypted_read(gw: Gateway, bucket: str) -> None:
+async def check_unencrypted_read(gw: Gateway, bucket: str) -> None:
     """Reading (or copying) an object the gateway did not encrypt: allowed in pass-through buckets,
-    elsewhere only if the configuration allows it (else anything planted upstream would be served)."""
-    plain_bucket = gw.config.bucket_policy(bucket).encryption == "passthrough"
-    if not (plain_bucket or gw.config.allow_unencrypted_reads):
+    elsewhere only if the configuration allows it (else anything planted upstream would be served), and
+    never in a bucket known to hold no plaintext (gateway/bucketstate.py): there an object without
+    metadata is an encrypted one stripped of it, and serving it would hand out its ciphertext."""
+    if gw.config.bucket_policy(bucket).encryption == "passthrough":
+        return
+    if not gw.config.allow_unencrypted_reads:
         raise access_denied("The object is not encrypted by the gateway and unencrypted reads are disabled.")
+    if await gw.bucket_states.holds_no_plaintext(bucket):
+        raise access_denied("The object is not encrypted by the gateway, and its bucket holds only objects "
+                            "the gateway encrypted.")
 
 
 async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     """An object without gateway metadata: stored before the gateway, or in a pass-through bucket,
     served as it is."""
-    check_unencrypted_read(gw, ctx.s3.bucket)
+    await check_unencrypted_read(gw, ctx.s3.bucket)
     etag = upstream.headers.get("ETag", "")
     outcome = evaluate_conditions(ctx.request.headers, etag, upstream.headers.get("Last-Modified"))
     if outcome is not None:
@@ -162,10 +168,19 @@ def _stored_size(meta: aiohttp.ClientResponse) -> int:
 
 
 def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int:
-    """Single-stream objects record it; a multipart object's follows from its size and part count."""
+    """Single-stream objects record it; a multipart object's follows from its size and part count.
+
+    The recorded size is not authenticated until the last segment opens, so it must agree with the
+    stored length here: a Content-Length goes out before the body, and a client must never be told
+    a size (0, or petabytes) the stream cannot have.
+    """
     if info.upload_tag is None:
         if info.plaintext_size is None:
             raise IntegrityError("the gateway metadata lacks the plaintext size")
+        stored = _stored_size(meta)
+        if stored != ciphertext_size(info.plaintext_size):
+            raise IntegrityError(f"the recorded plaintext size {info.plaintext_size} does not fit the "
+                                 f"stored length {stored}")
         return info.plaintext_size
     count = part_count_from_etag(meta.headers.get("ETag", ""))
     if count is None:

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from gateway.checksums import ALGORITHMS, STRIPPED_HEADERS, BodyChecks
 from gateway.crypto import metadata
-from gateway.crypto.multipart import (MAX_PART_SIZE, MAX_PARTS, PART_OVERHEAD, Manifest, ManifestPart, encrypt_part,
-                                      part_stored_size, seal_manifest)
+from gateway.crypto.multipart import PART_OVERHEAD, Manifest, ManifestPart, encrypt_part, part_stored_size, seal_manifest
 from gateway.crypto.sse import SSEC_MODE, SseRequest, WrongCustomerKey
 from gateway.crypto.stream import StreamParams
 from gateway.etag import client_etag
+from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext, object_path
 from gateway.handlers.passthrough import error_answer, read_small, relay, response_headers
@@ -142,8 +142,8 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
 async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_number: int,
                      body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> str:
     """Encrypt and store one part; its client ETag (an upstream refusal is raised as its S3 error)."""
-    if length > MAX_PART_SIZE:
-        raise entity_too_large(MAX_PART_SIZE, length)
+    if length > MAX_UPLOAD_SIZE:
+        raise entity_too_large(MAX_UPLOAD_SIZE, length)
     object_key = await upload_object_key(gw, ctx, upload)
     params = StreamParams.new()
     stored = encrypt_part(body, object_key, part_number, length, params)

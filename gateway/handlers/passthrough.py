@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.policy import SSE_HEADERS
 from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error
-from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers
+from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
 CHUNK = 256 * 1024
@@ -135,24 +135,9 @@ async def proxy(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] |
         return await relay(ctx, upstream)
 
 
-async def _read_up_to(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or its first ``limit`` bytes and a little more when it is longer.
-
-    ``StreamReader.read(n)`` returns whatever is buffered, not n bytes: a body arriving in several
-    pieces (a slow or busy upstream) must be read block by block to its end, or a truncated listing
-    is parsed.
-    """
-    blocks: list[bytes] = []
-    size = 0
-    while size <= limit and (block := await upstream.content.readany()):
-        blocks.append(block)
-        size += len(block)
-    return b"".join(blocks)
-
-
 async def read_small(upstream: aiohttp.ClientResponse, limit: int = 64 * 1024 * 1024) -> bytes:
     """A small XML body in full (listings are at most 1000 entries)."""
-    body = await _read_up_to(upstream, limit)
+    body = await read_up_to(upstream, limit)
     if len(body) > limit:
         raise S3Error("InternalError", "The upstream response is too large to rewrite", 500)
     return body
@@ -161,4 +146,4 @@ async def read_small(upstream: aiohttp.ClientResponse, limit: int = 64 * 1024 * 
 async def read_error_body(upstream: aiohttp.ClientResponse) -> bytes:
     """An upstream error answer's body, cut after ERROR_BODY_LIMIT bytes (S3's are a few hundred bytes;
     anything longer is no S3 error document and is never relayed)."""
-    return await _read_up_to(upstream, ERROR_BODY_LIMIT)
+    return await read_up_to(upstream, ERROR_BODY_LIMIT)

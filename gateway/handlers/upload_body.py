@@ -16,6 +16,7 @@ from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import request_chunks
+from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.s3errors import S3Error, entity_too_large, incomplete_body, invalid_argument, missing_content_length
 
 USER_METADATA_LIMIT = 2048
@@ -41,12 +42,17 @@ def is_framed(ctx: RequestContext) -> bool:
 
 
 def plaintext_length(headers: Mapping[str, str], framed: bool) -> int:
-    """The object's size: X-Amz-Decoded-Content-Length for aws-chunked bodies, else Content-Length."""
+    """The object's size: X-Amz-Decoded-Content-Length for aws-chunked bodies, else Content-Length.
+
+    Over S3's 5 GiB limit is EntityTooLarge here, from the headers alone, so no KMS call and no upstream
+    request is spent on a body S3 would refuse."""
     value = headers.get("x-amz-decoded-content-length" if framed else "content-length")
     if value is None:
         raise missing_content_length()
     if not value.strip().isdigit():
         raise invalid_argument("The content length is not a number.", "Content-Length", value)
+    if int(value) > MAX_UPLOAD_SIZE:
+        raise entity_too_large(MAX_UPLOAD_SIZE, int(value))
     return int(value)
 
 

@@ -17,10 +17,9 @@ import pytest
 from tests.support.clients import Endpoint, s3_client
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.tls import CertFiles, write_self_signed
 
-GATEWAY_ACCESS_KEY = "AKIDGATEWAY"
-GATEWAY_SECRET_KEY = "gateway-secret-key"
 DEFAULT_KMS_ALIAS = "alias/s3-gateway-default"
 
 
@@ -117,8 +116,18 @@ def bucket(s3) -> str:
     return name
 
 
-def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str, *,
-                                  upstream_url: str | None = None, upstream_settings: str = "") -> Server:
+@pytest.fixture
+def legacy_bucket(upstream_s3) -> str:
+    """A fresh bucket created directly upstream, as data stored before the gateway: the gateway knows
+    nothing about it, so objects without gateway metadata there are legacy plaintext."""
+    name = f"legacy-{uuid.uuid4().hex[:16]}"
+    upstream_s3.create_bucket(Bucket=name)
+    return name
+
+
+def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str,
+                                  env: dict[str, str] | None = None, *, upstream_url: str | None = None,
+                                  upstream_settings: str = "") -> Server:
     """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
     so tests can disable keys or exhaust quotas of the key service the gateway depends on.
     ``upstream_url`` reaches moto another way (through a fault proxy); ``upstream_settings`` are
@@ -147,4 +156,4 @@ access_key = "{ROOT[0]}"
 secret_key = "{ROOT[1]}"
 ''')
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
-                         "--listen", "127.0.0.1:0"], timeout=60)
+                         "--listen", "127.0.0.1:0"], env, timeout=60)

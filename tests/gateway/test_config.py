@@ -80,9 +80,8 @@ def test_environment_overrides_file_and_listen_flag_overrides_both(tmp_path):
     ('[upstream]\nurl = "ftp://x"\n', {}, "upstream.url must start with http"),
     ('[upstream]\nurl = "http://x"\n', {}, "upstream.access_key and upstream.secret_key are required"),
     ('[buckets.b]\nencryption = "none"\n', {}, "buckets.b.encryption must be one of"),
-    ('[upstream]\nread_timeout = "soon"\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a number"),
-    ('[upstream]\nread_timeout = 0\n', {}, "must be a positive number of seconds"),
-    ("", {"GATEWAY_UPSTREAM_READ_TIMEOUT": "inf"}, "must be a positive number of seconds"),
+    ('[upstream]\nread_timeout = "soon"\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a positive"),
+    ('[upstream]\nread_timeout = 0\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a positive"),
     ("", {"GATEWAY_ACCESS_KEY": "only"}, "must be set together"),
     ("not = [toml", {}, "is not valid TOML"),
 ])
@@ -97,6 +96,17 @@ def test_upstream_read_timeout_defaults_to_60_s_and_comes_from_file_or_environme
     path = _write(tmp_path, "[upstream]\nread_timeout = 2.5\n")
     assert load_config(path, {}).upstream.read_timeout == 2.5
     assert load_config(path, {"GATEWAY_UPSTREAM_READ_TIMEOUT": "7"}).upstream.read_timeout == 7.0
+
+
+def test_remote_kms_time_bound_from_file_and_environment(tmp_path):
+    assert (load_config(None, {}).kms.timeout, load_config(None, {}).kms.max_attempts) == (5.0, 3)
+    path = _write(tmp_path, "[kms]\ntimeout = 2\nmax_attempts = 2\n")
+    assert (load_config(path, {}).kms.timeout, load_config(path, {}).kms.max_attempts) == (2.0, 2)
+    env = {"GATEWAY_KMS_TIMEOUT": "0.5", "GATEWAY_KMS_MAX_ATTEMPTS": "1"}
+    assert (load_config(path, env).kms.timeout, load_config(path, env).kms.max_attempts) == (0.5, 1)
+    for bad in ({"GATEWAY_KMS_TIMEOUT": "0"}, {"GATEWAY_KMS_TIMEOUT": "soon"}, {"GATEWAY_KMS_MAX_ATTEMPTS": "1.5"}):
+        with pytest.raises(ConfigError, match=r"kms\.(timeout|max_attempts) \(GATEWAY_KMS_"):
+            load_config(path, bad)
 
 
 def test_missing_config_file_is_reported(tmp_path):
@@ -165,3 +175,26 @@ def test_unknown_sse_value_and_sse_c_with_kms_are_refused(tmp_path):
         with pytest.raises(S3Error) as info:
             decide_put(cfg, "own", headers, secure=True)
         assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
+
+
+def test_log_level_comes_from_the_file_or_gateway_log_level_and_an_unknown_one_is_refused(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\nlog_level = "debug"\n')
+    assert load_config(path, {}).log_level == "debug"
+    assert load_config(path, {"GATEWAY_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="GATEWAY_LOG_LEVEL"):
+        load_config(path, {"GATEWAY_LOG_LEVEL": "chatty"})
+
+
+def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_and_tracebacks():
+    import logging
+
+    from gateway.logsetup import REDACTED, RedactingFilter
+    redactor = RedactingFilter(["upstream-secret-key", "test"])
+    record = logging.LogRecord("botocore", logging.DEBUG, __file__, 1,
+                               "body %s key %s", ('{"Plaintext":"c2VjcmV0IGtleSBieXRlcw=="}', "upstream-secret-key"),
+                               None)
+    assert redactor.filter(record)
+    assert record.getMessage() == f'body {{"Plaintext":{REDACTED}}} key {REDACTED}'
+    assert redactor.redact("StringToSign:\nAWS4-HMAC-SHA256\n...") == f"StringToSign:\n{REDACTED}"
+    assert redactor.redact("a test credential") == "a test credential"  # too short to be redacted

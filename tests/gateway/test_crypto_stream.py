@@ -151,6 +151,24 @@ async def test_decrypt_stream_yields_nothing_of_a_bad_segment(sample) -> None:
     assert bytes(received) == plaintext[:S]
 
 
+
+@pytest.mark.parametrize("damaged_segment", [1, 3])
+async def test_damage_after_the_first_segment_surfaces_after_authentic_bytes_even_in_one_chunk(
+        sample, damaged_segment) -> None:
+    """An upstream that delivers the whole object at once (it had time while the data key was being
+    decrypted) still gets the first segment out before the error: the client sees a cut body, as
+    with any other chunking, not an error answer."""
+    plaintext, params, ciphertext = sample
+    tampered = bytearray(ciphertext)
+    tampered[damaged_segment * CIPHER_SEGMENT_SIZE + 5] ^= 1
+    received = bytearray()
+    with pytest.raises(IntegrityError):
+        async for piece in decrypt_stream(chunks_of(bytes(tampered), len(tampered)),
+                                          StreamDecryptor(OBJECT_KEY, params, len(plaintext))):
+            received += piece
+    assert bytes(received) == plaintext[:S]
+
+
 # --- nonce and key uniqueness ------------------------------------------------------------------
 
 def test_two_encryptions_of_the_same_part_use_fresh_salt_and_nonce_prefix() -> None:

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway
-from tests.support.clients import s3_client
+from tests.support.clients import s3_client, upstream_keys
 
 MiB = 1024 * 1024
 RESERVED = "x-gw-"
@@ -58,15 +58,15 @@ def test_metadata_directive_replace_takes_the_requests_metadata(s3, bucket):
     assert not any(name.startswith(RESERVED) for name in head["Metadata"])
 
 
-def test_copying_a_legacy_plaintext_object_onto_itself_encrypts_it(s3, upstream_s3, bucket):
+def test_copying_a_legacy_plaintext_object_onto_itself_encrypts_it(s3, upstream_s3, legacy_bucket):
     data = os.urandom(70_000)
-    upstream_s3.put_object(Bucket=bucket, Key="legacy", Body=data, Metadata={"owner": "app"})
-    s3.copy_object(Bucket=bucket, Key="legacy", CopySource={"Bucket": bucket, "Key": "legacy"},
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=data, Metadata={"owner": "app"})
+    s3.copy_object(Bucket=legacy_bucket, Key="legacy", CopySource={"Bucket": legacy_bucket, "Key": "legacy"},
                    ServerSideEncryption="aws:kms")
-    stored = upstream_s3.get_object(Bucket=bucket, Key="legacy")
+    stored = upstream_s3.get_object(Bucket=legacy_bucket, Key="legacy")
     assert stored["Metadata"]["x-gw-m"] == "aws:kms" and stored["Metadata"]["owner"] == "app"
     assert data[:4096] not in stored["Body"].read()
-    assert s3.get_object(Bucket=bucket, Key="legacy")["Body"].read() == data
+    assert s3.get_object(Bucket=legacy_bucket, Key="legacy")["Body"].read() == data
 
 
 def test_copy_of_a_multipart_object_reads_back(s3, bucket):
@@ -172,6 +172,6 @@ def test_copy_of_a_plaintext_object_obeys_a_ban_on_unencrypted_reads(moto, upstr
         source = {"Bucket": bucket, "Key": "planted"}
         assert _error(lambda: client.copy_object(Bucket=bucket, Key="copied", CopySource=source)) == (
             403, "AccessDenied")
-        assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["planted"]
+        assert upstream_keys(upstream_s3, bucket) == ["planted"]
     finally:
         server.stop()

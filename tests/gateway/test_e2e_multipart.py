@@ -7,6 +7,7 @@ import random
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from tests.support.clients import upstream_keys
 
 MiB = 1024 * 1024
 
@@ -88,11 +89,11 @@ def test_transfer_manager_with_odd_part_sizes_round_trips(s3, bucket, tmp_path):
 
 def test_an_emptied_bucket_with_manifests_can_be_deleted(s3, upstream_s3, bucket):
     _upload(s3, bucket, "mp", [os.urandom(5 * MiB), b"end"])
-    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["KeyCount"] == 1
+    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/manifests/")["KeyCount"] == 1
     s3.put_object(Bucket=bucket, Key="still-here", Body=b"x")
     s3.delete_object(Bucket=bucket, Key="mp")
     assert _error(lambda: s3.delete_bucket(Bucket=bucket)) == (409, "BucketNotEmpty")
-    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["KeyCount"] == 1
+    assert upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/manifests/")["KeyCount"] == 1
     s3.delete_object(Bucket=bucket, Key="still-here")
     s3.delete_bucket(Bucket=bucket)
     assert bucket not in [b["Name"] for b in upstream_s3.list_buckets()["Buckets"]]
@@ -100,7 +101,8 @@ def test_an_emptied_bucket_with_manifests_can_be_deleted(s3, upstream_s3, bucket
 
 def test_delete_objects_may_not_name_reserved_keys(s3, upstream_s3, bucket):
     _upload(s3, bucket, "mp", [os.urandom(5 * MiB), b"end"])
-    manifest = upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/")["Contents"][0]["Key"]
+    manifest = upstream_s3.list_objects_v2(Bucket=bucket, Prefix=".s3gw/manifests/")["Contents"][0]["Key"]
     objects = {"Objects": [{"Key": "mp"}, {"Key": manifest}]}
     assert _error(lambda: s3.delete_objects(Bucket=bucket, Delete=objects)) == (403, "AccessDenied")
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 2
+    assert upstream_keys(upstream_s3, bucket) == ["mp"]
+    assert upstream_keys(upstream_s3, bucket, ".s3gw/manifests/", reserved=True) == [manifest]

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import CliResult, Endpoint, aws, rclone, s3cmd
+from tests.support.secrets import CLI_CUSTOMER_KEY
 
 MiB = 1024 * 1024
-SSE_C_KEY = "0123456789abcdef0123456789ABCDEF"
+SSE_C_KEY = CLI_CUSTOMER_KEY
 
 
 def _ok(result: CliResult) -> str:

@@ -5,6 +5,7 @@ import os
 
 import pytest
 from botocore.exceptions import ClientError
+from tests.support.clients import upstream_keys
 
 SEGMENT = 64 * 1024
 RESERVED_PREFIX = "x-gw-"
@@ -50,13 +51,13 @@ def test_client_metadata_round_trips_and_reserved_keys_stay_hidden(s3, upstream_
     assert {k: v for k, v in stored.items() if not k.startswith(RESERVED_PREFIX)} == metadata
 
 
-def test_object_put_directly_upstream_reads_back_unchanged(s3, upstream_s3, bucket):
+def test_object_put_directly_upstream_reads_back_unchanged(s3, upstream_s3, legacy_bucket):
     data = os.urandom(SEGMENT + 5)
-    upstream_s3.put_object(Bucket=bucket, Key="legacy", Body=data, Metadata={"origin": "direct"})
-    got = s3.get_object(Bucket=bucket, Key="legacy")
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=data, Metadata={"origin": "direct"})
+    got = s3.get_object(Bucket=legacy_bucket, Key="legacy")
     assert got["Body"].read() == data
     assert got["Metadata"] == {"origin": "direct"}
-    assert s3.head_object(Bucket=bucket, Key="legacy")["ContentLength"] == len(data)
+    assert s3.head_object(Bucket=legacy_bucket, Key="legacy")["ContentLength"] == len(data)
 
 
 def test_create_and_delete_bucket_pass_through(s3, upstream_s3):
@@ -74,8 +75,7 @@ def test_delete_objects_removes_every_listed_key(s3, upstream_s3, bucket):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     result = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "a"}, {"Key": "b"}]})
     assert sorted(d["Key"] for d in result["Deleted"]) == ["a", "b"]
-    listed = upstream_s3.list_objects_v2(Bucket=bucket)
-    assert [o["Key"] for o in listed["Contents"]] == ["c"]
+    assert upstream_keys(upstream_s3, bucket) == ["c"]
 
 
 def test_object_tagging_round_trips(s3, bucket):
@@ -98,10 +98,10 @@ def test_missing_bucket_is_404_no_such_bucket(s3):
     assert _status(err) == (404, "NoSuchBucket")
 
 
-def test_range_of_an_object_put_directly_upstream_is_served_as_stored(s3, upstream_s3, bucket):
+def test_range_of_an_object_put_directly_upstream_is_served_as_stored(s3, upstream_s3, legacy_bucket):
     data = os.urandom(1000)
-    upstream_s3.put_object(Bucket=bucket, Key="legacy", Body=data)
-    got = s3.get_object(Bucket=bucket, Key="legacy", Range="bytes=100-199")
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=data)
+    got = s3.get_object(Bucket=legacy_bucket, Key="legacy", Range="bytes=100-199")
     assert (got["ContentRange"], got["Body"].read()) == ("bytes 100-199/1000", data[100:200])
 
 

@@ -9,6 +9,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import DEFAULT_KMS_ALIAS
+from tests.support.secrets import CUSTOMER_KEY, OTHER_CUSTOMER_KEY
+from tests.support.clients import upstream_keys
 
 
 def _error(call) -> tuple[int, str]:
@@ -41,7 +43,7 @@ def test_sse_kms_with_an_unknown_key_is_400_kms_not_found_and_stores_nothing(s3,
                                         ServerSideEncryption="aws:kms",
                                         SSEKMSKeyId="alias/does-not-exist")) == (
         400, "KMS.NotFoundException")
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert upstream_keys(upstream_s3, bucket) == []
 
 
 def test_sse_aes256_is_reported_as_aes256(s3, bucket):
@@ -57,11 +59,9 @@ def test_client_metadata_in_the_reserved_namespace_is_400_invalid_argument(s3, u
     assert _error(lambda: s3.put_object(Bucket=bucket, Key="forged", Body=b"x",
                                         Metadata={"x-gw-anything": "forged"})) == (
         400, "InvalidArgument")
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert upstream_keys(upstream_s3, bucket) == []
 
 
-CUSTOMER_KEY = bytes(range(32))
-OTHER_CUSTOMER_KEY = bytes(range(1, 33))
 
 
 def test_sse_c_object_reads_back_only_with_its_customer_key(s3, upstream_s3, bucket):

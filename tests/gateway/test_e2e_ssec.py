@@ -9,9 +9,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, Gateway, _start_gateway
-from tests.support.clients import s3_client, signed_request
-
-KEY = bytes(range(32))
+from tests.support.clients import s3_client, signed_request, upstream_keys
+from tests.support.secrets import CUSTOMER_KEY as KEY
 ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 KEY_HEADER = "x-amz-server-side-encryption-customer-key"
 MD5_HEADER = "x-amz-server-side-encryption-customer-key-MD5"
@@ -44,7 +43,7 @@ def test_malformed_customer_key_headers_are_refused_and_nothing_is_stored(gatewa
                                                                            headers, status, code):
     response = _put(gateway, bucket, headers)
     assert (response.status_code, _code(response)) == (status, code)
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert upstream_keys(upstream_s3, bucket) == []
 
 
 def test_head_of_a_customer_key_object_without_the_key_is_400_without_a_body(gateway, bucket):
@@ -76,7 +75,7 @@ def test_customer_keys_over_plain_http_are_refused_by_default(strict_gateway, up
     response = _put(strict_gateway, bucket, _headers())
     assert (response.status_code, _code(response)) == (400, "InvalidRequest")
     assert "secure connection" in response.text
-    assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert upstream_keys(upstream_s3, bucket) == []
 
 
 def test_customer_keys_over_tls_round_trip(gateway_tls, bucket):

@@ -9,12 +9,15 @@ A clean 200 with other bytes would be the failure. Each test asserts which outco
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import pytest
 from botocore.exceptions import ClientError
 
 from gateway.crypto import metadata as gw_metadata
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
+from tests.support.clients import signed_request
 
 SEGMENT = 64 * 1024
 CIPHER_SEGMENT = SEGMENT + 16
@@ -102,17 +105,17 @@ def test_untampered_object_reads_back(s3, stored):
 @pytest.mark.parametrize("tamper", [
     pytest.param(lambda c: _flip(c, 100), id="flip-byte-in-first-segment"),
     pytest.param(lambda c: c[:1000], id="truncate-mid-first-segment"),
+    pytest.param(lambda c: c[:-500], id="truncate-mid-last-segment"),
+    pytest.param(lambda c: c[:2 * CIPHER_SEGMENT], id="truncate-at-segment-boundary"),
+    pytest.param(lambda c: c + b"\x00" * 16, id="append-bytes"),
 ])
-def test_damage_in_the_first_segment_is_an_error_before_the_body(s3, upstream_s3, stored, tamper):
+def test_damage_in_the_first_segment_or_to_the_stored_length_is_an_error_before_the_body(s3, upstream_s3, stored, tamper):
     _replace(upstream_s3, stored, tamper(stored.ciphertext))
     assert read_through_gateway(s3, stored.bucket, stored.key).summary == INTEGRITY_ERROR
 
 
 @pytest.mark.parametrize("tamper", [
     pytest.param(lambda c: _flip(c, len(c) - 1), id="flip-byte-in-last-segment"),
-    pytest.param(lambda c: c[:-500], id="truncate-mid-last-segment"),
-    pytest.param(lambda c: c[:2 * CIPHER_SEGMENT], id="truncate-at-segment-boundary"),
-    pytest.param(lambda c: c + b"\x00" * 16, id="append-bytes"),
 ])
 def test_damage_after_the_first_segment_cuts_the_body_after_authentic_bytes(
         s3, upstream_s3, stored, tamper):
@@ -155,15 +158,56 @@ def _reserved(stored: Stored) -> list[str]:
     return fields
 
 
-def test_each_altered_reserved_field_is_refused_and_a_larger_size_cuts_the_body(s3, upstream_s3, stored):
-    """A larger plaintext size passes the header checks and fails when the stream runs short."""
+def test_each_altered_reserved_field_is_an_error_before_the_body(s3, upstream_s3, stored):
     outcomes = {}
     for field in _reserved(stored):
         metadata = {**stored.metadata, field: _altered(stored.metadata[field])}
         _replace(upstream_s3, stored, stored.ciphertext, metadata)
-        outcomes[field] = read_through_gateway(s3, stored.bucket, stored.key)
-    _assert_aborted_after_authentic_prefix(outcomes.pop(SIZE_FIELD), stored.plaintext)
-    assert {f: o.summary for f, o in outcomes.items()} == {f: INTEGRITY_ERROR for f in outcomes}
+        outcomes[field] = read_through_gateway(s3, stored.bucket, stored.key).summary
+    assert outcomes == {field: INTEGRITY_ERROR for field in outcomes}
+
+
+@pytest.mark.parametrize("recorded", [
+    pytest.param("0", id="zero"),
+    pytest.param(str(SIZE - 1), id="smaller"),
+    pytest.param(str(SIZE + 1), id="larger"),
+    pytest.param("99999999999999", id="huge"),
+    pytest.param("12ab", id="non-numeric"),
+])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_recorded_size_that_does_not_fit_the_stored_length_is_an_error_before_any_header(
+        gateway, upstream_s3, stored, recorded, method):
+    """The plaintext size goes out as Content-Length before the body is authenticated, so it is
+    checked against the stored length first: the client never sees a size the stream cannot have."""
+    _replace(upstream_s3, stored, stored.ciphertext, {**stored.metadata, SIZE_FIELD: recorded})
+    response = signed_request(method, f"{gateway.url}/{stored.bucket}/{stored.key}",
+                              GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+    assert response.status_code == 500
+    assert recorded not in response.headers.values()
+    if method == "GET":
+        assert response.headers["Content-Length"] == str(len(response.content))
+        assert _error_fields(response.content) == ("InternalError", "The object failed integrity verification")
+    else:
+        assert "Content-Length" not in response.headers and response.content == b""
+
+
+def test_a_copy_source_whose_recorded_size_does_not_fit_is_an_integrity_error(s3, upstream_s3, stored):
+    _replace(upstream_s3, stored, stored.ciphertext, {**stored.metadata, SIZE_FIELD: str(SIZE + 1)})
+    with pytest.raises(ClientError) as err:
+        s3.copy_object(Bucket=stored.bucket, Key="copy", CopySource={"Bucket": stored.bucket, "Key": stored.key})
+    assert (err.value.response["Error"]["Code"], err.value.response["Error"]["Message"]) == (
+        "InternalError", "The object failed integrity verification")
+    assert "Contents" not in upstream_s3.list_objects_v2(Bucket=stored.bucket, Prefix="copy")
+
+
+def test_an_object_with_its_recorded_size_intact_reads_through_get_and_head(s3, stored):
+    assert s3.head_object(Bucket=stored.bucket, Key=stored.key)["ContentLength"] == SIZE
+    assert s3.get_object(Bucket=stored.bucket, Key=stored.key)["Body"].read() == stored.plaintext
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    root = ET.fromstring(body)
+    return root.findtext("Code"), root.findtext("Message")
 
 
 def test_each_removed_reserved_field_is_an_error_before_the_body(s3, upstream_s3, stored):

@@ -63,9 +63,9 @@ def test_common_constructors_have_s3_codes_and_statuses():
 @pytest.mark.parametrize("kms_type, code, status", [
     ("DisabledException", "KMS.DisabledException", 400), ("NotFoundException", "KMS.NotFoundException", 400),
     ("ThrottlingException", "SlowDown", 503), ("AccessDeniedException", "AccessDenied", 403),
-    ("KMSInternalException", "InternalError", 500),
-    ("503", "ServiceUnavailable", 503), ("502", "ServiceUnavailable", 503),
-    ("DependencyTimeoutException", "ServiceUnavailable", 503), ("500", "InternalError", 500),
+    ("KMSInternalException", "ServiceUnavailable", 503), ("DependencyTimeoutException", "ServiceUnavailable", 503),
+    ("KMSInvalidSignatureException", "InternalError", 500),
+    ("503", "ServiceUnavailable", 503), ("502", "ServiceUnavailable", 503), ("500", "InternalError", 500),
 ])
 def test_kms_errors_map_to_what_s3_returns(kms_type, code, status):
     err = s3errors.from_kms_error(kms_type, "m")

@@ -24,16 +24,21 @@ from keyservice.clock import FakeClock
 from keyservice.service import KeyService
 from tests.keyservice.inprocess import START
 from tests.support.process import Server, VENV_BIN, start_server
+from tests.support.secrets import (KEYSERVICE_ADMIN, KEYSERVICE_ALICE, KEYSERVICE_OTHER, KEYSERVICE_ROOT,
+                                   KEYSERVICE_ROOT_KEY)
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
-ROOT = ("AKIAKSROOT0000000001", "root-secret-key-for-tests")
-ALICE = ("AKIAKSALICE000000001", "alice-secret-key-for-tests")
+ROOT = KEYSERVICE_ROOT
+ALICE = KEYSERVICE_ALICE
 ALICE_ARN = f"arn:aws:iam::{ACCOUNT}:user/alice"
-ADMIN = ("AKIAKSADMIN000000001", "admin-secret-key-for-tests")
+ADMIN = KEYSERVICE_ADMIN
 ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:user/admin"
-USERS = [(ROOT, None), (ALICE, ALICE_ARN), (ADMIN, ADMIN_ARN)]
-ROOT_KEY_B64 = base64.b64encode(bytes(range(32))).decode()
+OTHER_ACCOUNT = "444455556666"
+OTHER = KEYSERVICE_OTHER
+OTHER_ARN = f"arn:aws:iam::{OTHER_ACCOUNT}:root"
+USERS = [(ROOT, None), (ALICE, ALICE_ARN), (ADMIN, ADMIN_ARN), (OTHER, OTHER_ARN)]
+ROOT_KEY_B64 = base64.b64encode(KEYSERVICE_ROOT_KEY).decode()
 
 
 @dataclass
@@ -71,15 +76,16 @@ def write_config(path: Path, quotas: dict[str, float] | None = None) -> Path:
 
 
 def launch(tmp_path: Path, quotas: dict[str, float] | None = None, data_dir: Path | None = None,
-           env: dict[str, str] | None = None) -> KeyServiceProcess:
-    """Start ``python -m keyservice serve`` on a free port with its own data dir and clock file."""
+           env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> KeyServiceProcess:
+    """Start ``python -m keyservice serve`` (on a free port unless ``listen`` names one) with its own
+    data dir and clock file."""
     config = write_config(tmp_path / "keyservice.toml", quotas)
     data_dir = data_dir or tmp_path / "data"
     clock_file = tmp_path / "clock-offset"
     full_env = {"KEYSERVICE_DATA_DIR": str(data_dir), "KEYSERVICE_ROOT_KEY": ROOT_KEY_B64,
                 "KEYSERVICE_CLOCK_FILE": str(clock_file), **(env or {})}
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
-                           "--listen", "127.0.0.1:0"], full_env)
+                           "--listen", listen], full_env)
     return KeyServiceProcess(server, data_dir, data_dir / "audit.log", clock_file)
 
 

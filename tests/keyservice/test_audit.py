@@ -1,5 +1,6 @@
 """Audit records: fields, no secrets, flushing, and the ``keyservice audit`` filter."""
 import asyncio
+import errno
 import json
 import subprocess
 import sys
@@ -7,7 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keyservice.audit import AuditLog, build_record, filter_lines, iso_time, parse_time
+import pytest
+
+from keyservice import audit as audit_module
+from keyservice.audit import AuditLog, AuditUnavailable, build_record, filter_lines, iso_time, parse_time
 
 ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -32,25 +36,42 @@ def test_record_has_exactly_the_documented_fields() -> None:
     }
 
 
-def test_log_never_contains_binary_parameters(tmp_path: Path) -> None:
+async def test_log_never_contains_binary_parameters(tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "audit.log")
     secret = b"TOP-SECRET-PLAINTEXT"
-    audit.record(Ctx(), "Encrypt", {"Plaintext": secret, "CiphertextBlob": b"BLOBBLOB",
-                                     "PrivateKeyPlaintext": b"PRIVKEY"}, "ok")
-    audit.close()
+    await audit.append(Ctx(), "Encrypt", {"Plaintext": secret, "CiphertextBlob": b"BLOBBLOB",
+                                           "PrivateKeyPlaintext": b"PRIVKEY"}, "ok")
+    await audit.close()
     text = (tmp_path / "audit.log").read_text()
     assert "TOP-SECRET" not in text and "BLOBBLOB" not in text and "PRIVKEY" not in text
     assert json.loads(text)["operation"] == "Encrypt"
 
 
-async def test_lines_are_flushed_within_one_loop_tick(tmp_path: Path) -> None:
+async def test_concurrent_records_are_durable_on_return_and_share_one_commit(tmp_path: Path,
+                                                                             monkeypatch) -> None:
     audit = AuditLog(tmp_path / "audit.log")
-    for i in range(3):
-        audit.record(Ctx(request_id=f"r{i}"), "Decrypt", {}, "InvalidCiphertextException")
-    await asyncio.sleep(0)
+    syncs = []
+    real_sync = audit_module._sync
+    monkeypatch.setattr(audit_module, "_sync", lambda fd: (syncs.append(fd), real_sync(fd)))
+    await asyncio.gather(*(audit.append(Ctx(request_id=f"r{i}"), "Decrypt", {}, "ok") for i in range(50)))
     lines = (tmp_path / "audit.log").read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == ["r0", "r1", "r2"]
-    audit.close()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(50)]
+    assert len(syncs) == 1
+    await audit.close()
+
+
+async def test_a_record_that_cannot_be_written_raises_and_the_next_line_starts_clean(tmp_path: Path) -> None:
+    full = AuditLog(Path("/dev/full"))
+    with pytest.raises(AuditUnavailable) as info:
+        await full.append(Ctx(), "Decrypt", {}, "ok")
+    assert info.value.errno == errno.ENOSPC
+    await full.close()
+    audit = AuditLog(tmp_path / "audit.log")
+    audit._torn = True  # as after a write that failed half-way
+    await audit.append(Ctx(request_id="after"), "Decrypt", {}, "ok")
+    await audit.close()
+    assert [json.loads(line)["request_id"] for line in
+            (tmp_path / "audit.log").read_text().splitlines() if line] == ["after"]
 
 
 def _lines() -> list[str]:

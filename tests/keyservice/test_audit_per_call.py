@@ -29,7 +29,7 @@ def ctx() -> CallContext:
 
 
 def audit_lines(api: KmsApi) -> list[dict]:
-    api.audit.close()
+    """Every call's record is on disk once the call has answered."""
     return [json.loads(line) for line in api.audit.path.read_text().splitlines()]
 
 
@@ -56,3 +56,50 @@ async def test_unknown_operation_is_rejected_and_audited(api: KmsApi) -> None:
         await api.call("LaunchRockets", {}, ctx())
     assert unknown.value.type == "UnknownOperationException"
     assert [r["outcome"] for r in audit_lines(api)] == ["UnknownOperationException"]
+
+
+def api_on_full_disk(tmp_path: Path, policy: str) -> KmsApi:
+    """/dev/full answers every write with ENOSPC: a real full disk under the audit log."""
+    return KmsApi(KeyService.open(tmp_path, bytes(32), account_id=ACCOUNT), QuotaLimiter({}),
+                  AuditLog(Path("/dev/full")), audit_on_failure=policy)
+
+
+async def _key_and_blob(api: KmsApi) -> tuple[str, bytes]:
+    """A key and a ciphertext made straight through the service (no audit involved)."""
+    key = (await api.service.handle("CreateKey", {}, ctx()))["KeyMetadata"]["KeyId"]
+    blob = (await api.service.handle("Encrypt", {"KeyId": key, "Plaintext": b"p"}, ctx()))["CiphertextBlob"]
+    return key, blob
+
+
+async def test_cryptographic_calls_are_refused_when_their_record_cannot_be_written(tmp_path: Path, caplog) -> None:
+    api = api_on_full_disk(tmp_path, "refuse")
+    key, blob = await _key_and_blob(api)
+    calls = [("Encrypt", {"KeyId": key, "Plaintext": b"p"}), ("Decrypt", {"CiphertextBlob": blob}),
+             ("GenerateDataKey", {"KeyId": key, "KeySpec": "AES_256"})]
+    for operation, params in calls:
+        with pytest.raises(KMSError) as refused:
+            await api.call(operation, params, ctx())
+        assert (refused.value.type, refused.value.status) == ("KMSInternalException", 500)
+    assert sum("its audit record cannot be written" in r.message for r in caplog.records) == 3
+    await api.close()
+
+
+async def test_non_cryptographic_calls_answer_and_log_a_lost_record(tmp_path: Path, caplog) -> None:
+    api = api_on_full_disk(tmp_path, "refuse")
+    meta = (await api.call("CreateKey", {}, ctx()))["KeyMetadata"]
+    assert (await api.call("DescribeKey", {"KeyId": meta["KeyId"]}, ctx()))["KeyMetadata"]["Arn"] == meta["Arn"]
+    lost = [r for r in caplog.records if "audit record of" in r.message]
+    assert [(r.levelname, r.message.split(" (")[0]) for r in lost] == \
+        [("ERROR", "audit record of CreateKey"), ("ERROR", "audit record of DescribeKey")]
+    await api.close()
+
+
+async def test_warn_policy_answers_cryptographic_calls_and_logs_a_warning(tmp_path: Path, caplog) -> None:
+    api = api_on_full_disk(tmp_path, "warn")
+    key, blob = await _key_and_blob(api)
+    assert (await api.call("Decrypt", {"CiphertextBlob": blob}, ctx()))["Plaintext"] == b"p"
+    assert len((await api.call("GenerateDataKey", {"KeyId": key, "KeySpec": "AES_256"}, ctx()))["Plaintext"]) == 32
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "audit record of" in r.message]
+    assert [r.message.split(" (")[0] for r in warnings] == ["audit record of Decrypt",
+                                                          "audit record of GenerateDataKey"]
+    await api.close()

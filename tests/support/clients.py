@@ -58,6 +58,16 @@ def s3_client(url: str, access_key: str, secret_key: str, verify: str | None = N
                         aws_secret_access_key=secret_key, config=cfg, verify=verify)
 
 
+RESERVED_PREFIX = ".s3gw/"
+
+
+def upstream_keys(upstream_s3, bucket: str, prefix: str = "", *, reserved: bool = False) -> list[str]:
+    """The keys the upstream holds in ``bucket`` (under ``prefix``), the gateway's own reserved keys
+    (manifests, the bucket state record) left out unless ``reserved``."""
+    listed = upstream_s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [o["Key"] for o in listed if reserved or not o["Key"].startswith(RESERVED_PREFIX)]
+
+
 def _run(args: list[str], home: Path, env: dict[str, str], timeout: float = 120) -> CliResult:
     full_env = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                 "HOME": str(home), "LANG": "C.UTF-8", **env}

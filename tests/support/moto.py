@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
-from tests.support.process import VENV_BIN, Server, free_port, wait_for_port
+from tests.support import secrets
+from tests.support.process import STARTED, VENV_BIN, Server, free_port, wait_for_port
 
 # create_user, put_user_policy, create_access_key: the only calls made without auth.
 BOOTSTRAP_CALLS = 3
@@ -55,6 +56,7 @@ def _spawn(port: int) -> Server:
     output: list[str] = []
     threading.Thread(target=_pump, args=(proc, output), daemon=True).start()
     server = Server(proc=proc, url=f"http://127.0.0.1:{port}", output=output)
+    STARTED.append(server)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
     except TimeoutError:
@@ -82,4 +84,5 @@ def start_moto() -> MotoServer:
     except Exception:
         server.stop()
         raise
+    secrets.register("moto upstream secret key", secret_key, signs=True)
     return MotoServer(server=server, url=server.url, access_key=access_key, secret_key=secret_key)

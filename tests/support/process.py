@@ -18,6 +18,11 @@ from pathlib import Path
 
 LISTEN_LINE = re.compile(r"listening on (https?://[^\s]+)")
 VENV_BIN = Path(sys.executable).parent
+# Servers run at DEBUG unless a test asks otherwise, so the end-of-session scan for secrets
+# (tests/conftest.py) covers everything they could ever log.
+DEFAULT_LOG_LEVELS = {"GATEWAY_LOG_LEVEL": "DEBUG", "KEYSERVICE_LOG_LEVEL": "DEBUG"}
+STARTED: list["Server"] = []
+"""Every server the session started (moto included), whose output is scanned for secrets at the end."""
 
 
 def free_port() -> int:
@@ -83,6 +88,8 @@ def start_server(args: list[str], env: dict[str, str] | None = None, timeout: fl
     full_env = dict(os.environ)
     full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
     full_env["PYTHONUNBUFFERED"] = "1"
+    for name, level in DEFAULT_LOG_LEVELS.items():
+        full_env.setdefault(name, level)
     if env:
         full_env.update(env)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -94,5 +101,8 @@ def start_server(args: list[str], env: dict[str, str] | None = None, timeout: fl
     if not found.wait(timeout) or not holder:
         proc.kill()
         proc.wait()
+        STARTED.append(Server(proc=proc, url="", output=output))
         raise RuntimeError(f"{args[0]} did not start:\n{''.join(output)}")
-    return Server(proc=proc, url=holder[0], output=output)
+    server = Server(proc=proc, url=holder[0], output=output)
+    STARTED.append(server)
+    return server

@@ -1,0 +1,163 @@
+"""What the gateway knows about a bucket as a whole: that it holds no plaintext (docs/FORMAT.md §5).
+
+An object without gateway metadata is served as a legacy plaintext object when unencrypted reads are
+allowed, so whoever can rewrite upstream metadata could strip ``x-amz-meta-x-gw-*`` from an encrypted
+object and have the gateway hand out its ciphertext as if it were the object (a downgrade). A bucket
+created through the gateway under an encrypting policy never held plaintext, so the gateway records that
+in the bucket itself and refuses every unencrypted read there, whatever ``allow_unencrypted_reads`` says.
+
+The record is a reserved object (``.s3gw/bucket-state``): upstream, like the manifests, so it survives
+restarts and every gateway process sharing the gateway secret sees it; authenticated by an HMAC under a
+key derived from that secret and bound to the bucket name, so it can be neither forged nor copied from
+another bucket. A record that fails authentication counts as "no plaintext" (fail closed). It is read
+only on the unencrypted-read path, so encrypted reads cost nothing; a positive answer is cached for the
+life of the process (so deleting the marker upstream does not help against a running gateway), a
+negative one briefly (so another process's new bucket is seen soon). Issue 9 (legacy data migration)
+will add fields to the same record; readers ignore fields they do not know.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.crypto.metadata import b64u, unb64u
+from gateway.crypto.stream import IntegrityError
+from gateway.reserved import RESERVED_KEY_PREFIX
+from gateway.s3errors import from_upstream
+from gateway.upstream import Upstream, read_up_to
+
+log = logging.getLogger("gateway.bucketstate")
+
+STATE_KEY = RESERVED_KEY_PREFIX + "bucket-state"
+RECORD_VERSION = 1
+_KEY_INFO = b"s3gw/v1/bucket-state/"
+_MAX_RECORD = 64 * 1024
+NEGATIVE_TTL = 5.0
+
+
+class RecordError(ValueError):
+    """The stored record is malformed or fails authentication."""
+
+
+@dataclass(frozen=True)
+class BucketRecord:
+    """The authenticated content of a bucket's state record (``fields`` keeps what this version ignores)."""
+
+    no_plaintext: bool
+    since: str
+    fields: dict[str, Any]
+
+
+def _record_key(secret: bytes, bucket: str) -> bytes:
+    """K_b = HKDF(gateway secret, info = "s3gw/v1/bucket-state/" BUCKET): one MAC key per bucket name."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=_KEY_INFO + bucket.encode()).derive(secret)
+
+
+def _mac(secret: bytes, bucket: str, record: bytes) -> bytes:
+    return hmac.new(_record_key(secret, bucket), record, hashlib.sha256).digest()
+
+
+def seal_record(secret: bytes, bucket: str, fields: dict[str, Any]) -> bytes:
+    """The stored object: the record as one line of JSON, then b64u(HMAC-SHA256(K_b, that line))."""
+    record = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return record + b"\n" + b64u(_mac(secret, bucket, record)).encode() + b"\n"
+
+
+def open_record(secret: bytes, bucket: str, body: bytes) -> BucketRecord:
+    """The record of ``body`` if it authenticates for ``bucket``; RecordError otherwise."""
+    record, _, rest = body.partition(b"\n")
+    try:
+        tag = unb64u(rest.strip().decode("ascii"))
+    except (IntegrityError, UnicodeDecodeError):
+        raise RecordError("the record's MAC is not base64url") from None
+    if not hmac.compare_digest(tag, _mac(secret, bucket, record)):
+        raise RecordError("the record does not authenticate for this bucket")
+    try:
+        fields = json.loads(record)
+    except ValueError:
+        raise RecordError("the record is not JSON") from None
+    if not isinstance(fields, dict) or fields.get("v") != RECORD_VERSION:
+        raise RecordError(f"unknown record version {fields.get('v') if isinstance(fields, dict) else None!r}")
+    return BucketRecord(no_plaintext=fields.get("no_plaintext") is True, since=str(fields.get("since", "")),
+                        fields=fields)
+
+
+def new_record(now: float | None = None) -> dict[str, Any]:
+    """A fresh bucket's record: it holds no plaintext since now."""
+    moment = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.timezone.utc)
+    return {"v": RECORD_VERSION, "no_plaintext": True, "since": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def state_path(bucket: str) -> str:
+    return f"/{quote(bucket, safe='')}/{quote(STATE_KEY, safe='/~')}"
+
+
+class BucketStates:
+    """Reads and writes the buckets' state records upstream, with the cache described above."""
+
+    def __init__(self, upstream: Upstream, secret: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+        self._upstream = upstream
+        self._secret = secret
+        self._clock = clock
+        self._known: set[str] = set()
+        self._unknown_until: dict[str, float] = {}
+
+    async def holds_no_plaintext(self, bucket: str) -> bool:
+        """Whether the bucket is known to hold no plaintext (cached; see the module docstring)."""
+        if bucket in self._known:
+            return True
+        if self._unknown_until.get(bucket, 0.0) > self._clock():
+            return False
+        answer = await self._read(bucket)
+        if answer:
+            self._known.add(bucket)
+            self._unknown_until.pop(bucket, None)
+        else:
+            self._unknown_until[bucket] = self._clock() + NEGATIVE_TTL
+        return answer
+
+    async def _read(self, bucket: str) -> bool:
+        upstream = await self._upstream.request("GET", state_path(bucket), [], {})
+        async with upstream:
+            body = await read_up_to(upstream, _MAX_RECORD)
+            if upstream.status == 404:
+                return False
+            if upstream.status != 200:
+                raise from_upstream(upstream.status, body, upstream.headers)
+        try:
+            return open_record(self._secret, bucket, body).no_plaintext
+        except RecordError as exc:
+            log.error("bucket %s: its state record %s is not authentic (%s); treating the bucket as holding "
+                      "no plaintext", bucket, STATE_KEY, exc)
+            return True
+
+    async def record_no_plaintext(self, bucket: str) -> None:
+        """Store a fresh record for a bucket that holds nothing but the gateway's own keys."""
+        body = seal_record(self._secret, bucket, new_record())
+        headers = {"content-type": "application/json"}
+        upstream = await self._upstream.request("PUT", state_path(bucket), [], headers, body=body,
+                                                content_length=len(body),
+                                                payload_hash=hashlib.sha256(body).hexdigest())
+        async with upstream:
+            answer = await read_up_to(upstream, _MAX_RECORD)
+            if upstream.status != 200:
+                raise from_upstream(upstream.status, answer, upstream.headers)
+        self._known.add(bucket)
+        self._unknown_until.pop(bucket, None)
+
+    def forget(self, bucket: str) -> None:
+        """The bucket was deleted: a bucket of the same name created later starts unknown."""
+        self._known.discard(bucket)
+        self._unknown_until.pop(bucket, None)

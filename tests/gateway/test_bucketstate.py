@@ -1,0 +1,50 @@
+"""The bucket state record (docs/FORMAT.md §5), checked against an independent reading of the document."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.bucketstate import RecordError, new_record, open_record, seal_record
+
+SECRET = bytes(range(100, 132))
+
+
+def _doc_mac(bucket: str, line: bytes) -> bytes:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"s3gw/v1/bucket-state/" + bucket.encode()).derive(SECRET)
+    return hmac.new(key, line, hashlib.sha256).digest()
+
+
+def test_a_sealed_record_is_one_json_line_and_its_b64u_hmac_as_documented():
+    body = seal_record(SECRET, "photos", {"v": 1, "no_plaintext": True, "since": "2026-01-02T03:04:05Z"})
+    line, tag, end = body.split(b"\n")
+    assert (json.loads(line), end) == ({"v": 1, "no_plaintext": True, "since": "2026-01-02T03:04:05Z"}, b"")
+    assert tag == base64.urlsafe_b64encode(_doc_mac("photos", line)).rstrip(b"=")
+    assert open_record(SECRET, "photos", body).no_plaintext is True
+
+
+def test_a_record_opens_only_for_its_own_bucket_and_secret():
+    body = seal_record(SECRET, "photos", new_record())
+    with pytest.raises(RecordError):
+        open_record(SECRET, "photos2", body)
+    with pytest.raises(RecordError):
+        open_record(bytes(32), "photos", body)
+
+
+def test_fields_of_later_versions_of_the_record_are_kept_and_an_unknown_version_is_refused():
+    record = open_record(SECRET, "b", seal_record(SECRET, "b", {**new_record(), "migration": {"state": "x"}}))
+    assert record.fields["migration"] == {"state": "x"}
+    with pytest.raises(RecordError):
+        open_record(SECRET, "b", seal_record(SECRET, "b", {"v": 2, "no_plaintext": True}))
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"v":1,"no_plaintext":false}\n!!!\n', b"\xff\n\xff"])
+def test_malformed_records_are_refused(body):
+    with pytest.raises(RecordError):
+        open_record(SECRET, "b", body)

@@ -1,0 +1,152 @@
+"""Principals of another account get exactly AWS's cross-account rights (in-process).
+
+Every key here belongs to the service's account; a caller's account is the one in its principal
+ARN. The default key policy (own account root) lets no other account in, keys are named by ARN
+only, management operations are refused whatever the policy says, and account-wide listings show
+the caller's own (empty) account.
+"""
+import json
+
+import pytest
+
+from keyservice.config import ConfigError, Credential, KeyServiceConfig, principal_account
+from keyservice.errors import KMSError
+from keyservice.service import CallContext, KeyService
+
+ACCOUNT = "111122223333"
+OTHER = "444455556666"
+OWNER = f"arn:aws:iam::{ACCOUNT}:root"
+OTHER_ROOT = f"arn:aws:iam::{OTHER}:root"
+OTHER_ROLE = f"arn:aws:sts::{OTHER}:assumed-role/app/session-1"
+
+
+async def call(svc: KeyService, who: str, op: str, **params):
+    return await svc.handle(op, params, CallContext(who, principal_account(who) or "", "req"))
+
+
+async def fails(svc: KeyService, who: str, op: str, **params) -> str:
+    with pytest.raises(KMSError) as info:
+        await call(svc, who, op, **params)
+    assert info.value.status == 400, info.value.message
+    return info.value.type
+
+
+def policy(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(principal: str, actions) -> dict:
+    return {"Effect": "Allow", "Principal": {"AWS": principal}, "Action": actions, "Resource": "*"}
+
+
+async def new_key(svc: KeyService, text: str | None = None) -> dict:
+    params = {"Policy": text} if text else {}
+    return (await call(svc, OWNER, "CreateKey", **params))["KeyMetadata"]
+
+
+async def test_default_policy_does_not_let_another_account_decrypt(svc):
+    key = await new_key(svc)
+    blob = (await call(svc, OWNER, "Encrypt", KeyId=key["KeyId"], Plaintext=b"secret"))["CiphertextBlob"]
+    assert await fails(svc, OTHER_ROOT, "Decrypt", CiphertextBlob=blob) == "AccessDeniedException"
+    assert await fails(svc, OTHER_ROOT, "GenerateDataKey", KeyId=key["Arn"], KeySpec="AES_256") == \
+        "AccessDeniedException"
+
+
+@pytest.mark.parametrize("op, extra", [
+    ("PutKeyPolicy", {"PolicyName": "default", "Policy": policy(allow(OTHER_ROOT, "kms:*")),
+                      "BypassPolicyLockoutSafetyCheck": True}),
+    ("GetKeyPolicy", {"PolicyName": "default"}), ("ScheduleKeyDeletion", {"PendingWindowInDays": 7}),
+    ("CancelKeyDeletion", {}), ("DisableKey", {}), ("EnableKey", {}), ("EnableKeyRotation", {}),
+    ("GetKeyRotationStatus", {}), ("TagResource", {"Tags": [{"TagKey": "a", "TagValue": "b"}]}),
+    ("ListResourceTags", {}), ("UpdateKeyDescription", {"Description": "mine now"}),
+])
+async def test_management_operations_are_refused_to_another_account_whatever_the_policy(svc, op, extra):
+    generous = policy(allow(OWNER, "kms:*"), allow(OTHER_ROOT, "kms:*"))
+    key = await new_key(svc, generous)
+    assert await fails(svc, OTHER_ROOT, op, KeyId=key["Arn"], **extra) == "AccessDeniedException"
+    assert await fails(svc, OTHER_ROOT, op, KeyId=key["KeyId"], **extra) == "NotFoundException"
+    assert (await call(svc, OWNER, "GetKeyPolicy", KeyId=key["KeyId"]))["Policy"] == generous
+    assert (await call(svc, OWNER, "DescribeKey", KeyId=key["KeyId"]))["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+async def test_another_account_cannot_move_or_delete_this_accounts_aliases(svc):
+    key = await new_key(svc, policy(allow(OWNER, "kms:*"), allow(OTHER_ROOT, "kms:*")))
+    await call(svc, OWNER, "CreateAlias", AliasName="alias/payroll", TargetKeyId=key["KeyId"])
+    assert await fails(svc, OTHER_ROOT, "DeleteAlias", AliasName="alias/payroll") == "NotFoundException"
+    assert await fails(svc, OTHER_ROOT, "UpdateAlias", AliasName="alias/payroll",
+                       TargetKeyId=key["Arn"]) == "AccessDeniedException"
+    assert await fails(svc, OTHER_ROOT, "CreateAlias", AliasName="alias/theirs",
+                       TargetKeyId=key["Arn"]) == "AccessDeniedException"
+    assert [a["AliasName"] for a in (await call(svc, OWNER, "ListAliases"))["Aliases"]] == ["alias/payroll"]
+
+
+async def test_policy_naming_the_other_account_lets_it_use_the_key_by_arn_only(svc):
+    key = await new_key(svc, policy(allow(OWNER, "kms:*"),
+                                    allow(OTHER_ROOT, ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey",
+                                                       "kms:GenerateDataKey"])))
+    await call(svc, OWNER, "CreateAlias", AliasName="alias/shared", TargetKeyId=key["KeyId"])
+    alias_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/shared"
+    blob = (await call(svc, OTHER_ROLE, "Encrypt", KeyId=alias_arn, Plaintext=b"x"))["CiphertextBlob"]
+    assert (await call(svc, OTHER_ROLE, "Decrypt", CiphertextBlob=blob))["Plaintext"] == b"x"
+    assert (await call(svc, OTHER_ROOT, "DescribeKey", KeyId=key["Arn"]))["KeyMetadata"]["Arn"] == key["Arn"]
+    assert (await call(svc, OTHER_ROOT, "GenerateDataKey", KeyId=key["Arn"], KeySpec="AES_256"))["KeyId"] == \
+        key["Arn"]
+    for name in (key["KeyId"], "alias/shared"):
+        assert await fails(svc, OTHER_ROOT, "Encrypt", KeyId=name, Plaintext=b"x") == "NotFoundException"
+        assert await fails(svc, OTHER_ROOT, "DescribeKey", KeyId=name) == "NotFoundException"
+
+
+async def test_grant_to_another_accounts_principal_works_by_key_arn(svc):
+    key = await new_key(svc)
+    blob = (await call(svc, OWNER, "Encrypt", KeyId=key["KeyId"], Plaintext=b"lent"))["CiphertextBlob"]
+    assert await fails(svc, OTHER_ROLE, "Decrypt", CiphertextBlob=blob) == "AccessDeniedException"
+    grant = await call(svc, OWNER, "CreateGrant", KeyId=key["KeyId"], GranteePrincipal=OTHER_ROLE,
+                       Operations=["Decrypt", "GenerateDataKey"])
+    assert (await call(svc, OTHER_ROLE, "Decrypt", CiphertextBlob=blob))["Plaintext"] == b"lent"
+    assert (await call(svc, OTHER_ROLE, "GenerateDataKey", KeyId=key["Arn"], KeySpec="AES_256"))["KeyId"] == \
+        key["Arn"]
+    assert await fails(svc, OTHER_ROLE, "GenerateDataKey", KeyId=key["KeyId"], KeySpec="AES_256") == \
+        "NotFoundException"
+    assert await fails(svc, OTHER_ROOT, "Decrypt", CiphertextBlob=blob) == "AccessDeniedException"
+    await call(svc, OWNER, "RevokeGrant", KeyId=key["KeyId"], GrantId=grant["GrantId"])
+    assert await fails(svc, OTHER_ROLE, "Decrypt", CiphertextBlob=blob) == "AccessDeniedException"
+
+
+async def test_caller_account_condition_sees_the_callers_own_account(svc):
+    only_ours = {"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+                 "Condition": {"StringEquals": {"kms:CallerAccount": ACCOUNT}}}
+    key = await new_key(svc, policy(allow(OWNER, ["kms:Encrypt", "kms:PutKeyPolicy"]), only_ours))
+    blob = (await call(svc, OWNER, "Encrypt", KeyId=key["KeyId"], Plaintext=b"x"))["CiphertextBlob"]
+    assert (await call(svc, f"arn:aws:iam::{ACCOUNT}:user/alice", "Decrypt", CiphertextBlob=blob))["Plaintext"] == b"x"
+    assert await fails(svc, OTHER_ROOT, "Decrypt", CiphertextBlob=blob) == "AccessDeniedException"
+
+
+async def test_account_listings_show_another_account_nothing(svc):
+    key = await new_key(svc, policy(allow(OWNER, "kms:*"), allow(OTHER_ROOT, "kms:*")))
+    await call(svc, OWNER, "CreateAlias", AliasName="alias/ours", TargetKeyId=key["KeyId"])
+    assert await call(svc, OTHER_ROOT, "ListKeys") == {"Keys": [], "Truncated": False}
+    assert await call(svc, OTHER_ROOT, "ListAliases") == {"Aliases": [], "Truncated": False}
+    assert await call(svc, OTHER_ROOT, "ListAliases", KeyId=key["Arn"]) == {"Aliases": [], "Truncated": False}
+    assert await fails(svc, OTHER_ROOT, "CreateKey") == "AccessDeniedException"
+    assert [k["KeyId"] for k in (await call(svc, OWNER, "ListKeys"))["Keys"]] == [key["KeyId"]]
+
+
+def test_a_credentials_account_comes_from_its_principal_arn():
+    assert principal_account(OTHER_ROOT) == OTHER
+    assert principal_account(OTHER_ROLE) == OTHER
+    assert principal_account(f"arn:aws-us-gov:iam::{OTHER}:user/a") == OTHER
+    assert principal_account("alice") is None
+    assert Credential("AK", "SK", OTHER_ROLE).account_id == OTHER
+    with pytest.raises(ConfigError):
+        _ = Credential("AK", "SK", "arn:aws:iam::12:root").account_id
+
+
+def test_unprincipaled_credentials_act_as_root_of_the_final_account(tmp_path):
+    path = tmp_path / "ks.toml"
+    path.write_text('[keyservice]\naccount_id = "111122223333"\n'
+                    '[[keyservice.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n')
+    config = KeyServiceConfig.load(path, {"KEYSERVICE_ACCOUNT_ID": OTHER})
+    assert [(c.principal, c.account_id) for c in config.credentials] == [(OTHER_ROOT, OTHER)]
+    path.write_text(path.read_text() + 'principal = "bob"\n')
+    with pytest.raises(ConfigError, match="not an IAM or STS principal ARN"):
+        KeyServiceConfig.load(path, {})
