@@ -27,6 +27,7 @@ from tests.support.moto import MotoServer
 from tests.support.process import Server
 
 READ_TIMEOUT = 2.0  # the gateway's upstream read timeout in these tests (default 60 s)
+KMS_TIMEOUT = 3.0  # the gateway's bound on one key service call, retries included (default 5 s)
 MIB = 1 << 20
 NO_RETRIES = {"total_max_attempts": 1}  # every fault must reach the test, not be retried away
 # What a client sees when the gateway cuts a response short, or never answers.
@@ -60,7 +61,8 @@ def faulty(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     keyservice = launch(workdir)
     key_arn = kms_client(keyservice.url).create_key()["KeyMetadata"]["Arn"]
     upstream, kms = _proxy_to(moto.url), _proxy_to(keyservice.url)
-    gateway = start_gateway_with_remote_kms(moto, workdir, kms.url, key_arn, upstream_url=upstream.url,
+    gateway = start_gateway_with_remote_kms(moto, workdir, kms.url, key_arn,
+                                            {"GATEWAY_KMS_TIMEOUT": str(KMS_TIMEOUT)}, upstream_url=upstream.url,
                                             upstream_settings=f"read_timeout = {READ_TIMEOUT}")
     s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30, connect_timeout=5,
                    retries=NO_RETRIES)
@@ -360,3 +362,17 @@ def test_key_service_reset_mid_answer_is_an_s3_error_and_stores_nothing(env):
         (503, "ServiceUnavailable")
     env.kms.clear()
     assert "Contents" not in env.direct.list_objects_v2(Bucket=env.bucket, Prefix=key)
+
+
+def test_key_service_that_never_answers_is_503_within_its_bound_and_stores_nothing(env):
+    """Accepted and never answered, or silent halfway through its answer: the PUT is S3's retryable
+    503 within the [kms] timeout, nothing is stored, and the next PUT works once it answers again."""
+    for fault in (stall(0, UP), stall(40, DOWN)):
+        key = _key()
+        env.kms.set(fault)
+        started = time.monotonic()
+        assert _error(lambda: env.s3.put_object(Bucket=env.bucket, Key=key, Body=b"x"))[:2] == \
+            (503, "ServiceUnavailable")
+        assert time.monotonic() - started < KMS_TIMEOUT + 5
+        env.kms.clear()
+        assert "Contents" not in env.direct.list_objects_v2(Bucket=env.bucket, Prefix=key)
