@@ -23,8 +23,9 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Coroutine, TypeVar
 
+T = TypeVar("T")
 UP = "up"      # client -> target
 DOWN = "down"  # target -> client
 CHUNK = 16 * 1024
@@ -105,13 +106,14 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 class FaultProxy:
-    """``FaultProxy(host, port).start()``; ``.url``; ``.set(Fault(...))``; ``.stop()``."""
+    """``FaultProxy(host, port).start()``; ``.url``; ``.set(Fault(...))`` / ``.clear()``; ``.stop()``.
+    ``connections`` and ``answered`` count accepted connections and requests answered by bursts."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.fault = NO_FAULT
-        self.connections = 0   # accepted so far
-        self.answered = 0      # requests the proxy answered itself (bursts)
+        self.connections = 0
+        self.answered = 0
         self._burst_left = 0
         self._conns: set[_Conn] = set()
         self._loop = asyncio.new_event_loop()
@@ -144,15 +146,6 @@ class FaultProxy:
     def clear(self) -> None:
         self.set(NO_FAULT)
 
-    @contextlib.contextmanager
-    def injected(self, fault: Fault) -> Iterator["FaultProxy"]:
-        """``with proxy.injected(Fault(...)):`` the fault holds inside the block only."""
-        self.set(fault)
-        try:
-            yield self
-        finally:
-            self.clear()
-
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
@@ -162,7 +155,8 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def _call(self, coro):
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the proxy's loop and wait for it (bounded)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     # ------------------------------------------------------------------ proxying (the proxy's loop)
@@ -185,8 +179,8 @@ class FaultProxy:
             target_reader, conn.target = await asyncio.open_connection(*self.target)
             await asyncio.gather(self._pump(conn, reader, conn.target, UP, fault),
                                  self._pump(conn, target_reader, writer, DOWN, fault))
-        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass  # the connection ends: a peer went away, or the proxy closed it
         finally:
             self._conns.discard(conn)
             for w in conn.writers():
