@@ -314,7 +314,8 @@ async def _sample_every(pid: int, interval: float, samples: list[tuple[int, int]
 
 def report(tally: Tally, figures: dict) -> int:
     (rss0, fd0), (rss1, fd1) = figures["start"], figures["end"]
-    print(f"requests:      {tally.requests} in {figures['seconds']:.1f} s = {tally.requests / figures['seconds']:.0f}/s")
+    seconds = figures["seconds"]
+    print(f"requests:      {tally.requests} in {seconds:.1f} s = {tally.requests / seconds:.0f}/s")
     print("answers:       " + ", ".join(f"{answer}: {n}" for answer, n in sorted(tally.answers.items())))
     print(f"cut on purpose: {tally.cut}")
     print(f"wrong bytes:   {tally.wrong_bytes}")
@@ -324,7 +325,8 @@ def report(tally: Tally, figures: dict) -> int:
     print(f"gateway fds:   {fd0} at start, {fd1} at end ({fd1 - fd0:+d})")
     print("under load:    RSS MB " + " ".join(f"{rss / 1e6:.0f}" for rss, _ in figures["samples"])
           + " | fds " + " ".join(str(fds) for _, fds in figures["samples"]))
-    print(f"gateway log errors: {len(figures['log'])}" + "".join(f"\n  {line.rstrip()}" for line in figures["log"][:10]))
+    shown = "".join(f"\n  {line.rstrip()}" for line in figures["log"][:10])
+    print(f"gateway log errors: {len(figures['log'])}{shown}")
     ok = not (tally.wrong_bytes or tally.server_errors or tally.unexpected or figures["log"])
     print("result:        " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1

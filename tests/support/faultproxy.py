@@ -31,6 +31,7 @@ DOWN = "down"  # target -> client
 CHUNK = 16 * 1024
 MAX_HEADER = 64 * 1024
 
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 S3_XML_ERRORS = {
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
@@ -48,7 +49,7 @@ class Burst:
 
     def response(self, with_body: bool = True) -> bytes:
         """The whole HTTP answer (a HEAD's without its body, as HTTP wants)."""
-        reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}.get(self.status, "Error")
+        reason = _REASONS.get(self.status, "Error")
         if self.html:
             body = (f"<html><head><title>{self.status} {reason}</title></head><body><center><h1>{self.status} "
                     f"{reason}</h1></center><hr><center>nginx</center></body></html>\n").encode()
