@@ -27,13 +27,14 @@ from aiohttp import web
 
 from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
+from gateway.connections import ConnectionGuard, GuardedAppRunner, send_and_close
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
-from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
 from gateway.serverlog import server_logger
 from gateway.sigv4 import AuthError, verify
@@ -117,7 +118,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         return await _handle(gw, request, request_id)
     except S3Error as exc:
-        return error_response(exc, request, request_id)
+        return await _answer_error(exc, request, request_id)
     except aiohttp.ClientError as exc:
         if request.transport is None or request.transport.is_closing():
             # The client went away mid-upload, which cut the upstream request: not the upstream's failure.
@@ -139,6 +140,14 @@ def upstream_failure(exc: aiohttp.ClientError) -> S3Error:
     if isinstance(exc, asyncio.TimeoutError):
         return S3Error("ServiceUnavailable", "The upstream store did not answer in time", 503)
     return S3Error("ServiceUnavailable", "The upstream store did not complete the request", 503)
+
+
+async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> web.StreamResponse:
+    """The error's answer; after a stalled body the connection is closed too, as S3 does."""
+    response = error_response(err, request, request_id)
+    if request.get(passthrough.BODY_STALLED):
+        return await send_and_close(request, response)
+    return response
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -214,12 +223,20 @@ def _with_dev_defaults(config: GatewayConfig) -> tuple[GatewayConfig, DevUpstrea
     dev = None
     if not config.upstream.url:
         dev = DevUpstream()
-        config = replace(config, upstream=dev.start(config.upstream.region))
+        config = replace(config, upstream=dev.start(config.upstream))
     if not config.credentials:
         log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
                     DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
         config = replace(config, credentials=(DEV_CREDENTIAL,))
     return config, dev
+
+
+def refusal_answer() -> bytes:
+    """The whole HTTP answer to a connection over the cap: S3's SlowDown, which SDKs retry with backoff."""
+    body = error_xml(slow_down(), request_id=new_request_id())
+    head = (f"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
 
 
 async def _listen(runner: web.AppRunner, config: GatewayConfig) -> str:
@@ -250,13 +267,14 @@ async def serve(config: GatewayConfig) -> None:
             stack.callback(dev.stop)
         up = config.upstream
         upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
-                            read_timeout=up.read_timeout)
+                            pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
         await upstream.start()
         stack.push_async_callback(upstream.close)
         provider = await _key_provider(config)
         stack.push_async_callback(provider.close)
-        runner = web.AppRunner(await create_app(config, provider, upstream), handle_signals=False, access_log=None,
-                               logger=server_logger())
+        guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
+        runner = GuardedAppRunner(await create_app(config, provider, upstream), guard, handle_signals=False,
+                                  access_log=None, logger=server_logger())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         print(f"listening on {await _listen(runner, config)}", flush=True)

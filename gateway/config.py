@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gateway.logsetup import parse_level
+from gateway.connections import ServerLimits
 
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
@@ -41,6 +42,8 @@ class UpstreamConfig:
     region: str = "us-east-1"
     access_key: str = ""
     secret_key: str = ""
+    pool_size: int = 100
+    pool_wait: float = 10.0
     # Seconds the upstream may stay silent while the gateway waits for an answer or the next body
     # bytes: bounds what a half-open upstream connection holds a request (and its client) for.
     read_timeout: float = DEFAULT_UPSTREAM_READ_TIMEOUT
@@ -70,6 +73,11 @@ class GatewayConfig:
     default_kms_key_id: str = ""
     secret_file: str = ""
     log_level: str = "INFO"
+    header_timeout: float = ServerLimits.header_timeout
+    idle_timeout: float = ServerLimits.idle_timeout
+    body_timeout: float = ServerLimits.body_timeout
+    send_timeout: float = ServerLimits.send_timeout
+    max_connections: int = ServerLimits.max_connections
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -83,6 +91,11 @@ class GatewayConfig:
     @property
     def listen_host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    @property
+    def limits(self) -> ServerLimits:
+        return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
+                            self.max_connections)
 
     @property
     def secret_path(self) -> Path:
@@ -105,11 +118,19 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "default_encryption": ("GATEWAY_DEFAULT_ENCRYPTION", str),
     "default_kms_key_id": ("GATEWAY_DEFAULT_KMS_KEY_ID", str),
     "secret_file": ("GATEWAY_SECRET_FILE", str),
+    "header_timeout": ("GATEWAY_HEADER_TIMEOUT", float),
+    "idle_timeout": ("GATEWAY_IDLE_TIMEOUT", float),
+    "body_timeout": ("GATEWAY_BODY_TIMEOUT", float),
+    "send_timeout": ("GATEWAY_SEND_TIMEOUT", float),
+    "max_connections": ("GATEWAY_MAX_CONNECTIONS", int),
     "log_level": ("GATEWAY_LOG_LEVEL", str),
 }
-_SECTION_ENV = {
-    "upstream": ("GATEWAY_UPSTREAM_", ("url", "region", "access_key", "secret_key", "read_timeout")),
-    "kms": ("GATEWAY_KMS_", ("endpoint", "region", "access_key", "secret_key", "timeout", "max_attempts")),
+_SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
+    "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,
+                                       "pool_size": int, "pool_wait": float,
+                                       "read_timeout": float}),
+    "kms": ("GATEWAY_KMS_", {"endpoint": str, "region": str, "access_key": str, "secret_key": str,
+                             "timeout": float, "max_attempts": int}),
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -140,15 +161,36 @@ def _as_str(name: str, value: Any) -> str:
     return value
 
 
-def _as_positive(name: str, value: Any, kind: type) -> int | float:
-    """A positive number from TOML (a number) or the environment (text), as ``kind`` (int or float)."""
-    try:
-        number = kind(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not number > 0 or (kind is int and isinstance(value, float)):
-        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
-    return number
+def _as_positive(name: str, value: Any, kind: type) -> float | int:
+    """A number > 0 from TOML (int or float) or the environment (text); ``kind`` int refuses fractions."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if kind is int:
+        if value != int(value):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _lookup(env: Mapping[str, str], env_name: str, table: Mapping[str, Any], key: str, kind: type) -> Any:
+    """The environment's value, else the file's; an empty variable unsets a number (keeps its default)."""
+    if env_name in env and not (kind in (int, float) and not env[env_name].strip()):
+        return env[env_name]
+    return table.get(key)
+
+
+def _convert(name: str, value: Any, kind: type) -> Any:
+    """A setting's value as its kind: str, bool, or a positive int/float."""
+    if kind is bool:
+        return _as_bool(name, value)
+    if kind is str:
+        return _as_str(name, value)
+    return _as_positive(name, value, kind)
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:
@@ -169,11 +211,10 @@ def _gateway_settings(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[
         raise ConfigError(f"unknown setting(s) in [gateway]: {', '.join(sorted(unknown))}")
     out: dict[str, Any] = {}
     for name, (env_name, kind) in _GATEWAY_ENV.items():
-        value = env[env_name] if env_name in env else table.get(name)
+        value = _lookup(env, env_name, table, name, kind)
         if value is None:
             continue
-        qualified = f"gateway.{name} ({env_name})"
-        out[name] = _as_bool(qualified, value) if kind is bool else _as_str(qualified, value)
+        out[name] = _convert(f"gateway.{name} ({env_name})", value, kind)
     if "data_dir" in out:
         out["data_dir"] = Path(out["data_dir"])
     return out
@@ -185,17 +226,11 @@ def _section(name: str, table: Mapping[str, Any], env: Mapping[str, str], cls: t
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
     values = {}
-    for key in keys:
+    for key, kind in keys.items():
         env_name = prefix + key.upper()
-        value = env[env_name] if env_name in env else table.get(key)
-        if value is None:
-            continue
-        qualified = f"{name}.{key} ({env_name})"
-        default = getattr(cls, key, "")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            values[key] = _as_positive(qualified, value, type(default))
-        else:
-            values[key] = _as_str(qualified, value)
+        value = _lookup(env, env_name, table, key, kind)
+        if value is not None:
+            values[key] = _convert(f"{name}.{key} ({env_name})", value, kind)
     return cls(**values)
 
 

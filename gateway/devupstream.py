@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import replace
 
 from gateway.config import ConfigError, UpstreamConfig
 
@@ -31,11 +32,12 @@ class DevUpstream:
         self.port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
-    def start(self, region: str) -> UpstreamConfig:
+    def start(self, configured: UpstreamConfig) -> UpstreamConfig:
+        """``configured`` (its region and pool settings) pointed at the development upstream."""
         self._server.start()
         url = f"http://127.0.0.1:{self.port}"
         log.warning("no upstream.url configured: started a development upstream (moto) at %s", url)
-        return UpstreamConfig(url=url, region=region, access_key=DEV_CREDENTIALS[0], secret_key=DEV_CREDENTIALS[1])
+        return replace(configured, url=url, access_key=DEV_CREDENTIALS[0], secret_key=DEV_CREDENTIALS[1])
 
     def stop(self) -> None:
         self._server.stop()

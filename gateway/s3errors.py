@@ -109,6 +109,12 @@ def slow_down() -> S3Error:
     return S3Error("SlowDown", "Please reduce your request rate.", 503)
 
 
+def request_timeout() -> S3Error:
+    """S3's answer to a request body that stopped arriving."""
+    return S3Error("RequestTimeout", "Your socket connection to the server was not read from or written to "
+                   "within the timeout period. Idle connections will be closed.", 400)
+
+
 def precondition_failed(condition: str | None = None) -> S3Error:
     fields = {"Condition": condition} if condition is not None else {}
     return S3Error(

@@ -7,7 +7,9 @@ the canonicalisation is botocore's, never ours. Bodies are streamed, so the payl
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, AsyncIterable, Iterable, Mapping
 from urllib.parse import quote
 
@@ -16,6 +18,11 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from yarl import URL
+
+from gateway.connections import RateLimitedLog
+from gateway.s3errors import S3Error, slow_down
+
+log = logging.getLogger("gateway.upstream")
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -71,10 +78,28 @@ def upstream_query(query: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
 
 
-class Upstream:
-    """One connection pool to the upstream, shared by every handler."""
+async def _queued(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    context.trace_request_ctx.queued = True
 
-    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, read_timeout: float = 60.0) -> None:
+
+def _queue_tracer() -> aiohttp.TraceConfig:
+    """Marks a request's trace context when it had to queue for a pooled connection, so a connect
+    timeout can be told apart: waiting for the pool (SlowDown) or an upstream slow to accept."""
+    tracer = aiohttp.TraceConfig()
+    tracer.on_connection_queued_start.append(_queued)
+    return tracer
+
+
+class Upstream:
+    """One connection pool to the upstream, shared by every handler.
+
+    The pool holds ``pool_size`` connections; a request waits at most ``pool_wait`` seconds for one
+    (aiohttp's connect timeout, which also bounds opening a new connection) and is then answered with
+    ``503 SlowDown``, so a pool held by stalled clients delays others by that much, never forever.
+    """
+
+    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0,
+                 read_timeout: float = 60.0) -> None:
         self.target = target
         self._base = target.url.rstrip("/")
         # One signer for every request: it holds only credentials, region and service; the
@@ -82,15 +107,19 @@ class Upstream:
         self._signer = _Signer(Credentials(target.access_key, target.secret_key), "s3", target.region)
         self._session: aiohttp.ClientSession | None = None
         self._pool_size = pool_size
+        self._pool_wait = pool_wait
         self._read_timeout = read_timeout
+        self._busy_log = RateLimitedLog(log)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
         # No total limit (objects are big), but a bound on silence: a half-open upstream fails the request.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._read_timeout)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._pool_wait, sock_connect=10,
+                                        sock_read=self._read_timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding", "User-Agent",
-                                                                 "Content-Type"))
+                                                                 "Content-Type"),
+                                              trace_configs=[_queue_tracer()])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -114,10 +143,22 @@ class Upstream:
         signed = self.sign(method, url, headers, payload_hash)
         if content_length is not None:
             signed["Content-Length"] = str(content_length)
-        kwargs: dict[str, Any] = {"headers": signed, "allow_redirects": False}
+        trace = SimpleNamespace(queued=False)
+        kwargs: dict[str, Any] = {"headers": signed, "allow_redirects": False, "trace_request_ctx": trace}
         if body is not None:
             kwargs["data"] = body
-        return await self._session.request(method, URL(url, encoded=True), **kwargs)
+        try:
+            return await self._session.request(method, URL(url, encoded=True), **kwargs)
+        except aiohttp.ConnectionTimeoutError:
+            if not trace.queued:
+                raise
+            self._busy_log.note("upstream pool busy: all %d connections in use for %ss; answering SlowDown",
+                                self._pool_size, self._pool_wait)
+            raise slow_down() from None
+        except aiohttp.ClientConnectionError as exc:
+            if isinstance(exc.__cause__, S3Error):  # the body stream failed (e.g. RequestTimeout): that is
+                raise exc.__cause__ from None      # the answer, not an upstream failure
+            raise
 
 
 async def read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:

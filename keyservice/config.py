@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.connections import ServerLimits
 from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
@@ -79,6 +80,16 @@ class KeyServiceConfig:
     clock_file: Path | None = None
     purge_interval: float = DEFAULT_PURGE_INTERVAL
     audit_on_failure: str = "refuse"     # "refuse" or "warn": cryptographic calls whose record is lost
+    header_timeout: float = ServerLimits.header_timeout
+    idle_timeout: float = ServerLimits.idle_timeout
+    body_timeout: float = ServerLimits.body_timeout
+    send_timeout: float = ServerLimits.send_timeout
+    max_connections: int = ServerLimits.max_connections
+
+    @property
+    def limits(self) -> ServerLimits:
+        return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
+                            self.max_connections)
 
     @property
     def audit_path(self) -> Path:
@@ -125,10 +136,13 @@ def _read_table(path: Path) -> dict[str, Any]:
 
 _STR_KEYS = ("listen", "account_id", "region", "audit_on_failure")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
+# Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
+_NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
+                "send_timeout": False, "max_connections": True}
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
-    known = set(_STR_KEYS) | set(_PATH_KEYS) | {"credentials", "quotas", "purge_interval"}
+    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | {"credentials", "quotas"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
@@ -139,8 +153,9 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     for key in _PATH_KEYS:
         if key in table:
             values[key] = Path(_expect(table[key], str, key))
-    if "purge_interval" in table:
-        values["purge_interval"] = _positive(table["purge_interval"], "purge_interval")
+    for key, whole in _NUMBER_KEYS.items():
+        if key in table:
+            values[key] = _whole(_positive(table[key], key), key) if whole else _positive(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
@@ -154,9 +169,15 @@ def _expect(value: Any, kind: type, name: str) -> Any:
 
 
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a positive number")
     return float(value)
+
+
+def _whole(value: float, name: str) -> int:
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number")
+    return int(value)
 
 
 def _quotas(table: Any) -> dict[str, float]:
@@ -189,9 +210,11 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
                        ("KEYSERVICE_TLS_KEY_FILE", "tls_key_file"), ("KEYSERVICE_CLOCK_FILE", "clock_file")):
         if env.get(name):
             changes[attr] = Path(env[name])
-    if env.get("KEYSERVICE_PURGE_INTERVAL"):
-        changes["purge_interval"] = _positive(_number(env["KEYSERVICE_PURGE_INTERVAL"]),
-                                              "KEYSERVICE_PURGE_INTERVAL")
+    for key, whole in _NUMBER_KEYS.items():
+        name = f"KEYSERVICE_{key.upper()}"
+        if env.get(name, "").strip():
+            value = _positive(_number(env[name]), name)
+            changes[key] = _whole(value, name) if whole else value
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):

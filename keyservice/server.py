@@ -30,6 +30,8 @@ from botocore.model import Shape
 from botocore.validate import ParamValidator
 
 from gateway import sigv4
+from gateway.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
+                                 send_and_close)
 from gateway.serverlog import server_logger
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
@@ -183,12 +185,22 @@ def operation_of(request: web.Request) -> str:
     return target[len(TARGET_PREFIX):]
 
 
+class BodyStalled(ProtocolError):
+    """The client stopped sending its request body; answered, then the connection is closed."""
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The whole body; aiohttp stops reading past ``client_max_size`` (MAX_BODY)."""
+    """The whole body, at most MAX_BODY bytes, each read waiting at most the server's body timeout."""
+    body = bytearray()
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ProtocolError("ValidationException", f"Request body exceeds {MAX_BODY} bytes", 413) from None
+        async for chunk in request_body_chunks(request, 64 * 1024):
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ProtocolError("ValidationException", f"Request body exceeds {MAX_BODY} bytes", 413)
+    except BodyTimeout:
+        raise BodyStalled("RequestTimeoutException", "The request body was not received within the "
+                          "timeout period; idle connections are closed.", 408) from None
+    return bytes(body)
 
 
 def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request], Any]:
@@ -203,6 +215,8 @@ def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request
             params = parse_params(operation, body)
             result = await api.call(operation, params, ctx)
             return json_response(result, 200, request_id)
+        except BodyStalled as e:
+            return await send_and_close(request, error_response(e, request_id))
         except KMSError as e:
             return error_response(e, request_id)
         except ConnectionError:
@@ -232,13 +246,23 @@ def _ssl_context(config: KeyServiceConfig) -> ssl.SSLContext | None:
     return context
 
 
+def refusal_answer() -> bytes:
+    """The whole HTTP answer to a connection over the cap: KMS's ThrottlingException, which SDKs retry."""
+    body = _ENCODER.encode({"__type": "ThrottlingException",
+                            "message": "Too many connections; retry later"}).encode()
+    head = (f"HTTP/1.1 400 Bad Request\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nx-amzn-RequestId: {uuid.uuid4()}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
+
+
 async def serve(config: KeyServiceConfig) -> None:
     """Serve until SIGTERM or SIGINT, then close the listener, the service and the audit log."""
     host, port = config.host_port()
     tls = _ssl_context(config)
     api = build_api(config)
-    runner = web.AppRunner(create_app(api, config), access_log=None, handle_signals=False,
-                           logger=server_logger())
+    guard = ConnectionGuard(config.limits, refusal_answer(), "keyservice")
+    runner = GuardedAppRunner(create_app(api, config), guard, access_log=None, handle_signals=False,
+                              logger=server_logger())
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls)

@@ -14,9 +14,10 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Mapping
 import aiohttp
 from aiohttp import web
 
+from gateway.connections import BodyTimeout, request_body_chunks
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.policy import SSE_HEADERS
-from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error
+from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, request_timeout
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
@@ -27,6 +28,7 @@ _ERROR_BODY_HEADERS = ("content-length", "content-type", "content-encoding", "co
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream response headers that describe the upstream's own request or connection, not the data.
 _UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server"}
+BODY_STALLED = "gateway.body_stalled"
 
 
 async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -35,8 +37,14 @@ async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(CHUNK):
-        yield chunk
+    """The request body; a client that stops sending it gets S3's RequestTimeout, and ``BODY_STALLED``
+    on the request tells the server to close the connection after that answer."""
+    try:
+        async for chunk in request_body_chunks(request, CHUNK):
+            yield chunk
+    except BodyTimeout:
+        request[BODY_STALLED] = True
+        raise request_timeout() from None
 
 
 def response_headers(upstream_headers: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:

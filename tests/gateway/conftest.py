@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.reserved import is_reserved_key
 from tests.support.clients import Endpoint, s3_client
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
@@ -115,13 +114,6 @@ def bucket(s3) -> str:
     name = f"e2e-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     return name
-
-
-def stored_keys(upstream_s3, bucket: str) -> list[str]:
-    """The clients' keys the upstream holds in ``bucket``, without the gateway's own (``.s3gw/``: the
-    bucket state record every bucket created through the gateway has, manifests)."""
-    listed = upstream_s3.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return [entry["Key"] for entry in listed if not is_reserved_key(entry["Key"])]
 
 
 @pytest.fixture

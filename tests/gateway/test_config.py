@@ -80,7 +80,7 @@ def test_environment_overrides_file_and_listen_flag_overrides_both(tmp_path):
     ('[upstream]\nurl = "ftp://x"\n', {}, "upstream.url must start with http"),
     ('[upstream]\nurl = "http://x"\n', {}, "upstream.access_key and upstream.secret_key are required"),
     ('[buckets.b]\nencryption = "none"\n', {}, "buckets.b.encryption must be one of"),
-    ('[upstream]\nread_timeout = "soon"\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a positive"),
+    ('[upstream]\nread_timeout = "soon"\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a number"),
     ('[upstream]\nread_timeout = 0\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a positive"),
     ("", {"GATEWAY_ACCESS_KEY": "only"}, "must be set together"),
     ("not = [toml", {}, "is not valid TOML"),
@@ -198,3 +198,51 @@ def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_
     assert record.getMessage() == f'body {{"Plaintext":{REDACTED}}} key {REDACTED}'
     assert redactor.redact("StringToSign:\nAWS4-HMAC-SHA256\n...") == f"StringToSign:\n{REDACTED}"
     assert redactor.redact("a test credential") == "a test credential"  # too short to be redacted
+
+
+# Slow-client limits and the upstream pool (issue 8, item 3): TOML and GATEWAY_* variables.
+LIMIT_SETTINGS = {  # setting: (section, environment variable, default, a non-default value)
+    "header_timeout": ("gateway", "GATEWAY_HEADER_TIMEOUT", 30.0, 2.5),
+    "idle_timeout": ("gateway", "GATEWAY_IDLE_TIMEOUT", 60.0, 3.0),
+    "body_timeout": ("gateway", "GATEWAY_BODY_TIMEOUT", 20.0, 4.0),
+    "send_timeout": ("gateway", "GATEWAY_SEND_TIMEOUT", 60.0, 5.0),
+    "max_connections": ("gateway", "GATEWAY_MAX_CONNECTIONS", 1024, 7),
+    "pool_size": ("upstream", "GATEWAY_UPSTREAM_POOL_SIZE", 100, 9),
+    "pool_wait": ("upstream", "GATEWAY_UPSTREAM_POOL_WAIT", 10.0, 1.5),
+}
+
+
+def _limit(cfg, section: str, name: str):
+    return getattr(cfg.upstream if section == "upstream" else cfg, name)
+
+
+@pytest.mark.parametrize("name", LIMIT_SETTINGS)
+def test_slow_client_limits_have_defaults_and_come_from_the_file_or_the_environment(tmp_path, name):
+    section, env_name, default, value = LIMIT_SETTINGS[name]
+    assert _limit(load_config(None, {}), section, name) == default
+    path = _write(tmp_path, f"[{section}]\n{name} = {value}\n")
+    assert _limit(load_config(path, {}), section, name) == value
+    assert _limit(load_config(path, {env_name: str(value * 2)}), section, name) == value * 2
+    assert _limit(load_config(path, {env_name: ""}), section, name) == value
+
+
+def test_limits_reach_the_servers_guard_as_one_value():
+    cfg = load_config(None, {"GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_MAX_CONNECTIONS": "3"})
+    assert (cfg.limits.header_timeout, cfg.limits.max_connections, cfg.limits.body_timeout) == (1.0, 3, 20.0)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"GATEWAY_HEADER_TIMEOUT": "soon"}, "gateway.header_timeout (GATEWAY_HEADER_TIMEOUT) must be a number"),
+    ({"GATEWAY_BODY_TIMEOUT": "0"}, "gateway.body_timeout (GATEWAY_BODY_TIMEOUT) must be a positive number"),
+    ({"GATEWAY_MAX_CONNECTIONS": "2.5"}, "gateway.max_connections (GATEWAY_MAX_CONNECTIONS) must be a whole number"),
+    ({"GATEWAY_UPSTREAM_POOL_SIZE": "-1"}, "upstream.pool_size (GATEWAY_UPSTREAM_POOL_SIZE) must be a positive"),
+    ({"GATEWAY_UPSTREAM_POOL_WAIT": "inf"}, "upstream.pool_wait (GATEWAY_UPSTREAM_POOL_WAIT) must be a positive"),
+])
+def test_invalid_limits_are_refused_with_their_name(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, env)
+
+
+def test_limits_in_the_file_must_be_numbers(tmp_path):
+    with pytest.raises(ConfigError, match="idle_timeout"):
+        load_config(_write(tmp_path, '[gateway]\nidle_timeout = "long"\n'), {})

@@ -8,9 +8,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import (GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway,
-                                    start_gateway_with_remote_kms, stored_keys)
+                                    start_gateway_with_remote_kms)
 from tests.keyservice.conftest import kms_client, launch
-from tests.support.clients import s3_client
+from tests.support.clients import s3_client, upstream_keys
 
 FULL_DISK_AUDIT = '\n[keyservice]\naudit_log = "/dev/full"\n'
 
@@ -38,7 +38,7 @@ def test_put_and_get_are_503_when_the_key_service_cannot_audit(moto, upstream_s3
         assert error_of(s3.get_object, Bucket=bucket, Key="before") == ("ServiceUnavailable", 503)
     finally:
         assert gateway.stop() == 0, gateway.log()
-    assert stored_keys(upstream_s3, bucket) == ["before"]
+    assert upstream_keys(upstream_s3, bucket) == ["before"]
     assert "its audit record cannot be written" in gateway.log()
 
 
@@ -55,7 +55,7 @@ def test_remote_key_service_that_cannot_audit_is_503_at_the_gateway(moto, upstre
             bucket = f"audit-full-remote-{uuid.uuid4().hex[:12]}"
             s3.create_bucket(Bucket=bucket)
             assert error_of(s3.put_object, Bucket=bucket, Key="k", Body=b"x") == ("ServiceUnavailable", 503)
-            assert stored_keys(upstream_s3, bucket) == []
+            assert upstream_keys(upstream_s3, bucket) == []
         finally:
             assert gateway.stop() == 0, gateway.log()
     finally:

@@ -11,8 +11,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms, stored_keys
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms
 from tests.keyservice.conftest import kms_client, launch
+from tests.support.clients import upstream_keys
 from tests.support.process import free_port
 
 BOUND = 2.0  # GATEWAY_KMS_TIMEOUT for this test: every KMS call, retries included, within 2 s
@@ -46,7 +47,7 @@ def test_put_is_503_within_the_bound_while_the_key_service_is_down_and_works_onc
             assert (error.value.response["Error"]["Code"],
                     error.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("ServiceUnavailable", 503)
             assert elapsed < BOUND + 1.0, elapsed
-        assert stored_keys(upstream_s3, bucket) == []
+        assert upstream_keys(upstream_s3, bucket) == []
 
         back = launch(tmp_path / "ks", data_dir=keyservice.data_dir, listen=listen)
         try:

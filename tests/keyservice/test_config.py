@@ -108,3 +108,30 @@ def test_example_config_file_loads() -> None:
     assert [c.principal for c in config.credentials] == [
         "arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/alice"]
     assert config.quotas["symmetric"] == 5500
+
+
+LIMITS = {"header_timeout": (30.0, 2.5), "idle_timeout": (60.0, 3.0), "body_timeout": (20.0, 4.0),
+          "send_timeout": (60.0, 5.0), "max_connections": (1024, 7)}
+
+
+@pytest.mark.parametrize("name", LIMITS)
+def test_slow_client_limits_have_defaults_and_come_from_the_file_or_the_environment(tmp_path: Path,
+                                                                                   name: str) -> None:
+    default, value = LIMITS[name]
+    assert getattr(KeyServiceConfig.load(None, {}).limits, name) == default
+    path = write(tmp_path, f"[keyservice]\n{name} = {value}\n")
+    assert getattr(KeyServiceConfig.load(path, {}).limits, name) == value
+    env = {f"KEYSERVICE_{name.upper()}": str(value * 2)}
+    assert getattr(KeyServiceConfig.load(path, env).limits, name) == value * 2
+
+
+@pytest.mark.parametrize("text,env,message", [
+    ("[keyservice]\nbody_timeout = 0\n", {}, "body_timeout must be a positive number"),
+    ("[keyservice]\nmax_connections = 1.5\n", {}, "max_connections must be a whole number"),
+    ("", {"KEYSERVICE_HEADER_TIMEOUT": "soon"}, "not a number"),
+    ("", {"KEYSERVICE_MAX_CONNECTIONS": "2.5"}, "KEYSERVICE_MAX_CONNECTIONS must be a whole number"),
+    ("", {"KEYSERVICE_IDLE_TIMEOUT": "inf"}, "KEYSERVICE_IDLE_TIMEOUT must be a positive number"),
+])
+def test_invalid_limits_are_refused(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        KeyServiceConfig.load(write(tmp_path, text), env)

@@ -1,0 +1,253 @@
+"""Slow, idle and surplus clients, for both servers (the gateway and ``keyservice serve``).
+
+aiohttp's server only closes keep-alive connections that sit idle; a client may dribble its request
+headers, stall its body or stop reading the answer forever, and nothing bounds how many connections
+are open. Each of those holds memory, a handler task and (on the gateway) an upstream connection, so
+a hundred stalled clients starved everyone else. This module bounds every wait on a client:
+
+- **header timeout**: a connection must deliver a complete request line and headers within
+  ``header_timeout`` of being accepted, or of the first byte of a later request on a keep-alive
+  connection; otherwise it is closed without an answer (nginx's ``client_header_timeout``, Go's
+  ``ReadHeaderTimeout``).
+- **idle timeout**: a keep-alive connection with no request in flight is closed after
+  ``idle_timeout`` (aiohttp's own ``keepalive_timeout``).
+- **body timeout**: every read of a request body waits at most ``body_timeout`` for more bytes
+  (:func:`request_body_chunks`); the servers turn that into their protocol's timeout error. The budget is per
+  read, not per body: a slow client that keeps sending is never cut off.
+- **send timeout**: when the client stops reading, the transport's write buffer fills and writing
+  pauses; if it stays paused for ``send_timeout`` the connection is aborted, which fails the pending
+  write and releases whatever the handler held (nginx's ``send_timeout``).
+- **connection cap**: at most ``max_connections`` connections are served at once. Further ones are
+  accepted, answered at once with the server's "slow down" reply (``refusal``: S3 ``503 SlowDown`` on
+  the gateway, ``ThrottlingException`` on the key service) and closed, so SDKs back off and retry
+  instead of hanging in a backlog; one log line (at most every ``LOG_INTERVAL`` seconds) says so.
+
+The header timer and the cap need a protocol subclass: aiohttp has no header timeout and creates its
+``RequestHandler`` itself, so :class:`GuardedAppRunner` plugs :class:`GuardedServer` (a
+``web.Server`` whose protocol factory builds :class:`GuardedRequestHandler`) under the usual
+``web.Application``. ``tests/gateway/test_e2e_slow_clients.py`` pins the behaviour against aiohttp
+upgrades: the subclass uses private attributes of ``RequestHandler`` (``_waiter``, set while the
+connection waits for its next request, ``_request_count`` and ``_next_keepalive_close_time``) and of
+``web.Server`` (``_loop``, ``_kwargs``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("connections")
+
+LOG_INTERVAL = 60.0
+REFUSAL_GRACE = 2.0  # seconds a refused connection may take to read its answer before it is closed
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How long a server waits on a client, and how many connections it serves at once."""
+
+    header_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    body_timeout: float = 20.0
+    send_timeout: float = 60.0
+    max_connections: int = 1024
+
+
+class BodyTimeout(TimeoutError):
+    """The client sent no request-body bytes for ``body_timeout`` seconds."""
+
+
+class RateLimitedLog:
+    """One warning per ``interval`` about a recurring event, with how often it happened meanwhile,
+    so a flood of refused connections cannot flood the log too."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last = -interval
+        self._count = 0
+
+    def note(self, message: str, *args: Any) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._logger.warning(message + " (%d time(s) since the last report)", *args, self._count)
+            self._last, self._count = now, 0
+
+
+class ConnectionGuard:
+    """The limits, the count of connections served, and the answer for connections over the cap."""
+
+    def __init__(self, limits: ServerLimits, refusal: bytes, name: str) -> None:
+        self.limits = limits
+        self.refusal = refusal
+        self.name = name
+        self.open = 0
+        self._cap_log = RateLimitedLog(log)
+
+    def admit(self) -> bool:
+        """Count one more connection, unless the cap is reached (then log it, rate-limited)."""
+        if self.open >= self.limits.max_connections:
+            self._cap_log.note("%s: connection cap reached (max_connections=%d): new connections are "
+                               "refused", self.name, self.limits.max_connections)
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection protocol with a header timeout, a send timeout and the connection cap."""
+
+    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
+        self.guard = guard
+        self._admitted = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------------- the cap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.guard.admit():
+            _refuse(transport, self.guard.refusal)  # type: ignore[arg-type]
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self.guard.release()
+        for timer in (self._header_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    # ----------------------------------------------------------------- request headers
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return  # a refused connection: its request is never read
+        if data and self._header_timer is None and self._waiting_for_request():
+            self._arm_header_timer()  # the first byte of a request on a kept-alive connection
+        super().data_received(data)
+        if self._header_timer is not None and not self._waiting_for_request():
+            self._header_timer.cancel()  # the request line and headers are complete
+            self._header_timer = None
+
+    def _waiting_for_request(self) -> bool:
+        """Whether no request is being served: the connection waits for (the rest of) its next one."""
+        waiter = self._waiter
+        return (waiter is not None and not waiter.done()) or (waiter is None and self._request_count == 0)
+
+    def _arm_header_timer(self) -> None:
+        deadline = self._loop.time() + self.guard.limits.header_timeout
+        self._header_timer = self._loop.call_at(deadline, self._header_timeout)
+        # aiohttp's idle timer must not cut a request whose headers are arriving within this deadline
+        self._next_keepalive_close_time = max(self._next_keepalive_close_time, deadline)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._waiting_for_request() and self.transport is not None:
+            log.debug("%s: closing a connection that sent no complete request headers in %ss",
+                      self.guard.name, self.guard.limits.header_timeout)
+            self.force_close()
+
+    # ----------------------------------------------------------------- responses
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._send_timer = self._loop.call_later(self.guard.limits.send_timeout, self._send_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timeout(self) -> None:
+        """The client has not read for ``send_timeout``: abort, which fails the handler's pending write."""
+        self._send_timer = None
+        if self.transport is not None:
+            log.debug("%s: aborting a connection whose client stopped reading for %ss",
+                      self.guard.name, self.guard.limits.send_timeout)
+            self.transport.abort()
+
+
+def _refuse(transport: asyncio.Transport, answer: bytes) -> None:
+    """Answer a connection over the cap and close it once the client had a moment to read the answer
+    (closing at once with its request unread would reset the connection and lose the answer)."""
+    transport.write(answer)
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.close)
+
+
+class GuardedServer(web.Server):
+    """``web.Server`` whose connections are served by :class:`GuardedRequestHandler`."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def __call__(self) -> GuardedRequestHandler:
+        return GuardedRequestHandler(self, loop=self._loop, guard=self.guard, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """``web.AppRunner`` for an application served under a :class:`ConnectionGuard`."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
+                             handler_cancellation=plain.handler_cancellation, loop=plain._loop,
+                             guard=self._guard, **plain._kwargs)
+
+
+def limits_of(request: web.BaseRequest) -> ServerLimits | None:
+    """The limits of the server that received ``request`` (None under a plain aiohttp runner)."""
+    protocol = request.protocol
+    return protocol.guard.limits if isinstance(protocol, GuardedRequestHandler) else None
+
+
+async def request_body_chunks(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
+    """The request body in chunks of at most ``size`` bytes, each read waiting at most the server's
+    ``body_timeout`` for the client (raising :class:`BodyTimeout`)."""
+    limits = limits_of(request)
+    timeout = limits.body_timeout if limits is not None else None
+    stream = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await stream.read(size)
+        except TimeoutError:
+            raise BodyTimeout(f"no request body bytes for {timeout}s") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+async def send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """Send ``response`` and close the connection: after a stalled body there is nothing left to read
+    (aiohttp would otherwise linger, reading the rest of a body that is not coming)."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response

@@ -1,0 +1,235 @@
+"""Slow, idle and surplus clients cannot starve the gateway (issue 8, item 3).
+
+A gateway with small limits (set through GATEWAY_* variables) in front of moto; misbehaving clients
+are raw loopback sockets (tests/support/slowclients.py), well-behaved ones boto3. Timeouts are a few
+seconds and the assertions leave seconds of margin, for a loaded 2-core machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _config_toml
+from tests.support.clients import s3_client, upstream_keys
+from tests.support.moto import MotoServer
+from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.slowclients import (connect, dribble_until_closed, read_response, seconds_until_closed,
+                                       signed_head, stalled_upload)
+
+HEADER_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
+BODY_TIMEOUT = 4.0
+SEND_TIMEOUT = 2.0
+POOL_SIZE = 4
+POOL_WAIT = 1.0
+REQUEST_TIMEOUT_MESSAGE = ("Your socket connection to the server was not read from or written to within the "
+                           "timeout period. Idle connections will be closed.")
+LIMITS = {"GATEWAY_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "GATEWAY_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
+          "GATEWAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "GATEWAY_SEND_TIMEOUT": str(SEND_TIMEOUT),
+          "GATEWAY_UPSTREAM_POOL_SIZE": str(POOL_SIZE), "GATEWAY_UPSTREAM_POOL_WAIT": str(POOL_WAIT)}
+
+
+def start_limited_gateway(moto: MotoServer, workdir: Path, env: dict[str, str]) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "gateway.toml"
+    config.write_text(_config_toml(moto, workdir / "data", None))
+    return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+                        env=env, cwd=workdir, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def limited(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_limited_gateway(moto, tmp_path_factory.mktemp("gateway-limited"), LIMITS)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture
+def client(limited: Server):
+    return s3_client(limited.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30)
+
+
+@pytest.fixture
+def limited_bucket(client) -> str:
+    name = f"slow-{uuid.uuid4().hex[:16]}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def xml_code(body: bytes) -> tuple[str, str]:
+    code = re.search(rb"<Code>(.*?)</Code>", body)
+    message = re.search(rb"<Message>(.*?)</Message>", body)
+    return (code.group(1).decode() if code else "", message.group(1).decode() if message else "")
+
+
+def test_client_dribbling_its_headers_is_dropped_after_the_header_timeout_while_others_are_served(
+        limited: Server, client, limited_bucket: str):
+    slowloris = connect(limited.url)
+    with contextlib.closing(slowloris), ThreadPoolExecutor(1) as pool:
+        dribble = b"GET / HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 200
+        closed_after = pool.submit(dribble_until_closed, slowloris, dribble, 0.1, HEADER_TIMEOUT + 10)
+        client.put_object(Bucket=limited_bucket, Key="k", Body=b"served meanwhile")
+        assert client.get_object(Bucket=limited_bucket, Key="k")["Body"].read() == b"served meanwhile"
+        seconds = closed_after.result(timeout=HEADER_TIMEOUT + 20)
+    assert seconds is not None, "the server kept a connection whose headers never ended"
+    assert HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+
+
+def test_connection_that_never_sends_a_request_is_closed_after_the_header_timeout(limited: Server):
+    with contextlib.closing(connect(limited.url)) as silent:
+        seconds = seconds_until_closed(silent, HEADER_TIMEOUT + 10)
+    assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(limited: Server):
+    with contextlib.closing(connect(limited.url)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        status, headers, body, _ = read_response(sock, 10)
+        assert (status, xml_code(body)[0]) == (403, "AccessDenied")
+        assert headers.get("connection", "").lower() != "close"
+        seconds = seconds_until_closed(sock, IDLE_TIMEOUT + 10)
+    assert seconds is not None, "the idle keep-alive connection was never closed"
+    assert IDLE_TIMEOUT - 0.2 <= seconds < IDLE_TIMEOUT + 5
+
+
+def test_kept_alive_connection_dribbling_its_next_request_is_dropped_after_the_header_timeout(limited: Server):
+    with contextlib.closing(connect(limited.url)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        assert read_response(sock, 10)[0] == 403
+        time.sleep(IDLE_TIMEOUT / 2)
+        dribble = b"GET / HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 200
+        seconds = dribble_until_closed(sock, dribble, 0.1, HEADER_TIMEOUT + 10)
+    assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+
+
+def test_upload_that_keeps_sending_slowly_outlives_the_header_and_idle_timeouts(limited: Server, client,
+                                                                               limited_bucket: str):
+    pieces = 6
+    path = f"/{limited_bucket}/slow-but-steady"
+    with contextlib.closing(connect(limited.url)) as sock:
+        sock.sendall(signed_head("PUT", limited.url, path, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                                 {"Content-Length": str(pieces * 100)}))
+        for _ in range(pieces):  # 3 s in all: longer than the header and idle timeouts
+            time.sleep(0.5)
+            sock.sendall(b"y" * 100)
+        status, _, body, _ = read_response(sock, 30)
+    assert status == 200, body
+    assert client.get_object(Bucket=limited_bucket, Key="slow-but-steady")["Body"].read() == b"y" * 600
+
+
+def test_stalled_put_body_gets_request_timeout_and_nothing_is_stored_upstream(limited: Server, limited_bucket: str,
+                                                                               upstream_s3):
+    with contextlib.closing(stalled_upload(limited.url, f"/{limited_bucket}/stalled", GATEWAY_ACCESS_KEY,
+                                           GATEWAY_SECRET_KEY)) as sock:
+        status, _, body, seconds = read_response(sock, BODY_TIMEOUT + 20)
+        assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+        assert BODY_TIMEOUT - 0.2 <= seconds < BODY_TIMEOUT + 10
+        assert seconds_until_closed(sock, 5) is not None, "the connection stays open after RequestTimeout"
+    assert upstream_keys(upstream_s3, limited_bucket) == []
+
+
+def test_stalled_body_of_a_passed_through_request_gets_request_timeout(limited: Server, client,
+                                                                      limited_bucket: str):
+    path = f"/{limited_bucket}?tagging"
+    with contextlib.closing(stalled_upload(limited.url, path, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                                           length=4000, sent=20)) as sock:
+        status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+    assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+    with pytest.raises(ClientError) as no_tags:
+        client.get_bucket_tagging(Bucket=limited_bucket)
+    assert no_tags.value.response["Error"]["Code"] == "NoSuchTagSet"
+
+
+def test_stalled_upload_part_gets_request_timeout_and_no_part_is_stored_upstream(limited: Server, client,
+                                                                                  limited_bucket: str, upstream_s3):
+    upload_id = client.create_multipart_upload(Bucket=limited_bucket, Key="mp")["UploadId"]
+    path = f"/{limited_bucket}/mp?partNumber=1&uploadId={upload_id}"
+    with contextlib.closing(stalled_upload(limited.url, path, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)) as sock:
+        status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+    assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+    uploads = upstream_s3.list_multipart_uploads(Bucket=limited_bucket)["Uploads"]
+    assert len(uploads) == 1
+    parts = upstream_s3.list_parts(Bucket=limited_bucket, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"])
+    assert parts.get("Parts", []) == []
+
+
+def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gateway_recovers(
+        limited: Server, client, limited_bucket: str, upstream_s3):
+    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/stalled-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+               for i in range(POOL_SIZE)]
+    try:
+        time.sleep(1.0)  # each stalled PUT now holds a pooled upstream connection
+        start = time.monotonic()
+        with pytest.raises(ClientError) as refused:
+            client.put_object(Bucket=limited_bucket, Key="meanwhile", Body=b"m")
+        waited = time.monotonic() - start
+        assert refused.value.response["Error"]["Code"] == "SlowDown"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert waited < POOL_WAIT + 2.5, f"SlowDown took {waited:.1f}s, the pool wait is {POOL_WAIT}s"
+        for sock in stalled:
+            status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+            assert (status, xml_code(body)[0]) == (400, "RequestTimeout")
+    finally:
+        for sock in stalled:
+            sock.close()
+    client.put_object(Bucket=limited_bucket, Key="after", Body=b"served again")
+    assert client.get_object(Bucket=limited_bucket, Key="after")["Body"].read() == b"served again"
+    assert upstream_keys(upstream_s3, limited_bucket) == ["after"]
+
+
+def test_reader_that_stops_reading_is_cut_off_after_the_send_timeout_and_frees_its_upstream_connection(
+        limited: Server, client, limited_bucket: str):
+    size = 24 * 1024 * 1024
+    client.put_object(Bucket=limited_bucket, Key="big", Body=b"z" * size)
+    readers = [connect(limited.url, rcvbuf=4096) for _ in range(POOL_SIZE)]
+    try:
+        for sock in readers:
+            sock.sendall(signed_head("GET", limited.url, f"/{limited_bucket}/big", GATEWAY_ACCESS_KEY,
+                                     GATEWAY_SECRET_KEY))
+        time.sleep(SEND_TIMEOUT + 3)  # nobody reads: the gateway's writes stall
+        for sock in readers:
+            received = 0
+            deadline = time.monotonic() + 20
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                while time.monotonic() < deadline and (chunk := sock.recv(1 << 20)):
+                    received += len(chunk)
+            assert received < size, "the gateway kept sending to a client that had stopped reading"
+            assert time.monotonic() < deadline
+    finally:
+        for sock in readers:
+            sock.close()
+    start = time.monotonic()
+    assert len(client.get_object(Bucket=limited_bucket, Key="big")["Body"].read()) == size
+    assert time.monotonic() - start < 20
+
+
+def test_connections_over_the_cap_get_slow_down_and_one_log_line(moto: MotoServer, tmp_path: Path):
+    server = start_limited_gateway(moto, tmp_path, {"GATEWAY_MAX_CONNECTIONS": "3"})
+    try:
+        held = [connect(server.url) for _ in range(3)]
+        with contextlib.ExitStack() as stack:
+            for sock in held:
+                stack.callback(sock.close)
+            time.sleep(0.5)
+            for _ in range(3):
+                with contextlib.closing(connect(server.url)) as extra:
+                    extra.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                    status, headers, body, _ = read_response(extra, 10)
+                assert (status, xml_code(body)) == (503, ("SlowDown", "Please reduce your request rate."))
+                assert headers["connection"].lower() == "close"
+            held.pop().close()
+            time.sleep(0.5)
+            assert s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY).list_buckets()["Buckets"] is not None
+    finally:
+        assert server.stop() == 0, server.log()
+    lines = [line for line in server.log().splitlines() if "connection cap reached" in line]
+    assert len(lines) == 1, server.log()
+    assert "gateway: connection cap reached (max_connections=3)" in lines[0]
