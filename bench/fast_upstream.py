@@ -7,7 +7,8 @@ ones in a spool file (on tmpfs when available), and serves back the exact bytes 
 the gateway authenticates every ciphertext segment, so a synthetic body would fail on GET.
 
 Operations: CreateBucket, HeadBucket, ListObjectsV2 (prefix, max-keys), PutObject, GetObject (with
-Range and If-Match), HeadObject, DeleteObject, and multipart uploads: CreateMultipartUpload,
+Range and If-Match), HeadObject, DeleteObject, GetObjectTagging (always empty: what a copy reads),
+and multipart uploads: CreateMultipartUpload,
 UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts (max-parts, part-number-marker).
 Path-style addressing only.
 
@@ -231,6 +232,10 @@ class FastUpstream:
         if request.method == "PUT":
             return await self._put(request, bucket, key)
         obj = objects.get(key)
+        if "tagging" in request.query and obj is not None and request.method == "GET":
+            return _xml("Tagging", "<TagSet></TagSet>")  # tags are not kept: every object has none
+        if obj is None and request.method == "DELETE":
+            return web.Response(status=204)  # S3 deletes an absent key successfully
         if obj is None:
             return _error("NoSuchKey", "The specified key does not exist.", 404)
         if request.method == "DELETE":

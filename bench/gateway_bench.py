@@ -69,19 +69,19 @@ class S3Client:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
 
-    def _signed(self, target: Target, method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    def signed(self, target: Target, method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
         request = AWSRequest(method=method, url=f"{target.url}{path}", headers=headers)
         _UnsignedPayloadSigner(Credentials(*target.credentials), "s3", REGION).add_auth(request)
         return dict(request.headers.items())
 
     async def put(self, target: Target, path: str, body: bytes | AsyncIterator[bytes], size: int) -> None:
-        headers = self._signed(target, "PUT", path, {"Content-Length": str(size)})
+        headers = self.signed(target, "PUT", path, {"Content-Length": str(size)})
         async with self.session.put(f"{target.url}{path}", data=body, headers=headers) as response:
             await _expect(response, 200, f"PUT {target.name}{path}")
 
     async def get(self, target: Target, path: str) -> int:
         """GET and count the body (reading it is the work; keeping it is not)."""
-        headers = self._signed(target, "GET", path, {})
+        headers = self.signed(target, "GET", path, {})
         received = 0
         async with self.session.get(f"{target.url}{path}", headers=headers) as response:
             await _expect(response, 200, f"GET {target.name}{path}")
@@ -90,7 +90,7 @@ class S3Client:
         return received
 
     async def request(self, target: Target, method: str, path: str, expected: int) -> None:
-        headers = self._signed(target, method, path, {})
+        headers = self.signed(target, method, path, {})
         async with self.session.request(method, f"{target.url}{path}", headers=headers) as response:
             await _expect(response, expected, f"{method} {target.name}{path}")
 

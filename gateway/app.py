@@ -37,6 +37,7 @@ from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
+from gateway.serverlog import server_logger
 from gateway.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
@@ -138,15 +139,27 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await _handle(gw, request, request_id)
     except S3Error as exc:
         return await _answer_error(exc, request, request_id)
-    except aiohttp.ClientConnectorError as exc:
-        log.error("request %s: the upstream cannot be reached: %s", request_id, exc)
-        return error_response(S3Error("ServiceUnavailable", "The upstream store cannot be reached", 503),
-                              request, request_id)
+    except aiohttp.ClientError as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The client went away mid-upload, which cut the upstream request: not the upstream's failure.
+            raise ConnectionResetError(f"request {request_id}: the client went away") from None
+        log.error("request %s: the upstream failed: %s: %s", request_id, type(exc).__name__, exc)
+        return error_response(upstream_failure(exc), request, request_id)
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
         log.exception("request %s failed", request_id)
         return error_response(internal_error(), request, request_id)
+
+
+def upstream_failure(exc: aiohttp.ClientError) -> S3Error:
+    """A request the upstream could not complete (unreachable, reset, silent past the read timeout):
+    S3's retryable 503, the same a client gets when S3 itself is overloaded, never a 500."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return S3Error("ServiceUnavailable", "The upstream store cannot be reached", 503)
+    if isinstance(exc, asyncio.TimeoutError):
+        return S3Error("ServiceUnavailable", "The upstream store did not answer in time", 503)
+    return S3Error("ServiceUnavailable", "The upstream store did not complete the request", 503)
 
 
 async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> web.StreamResponse:
@@ -274,14 +287,14 @@ async def serve(config: GatewayConfig) -> None:
             stack.callback(dev.stop)
         up = config.upstream
         upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
-                            pool_size=up.pool_size, pool_wait=up.pool_wait)
+                            pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
         await upstream.start()
         stack.push_async_callback(upstream.close)
         provider = await _key_provider(config)
         stack.push_async_callback(provider.close)
         guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
         runner = GuardedAppRunner(await create_app(config, provider, upstream), guard, handle_signals=False,
-                                  access_log=None)
+                                  access_log=None, logger=server_logger())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         print(f"listening on {await _listen(runner, config)}", flush=True)

@@ -35,7 +35,7 @@ from gateway.crypto.metadata import b64u, unb64u
 from gateway.crypto.stream import IntegrityError
 from gateway.reserved import RESERVED_KEY_PREFIX
 from gateway.s3errors import from_upstream
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, read_up_to
 
 log = logging.getLogger("gateway.bucketstate")
 
@@ -131,11 +131,11 @@ class BucketStates:
     async def _read(self, bucket: str) -> bool:
         upstream = await self._upstream.request("GET", state_path(bucket), [], {})
         async with upstream:
-            body = await upstream.content.read(_MAX_RECORD + 1)
+            body = await read_up_to(upstream, _MAX_RECORD)
             if upstream.status == 404:
                 return False
             if upstream.status != 200:
-                raise from_upstream(upstream.status, body)
+                raise from_upstream(upstream.status, body, upstream.headers)
         try:
             return open_record(self._secret, bucket, body).no_plaintext
         except RecordError as exc:
@@ -151,9 +151,9 @@ class BucketStates:
                                                 content_length=len(body),
                                                 payload_hash=hashlib.sha256(body).hexdigest())
         async with upstream:
-            answer = await upstream.content.read(_MAX_RECORD)
+            answer = await read_up_to(upstream, _MAX_RECORD)
             if upstream.status != 200:
-                raise from_upstream(upstream.status, answer)
+                raise from_upstream(upstream.status, answer, upstream.headers)
         self._known.add(bucket)
         self._unknown_until.pop(bucket, None)
 

@@ -33,6 +33,9 @@ class BucketPolicy:
     kms_key_id: str = ""
 
 
+DEFAULT_UPSTREAM_READ_TIMEOUT = 60.0
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     url: str = ""
@@ -41,6 +44,9 @@ class UpstreamConfig:
     secret_key: str = ""
     pool_size: int = 100
     pool_wait: float = 10.0
+    # Seconds the upstream may stay silent while the gateway waits for an answer or the next body
+    # bytes: bounds what a half-open upstream connection holds a request (and its client) for.
+    read_timeout: float = DEFAULT_UPSTREAM_READ_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,8 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
 }
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,
-                                       "pool_size": int, "pool_wait": float}),
+                                       "pool_size": int, "pool_wait": float,
+                                       "read_timeout": float}),
     "kms": ("GATEWAY_KMS_", {"endpoint": str, "region": str, "access_key": str, "secret_key": str,
                              "timeout": float, "max_attempts": int}),
 }

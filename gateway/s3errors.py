@@ -225,8 +225,9 @@ _KMS_PASSTHROUGH = frozenset(
 
 
 # KMS failures the caller may retry (AWS: "The request can be retried"): the key service is
-# unavailable for now, e.g. it cannot write its audit log.
-_KMS_UNAVAILABLE = frozenset({"KMSInternalException", "DependencyTimeoutException"})
+# unavailable for now, e.g. it cannot write its audit log; and the bare HTTP statuses SDKs report as
+# the error type when the answer is not KMS JSON (a proxy's HTML 502/503/504 page).
+_KMS_UNAVAILABLE = frozenset({"KMSInternalException", "DependencyTimeoutException", "502", "503", "504"})
 
 
 def service_unavailable(message: str = "The key service is unavailable. Please retry.") -> S3Error:
@@ -248,11 +249,57 @@ def from_kms_error(type_: str, message: str) -> S3Error:
     return S3Error("InternalError", f"The key service failed: {type_}", 500)
 
 
-def from_upstream(status: int, body: bytes) -> S3Error:
-    """The upstream's error answer to a request the gateway made on its own behalf, as an S3Error."""
+# What an upstream error status means when its body is not an S3 error document (a load balancer's or
+# proxy's HTML page): S3's code for it, and the status S3 would answer with. Upstream 502 and 504
+# (a gateway in front of the store failing) are S3's 503 ServiceUnavailable: retryable, as they were.
+_STATUS_ERRORS: dict[int, tuple[str, str, int]] = {
+    400: ("InvalidRequest", "The upstream store rejected the request.", 400),
+    403: ("AccessDenied", "Access Denied", 403),
+    404: ("NotFound", "Not Found", 404),
+    405: ("MethodNotAllowed", "The specified method is not allowed against this resource.", 405),
+    412: ("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412),
+    500: ("InternalError", "We encountered an internal error. Please try again.", 500),
+    501: ("NotImplemented", "The upstream store does not implement this request.", 501),
+    502: ("ServiceUnavailable", "The upstream store is unavailable. Please try again.", 503),
+    503: ("ServiceUnavailable", "The upstream store is unavailable. Please try again.", 503),
+    504: ("ServiceUnavailable", "The upstream store did not answer in time. Please try again.", 503),
+}
+# Elements of an upstream <Error> that describe the upstream's own request, not the error.
+_UPSTREAM_ERROR_ONLY = frozenset({"Code", "Message", "RequestId", "HostId", "Resource"})
+# Upstream response headers an S3 error keeps: when to retry.
+_KEPT_ERROR_HEADERS = ("Retry-After",)
+
+
+def parse_s3_error(body: bytes) -> ET.Element | None:
+    """The body's ``<Error>`` element with a ``<Code>``, or None when it is anything else (HTML, text,
+    truncated XML): only a real S3 error document may be relayed to an S3 client as it is."""
     try:
         root = ET.fromstring(body)
-        code, message = root.findtext("Code") or "InternalError", root.findtext("Message") or ""
-    except ET.ParseError:
-        code, message = "InternalError", "The upstream store failed."
-    return S3Error(code, message, status if status >= 400 else 500)
+    except (ET.ParseError, ValueError):
+        return None
+    is_error = root.tag.rsplit("}", 1)[-1] == "Error" and (root.findtext("Code") or "").strip()
+    return root if is_error else None
+
+
+def _for_status(status: int) -> tuple[str, str, int]:
+    """S3's error for an upstream status without an S3 body, keeping the status class."""
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    if 400 <= status < 500:
+        return "InvalidRequest", "The upstream store rejected the request.", status
+    return _STATUS_ERRORS[500]
+
+
+def from_upstream(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> S3Error:
+    """The upstream's error answer as an S3Error: an S3 error document keeps its code, message, extra
+    fields and status; anything else becomes the S3 error its status stands for. Retry-After is kept,
+    so a 503 SlowDown still tells the client when to retry."""
+    kept = {name: headers[name] for name in _KEPT_ERROR_HEADERS if headers is not None and name in headers}
+    root = parse_s3_error(body)
+    if root is None:
+        code, message, out_status = _for_status(status)
+        return S3Error(code, message, out_status, headers=kept)
+    fields = {child.tag: child.text or "" for child in root  # S3's fields are capitalised, S3Error's own not
+              if child.tag[:1].isupper() and child.tag not in _UPSTREAM_ERROR_ONLY and len(child) == 0}
+    return S3Error(root.findtext("Code") or "InternalError", root.findtext("Message") or "",
+                   status if status >= 400 else 500, headers=kept, **fields)

@@ -98,7 +98,8 @@ class Upstream:
     ``503 SlowDown``, so a pool held by stalled clients delays others by that much, never forever.
     """
 
-    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0) -> None:
+    def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0,
+                 read_timeout: float = 60.0) -> None:
         self.target = target
         self._base = target.url.rstrip("/")
         # One signer for every request: it holds only credentials, region and service; the
@@ -107,11 +108,14 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._pool_size = pool_size
         self._pool_wait = pool_wait
+        self._read_timeout = read_timeout
         self._busy_log = RateLimitedLog(log)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._pool_wait, sock_connect=10, sock_read=300)
+        # No total limit (objects are big), but a bound on silence: a half-open upstream fails the request.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._pool_wait, sock_connect=10,
+                                        sock_read=self._read_timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding", "User-Agent",
                                                                  "Content-Type"),
@@ -155,3 +159,18 @@ class Upstream:
             if isinstance(exc.__cause__, S3Error):  # the body stream failed (e.g. RequestTimeout): that is
                 raise exc.__cause__ from None      # the answer, not an upstream failure
             raise
+
+
+async def read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An upstream body, or its first ``limit`` bytes and a little more when it is longer.
+
+    ``StreamReader.read(n)`` returns whatever is buffered, not n bytes: a body arriving in several
+    pieces (a slow or busy upstream) must be read block by block to its end, or a truncated body
+    (a listing, a record) is parsed.
+    """
+    blocks: list[bytes] = []
+    size = 0
+    while size <= limit and (block := await response.content.readany()):
+        blocks.append(block)
+        size += len(block)
+    return b"".join(blocks)

@@ -32,6 +32,7 @@ from botocore.validate import ParamValidator
 from gateway import sigv4
 from gateway.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
                                  send_and_close)
+from gateway.serverlog import server_logger
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.errors import KMSError
@@ -218,6 +219,8 @@ def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request
             return await send_and_close(request, error_response(e, request_id))
         except KMSError as e:
             return error_response(e, request_id)
+        except ConnectionError:
+            raise  # the client went away mid-request: aiohttp logs it on one line (gateway.serverlog)
         except Exception:
             log.exception("internal error in request %s", request_id)
             return error_response(KMSError("KMSInternalException", "An internal error occurred", 500),
@@ -258,7 +261,8 @@ async def serve(config: KeyServiceConfig) -> None:
     tls = _ssl_context(config)
     api = build_api(config)
     guard = ConnectionGuard(config.limits, refusal_answer(), "keyservice")
-    runner = GuardedAppRunner(create_app(api, config), guard, access_log=None, handle_signals=False)
+    runner = GuardedAppRunner(create_app(api, config), guard, access_log=None, handle_signals=False,
+                              logger=server_logger())
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls)

@@ -93,7 +93,7 @@ async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str
         async with upstream:
             body = await read_small(upstream)
             if upstream.status != 200:
-                raise from_upstream(upstream.status, body)
+                raise from_upstream(upstream.status, body, upstream.headers)
         root = parse_response(body)
         for entry in (*children(root, "Version"), *children(root, "DeleteMarker")):
             key = text(entry, "Key") or ""
@@ -112,7 +112,7 @@ async def _delete_batch(gw: Gateway, ctx: RequestContext, batch: list[tuple[str,
     async with upstream:
         answer = await read_small(upstream)
         if upstream.status != 200 or b"<Error>" in answer:
-            raise from_upstream(upstream.status, answer)
+            raise from_upstream(upstream.status, answer, upstream.headers)
 
 
 async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:

@@ -102,7 +102,7 @@ async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> 
     upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
     async with upstream:
         if upstream.status != 200:
-            raise _source_error(upstream.status)
+            raise _source_error(upstream.status, upstream.headers)
         headers = upstream.headers
         try:
             info = metadata.decode(headers)
@@ -125,13 +125,14 @@ async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> 
         return Source(bucket, key, query, headers.copy(), info, size, object_key, manifest)
 
 
-def _source_error(status: int) -> S3Error:
-    """A HEAD answer has no body to relay: S3's errors for a missing or forbidden copy source."""
+def _source_error(status: int, headers: Mapping[str, str]) -> S3Error:
+    """A HEAD answer has no body to relay: S3's errors for a missing or forbidden copy source, and
+    for an unavailable upstream the error its status stands for (a 503 stays a retryable 503)."""
     if status == 404:
         return S3Error("NoSuchKey", "The specified copy source does not exist.", 404)
     if status == 403:
         return access_denied("Access to the copy source was denied.")
-    return S3Error("InternalError", f"The copy source could not be read (the upstream answered {status}).", 500)
+    return from_upstream(status, b"", headers)
 
 
 async def source_plaintext(gw: Gateway, source: Source, span: tuple[int, int] | None) -> AsyncIterator[bytes]:
@@ -182,7 +183,7 @@ async def _with_tags(gw: Gateway, ctx: RequestContext, source: Source, headers: 
     async with upstream:
         body = await read_small(upstream)
         if upstream.status != 200:
-            raise from_upstream(upstream.status, body)
+            raise from_upstream(upstream.status, body, upstream.headers)
     tags = [(text(tag, "Key") or "", text(tag, "Value") or "") for tag in parse_response(body).iter()
             if local(tag.tag) == "Tag"]
     headers = {name: value for name, value in headers.items() if name != "x-amz-tagging"}

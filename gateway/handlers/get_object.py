@@ -24,10 +24,11 @@ from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers import passthrough
 from gateway.handlers.multipart import manifest_cache_key, manifest_path, part_number_param
-from gateway.handlers.passthrough import body_chunks, read_small, relay, response_headers, send_body
+from gateway.handlers.passthrough import (body_chunks, read_error_body, read_small, relay, response_headers,
+                                          send_body)
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.policy import SSE_HEADERS, customer_key
-from gateway.s3errors import (S3Error, access_denied, invalid_range, invalid_request,
+from gateway.s3errors import (S3Error, access_denied, from_upstream, invalid_range, invalid_request,
                               precondition_failed)
 from gateway.upstream import forwardable_headers
 
@@ -197,8 +198,10 @@ async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: Encry
         upstream = await gw.upstream.request("GET", manifest_path(bucket, info.upload_tag), [], {})
         async with upstream:
             body = await read_small(upstream, limit=1024 * 1024)
-            if upstream.status != 200:
+            if upstream.status in (403, 404):
                 raise IntegrityError(f"the manifest is missing (upstream answered {upstream.status})")
+            if upstream.status != 200:
+                raise from_upstream(upstream.status, body, upstream.headers)
         manifest = open_manifest(object_key, info.upload_tag, body)
         gw.manifests.put(cache_key, manifest)
     if (manifest.stored_size != _stored_size(meta)
@@ -266,10 +269,13 @@ class PinnedReader:
     async def get(self, first: int, last: int) -> aiohttp.ClientResponse:
         headers = {"if-match": self.etag, "range": f"bytes={first}-{last}"}
         upstream = await self.gw.upstream.request("GET", self.path, self.query, headers)
-        if upstream.status != 206:
-            upstream.release()
-            raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
-        return upstream
+        if upstream.status == 206:
+            return upstream
+        async with upstream:
+            if upstream.status in (200, 412):
+                raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
+            # The upstream failing (a 503 SlowDown) is its own error, still retryable as it was.
+            raise from_upstream(upstream.status, await read_error_body(upstream), upstream.headers)
 
     async def chunks(self, first: int, last: int) -> AsyncIterator[bytes]:
         async with await self.get(first, last) as upstream:
@@ -312,7 +318,7 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     async with upstream:
         if upstream.status != 200:
             if method == "HEAD" and ctx.request.method == "GET":
-                return await _relay_get(gw, ctx)
+                return await _relay_get(gw, ctx, upstream)
             return await relay(ctx, upstream)
         try:
             info = metadata.decode(upstream.headers)
@@ -323,10 +329,14 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         return await _serve_encrypted(gw, ctx, upstream, info)
 
 
-async def _relay_get(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    """A GET whose metadata HEAD failed: repeat it as a GET so the client gets S3's error body."""
+async def _relay_get(gw: Gateway, ctx: RequestContext, head: aiohttp.ClientResponse) -> web.StreamResponse:
+    """A GET whose metadata HEAD failed: repeat it as a GET so the client gets S3's error body. When the
+    GET then succeeds, a failing upstream (a 503 burst) has recovered in between: the client still gets
+    the HEAD's error as its status stands for (retryable, Retry-After kept), never a 500 for it."""
     upstream = await _fetch(gw, ctx, "GET")
     async with upstream:
         if upstream.status == 200:
+            if head.status >= 500:
+                raise from_upstream(head.status, b"", head.headers)
             raise S3Error("InternalError", "The object changed while it was being read; retry.", 500)
         return await relay(ctx, upstream)

@@ -26,7 +26,7 @@ from gateway.etag import client_etag
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext, object_path
-from gateway.handlers.passthrough import read_small, relay, response_headers
+from gateway.handlers.passthrough import error_answer, read_small, relay, response_headers
 from gateway.handlers.sse_headers import mode_headers, sse_mode
 from gateway.handlers.upload_body import (BodyOutcome, check_metadata_size, checked, decoded_body, is_framed,
                                           plaintext_length, read_body, refuse_reserved, send_put)
@@ -157,7 +157,7 @@ async def store_part(gw: Gateway, ctx: RequestContext, upload: Upload, part_numb
     upstream = await send_put(gw, ctx.raw_path, query, {}, stored, part_stored_size(length), outcome)
     async with upstream:
         if upstream.status != 200:
-            raise from_upstream(upstream.status, await read_small(upstream))
+            raise from_upstream(upstream.status, await read_small(upstream), upstream.headers)
         return gw.tokens.issue_part_etag(upload, part_number, upstream.headers.get("ETag", ""), params,
                                          outcome.echoed)
 
@@ -214,7 +214,7 @@ async def _stored_parts(gw: Gateway, ctx: RequestContext, upload: Upload) -> dic
         async with upstream:
             body = await read_small(upstream)
             if upstream.status != 200:
-                raise from_upstream(upstream.status, body)
+                raise from_upstream(upstream.status, body, upstream.headers)
         root = parse_response(body)
         for element in children(root, "Part"):
             parts[int(text(element, "PartNumber") or 0)] = ((text(element, "ETag") or "").strip().strip('"'),
@@ -265,7 +265,7 @@ async def _put_manifest(gw: Gateway, bucket: str, tag: str, sealed: bytes) -> No
         if upstream.status != 200:
             body = await read_small(upstream)
             log.error("storing manifest %s failed: %s %s", path, upstream.status, body[:200])
-            raise from_upstream(upstream.status, body)
+            raise from_upstream(upstream.status, body, upstream.headers)
 
 
 async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -284,9 +284,11 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
                                          content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
     async with upstream:
         answer = await read_small(upstream)
-        if upstream.status != 200 or b"<Error>" in answer:
-            # The manifest stays: a concurrent or retried Complete of this upload may have succeeded with it.
-            return web.Response(status=upstream.status, body=answer, content_type="application/xml")
+        # The manifest stays on failure: a concurrent or retried Complete of this upload may have succeeded with it.
+        if upstream.status != 200:
+            return error_answer(ctx, upstream.status, upstream.headers, answer)
+        if b"<Error>" in answer:  # S3's failure inside a 200, relayed as S3 sent it
+            return web.Response(status=200, body=answer, content_type="application/xml")
         etag = client_etag(text(parse_response(answer), "ETag") or "")
         headers = {**mode_headers(ctx, info), **response_headers(upstream.headers, drop=("content-*", "etag",
                                                                                          "x-amz-server-side-*"))}

@@ -17,11 +17,14 @@ from aiohttp import web
 from gateway.connections import BodyTimeout, request_body_chunks
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.policy import SSE_HEADERS
-from gateway.s3errors import S3Error, not_implemented, request_timeout
-from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers
+from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, request_timeout
+from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
 CHUNK = 256 * 1024
+ERROR_BODY_LIMIT = 64 * 1024
+# Headers describing an upstream error body, which the client gets a body of its own in place of.
+_ERROR_BODY_HEADERS = ("content-length", "content-type", "content-encoding", "content-md5")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream response headers that describe the upstream's own request or connection, not the data.
 _UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server"}
@@ -61,13 +64,41 @@ def response_headers(upstream_headers: Mapping[str, str], drop: Iterable[str] = 
 
 async def relay(ctx: RequestContext, upstream: aiohttp.ClientResponse, *,
                 drop: Iterable[str] = ()) -> web.StreamResponse:
-    """Stream an upstream response to the client unchanged (bar per-hop headers)."""
+    """Stream an upstream response to the client unchanged (bar per-hop headers); errors go through
+    `relay_error`."""
+    if upstream.status >= 400:
+        return await relay_error(ctx, upstream, drop=drop)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=response_headers(upstream.headers, drop))
     length = upstream.headers.get("Content-Length")
     if length is not None:
         response.content_length = int(length)
     return await send_body(ctx, response, body_chunks(upstream) if ctx.request.method != "HEAD" else None)
+
+
+async def relay_error(ctx: RequestContext, upstream: aiohttp.ClientResponse, *,
+                      drop: Iterable[str] = ()) -> web.Response:
+    """An upstream error answer, its body read (see `error_answer`)."""
+    body = b"" if ctx.request.method == "HEAD" else await read_error_body(upstream)
+    return error_answer(ctx, upstream.status, upstream.headers, body, drop=drop)
+
+
+def error_answer(ctx: RequestContext, status: int, upstream_headers: Mapping[str, str], body: bytes, *,
+                 drop: Iterable[str] = ()) -> web.Response:
+    """An upstream error answer for the client: an S3 error document as it is, anything else (a load
+    balancer's HTML 502 page, plain text, a cut-off body) as the S3 error its status stands for. The
+    upstream's headers (Retry-After, x-amz-delete-marker ...) are kept either way."""
+    headers = response_headers(upstream_headers, (*drop, *_ERROR_BODY_HEADERS))
+    if parse_s3_error(body) is not None:
+        return web.Response(status=status, body=body, headers=headers, content_type="application/xml")
+    err = from_upstream(status, body, upstream_headers)
+    head = ctx.request.method == "HEAD"
+    if not head:
+        log.warning("request %s: the upstream answered %s with a body that is not an S3 error; sending %s %s",
+                    ctx.request_id, status, err.status, err.code)
+    rendered = b"" if head else error_xml(err, request_id=ctx.request_id, resource=ctx.request.path)
+    return web.Response(status=err.status, body=rendered, headers={**headers, **err.headers},
+                        content_type="application/xml")
 
 
 async def send_body(ctx: RequestContext, response: web.StreamResponse,
@@ -114,7 +145,13 @@ async def proxy(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] |
 
 async def read_small(upstream: aiohttp.ClientResponse, limit: int = 64 * 1024 * 1024) -> bytes:
     """A small XML body in full (listings are at most 1000 entries)."""
-    body = await upstream.content.read(limit + 1)
+    body = await read_up_to(upstream, limit)
     if len(body) > limit:
         raise S3Error("InternalError", "The upstream response is too large to rewrite", 500)
     return body
+
+
+async def read_error_body(upstream: aiohttp.ClientResponse) -> bytes:
+    """An upstream error answer's body, cut after ERROR_BODY_LIMIT bytes (S3's are a few hundred bytes;
+    anything longer is no S3 error document and is never relayed)."""
+    return await read_up_to(upstream, ERROR_BODY_LIMIT)

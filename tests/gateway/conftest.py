@@ -126,9 +126,12 @@ def legacy_bucket(upstream_s3) -> str:
 
 
 def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str,
-                                  env: dict[str, str] | None = None) -> Server:
+                                  env: dict[str, str] | None = None, *, upstream_url: str | None = None,
+                                  upstream_settings: str = "") -> Server:
     """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
-    so tests can disable keys or exhaust quotas of the key service the gateway depends on."""
+    so tests can disable keys or exhaust quotas of the key service the gateway depends on.
+    ``upstream_url`` reaches moto another way (through a fault proxy); ``upstream_settings`` are
+    extra lines for its [upstream] table."""
     from tests.keyservice.conftest import ROOT
     config = workdir / "gateway-remote-kms.toml"
     config.write_text(f'''
@@ -141,9 +144,10 @@ access_key = "{GATEWAY_ACCESS_KEY}"
 secret_key = "{GATEWAY_SECRET_KEY}"
 
 [upstream]
-url = "{moto.url}"
+url = "{upstream_url or moto.url}"
 access_key = "{moto.access_key}"
 secret_key = "{moto.secret_key}"
+{upstream_settings}
 
 [kms]
 endpoint = "{kms_url}"

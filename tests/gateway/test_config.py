@@ -80,6 +80,8 @@ def test_environment_overrides_file_and_listen_flag_overrides_both(tmp_path):
     ('[upstream]\nurl = "ftp://x"\n', {}, "upstream.url must start with http"),
     ('[upstream]\nurl = "http://x"\n', {}, "upstream.access_key and upstream.secret_key are required"),
     ('[buckets.b]\nencryption = "none"\n', {}, "buckets.b.encryption must be one of"),
+    ('[upstream]\nread_timeout = "soon"\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a number"),
+    ('[upstream]\nread_timeout = 0\n', {}, "upstream.read_timeout (GATEWAY_UPSTREAM_READ_TIMEOUT) must be a positive"),
     ("", {"GATEWAY_ACCESS_KEY": "only"}, "must be set together"),
     ("not = [toml", {}, "is not valid TOML"),
 ])
@@ -87,6 +89,13 @@ def test_invalid_settings_are_refused_with_their_name(tmp_path, text, env, messa
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text), env)
     assert message in str(info.value)
+
+
+def test_upstream_read_timeout_defaults_to_60_s_and_comes_from_file_or_environment(tmp_path):
+    assert load_config(None, {}).upstream.read_timeout == 60.0
+    path = _write(tmp_path, "[upstream]\nread_timeout = 2.5\n")
+    assert load_config(path, {}).upstream.read_timeout == 2.5
+    assert load_config(path, {"GATEWAY_UPSTREAM_READ_TIMEOUT": "7"}).upstream.read_timeout == 7.0
 
 
 def test_remote_kms_time_bound_from_file_and_environment(tmp_path):

@@ -65,7 +65,44 @@ def test_common_constructors_have_s3_codes_and_statuses():
     ("ThrottlingException", "SlowDown", 503), ("AccessDeniedException", "AccessDenied", 403),
     ("KMSInternalException", "ServiceUnavailable", 503), ("DependencyTimeoutException", "ServiceUnavailable", 503),
     ("KMSInvalidSignatureException", "InternalError", 500),
+    ("503", "ServiceUnavailable", 503), ("502", "ServiceUnavailable", 503), ("500", "InternalError", 500),
 ])
 def test_kms_errors_map_to_what_s3_returns(kms_type, code, status):
     err = s3errors.from_kms_error(kms_type, "m")
     assert (err.code, err.status) == (code, status)
+
+
+LB_502_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (502, LB_502_PAGE, ("ServiceUnavailable", 503)),
+    (503, b"<html><body>Service Temporarily Unavailable</body></html>", ("ServiceUnavailable", 503)),
+    (504, b"upstream request timeout", ("ServiceUnavailable", 503)),
+    (500, b"<!DOCTYPE html><html><p>oops</p></html>", ("InternalError", 500)),
+    (599, b"", ("InternalError", 500)),
+    (403, b"Forbidden", ("AccessDenied", 403)),
+    (404, b"", ("NotFound", 404)),
+    (429, b"<html>Too Many Requests</html>", ("InvalidRequest", 429)),
+    (500, b"<Error><Code>InternalError", ("InternalError", 500)),  # truncated XML is not an S3 error
+])
+def test_upstream_error_that_is_not_s3_xml_becomes_the_s3_error_of_its_status_class(status, body, expected):
+    err = s3errors.from_upstream(status, body, {"Content-Type": "text/html"})
+    assert (err.code, err.status) == expected
+    assert err.fields == {} and err.headers == {}
+    assert b"<html" not in error_xml(err, request_id="R")
+
+
+def test_upstream_s3_error_keeps_code_message_fields_status_and_retry_after():
+    body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your '
+            b'request rate.</Message><Key>k</Key><RequestId>UPSTREAM</RequestId><HostId>h</HostId></Error>')
+    err = s3errors.from_upstream(503, body, {"Retry-After": "7", "Server": "x"})
+    assert (err.code, err.message, err.status) == ("SlowDown", "Please reduce your request rate.", 503)
+    assert err.fields == {"Key": "k"} and err.headers == {"Retry-After": "7"}
+
+
+def test_parse_s3_error_accepts_only_error_documents_with_a_code():
+    assert s3errors.parse_s3_error(b"<Error><Code>NoSuchKey</Code></Error>") is not None
+    assert s3errors.parse_s3_error(b"<Error><Message>m</Message></Error>") is None
+    assert s3errors.parse_s3_error(b"<ListBucketResult/>") is None
+    assert s3errors.parse_s3_error(LB_502_PAGE) is None

@@ -51,8 +51,9 @@ class Endpoint:
 
 def s3_client(url: str, access_key: str, secret_key: str, verify: str | None = None, **config: object):
     """A path-style boto3 S3 client for ``url`` that does not retry (tests assert first answers);
-    ``verify`` names the CA file of an https endpoint."""
-    cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config)
+    ``verify`` names the CA file of an https endpoint. (botocore's legacy ``max_attempts: 1`` still
+    retries once on a connection error or a 5xx; pass ``retries={"total_max_attempts": 1}`` for none.)"""
+    cfg = Config(s3={"addressing_style": "path"}, **{"retries": {"max_attempts": 1}, **config})
     return boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id=access_key,
                         aws_secret_access_key=secret_key, config=cfg, verify=verify)
 
