@@ -20,6 +20,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def store_form_typed_bodies_raw() -> None:
+    """Make moto keep the bodies of PUTs sent with a form Content-Type.
+
+    moto's werkzeug request parses ``application/x-www-form-urlencoded`` and ``multipart/form-data``
+    bodies as forms, so a PutObject or UploadPart carrying such a Content-Type (legacy applications and
+    urllib send it by default) is stored *empty* while its Content-Type is kept: the gateway's ciphertext
+    would be lost. S3 never parses a PUT body, so neither does the development upstream (POST object
+    uploads, which are forms, are untouched). Idempotent.
+    """
+    from moto.core.request import Request
+
+    if getattr(Request, "_s3gw_raw_put_bodies", False):
+        return
+    parsed = Request.want_form_data_parsed
+
+    def want_form_data_parsed(self: Request) -> bool:
+        return self.method != "PUT" and parsed.__get__(self)  # type: ignore[attr-defined]
+
+    Request.want_form_data_parsed = property(want_form_data_parsed)  # type: ignore[assignment]
+    Request._s3gw_raw_put_bodies = True  # type: ignore[attr-defined]
+
+
+def serve_moto(argv: list[str]) -> None:
+    """``moto_server`` with PUT bodies kept raw (for a moto process of its own, e.g. the test suite's)."""
+    from moto.server import main
+
+    store_form_typed_bodies_raw()
+    main(argv)
+
+
 class DevUpstream:
     """moto's ThreadedMotoServer on a free loopback port."""
 
@@ -29,6 +59,7 @@ class DevUpstream:
         except ImportError:
             raise ConfigError("no upstream.url is set and moto is not installed for the development "
                               "upstream: pip install '.[dev]'") from None
+        store_form_typed_bodies_raw()
         self.port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 

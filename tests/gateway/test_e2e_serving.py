@@ -13,6 +13,9 @@ from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, start_server
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
 def test_gateway_with_no_upstream_and_no_root_key_runs_a_dev_setup_from_the_environment_alone(tmp_path: Path):
     data_dir = tmp_path / "data"
     env = {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_LISTEN": "127.0.0.1:0",
@@ -25,6 +28,10 @@ def test_gateway_with_no_upstream_and_no_root_key_runs_a_dev_setup_from_the_envi
         s3.create_bucket(Bucket="quickstart")
         s3.put_object(Bucket="quickstart", Key="hello.txt", Body=b"hello, encrypted world")
         assert s3.get_object(Bucket="quickstart", Key="hello.txt")["Body"].read() == b"hello, encrypted world"
+        # A form Content-Type (urllib's default for a body) must not make the dev upstream drop the body.
+        s3.put_object(Bucket="quickstart", Key="form", Body=b"a=1&b=2", ContentType=FORM)
+        got = s3.get_object(Bucket="quickstart", Key="form")
+        assert (got["Body"].read(), got["ContentType"]) == (b"a=1&b=2", FORM)
     finally:
         assert server.stop() == 0, server.log()
     log = server.log()

@@ -50,7 +50,9 @@ def _spawn(port: int) -> Server:
     """moto prints its own banner, not ``listening on``, so wait for the port instead."""
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(BOOTSTRAP_CALLS),
                PYTHONUNBUFFERED="1", MOTO_ALLOW_NONEXISTENT_REGION="true")
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    # moto_server, but keeping PUT bodies sent with a form Content-Type (gateway/devupstream.py says why).
+    launch = ["-c", "import sys; from gateway.devupstream import serve_moto; serve_moto(sys.argv[1:])"]
+    proc = subprocess.Popen([str(VENV_BIN / "python"), *launch, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     output: list[str] = []
