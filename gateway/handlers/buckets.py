@@ -54,7 +54,7 @@ def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     return objects, (text(root, "Quiet") or "").strip().lower() == "true"
 
 
-def _xml_text(value: str) -> str:
+def xml_text(value: str) -> str:
     """XML element text that parses back to ``value``: a raw CR would be read as LF, naming
     another key than the one checked (clients send it as `&#13;`)."""
     return escape(value, {"\r": "&#13;"})
@@ -62,8 +62,8 @@ def _xml_text(value: str) -> str:
 
 def delete_body(objects: list[tuple[str, str | None]], quiet: bool) -> bytes:
     """The DeleteObjects document for the upstream, naming exactly the keys ``parse_delete`` read."""
-    entries = "".join(f"<Object><Key>{_xml_text(key)}</Key>"
-                      + (f"<VersionId>{_xml_text(version)}</VersionId>" if version else "") + "</Object>"
+    entries = "".join(f"<Object><Key>{xml_text(key)}</Key>"
+                      + (f"<VersionId>{xml_text(version)}</VersionId>" if version else "") + "</Object>"
                       for key, version in objects)
     return f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
 
