@@ -12,11 +12,15 @@ key derived from that secret and bound to the bucket name, so it can be neither 
 another bucket. A record that fails authentication counts as "no plaintext" (fail closed). It is read
 only on the unencrypted-read path, so encrypted reads cost nothing; a positive answer is cached for the
 life of the process (so deleting the marker upstream does not help against a running gateway), a
-negative one briefly (so another process's new bucket is seen soon). Issue 9 (legacy data migration)
+negative one briefly (so another process's new bucket is seen soon). Concurrent lookups of one bucket
+share one upstream read, and a reader never holds an upstream response open while it waits for the
+lookup (gateway/handlers/get_object.py: the legacy object is dropped and read again once the state is
+known). Issue 9 (legacy data migration)
 will add fields to the same record; readers ignore fields they do not know.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import hmac
@@ -113,13 +117,39 @@ class BucketStates:
         self._clock = clock
         self._known: set[str] = set()
         self._unknown_until: dict[str, float] = {}
+        self._lookups: dict[str, asyncio.Task[bool]] = {}
 
-    async def holds_no_plaintext(self, bucket: str) -> bool:
-        """Whether the bucket is known to hold no plaintext (cached; see the module docstring)."""
+    def cached(self, bucket: str) -> bool | None:
+        """The cached answer of `holds_no_plaintext`, or None when only an upstream read can tell."""
         if bucket in self._known:
             return True
         if self._unknown_until.get(bucket, 0.0) > self._clock():
             return False
+        return None
+
+    async def holds_no_plaintext(self, bucket: str) -> bool:
+        """Whether the bucket is known to hold no plaintext (cached; see the module docstring).
+
+        Concurrent callers for one bucket share one upstream read (single flight). The caller must not
+        hold an upstream response open meanwhile: with the pool exhausted by such callers, the read would
+        wait for a connection none of them releases."""
+        answer = self.cached(bucket)
+        if answer is not None:
+            return answer
+        lookup = self._lookups.get(bucket)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(bucket))
+            self._lookups[bucket] = lookup
+            lookup.add_done_callback(lambda done: self._finished(bucket, done))
+        return await asyncio.shield(lookup)  # a caller going away does not cancel the others' read
+
+    def _finished(self, bucket: str, lookup: asyncio.Task[bool]) -> None:
+        if self._lookups.get(bucket) is lookup:
+            del self._lookups[bucket]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved here too: every waiter may have gone away
+
+    async def _look_up(self, bucket: str) -> bool:
         answer = await self._read(bucket)
         if answer:
             self._known.add(bucket)
@@ -129,6 +159,7 @@ class BucketStates:
         return answer
 
     async def _read(self, bucket: str) -> bool:
+        log.debug("bucket %s: reading its state record %s", bucket, STATE_KEY)
         upstream = await self._upstream.request("GET", state_path(bucket), [], {})
         async with upstream:
             body = await read_up_to(upstream, _MAX_RECORD)
