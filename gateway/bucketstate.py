@@ -176,7 +176,24 @@ class BucketStates:
 
     async def record_no_plaintext(self, bucket: str) -> None:
         """Store a fresh record for a bucket that holds nothing but the gateway's own keys."""
-        body = seal_record(self._secret, bucket, new_record())
+        await self.write_stored(bucket, seal_record(self._secret, bucket, new_record()))
+        self._known.add(bucket)
+        self._unknown_until.pop(bucket, None)
+
+    async def read_stored(self, bucket: str) -> bytes | None:
+        """The record object's bytes as stored (authentic or not), None when there is none; an upstream
+        failure is its S3 error."""
+        upstream = await self._upstream.request("GET", state_path(bucket), [], {})
+        async with upstream:
+            body = await read_up_to(upstream, _MAX_RECORD)
+            if upstream.status == 404:
+                return None
+            if upstream.status != 200 or len(body) > _MAX_RECORD:
+                raise from_upstream(upstream.status if upstream.status != 200 else 500, body, upstream.headers)
+        return body
+
+    async def write_stored(self, bucket: str, body: bytes) -> None:
+        """Store ``body`` as the bucket's record object (a sealed record, or bytes `read_stored` returned)."""
         headers = {"content-type": "application/json"}
         upstream = await self._upstream.request("PUT", state_path(bucket), [], headers, body=body,
                                                 content_length=len(body),
@@ -185,8 +202,6 @@ class BucketStates:
             answer = await read_up_to(upstream, _MAX_RECORD)
             if upstream.status != 200:
                 raise from_upstream(upstream.status, answer, upstream.headers)
-        self._known.add(bucket)
-        self._unknown_until.pop(bucket, None)
 
     def forget(self, bucket: str) -> None:
         """The bucket was deleted: a bucket of the same name created later starts unknown."""
