@@ -2,8 +2,9 @@
 
 An object without gateway metadata needs its bucket's state (gateway/bucketstate.py) before it is served;
 when that is not cached, it is looked up with no upstream response open, so a gateway whose pool has a
-single connection serves legacy GETs and ranged GETs, one with two (a copy's least) legacy copy sources, (no 503 SlowDown after the pool wait),
-and concurrent legacy reads of one bucket share one bucket-state read.
+single connection serves legacy GETs and ranged GETs (no 503 SlowDown after the pool wait), one with two
+(the least any copy works with) legacy copy sources, and concurrent legacy reads of one bucket share one
+bucket-state read.
 """
 from __future__ import annotations
 
