@@ -12,11 +12,15 @@ key derived from that secret and bound to the bucket name, so it can be neither 
 another bucket. A record that fails authentication counts as "no plaintext" (fail closed). It is read
 only on the unencrypted-read path, so encrypted reads cost nothing; a positive answer is cached for the
 life of the process (so deleting the marker upstream does not help against a running gateway), a
-negative one briefly (so another process's new bucket is seen soon). Issue 9 (legacy data migration)
+negative one briefly (so another process's new bucket is seen soon). Concurrent lookups of one bucket
+share one upstream read, and a reader never holds an upstream response open while it waits for the
+lookup (gateway/handlers/get_object.py: the legacy object is dropped and read again once the state is
+known). Issue 9 (legacy data migration)
 will add fields to the same record; readers ignore fields they do not know.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import hmac
@@ -113,13 +117,39 @@ class BucketStates:
         self._clock = clock
         self._known: set[str] = set()
         self._unknown_until: dict[str, float] = {}
+        self._lookups: dict[str, asyncio.Task[bool]] = {}
 
-    async def holds_no_plaintext(self, bucket: str) -> bool:
-        """Whether the bucket is known to hold no plaintext (cached; see the module docstring)."""
+    def cached(self, bucket: str) -> bool | None:
+        """The cached answer of `holds_no_plaintext`, or None when only an upstream read can tell."""
         if bucket in self._known:
             return True
         if self._unknown_until.get(bucket, 0.0) > self._clock():
             return False
+        return None
+
+    async def holds_no_plaintext(self, bucket: str) -> bool:
+        """Whether the bucket is known to hold no plaintext (cached; see the module docstring).
+
+        Concurrent callers for one bucket share one upstream read (single flight). The caller must not
+        hold an upstream response open meanwhile: with the pool exhausted by such callers, the read would
+        wait for a connection none of them releases."""
+        answer = self.cached(bucket)
+        if answer is not None:
+            return answer
+        lookup = self._lookups.get(bucket)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(bucket))
+            self._lookups[bucket] = lookup
+            lookup.add_done_callback(lambda done: self._finished(bucket, done))
+        return await asyncio.shield(lookup)  # a caller going away does not cancel the others' read
+
+    def _finished(self, bucket: str, lookup: asyncio.Task[bool]) -> None:
+        if self._lookups.get(bucket) is lookup:
+            del self._lookups[bucket]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved here too: every waiter may have gone away
+
+    async def _look_up(self, bucket: str) -> bool:
         answer = await self._read(bucket)
         if answer:
             self._known.add(bucket)
@@ -129,6 +159,7 @@ class BucketStates:
         return answer
 
     async def _read(self, bucket: str) -> bool:
+        log.debug("bucket %s: reading its state record %s", bucket, STATE_KEY)
         upstream = await self._upstream.request("GET", state_path(bucket), [], {})
         async with upstream:
             body = await read_up_to(upstream, _MAX_RECORD)
@@ -145,7 +176,24 @@ class BucketStates:
 
     async def record_no_plaintext(self, bucket: str) -> None:
         """Store a fresh record for a bucket that holds nothing but the gateway's own keys."""
-        body = seal_record(self._secret, bucket, new_record())
+        await self.write_stored(bucket, seal_record(self._secret, bucket, new_record()))
+        self._known.add(bucket)
+        self._unknown_until.pop(bucket, None)
+
+    async def read_stored(self, bucket: str) -> bytes | None:
+        """The record object's bytes as stored (authentic or not), None when there is none; an upstream
+        failure is its S3 error."""
+        upstream = await self._upstream.request("GET", state_path(bucket), [], {})
+        async with upstream:
+            body = await read_up_to(upstream, _MAX_RECORD)
+            if upstream.status == 404:
+                return None
+            if upstream.status != 200 or len(body) > _MAX_RECORD:
+                raise from_upstream(upstream.status if upstream.status != 200 else 500, body, upstream.headers)
+        return body
+
+    async def write_stored(self, bucket: str, body: bytes) -> None:
+        """Store ``body`` as the bucket's record object (a sealed record, or bytes `read_stored` returned)."""
         headers = {"content-type": "application/json"}
         upstream = await self._upstream.request("PUT", state_path(bucket), [], headers, body=body,
                                                 content_length=len(body),
@@ -154,8 +202,6 @@ class BucketStates:
             answer = await read_up_to(upstream, _MAX_RECORD)
             if upstream.status != 200:
                 raise from_upstream(upstream.status, answer, upstream.headers)
-        self._known.add(bucket)
-        self._unknown_until.pop(bucket, None)
 
     def forget(self, bucket: str) -> None:
         """The bucket was deleted: a bucket of the same name created later starts unknown."""

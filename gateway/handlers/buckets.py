@@ -8,9 +8,11 @@ so emptying a bucket through the gateway and deleting it works as on S3 (``aws s
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -20,11 +22,11 @@ from gateway.bucketstate import STATE_KEY
 from gateway.checksums import STRIPPED_HEADERS
 from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import read_small, relay
+from gateway.handlers.passthrough import error_answer, read_error_body, read_small, relay, response_headers
 from gateway.handlers.upload_body import read_body
 from gateway.policy import SSE_HEADERS
 from gateway.reserved import is_reserved_key, reserved_key_denied
-from gateway.s3errors import from_upstream
+from gateway.s3errors import from_upstream, parse_s3_error, service_unavailable
 from gateway.s3xml import children, parse_request, parse_response, text
 from gateway.upstream import forwardable_headers
 
@@ -32,6 +34,8 @@ log = logging.getLogger("gateway.buckets")
 MAX_DELETE_BODY = 2 * 1024 * 1024
 MAX_CREATE_BUCKET_BODY = 64 * 1024
 _DELETE_BATCH = 1000
+RECORD_ATTEMPTS = 3  # writes of the bucket state record (CreateBucket, a failed DeleteBucket)
+RECORD_RETRY_PAUSE = 0.2  # seconds, times the attempt number
 
 
 async def delete_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -54,7 +58,7 @@ def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     return objects, (text(root, "Quiet") or "").strip().lower() == "true"
 
 
-def _xml_text(value: str) -> str:
+def xml_text(value: str) -> str:
     """XML element text that parses back to ``value``: a raw CR would be read as LF, naming
     another key than the one checked (clients send it as `&#13;`)."""
     return escape(value, {"\r": "&#13;"})
@@ -62,8 +66,8 @@ def _xml_text(value: str) -> str:
 
 def delete_body(objects: list[tuple[str, str | None]], quiet: bool) -> bytes:
     """The DeleteObjects document for the upstream, naming exactly the keys ``parse_delete`` read."""
-    entries = "".join(f"<Object><Key>{_xml_text(key)}</Key>"
-                      + (f"<VersionId>{_xml_text(version)}</VersionId>" if version else "") + "</Object>"
+    entries = "".join(f"<Object><Key>{xml_text(key)}</Key>"
+                      + (f"<VersionId>{xml_text(version)}</VersionId>" if version else "") + "</Object>"
                       for key, version in objects)
     return f"<Delete><Quiet>{str(quiet).lower()}</Quiet>{entries}</Delete>".encode()
 
@@ -116,18 +120,58 @@ async def _delete_batch(gw: Gateway, ctx: RequestContext, batch: list[tuple[str,
 
 
 async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    reserved = await _reserved_versions(gw, ctx)
-    for start in range(0, len(reserved or []), _DELETE_BATCH):
-        await _delete_batch(gw, ctx, (reserved or [])[start:start + _DELETE_BATCH])
-    response = await passthrough.proxy(gw, ctx)
-    if response.status == 204:
-        gw.bucket_states.forget(ctx.s3.bucket)
-    return response
+    """Remove the reserved keys of a bucket holding nothing else, then DeleteBucket. When the upstream
+    refuses that (an object raced in: 409 BucketNotEmpty; 403; 5xx) the bucket survives, so its state record
+    is written back, byte for byte as it was, before the client hears the answer."""
+    bucket = ctx.s3.bucket
+    reserved = await _reserved_versions(gw, ctx) or []
+    record = await gw.bucket_states.read_stored(bucket) if STATE_KEY in (key for key, _ in reserved) else None
+    for start in range(0, len(reserved), _DELETE_BATCH):
+        await _delete_batch(gw, ctx, reserved[start:start + _DELETE_BATCH])
+    headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
+    upstream = await gw.upstream.request("DELETE", ctx.raw_path, ctx.query, headers)
+    async with upstream:
+        if upstream.status < 300:
+            gw.bucket_states.forget(bucket)
+            return await relay(ctx, upstream)
+        status, answer_headers, body = upstream.status, upstream.headers.copy(), await read_error_body(upstream)
+    if record is not None:
+        await _restore_record(gw, bucket, record, status)
+    return error_answer(ctx, status, answer_headers, body)
+
+
+async def _restore_record(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
+    try:
+        await _with_retries(lambda: gw.bucket_states.write_stored(bucket, record))
+    except Exception as exc:
+        log.error("bucket %s: DeleteBucket failed upstream (%s) after the gateway removed its state record %s, "
+                  "and writing the record back failed: %s. Gateways that have not cached the bucket's state "
+                  "will serve objects without gateway metadata there as plaintext (allow_unencrypted_reads).",
+                  bucket, status, STATE_KEY, exc)
+    else:
+        log.info("bucket %s: DeleteBucket failed upstream (%s); its state record %s was written back",
+                 bucket, status, STATE_KEY)
+
+
+async def _with_retries(write: Callable[[], Awaitable[None]]) -> None:
+    """``write``, tried RECORD_ATTEMPTS times with a short pause between; the last failure is raised."""
+    for attempt in range(RECORD_ATTEMPTS):
+        try:
+            return await write()
+        except Exception:
+            if attempt == RECORD_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(RECORD_RETRY_PAUSE * (attempt + 1))
 
 
 async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     """CreateBucket; an encrypting bucket's state record (it holds no plaintext, gateway/bucketstate.py) is
-    written before the client hears of the bucket, so no request can find the bucket without it."""
+    written before the client hears of the bucket, so no request can find the bucket without it.
+
+    The record is written after a 200, and after 409 BucketAlreadyOwnedByYou (a retry outside us-east-1),
+    when the bucket holds nothing but reserved keys and no record yet. If it cannot be written (after
+    RECORD_ATTEMPTS tries), the bucket exists but is unprotected: the answer is 503 ServiceUnavailable, never
+    a success, and a retried CreateBucket writes it (see README, "bucket state")."""
     if gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough":
         return await passthrough.proxy(gw, ctx)
     body = await read_body(ctx, MAX_CREATE_BUCKET_BODY) if ctx.request.body_exists else b""
@@ -135,13 +179,27 @@ async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upstream = await gw.upstream.request("PUT", ctx.raw_path, ctx.query, headers, body=body or None,
                                          content_length=len(body) if body else None,
                                          payload_hash=hashlib.sha256(body).hexdigest())
-    async with upstream:
-        if upstream.status == 200:
-            try:
-                await _record_no_plaintext(gw, ctx)
-            except Exception as exc:  # the bucket exists: tell the client so, and the operator loudly
-                log.error("bucket %s: could not record that it holds no plaintext: %s", ctx.s3.bucket, exc)
-        return await relay(ctx, upstream)
+    async with upstream:  # read whole before the record is written: no connection held meanwhile
+        status, answer_headers = upstream.status, upstream.headers.copy()
+        answer = await read_small(upstream, limit=MAX_CREATE_BUCKET_BODY)
+    owned = status == 409 and (error_code(answer) == "BucketAlreadyOwnedByYou")
+    if status == 200 or owned:
+        try:
+            await _with_retries(lambda: _record_no_plaintext(gw, ctx))
+        except Exception as exc:
+            log.error("bucket %s: created, but recording that it holds no plaintext failed %d times (%s); "
+                      "answering 503 so the client retries CreateBucket", ctx.s3.bucket, RECORD_ATTEMPTS, exc)
+            raise service_unavailable("The bucket exists, but the gateway could not record that it holds only "
+                                      "encrypted objects. Please retry CreateBucket.") from None
+    if status >= 400:
+        return error_answer(ctx, status, answer_headers, answer)
+    response = web.Response(status=status, body=answer, headers=response_headers(answer_headers))
+    return response
+
+
+def error_code(body: bytes) -> str | None:
+    root = parse_s3_error(body)
+    return None if root is None else root.findtext("Code")
 
 
 async def _record_no_plaintext(gw: Gateway, ctx: RequestContext) -> None:

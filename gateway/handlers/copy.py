@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 from urllib.parse import parse_qs, unquote, urlencode
 
+import aiohttp
 from aiohttp import web
 
 from gateway.checksums import BodyChecks
@@ -25,8 +26,8 @@ from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.handlers.context import Gateway, RequestContext, object_path
-from gateway.handlers.get_object import (PinnedReader, check_unencrypted_read, decrypted, integrity_failure,
-                                         load_manifest, open_object_key, plaintext_size_of)
+from gateway.handlers.get_object import (PinnedReader, bucket_state_needed, check_unencrypted_read, decrypted,
+                                         integrity_failure, load_manifest, open_object_key, plaintext_size_of)
 from gateway.handlers.multipart import part_number_param, store_part, upload_of
 from gateway.handlers.passthrough import read_small, relay
 from gateway.handlers.put_object import response_headers, store
@@ -99,30 +100,43 @@ async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> 
     ``whole``: the whole source is copied (CopyObject), so one over S3's copy limit is refused from
     the HEAD, before the KMS call."""
     bucket, key, query = _parse_copy_source(ctx.request.headers["x-amz-copy-source"])
-    upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
-    async with upstream:
-        if upstream.status != 200:
-            raise _source_error(upstream.status, upstream.headers)
-        headers = upstream.headers
-        try:
-            info = metadata.decode(headers)
-            size = plaintext_size_of(upstream, info) if info else int(headers.get("Content-Length", "0"))
-        except (ValueError, IntegrityError) as exc:
-            raise integrity_failure(bucket, key, exc) from None
-        etag = client_etag(headers.get("ETag", "")) if info else headers.get("ETag", "")
-        _check_conditions(ctx, etag, headers.get("Last-Modified"))
-        if whole and size > MAX_UPLOAD_SIZE:
-            raise invalid_request("The specified copy source is larger than the maximum allowable size for a "
-                                  f"copy source: {MAX_UPLOAD_SIZE}")
-        if info is None:
-            await check_unencrypted_read(gw, bucket)
-            return Source(bucket, key, query, headers.copy(), None, size, None, None)
-        object_key = await open_object_key(gw, bucket, key, info, _source_customer_key(gw, ctx))
-        try:
-            manifest = await load_manifest(gw, bucket, object_key, info, upstream) if info.upload_tag else None
-        except (ValueError, IntegrityError) as exc:
-            raise integrity_failure(bucket, key, exc) from None
-        return Source(bucket, key, query, headers.copy(), info, size, object_key, manifest)
+    no_plaintext: bool | None = None
+    while True:
+        upstream = await gw.upstream.request("HEAD", object_path(bucket, key), query, {})
+        async with upstream:
+            if upstream.status != 200:
+                raise _source_error(upstream.status, upstream.headers)
+            headers = upstream.headers
+            try:
+                info = metadata.decode(headers)
+                size = plaintext_size_of(upstream, info) if info else int(headers.get("Content-Length", "0"))
+            except (ValueError, IntegrityError) as exc:
+                raise integrity_failure(bucket, key, exc) from None
+            if info is not None or no_plaintext is not None or not bucket_state_needed(gw, bucket):
+                return await _opened_source(gw, ctx, upstream, bucket, key, query, info, size, whole, no_plaintext)
+        # A legacy source and its bucket's state unknown: look it up holding no upstream response (the
+        # pool), then HEAD the source afresh (it may have changed meanwhile).
+        no_plaintext = await gw.bucket_states.holds_no_plaintext(bucket)
+
+
+async def _opened_source(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse, bucket: str, key: str,
+                         query: list[tuple[str, str]], info: EncryptionInfo | None, size: int, whole: bool,
+                         no_plaintext: bool | None) -> Source:
+    headers = upstream.headers
+    etag = client_etag(headers.get("ETag", "")) if info else headers.get("ETag", "")
+    _check_conditions(ctx, etag, headers.get("Last-Modified"))
+    if whole and size > MAX_UPLOAD_SIZE:
+        raise invalid_request("The specified copy source is larger than the maximum allowable size for a "
+                              f"copy source: {MAX_UPLOAD_SIZE}")
+    if info is None:
+        check_unencrypted_read(gw, bucket, no_plaintext)
+        return Source(bucket, key, query, headers.copy(), None, size, None, None)
+    object_key = await open_object_key(gw, bucket, key, info, _source_customer_key(gw, ctx))
+    try:
+        manifest = await load_manifest(gw, bucket, object_key, info, upstream) if info.upload_tag else None
+    except (ValueError, IntegrityError) as exc:
+        raise integrity_failure(bucket, key, exc) from None
+    return Source(bucket, key, query, headers.copy(), info, size, object_key, manifest)
 
 
 def _source_error(status: int, headers: Mapping[str, str]) -> S3Error:

@@ -63,24 +63,39 @@ def _stored_object_query(ctx: RequestContext) -> list[tuple[str, str]]:
     return [(name, value) for name, value in ctx.query if name != "partNumber"]
 
 
-async def check_unencrypted_read(gw: Gateway, bucket: str) -> None:
+def bucket_state_needed(gw: Gateway, bucket: str) -> bool:
+    """Whether `check_unencrypted_read` in ``bucket`` needs the bucket state and it is not cached: it must
+    then be looked up (`BucketStates.holds_no_plaintext`) with no upstream response held open, or reads
+    holding every pooled connection would each wait for one more (a legacy GET of a large object would
+    wait for its own connection with a pool of one)."""
+    return (gw.config.bucket_policy(bucket).encryption != "passthrough" and gw.config.allow_unencrypted_reads
+            and gw.bucket_states.cached(bucket) is None)
+
+
+def check_unencrypted_read(gw: Gateway, bucket: str, no_plaintext: bool | None = None) -> None:
     """Reading (or copying) an object the gateway did not encrypt: allowed in pass-through buckets,
     elsewhere only if the configuration allows it (else anything planted upstream would be served), and
     never in a bucket known to hold no plaintext (gateway/bucketstate.py): there an object without
-    metadata is an encrypted one stripped of it, and serving it would hand out its ciphertext."""
+    metadata is an encrypted one stripped of it, and serving it would hand out its ciphertext.
+
+    ``no_plaintext``: the bucket state looked up by the caller, else the cached one (see
+    `bucket_state_needed`); with neither the read is refused (fail closed)."""
     if gw.config.bucket_policy(bucket).encryption == "passthrough":
         return
     if not gw.config.allow_unencrypted_reads:
         raise access_denied("The object is not encrypted by the gateway and unencrypted reads are disabled.")
-    if await gw.bucket_states.holds_no_plaintext(bucket):
+    if no_plaintext is None:
+        no_plaintext = gw.bucket_states.cached(bucket)
+    if no_plaintext is not False:
         raise access_denied("The object is not encrypted by the gateway, and its bucket holds only objects "
                             "the gateway encrypted.")
 
 
-async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _legacy(gw: Gateway, ctx: RequestContext, upstream: aiohttp.ClientResponse,
+                  no_plaintext: bool | None) -> web.StreamResponse:
     """An object without gateway metadata: stored before the gateway, or in a pass-through bucket,
     served as it is."""
-    await check_unencrypted_read(gw, ctx.s3.bucket)
+    check_unencrypted_read(gw, ctx.s3.bucket, no_plaintext)
     etag = upstream.headers.get("ETag", "")
     outcome = evaluate_conditions(ctx.request.headers, etag, upstream.headers.get("Last-Modified"))
     if outcome is not None:
@@ -314,19 +329,26 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     read the metadata first (a HEAD), since the range plan needs the plaintext size."""
     plain_get = ctx.request.method == "GET" and "range" not in ctx.request.headers
     method = "GET" if plain_get and "partNumber" not in ctx.request.rel_url.query else "HEAD"
-    upstream = await _fetch(gw, ctx, method)
-    async with upstream:
-        if upstream.status != 200:
-            if method == "HEAD" and ctx.request.method == "GET":
-                return await _relay_get(gw, ctx, upstream)
-            return await relay(ctx, upstream)
-        try:
-            info = metadata.decode(upstream.headers)
-        except (ValueError, IntegrityError) as exc:
-            raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
-        if info is None:
-            return await _legacy(gw, ctx, upstream)
-        return await _serve_encrypted(gw, ctx, upstream, info)
+    no_plaintext: bool | None = None
+    while True:
+        upstream = await _fetch(gw, ctx, method)
+        async with upstream:
+            if upstream.status != 200:
+                if method == "HEAD" and ctx.request.method == "GET":
+                    return await _relay_get(gw, ctx, upstream)
+                return await relay(ctx, upstream)
+            try:
+                info = metadata.decode(upstream.headers)
+            except (ValueError, IntegrityError) as exc:
+                raise integrity_failure(ctx.s3.bucket, ctx.s3.key, exc) from None
+            if info is not None:
+                return await _serve_encrypted(gw, ctx, upstream, info)
+            if no_plaintext is not None or not bucket_state_needed(gw, ctx.s3.bucket):
+                return await _legacy(gw, ctx, upstream, no_plaintext)
+            # A legacy object and the bucket state unknown: drop this response (and its connection)
+            # before looking the state up, then read the object afresh (it may have changed meanwhile).
+            upstream.close()
+        no_plaintext = await gw.bucket_states.holds_no_plaintext(ctx.s3.bucket)
 
 
 async def _relay_get(gw: Gateway, ctx: RequestContext, head: aiohttp.ClientResponse) -> web.StreamResponse:

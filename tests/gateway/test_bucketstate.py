@@ -48,3 +48,41 @@ def test_fields_of_later_versions_of_the_record_are_kept_and_an_unknown_version_
 def test_malformed_records_are_refused(body):
     with pytest.raises(RecordError):
         open_record(SECRET, "b", body)
+
+
+async def test_the_record_is_read_to_its_end_when_it_arrives_in_pieces():
+    """StreamReader.read(n) returns what is buffered; the reader must take the body block by block to its
+    end (gateway/upstream.py read_up_to), or a record arriving slowly would be cut and fail closed."""
+    import asyncio
+
+    from aiohttp import web
+
+    from gateway.bucketstate import BucketStates
+    from gateway.upstream import Upstream, UpstreamTarget
+
+    body = seal_record(SECRET, "photos", {**new_record(), "no_plaintext": False, "pad": "x" * 3000})
+
+    async def piecewise(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(len(body))})
+        await response.prepare(request)
+        for start in range(0, len(body), 500):
+            await response.write(body[start:start + 500])
+            await asyncio.sleep(0.02)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", piecewise)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream = Upstream(UpstreamTarget(f"http://127.0.0.1:{port}", "us-east-1", "AK", "SK"))
+    await upstream.start()
+    try:
+        states = BucketStates(upstream, SECRET)
+        assert await states.read_stored("photos") == body
+        assert await states.holds_no_plaintext("photos") is False  # authentic, and says so: read whole
+    finally:
+        await upstream.close()
+        await runner.cleanup()

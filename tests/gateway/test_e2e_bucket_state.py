@@ -18,10 +18,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.bucketstate import STATE_KEY
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _start_gateway
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _config_toml, _start_gateway
 from tests.support.clients import s3_client, signed_request
+from tests.support.faultproxy import FaultProxy, burst
 from tests.support.moto import MotoServer
-from tests.support.process import Server
+from tests.support.process import VENV_BIN, Server, start_server
 
 REFUSAL = ("AccessDenied", "The object is not encrypted by the gateway, and its bucket holds only objects the "
                            "gateway encrypted.")
@@ -202,3 +203,81 @@ def test_encrypted_objects_in_a_marked_bucket_read_normally(gateways):
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="fine", Body=BODY)
     assert s3.get_object(Bucket=bucket, Key="fine")["Body"].read() == BODY
+
+
+@pytest.fixture(scope="module")
+def proxied(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaultProxy, Path]]:
+    """A fault proxy in front of moto, and a workdir for gateways reaching moto through it."""
+    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
+    workdir = tmp_path_factory.mktemp("bucket-state-proxied")
+    yield proxy, workdir
+    proxy.stop()
+
+
+def _gateway_through(moto: MotoServer, proxy: FaultProxy, workdir: Path) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "gateway.toml"
+    config.write_text(_config_toml(moto, workdir / "data", None).replace(moto.url, proxy.url))
+    return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+                        cwd=workdir, timeout=60)
+
+
+def test_a_delete_bucket_refused_upstream_keeps_the_state_record(moto, proxied, upstream_s3):
+    """A PUT races in between the gateway removing the reserved keys and the upstream DeleteBucket: the
+    upstream answers 409 BucketNotEmpty, the client gets that, and the record is back as it was, so after a
+    restart an object stripped of its metadata is still refused."""
+    proxy, workdir = proxied
+    server = _gateway_through(moto, proxy, workdir)
+    try:
+        bucket = f"state-{uuid.uuid4().hex[:12]}"
+        s3 = client(server)
+        s3.create_bucket(Bucket=bucket)
+        record = upstream_s3.get_object(Bucket=bucket, Key=STATE_KEY)["Body"].read()
+        s3.put_object(Bucket=bucket, Key="gone", Body=BODY)
+        s3.delete_object(Bucket=bucket, Key="gone")
+        proxy.before(f"DELETE /{bucket} HTTP/1.1".encode(),
+                     lambda: upstream_s3.put_object(Bucket=bucket, Key="raced", Body=b"raced in"))
+        with pytest.raises(ClientError) as err:
+            s3.delete_bucket(Bucket=bucket)
+        answer = err.value.response
+        assert (answer["ResponseMetadata"]["HTTPStatusCode"], answer["Error"]["Code"]) == (409, "BucketNotEmpty")
+        assert upstream_s3.get_object(Bucket=bucket, Key=STATE_KEY)["Body"].read() == record
+        assert f"bucket {bucket}: DeleteBucket failed upstream (409); its state record" in server.log()
+        s3.put_object(Bucket=bucket, Key="secret", Body=BODY)
+        upstream_s3.copy_object(Bucket=bucket, Key="secret", CopySource={"Bucket": bucket, "Key": "secret"},
+                                MetadataDirective="REPLACE", Metadata={})
+        ciphertext = upstream_s3.get_object(Bucket=bucket, Key="secret")["Body"].read()
+    finally:
+        server.stop()
+    server = _gateway_through(moto, proxy, workdir)  # restarted: nothing cached
+    try:
+        assert_every_read_refused(server, bucket, ciphertext, upstream_s3)
+    finally:
+        server.stop()
+
+
+def test_create_bucket_whose_record_cannot_be_written_is_503_and_a_retry_writes_it(moto, proxied, upstream_s3):
+    """The upstream fails every write of the record (the first cut, the retries 503): the bucket exists but
+    is unprotected, so the client is told 503 ServiceUnavailable, never success; its retry writes the record."""
+    proxy, workdir = proxied
+    server = _gateway_through(moto, proxy, workdir)
+    try:
+        bucket = f"state-{uuid.uuid4().hex[:12]}"
+        s3 = s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, retries={"total_max_attempts": 1})
+        proxy.before(f"PUT /{bucket}/{STATE_KEY} HTTP/1.1".encode(), lambda: proxy.set(burst(5)))
+        with pytest.raises(ClientError) as err:
+            s3.create_bucket(Bucket=bucket)
+        answer = err.value.response
+        assert (answer["ResponseMetadata"]["HTTPStatusCode"], answer["Error"]["Code"]) == (503, "ServiceUnavailable")
+        assert bucket in [b["Name"] for b in upstream_s3.list_buckets()["Buckets"]]
+        assert upstream_s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+        assert f"bucket {bucket}: created, but recording that it holds no plaintext failed 3 times" in server.log()
+        proxy.clear()
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as retry:  # outside us-east-1 a re-create is 409 BucketAlreadyOwnedByYou
+            assert retry.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+        assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=bucket)["Contents"]] == [STATE_KEY]
+    finally:
+        proxy.clear()
+        server.stop()

@@ -11,6 +11,10 @@ Bytes are forwarded as they are; the current `Fault` decides what goes wrong:
 * ``burst``: the proxy answers the next N HTTP requests itself with a canned error (S3 XML or an
   HTML page, optional Retry-After) instead of forwarding them.
 
+Independently of the fault, `before(pattern, action)` runs ``action`` (a blocking call, e.g. a boto3
+request straight to the target) once, when bytes towards the target first contain ``pattern`` (a request
+line), and only then forwards them: a race with the request is staged deterministically.
+
 Setting a fault closes every open connection, so pooled keep-alive connections cannot dodge it and
 every count starts from a fresh connection. Everything is bounded: `stop()` closes all connections,
 and the thread is a daemon.
@@ -23,7 +27,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
 UP = "up"      # client -> target
@@ -116,6 +120,7 @@ class FaultProxy:
         self.connections = 0
         self.answered = 0
         self._burst_left = 0
+        self._before: tuple[bytes, Callable[[], None]] | None = None
         self._conns: set[_Conn] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -146,6 +151,12 @@ class FaultProxy:
 
     def clear(self) -> None:
         self.set(NO_FAULT)
+
+    def before(self, pattern: bytes, action: Callable[[], None]) -> None:
+        """Run ``action`` once, before forwarding the first bytes towards the target containing ``pattern``."""
+        async def apply() -> None:
+            self._before = (pattern, action)
+        self._call(apply())
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -222,6 +233,9 @@ class FaultProxy:
                     if dst.can_write_eof():
                         dst.write_eof()
                 return
+            if direction == UP and self._before is not None and self._before[0] in data:
+                action, self._before = self._before[1], None
+                await asyncio.get_running_loop().run_in_executor(None, action)
             await self._pace(len(data), fault)
             conn.sent[direction] += len(data)
             dst.write(data)
