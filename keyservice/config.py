@@ -5,7 +5,6 @@ The standalone server and the gateway's embedded key service read the same table
 """
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from keyservice.files import private_dir
+from keyservice.principals import principal_account  # noqa: F401  (re-exported)
 from keyservice.quota import QuotaLimiter
 from keyservice.rootkey import load_root_key
 from keyservice.service import KeyService
@@ -29,17 +29,6 @@ DEFAULT_PURGE_INTERVAL = 60.0
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting is wrong."""
-
-
-# IAM principals (`arn:aws:iam::ACCOUNT:root|user/..|role/..`) and STS sessions
-# (`arn:aws:sts::ACCOUNT:assumed-role/..`), in any AWS partition.
-_PRINCIPAL_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):\S+")
-
-
-def principal_account(principal: str) -> str | None:
-    """The account a principal ARN belongs to, or None when it is not an IAM/STS principal ARN."""
-    match = _PRINCIPAL_RE.fullmatch(principal)
-    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
