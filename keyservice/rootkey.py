@@ -50,7 +50,7 @@ def decode_root_key(raw: bytes, where: str) -> bytes:
 
 def _derive_from_passphrase(passphrase: str, data_dir: Path) -> bytes:
     """scrypt the passphrase with a per-deployment salt kept (not secret) in the data directory."""
-    salt, _ = create_once(data_dir / _SALT_FILE, lambda: os.urandom(16))
+    salt, _ = create_once(data_dir / _SALT_FILE, lambda: os.urandom(16), size=16)
     kdf = Scrypt(salt=salt, length=ROOT_KEY_BYTES, n=2**15, r=8, p=1)
     return kdf.derive(passphrase.encode())
 
@@ -63,5 +63,5 @@ def _generated_dev_key(data_dir: Path) -> bytes:
                "This is for DEVELOPMENT ONLY: the key is stored next to the data it protects.")
     log.warning(warning)
     print(warning, file=sys.stderr)
-    key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES))
+    key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES), size=ROOT_KEY_BYTES)
     return decode_root_key(key, str(path))
