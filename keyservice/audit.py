@@ -176,6 +176,8 @@ class AuditLog:
         """A committer cancelled (even before it ran) leaves no batch unanswered."""
         if self._committer is task:
             self._committer = None
+        if self._committer is not None:
+            return  # a newer committer has taken over what is pending
         if task.cancelled():
             self._fail_pending("the audit committer was cancelled")
         elif task.exception() is not None:
