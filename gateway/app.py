@@ -180,9 +180,10 @@ def load_gateway_secret(path: Path) -> bytes:
     """The 32-byte secret keying SSE-C key HMACs and upload tokens; generated on first start.
 
     Several gateways may start at once on an empty data directory: the secret is created whole
-    (temporary file, then linked into place) and every process that loses the race uses the
+    (temporary file, then linked into place; created exclusively in place where the file system has no
+    hard links, readers then waiting for all 32 bytes) and every process that loses the race uses the
     winner's, as they must share it."""
-    secret, created = create_once(path, lambda: secrets.token_bytes(32))
+    secret, created = create_once(path, lambda: secrets.token_bytes(32), size=32)
     if len(secret) != 32:
         raise ConfigError(f"gateway secret file {path} must hold exactly 32 bytes, it holds {len(secret)}")
     if created:

@@ -5,6 +5,7 @@ surfacing as a confusing error on the first request.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,9 +288,22 @@ def _validate(cfg: GatewayConfig) -> None:
         raise ConfigError(f"gateway.log_level (GATEWAY_LOG_LEVEL): {exc}") from None
 
 
-def secrets_of(cfg: GatewayConfig) -> list[str]:
-    """Every secret key the settings hold, for the log filter to redact wherever it turns up."""
-    return [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
+def secrets_of(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret the settings hold, for the log filter to redact wherever it turns up: the gateway's
+    own keys and those of the embedded key service (root key, passphrase, credentials), read from the
+    same file's ``[keyservice]`` table and KEYSERVICE_* variables as the key service reads them."""
+    from keyservice.config import ConfigError as KeyServiceConfigError
+    from keyservice.config import KeyServiceConfig, log_secrets
+
+    env = os.environ if env is None else env
+    found = [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
+    try:
+        found += log_secrets(KeyServiceConfig.load(cfg.config_path, env))
+    except KeyServiceConfigError:
+        # the key service will refuse these settings at start-up; redact what they name all the same
+        found += [env.get(name, "") for name in ("KEYSERVICE_ROOT_KEY", "KEYSERVICE_ROOT_PASSPHRASE",
+                                                 "KEYSERVICE_SECRET_KEY")]
+    return found
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:

@@ -22,9 +22,12 @@ CAPPED_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "
 REDACTED = "[redacted]"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _MIN_SECRET_LENGTH = 8  # shorter configured "secrets" (the dev credential test/test) would redact common words
+# A quoted value (a str or bytes repr, a JSON string) ends at the first quote of its kind that no backslash
+# escapes (`b'..\'..'`, `"..\".."`); one cut off before its closing quote is redacted to the end.
+_QUOTED = r"""b?"(?:[^"\\]|\\.)*(?:"|\\?\Z)|b?'(?:[^'\\]|\\.)*(?:'|\\?\Z)"""
 _PATTERNS = [
     re.compile(r"""(["']?(?:Plaintext|SecretAccessKey|SecretKey|secret_key|aws_secret_access_key)["']?\s*[:=]\s*)"""
-               r"""(b?["'][^"']*["']|[^\s,}]+)""", re.IGNORECASE),
+               rf"""({_QUOTED}|[^\s,}}]+)""", re.IGNORECASE | re.DOTALL),
     re.compile(r"(x-amz-(?:copy-source-)?server-side-encryption-customer-key\s*[:=]\s*)([^\s,}'\"]+)", re.IGNORECASE),
     re.compile(r"((?:Signature|X-Amz-Signature)\s*[:=]\s*)([0-9a-fA-F]{64})"),
     re.compile(r"((?:StringToSign|CanonicalRequest|signing key)\s*[:=]?\s*)(.+)", re.IGNORECASE | re.DOTALL),

@@ -10,7 +10,7 @@ import uvloop
 
 from gateway.logsetup import configure_logging, parse_level
 from keyservice.audit import filter_lines, parse_time
-from keyservice.config import ConfigError, KeyServiceConfig
+from keyservice.config import ConfigError, KeyServiceConfig, log_secrets
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,8 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
-    configure_logging(level, [*(c.secret_key for c in config.credentials), config.root_key or "",
-                              config.root_passphrase or ""])
+    configure_logging(level, log_secrets(config))
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         uvloop.run(serve(config))

@@ -5,7 +5,7 @@ The standalone server and the gateway's embedded key service read the same table
 """
 from __future__ import annotations
 
-import re
+import base64
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,8 +17,9 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from keyservice.files import private_dir
+from keyservice.principals import principal_account  # noqa: F401  (re-exported)
 from keyservice.quota import QuotaLimiter
-from keyservice.rootkey import load_root_key
+from keyservice.rootkey import decode_root_key, load_root_key
 from keyservice.service import KeyService
 
 DEFAULT_LISTEN = "127.0.0.1:7000"
@@ -29,17 +30,6 @@ DEFAULT_PURGE_INTERVAL = 60.0
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting is wrong."""
-
-
-# IAM principals (`arn:aws:iam::ACCOUNT:root|user/..|role/..`) and STS sessions
-# (`arn:aws:sts::ACCOUNT:assumed-role/..`), in any AWS partition.
-_PRINCIPAL_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):\S+")
-
-
-def principal_account(principal: str) -> str | None:
-    """The account a principal ARN belongs to, or None when it is not an IAM/STS principal ARN."""
-    match = _PRINCIPAL_RE.fullmatch(principal)
-    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -236,6 +226,36 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     for cred in config.credentials:
         _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
     return config
+
+
+def log_secrets(config: KeyServiceConfig) -> list[str]:
+    """Every secret the settings hold, for the log filter to redact wherever it turns up: the
+    credentials' secret keys, the passphrase, and the root key as configured (KEYSERVICE_ROOT_KEY, or
+    the text of root_key_file) and in the other textual forms it could be printed in (hex, base64)."""
+    found = [c.secret_key for c in config.credentials]
+    if config.root_passphrase:
+        found.append(config.root_passphrase)
+    texts: list[bytes] = []
+    if config.root_key:
+        texts.append(config.root_key.encode())
+    if config.root_key_file is not None:
+        try:
+            texts.append(config.root_key_file.read_bytes())
+        except OSError:
+            pass  # reported when the key service opens it
+    for raw in texts:
+        found.extend(_key_forms(raw))
+    return found
+
+
+def _key_forms(raw: bytes) -> list[str]:
+    forms = [raw.decode("utf-8", "replace").strip()] if raw.strip() else []
+    try:
+        key = decode_root_key(raw, "root key")
+    except ValueError:
+        return forms
+    forms += [key.hex(), key.hex().upper(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode()]
+    return forms
 
 
 def _number(text: str) -> float:

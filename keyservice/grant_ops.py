@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from . import grants
 from . import params as p
 from .errors import KMSError, validation
+from .principals import principal_account
 
 if TYPE_CHECKING:
     from .service import CallContext, KeyService
@@ -31,14 +32,19 @@ def create_grant(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") 
     if unsupported:
         raise validation(f"Grant operations {sorted(unsupported)} are not valid for {rec.arn}.")
     name = params.get("Name")
-    grant_id = grants.idempotency_id(rec.key_id, params) if name else uuid.uuid4().hex + uuid.uuid4().hex
+    # AWS records the account of the principal that created the grant (GrantListEntry.IssuingAccount:
+    # "the account under which the grant was issued"), which may be another account than the key's.
+    issuing_account = f"arn:aws:iam::{ctx.account_id}:root"
+    foreign = issuing_account if svc.is_foreign(ctx) else None
+    grant_id = (grants.idempotency_id(rec.key_id, params, foreign) if name
+                else uuid.uuid4().hex + uuid.uuid4().hex)
     existing = svc.grants.get(grant_id)
     if existing is not None and grants.same_request(existing, params):
         return {"GrantId": grant_id, "GrantToken": existing["Token"]}
     grant = {
         "KeyId": rec.key_id, "GrantId": grant_id, "Name": name, "CreationDate": svc.now(),
         "GranteePrincipal": params["GranteePrincipal"], "RetiringPrincipal": params.get("RetiringPrincipal"),
-        "IssuingAccount": f"arn:aws:iam::{svc.account_id}:root", "Operations": list(params["Operations"]),
+        "IssuingAccount": issuing_account, "Operations": list(params["Operations"]),
         "Constraints": params.get("Constraints") or None, "Token": grants.make_token(grant_id, os.urandom(24)),
     }
     svc.store.put_grant(grant_id, grant)
@@ -70,8 +76,13 @@ def list_grants(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -
 
 
 def list_retirable_grants(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    """AWS: "You must specify a principal in your AWS account"; the answer holds every grant with that
+    retiring principal, whichever account owns the key, and needs no permission in the key's account.
+    So any caller may list for a principal of its own account, and none for another account's."""
     principal = p.required_str(params, "RetiringPrincipal", 256)
-    svc.require_own_account("ListRetirableGrants", ctx)
+    if principal_account(principal) != ctx.account_id:
+        raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
+                                                f"kms:ListRetirableGrants on resource: {principal}")
     selected = [g for g in svc.grants.values() if g.get("RetiringPrincipal") == principal]
     return _grant_page(svc, selected, params)
 
@@ -105,9 +116,11 @@ def _delete_grant(svc: "KeyService", grant: dict[str, Any]) -> dict[str, Any]:
 
 def retire_grant(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     grant = _find_grant(svc, params, ctx)
+    # AWS: the retiring principal, the grantee if the grant allows RetireGrant, and the account in which
+    # the grant was created (its IssuingAccount, as root).
     may_retire = (ctx.principal_arn == grant.get("RetiringPrincipal")
                   or (ctx.principal_arn == grant["GranteePrincipal"] and "RetireGrant" in grant["Operations"])
-                  or ctx.principal_arn == f"arn:aws:iam::{svc.account_id}:root")
+                  or ctx.principal_arn == grant["IssuingAccount"])
     if not may_retire:
         raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
                                                 f"kms:RetireGrant on grant {grant['GrantId']}")

@@ -56,10 +56,14 @@ def same_request(grant: dict[str, Any], params: dict[str, Any]) -> bool:
         (grant.get("Constraints") or {}) == (params.get("Constraints") or {})
 
 
-def idempotency_id(key_id: str, params: dict[str, Any]) -> str:
-    """A stable grant id for a named grant, so repeating CreateGrant returns the same id."""
-    material = json.dumps([key_id, params.get("Name"), params["GranteePrincipal"], params.get("RetiringPrincipal"),
-                           sorted(params["Operations"]), params.get("Constraints") or {}], sort_keys=True)
+def idempotency_id(key_id: str, params: dict[str, Any], foreign_issuer: str | None = None) -> str:
+    """A stable grant id for a named grant, so repeating CreateGrant returns the same id. A grant issued
+    by another account than the key's is a different grant (the owner's ids are unchanged)."""
+    fields: list[Any] = [key_id, params.get("Name"), params["GranteePrincipal"], params.get("RetiringPrincipal"),
+                         sorted(params["Operations"]), params.get("Constraints") or {}]
+    if foreign_issuer is not None:
+        fields.append(foreign_issuer)
+    material = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -25,15 +25,15 @@ def load_root_key(*, key_file: str | None, env_value: str | None, passphrase: st
     warning is emitted, because such a key sits next to the data it protects.
     """
     if key_file:
-        return _decode_key(Path(key_file).read_bytes(), f"root key file {key_file}")
+        return decode_root_key(Path(key_file).read_bytes(), f"root key file {key_file}")
     if env_value:
-        return _decode_key(env_value.encode(), "root key environment value")
+        return decode_root_key(env_value.encode(), "root key environment value")
     if passphrase:
         return _derive_from_passphrase(passphrase, Path(data_dir))
     return _generated_dev_key(Path(data_dir))
 
 
-def _decode_key(raw: bytes, where: str) -> bytes:
+def decode_root_key(raw: bytes, where: str) -> bytes:
     """Accept raw 32 bytes, or 32 bytes as base64 or hex text."""
     if len(raw) == ROOT_KEY_BYTES:
         return raw
@@ -50,7 +50,7 @@ def _decode_key(raw: bytes, where: str) -> bytes:
 
 def _derive_from_passphrase(passphrase: str, data_dir: Path) -> bytes:
     """scrypt the passphrase with a per-deployment salt kept (not secret) in the data directory."""
-    salt, _ = create_once(data_dir / _SALT_FILE, lambda: os.urandom(16))
+    salt, _ = create_once(data_dir / _SALT_FILE, lambda: os.urandom(16), size=16)
     kdf = Scrypt(salt=salt, length=ROOT_KEY_BYTES, n=2**15, r=8, p=1)
     return kdf.derive(passphrase.encode())
 
@@ -63,5 +63,5 @@ def _generated_dev_key(data_dir: Path) -> bytes:
                "This is for DEVELOPMENT ONLY: the key is stored next to the data it protects.")
     log.warning(warning)
     print(warning, file=sys.stderr)
-    key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES))
-    return _decode_key(key, str(path))
+    key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES), size=ROOT_KEY_BYTES)
+    return decode_root_key(key, str(path))

@@ -43,14 +43,18 @@ Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] |
 _HANDLERS: dict[str, Handler] = {**management.HANDLERS, **crypto_ops.HANDLERS, **grant_ops.HANDLERS,
                                  **imports.HANDLERS}
 
-# The actions AWS lets a principal of another account perform on a key (each API reference page's
-# "Cross-account use: Yes"). Permission for anything else in a key policy has no effect for them.
+# The actions AWS lets a principal of another account perform on a key: exactly the operations whose
+# AWS KMS API Reference page says "Cross-account use: Yes" (checked operation by operation against the
+# KMS service model botocore 1.43 ships, the text the API Reference is generated from). ReEncryptFrom and
+# ReEncryptTo are the permissions of ReEncrypt ("Yes"). GenerateRandom is "Not applicable" (no key);
+# ListRetirableGrants ("You must specify a principal in your account") is checked in grant_ops; every
+# other operation is "No": a key policy's permission for it has no effect for another account.
 CROSS_ACCOUNT_ACTIONS = frozenset({
-    "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateMac", "VerifyMac", "Sign", "Verify",
-    "GetPublicKey", "DeriveSharedSecret", "DescribeKey", "CreateGrant", "ListGrants", "RetireGrant", "RevokeGrant",
+    "CreateGrant", "Decrypt", "DeriveSharedSecret", "DescribeKey", "Encrypt", "GenerateDataKey",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateDataKeyWithoutPlaintext", "GenerateMac",
+    "GetKeyRotationStatus", "GetPublicKey", "ListGrants", "ReEncryptFrom", "ReEncryptTo", "RetireGrant",
+    "RevokeGrant", "Sign", "Verify", "VerifyMac",
 })
-
 
 class KeyService:
     """Every KMS operation over one account's keys in one region."""
@@ -190,8 +194,8 @@ class KeyService:
                                                 f"{action} on resource: {rec.arn} {why}")
 
     def require_own_account(self, operation: str, ctx: CallContext) -> None:
-        """CreateKey and ListRetirableGrants act in the caller's account, which this service does not
-        host: principals of other accounts are refused (the listings answer them with nothing)."""
+        """CreateKey acts in the caller's account, which this service does not host: principals of other
+        accounts are refused (the listings answer them with nothing)."""
         if self.is_foreign(ctx):
             raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
                                                     f"kms:{operation} on resource: *")

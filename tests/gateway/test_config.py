@@ -200,6 +200,43 @@ def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_
     assert redactor.redact("a test credential") == "a test credential"  # too short to be redacted
 
 
+def test_the_log_filter_redacts_a_quoted_key_whole_despite_escaped_quotes():
+    from gateway.logsetup import REDACTED, RedactingFilter
+    redactor = RedactingFilter()
+    both_quotes = bytes(range(32)) + b"'quote\"both TAIL-OF-KEY"
+    cases = [  # (message, the escape it holds)
+        (repr({"Plaintext": both_quotes, "KeyId": "k"}), "\\'"),            # b'..\'.."..'
+        (repr({"Plaintext": b"\\'x TAIL-OF-KEY", "KeyId": "k"}), "\\\\"),   # b"\\'.."
+        ('{"Plaintext":"ab\\"cd TAIL-OF-KEY","KeyId":"k"}', '\\"'),        # JSON: "..\".."
+        ("""{'Plaintext': 'ab\\"cd\\' TAIL-OF-KEY', 'KeyId': 'k'}""", '\\"'),  # '..\"..\'..'
+        ("Plaintext=b'cut off \\' TAIL-OF-KEY", "\\'"),                    # never closed
+    ]
+    for message, escape in cases:
+        assert escape in message and "TAIL-OF-KEY" in message
+        clean = redactor.redact(message)
+        assert "TAIL-OF-KEY" not in clean and REDACTED in clean, (message, clean)
+        assert "KeyId" not in message or "'KeyId': 'k'" in clean or '"KeyId":"k"' in clean, clean
+
+
+def test_the_gateway_redacts_the_embedded_key_services_root_key_passphrase_and_credentials(tmp_path):
+    from gateway.config import secrets_of
+    root_key = bytes(range(100, 132))
+    path = _write(tmp_path, '[gateway]\n[keyservice]\n[[keyservice.credentials]]\naccess_key = "AKKS"\n'
+                            'secret_key = "file-keyservice-secret"\n')
+    env = {"KEYSERVICE_ROOT_KEY": base64.b64encode(root_key).decode(), "KEYSERVICE_ROOT_PASSPHRASE": "pass phrase 1",
+           "KEYSERVICE_ACCESS_KEY": "AKENV", "KEYSERVICE_SECRET_KEY": "env-keyservice-secret"}
+    found = set(secrets_of(load_config(path, {}), env))
+    assert {env["KEYSERVICE_ROOT_KEY"], root_key.hex(), "pass phrase 1", "env-keyservice-secret",
+            "file-keyservice-secret"} <= found
+    key_file = tmp_path / "root.key"
+    key_file.write_text(root_key.hex())
+    found = set(secrets_of(load_config(path, {}), {"KEYSERVICE_ROOT_KEY_FILE": str(key_file)}))
+    assert {root_key.hex(), base64.b64encode(root_key).decode()} <= found
+    # settings the key service will refuse: what they name is redacted all the same
+    refused = {"KEYSERVICE_SECRET_KEY": "env-keyservice-secret"}  # without its access key: a config error
+    assert "env-keyservice-secret" in secrets_of(load_config(None, {}), refused)
+
+
 # Slow-client limits and the upstream pool (issue 8, item 3): TOML and GATEWAY_* variables.
 LIMIT_SETTINGS = {  # setting: (section, environment variable, default, a non-default value)
     "header_timeout": ("gateway", "GATEWAY_HEADER_TIMEOUT", 30.0, 2.5),

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from keyservice.config import ConfigError, Credential, KeyServiceConfig
+from keyservice.config import ConfigError, Credential, KeyServiceConfig, log_secrets
 
 TOML = """
 [keyservice]
@@ -135,3 +135,15 @@ def test_slow_client_limits_have_defaults_and_come_from_the_file_or_the_environm
 def test_invalid_limits_are_refused(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         KeyServiceConfig.load(write(tmp_path, text), env)
+
+
+def test_log_secrets_holds_the_root_key_in_every_textual_form_the_passphrase_and_credentials(tmp_path: Path) -> None:
+    import base64
+    key = bytes(range(7, 39))
+    config = KeyServiceConfig.load(None, {"KEYSERVICE_ROOT_KEY": key.hex(), "KEYSERVICE_ROOT_PASSPHRASE": "open sesame",
+                                          "KEYSERVICE_ACCESS_KEY": "AK", "KEYSERVICE_SECRET_KEY": "the-secret-key"})
+    found = set(log_secrets(config))
+    assert {key.hex(), key.hex().upper(), base64.b64encode(key).decode(), "open sesame", "the-secret-key"} <= found
+    (tmp_path / "root.key").write_text(base64.b64encode(key).decode() + "\n")
+    found = set(log_secrets(KeyServiceConfig.load(None, {"KEYSERVICE_ROOT_KEY_FILE": str(tmp_path / "root.key")})))
+    assert {key.hex(), base64.b64encode(key).decode()} <= found

@@ -5,13 +5,17 @@ ARN. The default key policy (own account root) lets no other account in, keys ar
 only, management operations are refused whatever the policy says, and account-wide listings show
 the caller's own (empty) account.
 """
+import gzip
 import json
+import re
+from pathlib import Path
 
+import botocore
 import pytest
 
 from keyservice.config import ConfigError, Credential, KeyServiceConfig, principal_account
 from keyservice.errors import KMSError
-from keyservice.service import CallContext, KeyService
+from keyservice.service import CROSS_ACCOUNT_ACTIONS, CallContext, KeyService
 
 ACCOUNT = "111122223333"
 OTHER = "444455556666"
@@ -57,7 +61,7 @@ async def test_default_policy_does_not_let_another_account_decrypt(svc):
                       "BypassPolicyLockoutSafetyCheck": True}),
     ("GetKeyPolicy", {"PolicyName": "default"}), ("ScheduleKeyDeletion", {"PendingWindowInDays": 7}),
     ("CancelKeyDeletion", {}), ("DisableKey", {}), ("EnableKey", {}), ("EnableKeyRotation", {}),
-    ("GetKeyRotationStatus", {}), ("TagResource", {"Tags": [{"TagKey": "a", "TagValue": "b"}]}),
+    ("ListKeyRotations", {}), ("RotateKeyOnDemand", {}), ("TagResource", {"Tags": [{"TagKey": "a", "TagValue": "b"}]}),
     ("ListResourceTags", {}), ("UpdateKeyDescription", {"Description": "mine now"}),
 ])
 async def test_management_operations_are_refused_to_another_account_whatever_the_policy(svc, op, extra):
@@ -150,3 +154,67 @@ def test_unprincipaled_credentials_act_as_root_of_the_final_account(tmp_path):
     path.write_text(path.read_text() + 'principal = "bob"\n')
     with pytest.raises(ConfigError, match="not an IAM or STS principal ARN"):
         KeyServiceConfig.load(path, {})
+
+
+def test_cross_account_actions_are_exactly_those_the_aws_api_reference_says_yes_to():
+    """Each operation's documentation in the KMS service model (the text of the API Reference) has a
+    "Cross-account use" line; the set allowed here is exactly the operations it says "Yes" for."""
+    model = Path(botocore.__file__).parent / "data" / "kms" / "2014-11-01" / "service-2.json.gz"
+    operations = json.loads(gzip.decompress(model.read_bytes()))["operations"]
+    answers = {}
+    for name, operation in operations.items():
+        text = re.sub(r"<[^>]+>", "", operation.get("documentation", ""))
+        line = re.search(r"Cross-account use:\s*(\S+)", text)
+        assert line, f"{name} has no cross-account line"
+        answers[name] = line.group(1).rstrip(".")
+    yes = {name for name, answer in answers.items() if answer == "Yes"}
+    assert "GetKeyRotationStatus" in yes and "ListKeyRotations" not in yes
+    expected = (yes - {"ReEncrypt"}) | {"ReEncryptFrom", "ReEncryptTo"}  # ReEncrypt's two permissions
+    assert CROSS_ACCOUNT_ACTIONS == expected
+    assert set(KeyService.OPERATIONS) - set(operations) == set()  # every operation served has a line
+
+
+async def test_another_account_reads_the_rotation_status_when_the_policy_lets_it(svc):
+    key = await new_key(svc, policy(allow(OWNER, "kms:*"), allow(OTHER_ROOT, "kms:GetKeyRotationStatus")))
+    await call(svc, OWNER, "EnableKeyRotation", KeyId=key["KeyId"], RotationPeriodInDays=90)
+    status = await call(svc, OTHER_ROOT, "GetKeyRotationStatus", KeyId=key["Arn"])
+    assert (status["KeyId"], status["KeyRotationEnabled"], status["RotationPeriodInDays"]) == (key["Arn"], True, 90)
+    assert await fails(svc, OTHER_ROOT, "GetKeyRotationStatus", KeyId=key["KeyId"]) == "NotFoundException"
+    assert await fails(svc, OTHER_ROOT, "EnableKeyRotation", KeyId=key["Arn"]) == "AccessDeniedException"
+    default = await new_key(svc)
+    assert await fails(svc, OTHER_ROOT, "GetKeyRotationStatus", KeyId=default["Arn"]) == "AccessDeniedException"
+
+
+async def test_a_grant_another_account_creates_is_issued_by_that_account(svc):
+    key = await new_key(svc, policy(allow(OWNER, "kms:*"),
+                                    allow(OTHER_ROOT, ["kms:CreateGrant", "kms:ListGrants"])))
+    ours = await call(svc, OWNER, "CreateGrant", KeyId=key["KeyId"], GranteePrincipal=OTHER_ROLE,
+                      Operations=["Decrypt"], RetiringPrincipal=OWNER)
+    theirs = await call(svc, OTHER_ROLE, "CreateGrant", KeyId=key["Arn"], GranteePrincipal=OTHER_ROLE,
+                        Operations=["Decrypt"], RetiringPrincipal=OTHER_ROLE, Name="theirs")
+    for who in (OWNER, OTHER_ROOT):
+        listed = (await call(svc, who, "ListGrants", KeyId=key["Arn"]))["Grants"]
+        assert {g["GrantId"]: g["IssuingAccount"] for g in listed} == {ours["GrantId"]: OWNER,
+                                                                       theirs["GrantId"]: OTHER_ROOT}
+    retirable = (await call(svc, OTHER_ROLE, "ListRetirableGrants", RetiringPrincipal=OTHER_ROLE))["Grants"]
+    assert [(g["GrantId"], g["IssuingAccount"], g["KeyId"]) for g in retirable] == \
+        [(theirs["GrantId"], OTHER_ROOT, key["Arn"])]
+    # the issuing account (as root) may retire the grant it created
+    await call(svc, OTHER_ROOT, "RetireGrant", KeyId=key["Arn"], GrantId=theirs["GrantId"])
+    assert [g["GrantId"] for g in (await call(svc, OWNER, "ListGrants", KeyId=key["KeyId"]))["Grants"]] == \
+        [ours["GrantId"]]
+
+
+async def test_list_retirable_grants_answers_for_a_principal_of_the_callers_own_account_only(svc):
+    key = await new_key(svc)
+    grant = await call(svc, OWNER, "CreateGrant", KeyId=key["KeyId"], GranteePrincipal=OTHER_ROLE,
+                       Operations=["Decrypt"], RetiringPrincipal=OTHER_ROLE)
+    for who in (OTHER_ROLE, OTHER_ROOT):  # any principal of the other account, needing nothing from the key
+        listed = (await call(svc, who, "ListRetirableGrants", RetiringPrincipal=OTHER_ROLE))["Grants"]
+        assert [(g["GrantId"], g["IssuingAccount"]) for g in listed] == [(grant["GrantId"], OWNER)]
+    assert (await call(svc, OTHER_ROOT, "ListRetirableGrants", RetiringPrincipal=OTHER_ROOT))["Grants"] == []
+    # a principal of another account than the caller's is refused, both ways
+    assert await fails(svc, OWNER, "ListRetirableGrants", RetiringPrincipal=OTHER_ROLE) == "AccessDeniedException"
+    assert await fails(svc, OTHER_ROOT, "ListRetirableGrants", RetiringPrincipal=OWNER) == "AccessDeniedException"
+    await call(svc, OTHER_ROLE, "RetireGrant", KeyId=key["Arn"], GrantId=grant["GrantId"])
+    assert (await call(svc, OTHER_ROLE, "ListRetirableGrants", RetiringPrincipal=OTHER_ROLE))["Grants"] == []

@@ -99,3 +99,23 @@ def test_grant_to_the_other_accounts_principal_works_by_key_arn(ks: KeyServicePr
     assert error_of(other.generate_data_key, KeyId=meta["KeyId"], KeySpec="AES_256") == ("NotFoundException", 400)
     owner.revoke_grant(KeyId=meta["KeyId"], GrantId=grant["GrantId"])
     assert error_of(other.decrypt, CiphertextBlob=blob) == ("AccessDeniedException", 400)
+
+
+def test_grants_the_other_account_creates_name_it_as_issuer_and_it_lists_its_retirable_ones(
+        ks: KeyServiceProcess) -> None:
+    owner, other = kms_client(ks.url), kms_client(ks.url, OTHER)
+    shared = policy(allow(OWNER_ROOT, "kms:*"),
+                    allow(OTHER_ACCOUNT, ["kms:CreateGrant", "kms:ListGrants", "kms:GetKeyRotationStatus"]))
+    meta = owner.create_key(Policy=shared)["KeyMetadata"]
+    assert other.get_key_rotation_status(KeyId=meta["Arn"])["KeyRotationEnabled"] is False
+    grant = other.create_grant(KeyId=meta["Arn"], GranteePrincipal=OTHER_ARN, Operations=["Decrypt"],
+                               RetiringPrincipal=OTHER_ARN)
+    for client in (owner, other):
+        listed = client.list_grants(KeyId=meta["Arn"])["Grants"]
+        assert [(g["GrantId"], g["IssuingAccount"]) for g in listed] == [(grant["GrantId"], OTHER_ARN)]
+    retirable = other.list_retirable_grants(RetiringPrincipal=OTHER_ARN)["Grants"]
+    assert [(g["GrantId"], g["KeyId"], g["IssuingAccount"]) for g in retirable] == \
+        [(grant["GrantId"], meta["Arn"], OTHER_ARN)]
+    assert error_of(owner.list_retirable_grants, RetiringPrincipal=OTHER_ARN) == ("AccessDeniedException", 400)
+    other.retire_grant(GrantToken=grant["GrantToken"])
+    assert other.list_retirable_grants(RetiringPrincipal=OTHER_ARN)["Grants"] == []
