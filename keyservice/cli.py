@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.listen:
             config.listen = args.listen
         config.host_port()
-        level = parse_level(os.environ.get("KEYSERVICE_LOG_LEVEL"))
+        level = parse_level(config.log_level)
     except (ConfigError, ValueError) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.connections import ServerLimits
+from gateway.logsetup import parse_level
 from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
@@ -70,6 +71,7 @@ class KeyServiceConfig:
     clock_file: Path | None = None
     purge_interval: float = DEFAULT_PURGE_INTERVAL
     audit_on_failure: str = "refuse"     # "refuse" or "warn": cryptographic calls whose record is lost
+    log_level: str = "INFO"              # `keyservice serve`'s own loggers (libraries stay capped)
     header_timeout: float = ServerLimits.header_timeout
     idle_timeout: float = ServerLimits.idle_timeout
     body_timeout: float = ServerLimits.body_timeout
@@ -124,7 +126,7 @@ def _read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
@@ -190,7 +192,7 @@ def _credentials(entries: Any) -> tuple[Credential, ...]:
 def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceConfig:
     changes: dict[str, Any] = {}
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
-                       ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"),
+                       ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"), ("KEYSERVICE_LOG_LEVEL", "log_level"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
                        ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
         if env.get(name):
@@ -221,6 +223,10 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     if config.audit_on_failure not in AUDIT_POLICIES:
         raise ConfigError(f"audit_on_failure must be one of {', '.join(AUDIT_POLICIES)}, "
                           f"not {config.audit_on_failure!r}")
+    try:
+        parse_level(config.log_level)
+    except ValueError as exc:
+        raise ConfigError(f"log_level (KEYSERVICE_LOG_LEVEL): {exc}") from None
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:

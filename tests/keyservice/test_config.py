@@ -147,3 +147,13 @@ def test_log_secrets_holds_the_root_key_in_every_textual_form_the_passphrase_and
     (tmp_path / "root.key").write_text(base64.b64encode(key).decode() + "\n")
     found = set(log_secrets(KeyServiceConfig.load(None, {"KEYSERVICE_ROOT_KEY_FILE": str(tmp_path / "root.key")})))
     assert {key.hex(), base64.b64encode(key).decode()} <= found
+
+
+def test_log_level_comes_from_the_file_or_keyservice_log_level_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keyservice.toml"
+    path.write_text('[keyservice]\nlog_level = "debug"\n')
+    assert KeyServiceConfig.load(None, {}).log_level == "INFO"
+    assert KeyServiceConfig.load(path, {}).log_level == "debug"
+    assert KeyServiceConfig.load(path, {"KEYSERVICE_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="KEYSERVICE_LOG_LEVEL"):
+        KeyServiceConfig.load(path, {"KEYSERVICE_LOG_LEVEL": "chatty"})
