@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from gateway.logsetup import parse_level
 from gateway.connections import ServerLimits
+from gateway.digits import parse_decimal
 
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
@@ -139,9 +140,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 def parse_listen(value: str) -> tuple[str, int]:
     """HOST:PORT -> (host, port); port 0 means any free port."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
         raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def _as_bool(name: str, value: Any) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.connections import ServerLimits
+from gateway.digits import parse_decimal
 from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
@@ -102,9 +103,9 @@ class KeyServiceConfig:
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``[::1]:7000`` style for IPv6)."""
         host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
             raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+        return host.strip("[]"), number
 
     def credential_for(self, access_key: str) -> Credential | None:
         for cred in self.credentials:
