@@ -11,9 +11,14 @@ a hundred stalled clients starved everyone else. This module bounds every wait o
   ``ReadHeaderTimeout``).
 - **idle timeout**: a keep-alive connection with no request in flight is closed after
   ``idle_timeout`` (aiohttp's own ``keepalive_timeout``).
-- **body timeout**: every read of a request body waits at most ``body_timeout`` for more bytes
-  (:func:`request_body_chunks`); the servers turn that into their protocol's timeout error. The budget is per
-  read, not per body: a slow client that keeps sending is never cut off.
+- **body timeout and minimum rate**: every read of a request body waits at most ``body_timeout`` for
+  more bytes, and the body as a whole may keep the server waiting at most ``body_timeout +
+  received_bytes / body_min_rate`` seconds (:func:`request_body_chunks`; Apache mod_reqtimeout's
+  ``body=20,MinRate=500``, its default). The servers turn either into their protocol's timeout error.
+  A client that keeps sending at least ``body_min_rate`` bytes/s on average is never cut off; one that
+  dribbles a byte now and then, each within ``body_timeout``, no longer holds its handler (and on the
+  gateway an upstream connection) for ever. Only the time spent waiting for the client counts, not
+  the time the server spends consuming what it already has (e.g. waiting on the upstream).
 - **send timeout**: when the client stops reading, the transport's write buffer fills and writing
   pauses; if it stays paused for ``send_timeout`` the connection is aborted, which fails the pending
   write and releases whatever the handler held (nginx's ``send_timeout``).
@@ -57,10 +62,12 @@ class ServerLimits:
     body_timeout: float = 20.0
     send_timeout: float = 60.0
     max_connections: int = 1024
+    body_min_rate: float = 500.0  # bytes/s; 0: no minimum rate, only the per-read body_timeout
 
 
 class BodyTimeout(TimeoutError):
-    """The client sent no request-body bytes for ``body_timeout`` seconds."""
+    """The client sent no request-body bytes for ``body_timeout`` seconds, or sent them slower than
+    ``body_min_rate`` allows."""
 
 
 class RateLimitedLog:
@@ -226,19 +233,35 @@ def limits_of(request: web.BaseRequest) -> ServerLimits | None:
 
 
 async def request_body_chunks(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
-    """The request body in chunks of at most ``size`` bytes, each read waiting at most the server's
-    ``body_timeout`` for the client (raising :class:`BodyTimeout`)."""
+    """The request body in chunks of at most ``size`` bytes. Each read waits at most the server's
+    ``body_timeout`` for the client, and all reads together at most ``body_timeout + received /
+    body_min_rate`` seconds (raising :class:`BodyTimeout`)."""
     limits = limits_of(request)
     timeout = limits.body_timeout if limits is not None else None
+    min_rate = limits.body_min_rate if limits is not None else 0.0
     stream = request.content
+    loop = asyncio.get_running_loop()
+    waited, received = 0.0, 0
     while True:
+        wait = timeout
+        if timeout is not None and min_rate > 0:
+            wait = min(timeout, timeout + received / min_rate - waited)
+            if wait <= 0:
+                raise BodyTimeout(f"request body slower than {min_rate:g} bytes/s ({received} bytes in "
+                                  f"{waited:.1f}s)")
+        started = loop.time()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 chunk = await stream.read(size)
         except TimeoutError:
+            if wait is not None and timeout is not None and wait < timeout:
+                raise BodyTimeout(f"request body slower than {min_rate:g} bytes/s ({received} bytes in "
+                                  f"{waited + wait:.1f}s)") from None
             raise BodyTimeout(f"no request body bytes for {timeout}s") from None
+        waited += loop.time() - started
         if not chunk:
             return
+        received += len(chunk)
         yield chunk
 
 

@@ -86,11 +86,12 @@ class KeyServiceConfig:
     body_timeout: float = ServerLimits.body_timeout
     send_timeout: float = ServerLimits.send_timeout
     max_connections: int = ServerLimits.max_connections
+    body_min_rate: float = ServerLimits.body_min_rate
 
     @property
     def limits(self) -> ServerLimits:
         return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections)
+                            self.max_connections, body_min_rate=self.body_min_rate)
 
     @property
     def audit_path(self) -> Path:
@@ -140,10 +141,11 @@ _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_ke
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
                 "send_timeout": False, "max_connections": True}
+_RATE_KEYS = ("body_min_rate",)  # numbers >= 0, where 0 turns the limit off
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
-    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | {"credentials", "quotas"}
+    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
@@ -157,6 +159,9 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     for key, whole in _NUMBER_KEYS.items():
         if key in table:
             values[key] = _whole(_positive(table[key], key), key) if whole else _positive(table[key], key)
+    for key in _RATE_KEYS:
+        if key in table:
+            values[key] = _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
@@ -172,6 +177,12 @@ def _expect(value: Any, kind: type, name: str) -> Any:
 def _positive(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a positive number")
+    return float(value)
+
+
+def _rate(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number >= 0 (0: no minimum)")
     return float(value)
 
 
@@ -216,6 +227,10 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         if env.get(name, "").strip():
             value = _positive(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
+    for key in _RATE_KEYS:
+        name = f"KEYSERVICE_{key.upper()}"
+        if env.get(name, "").strip():
+            changes[key] = _rate(_number(env[name]), name)
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from tests.support.clients import s3_client, upstream_keys
 from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, Server, start_server
 from tests.support.slowclients import (connect, dribble_until_closed, read_response, seconds_until_closed,
-                                       signed_head, stalled_upload)
+                                       send_paced, signed_head, stalled_upload)
 
 HEADER_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.0
@@ -183,6 +184,70 @@ def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gat
     client.put_object(Bucket=limited_bucket, Key="after", Body=b"served again")
     assert client.get_object(Bucket=limited_bucket, Key="after")["Body"].read() == b"served again"
     assert upstream_keys(upstream_s3, limited_bucket) == ["after"]
+
+
+# A minimum average body rate (body_min_rate): a body may keep the gateway waiting body_timeout +
+# received / body_min_rate seconds in all, whatever the pauses between its bytes.
+RATED_BODY_TIMEOUT = 2.0
+MIN_RATE = 100.0
+
+
+@pytest.fixture(scope="module")
+def rated(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"GATEWAY_BODY_TIMEOUT": str(RATED_BODY_TIMEOUT), "GATEWAY_BODY_MIN_RATE": str(MIN_RATE),
+           "GATEWAY_UPSTREAM_POOL_SIZE": str(POOL_SIZE), "GATEWAY_UPSTREAM_POOL_WAIT": str(POOL_WAIT)}
+    server = start_limited_gateway(moto, tmp_path_factory.mktemp("gateway-rated"), env)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def test_bodies_dripping_a_byte_every_half_second_get_request_timeout_and_release_the_pool(
+        rated: Server, moto: MotoServer, upstream_s3):
+    """One byte every 0.5 s never trips the 2 s per-read timeout, but falls behind 100 bytes/s after
+    about 2.5 s; as many drips as the pool has connections are all cut off, nothing is stored, and
+    the gateway serves others again."""
+    client = s3_client(rated.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30)
+    bucket = f"drip-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    socks = [connect(rated.url) for _ in range(POOL_SIZE)]
+    stop = threading.Event()
+    with ThreadPoolExecutor(POOL_SIZE) as pool:
+        try:
+            for i, sock in enumerate(socks):
+                sock.sendall(signed_head("PUT", rated.url, f"/{bucket}/drip-{i}", GATEWAY_ACCESS_KEY,
+                                         GATEWAY_SECRET_KEY, {"Content-Length": "1000"}))
+            start = time.monotonic()
+            drips = [pool.submit(send_paced, sock, b"d", 0.5, 1000, stop) for sock in socks]
+            for sock in socks:
+                status, _, body, _ = read_response(sock, 20)
+                assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+                assert seconds_until_closed(sock, 5) is not None, "the connection stays open after RequestTimeout"
+            seconds = time.monotonic() - start
+        finally:
+            stop.set()  # before the pool waits for its threads
+            for sock in socks:
+                sock.close()
+        sent = [drip.result(timeout=10) for drip in drips]
+    assert RATED_BODY_TIMEOUT <= seconds < 15, f"the drips were cut off after {seconds:.1f}s"
+    assert max(sent) < 40, sent  # the per-read timeout alone would have let them drip all 1000 bytes
+    assert upstream_keys(upstream_s3, bucket) == []
+    client.put_object(Bucket=bucket, Key="after", Body=b"served again")
+    assert upstream_keys(upstream_s3, bucket) == ["after"]
+
+
+def test_a_steady_upload_above_the_minimum_rate_is_never_cut_off(rated: Server):
+    """75 bytes every 0.5 s (150 bytes/s) for 5 s: far longer than the body timeout, never cut off."""
+    client = s3_client(rated.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30)
+    bucket = f"steady-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    pieces = 10
+    with contextlib.closing(connect(rated.url)) as sock:
+        sock.sendall(signed_head("PUT", rated.url, f"/{bucket}/steady", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                                 {"Content-Length": str(pieces * 75)}))
+        assert send_paced(sock, b"s" * 75, 0.5, pieces) == pieces
+        status, _, body, _ = read_response(sock, 30)
+    assert status == 200, body
+    assert client.get_object(Bucket=bucket, Key="steady")["Body"].read() == b"s" * pieces * 75
 
 
 def test_reader_that_stops_reading_is_cut_off_after_the_send_timeout_and_frees_its_upstream_connection(
