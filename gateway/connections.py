@@ -33,7 +33,12 @@ The header timer and the cap need a protocol subclass: aiohttp has no header tim
 ``web.Application``. ``tests/gateway/test_e2e_slow_clients.py`` pins the behaviour against aiohttp
 upgrades: the subclass uses private attributes of ``RequestHandler`` (``_waiter``, set while the
 connection waits for its next request, ``_request_count`` and ``_next_keepalive_close_time``) and of
-``web.Server`` (``_loop``, ``_kwargs``).
+``web.Server`` (``_loop``, ``_kwargs``), and :meth:`GuardedServer.__call__` replaces
+``web.Server.__call__`` (without its fallback that drops unknown handler arguments). pyproject.toml
+pins the aiohttp releases this was verified against (``SUPPORTED_AIOHTTP``), and
+:func:`check_aiohttp` (run when a :class:`GuardedAppRunner` is made) refuses to start, in one line
+naming the installed version, on an aiohttp that lacks any of them, instead of serving without
+header timeouts or with a broken connection cap.
 """
 from __future__ import annotations
 
@@ -44,11 +49,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("connections")
 
+SUPPORTED_AIOHTTP = ">=3.12,<3.15"  # as pinned in pyproject.toml
+# The private parts of aiohttp this module relies on: RequestHandler instance attributes, web.Server
+# instance attributes, and the methods GuardedRequestHandler and GuardedAppRunner override.
+_HANDLER_ATTRIBUTES = ("_waiter", "_request_count", "_next_keepalive_close_time", "_loop", "transport")
+_SERVER_ATTRIBUTES = ("_loop", "_kwargs", "request_handler", "request_factory", "handler_cancellation")
+_OVERRIDDEN = ((RequestHandler, ("connection_made", "connection_lost", "data_received", "pause_writing",
+                                 "resume_writing", "force_close")),
+               (web.AppRunner, ("_make_server",)))
 LOG_INTERVAL = 60.0
 REFUSAL_GRACE = 2.0  # seconds a refused connection may take to read its answer before it is closed
 
@@ -63,6 +77,33 @@ class ServerLimits:
     send_timeout: float = 60.0
     max_connections: int = 1024
     body_min_rate: float = 500.0  # bytes/s; 0: no minimum rate, only the per-read body_timeout
+
+
+class UnsupportedAiohttp(RuntimeError):
+    """The installed aiohttp lacks an internal this module relies on."""
+
+
+def check_aiohttp() -> None:
+    """Raise :class:`UnsupportedAiohttp` (one line naming the aiohttp version and what is missing)
+    unless aiohttp has every private attribute and method this module uses."""
+    missing = [f"{cls.__name__}.{name}" for cls, names in _OVERRIDDEN for name in names if not hasattr(cls, name)]
+    loop = asyncio.new_event_loop()
+    try:
+        server = web.Server(_no_handler, loop=loop)
+        handler = RequestHandler(server, loop=loop)
+        missing += [f"web.Server.{name}" for name in _SERVER_ATTRIBUTES if not hasattr(server, name)]
+        missing += [f"RequestHandler.{name}" for name in _HANDLER_ATTRIBUTES if not hasattr(handler, name)]
+    except TypeError as exc:  # a constructor whose signature changed
+        missing.append(f"web.Server/RequestHandler({exc})")
+    finally:
+        loop.close()
+    if missing:
+        raise UnsupportedAiohttp(f"aiohttp {aiohttp.__version__} is not supported (need {SUPPORTED_AIOHTTP}): "
+                                 f"it lacks {', '.join(missing)}, which the slow-client guards rely on")
+
+
+async def _no_handler(request: web.BaseRequest) -> web.StreamResponse:
+    raise NotImplementedError
 
 
 class BodyTimeout(TimeoutError):
@@ -216,6 +257,7 @@ class GuardedAppRunner(web.AppRunner):
     """``web.AppRunner`` for an application served under a :class:`ConnectionGuard`."""
 
     def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        check_aiohttp()
         super().__init__(app, **kwargs)
         self._guard = guard
 

@@ -59,10 +59,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(level, [*(c.secret_key for c in config.credentials), config.root_key or "",
                               config.root_passphrase or ""])
+    from gateway.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
+        check_aiohttp()  # before anything is started or written
         uvloop.run(serve(config))
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, ValueError, OSError, UnsupportedAiohttp) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 1
     return 0
