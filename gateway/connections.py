@@ -53,8 +53,6 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-log = logging.getLogger("connections")
-
 SUPPORTED_AIOHTTP = ">=3.12,<3.15"  # as pinned in pyproject.toml
 # The private parts of aiohttp this module relies on: RequestHandler instance attributes, web.Server
 # instance attributes, and the methods GuardedRequestHandler and GuardedAppRunner override.
@@ -130,14 +128,18 @@ class RateLimitedLog:
 
 
 class ConnectionGuard:
-    """The limits, the count of connections served, and the answer for connections over the cap."""
+    """The limits, the count of connections served, and the answer for connections over the cap.
+
+    ``name`` is the server's ("gateway", "keyservice"); its lines go to the logger ``NAME.connections``,
+    under the namespace whose level GATEWAY_LOG_LEVEL / KEYSERVICE_LOG_LEVEL set (gateway/logsetup.py)."""
 
     def __init__(self, limits: ServerLimits, refusal: bytes, name: str) -> None:
         self.limits = limits
         self.refusal = refusal
         self.name = name
         self.open = 0
-        self._cap_log = RateLimitedLog(log)
+        self.log = logging.getLogger(f"{name}.connections")
+        self._cap_log = RateLimitedLog(self.log)
 
     def admit(self) -> bool:
         """Count one more connection, unless the cap is reached (then log it, rate-limited)."""
@@ -208,7 +210,7 @@ class GuardedRequestHandler(RequestHandler):
     def _header_timeout(self) -> None:
         self._header_timer = None
         if self._waiting_for_request() and self.transport is not None:
-            log.debug("%s: closing a connection that sent no complete request headers in %ss",
+            self.guard.log.debug("%s: closing a connection that sent no complete request headers in %ss",
                       self.guard.name, self.guard.limits.header_timeout)
             self.force_close()
 
@@ -228,7 +230,7 @@ class GuardedRequestHandler(RequestHandler):
         """The client has not read for ``send_timeout``: abort, which fails the handler's pending write."""
         self._send_timer = None
         if self.transport is not None:
-            log.debug("%s: aborting a connection whose client stopped reading for %ss",
+            self.guard.log.debug("%s: aborting a connection whose client stopped reading for %ss",
                       self.guard.name, self.guard.limits.send_timeout)
             self.transport.abort()
 

@@ -63,3 +63,24 @@ def test_gateway_serve_on_an_unsupported_aiohttp_exits_with_one_line_before_star
     err = capsys.readouterr().err
     assert err.startswith("gateway: aiohttp ") and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []  # no data directory, secret or development upstream
+
+
+@pytest.mark.parametrize("server", ["gateway", "keyservice"])
+def test_connection_lines_go_to_the_servers_own_namespace_and_show_at_its_debug_level(server, caplog):
+    """logsetup applies GATEWAY_LOG_LEVEL / KEYSERVICE_LOG_LEVEL to gateway.* / keyservice.* only: a
+    logger named plain "connections" stayed at the root's INFO and its DEBUG lines never showed."""
+    import logging
+
+    from gateway.logsetup import CAPPED_LOGGERS, PROJECT_LOGGERS, configure_logging
+    guard = ConnectionGuard(ServerLimits(), b"", server)
+    assert guard.log.name == f"{server}.connections"
+    root = logging.getLogger()
+    handlers, levels = root.handlers[:], {name: logging.getLogger(name).level
+                                          for name in ("", *PROJECT_LOGGERS, *CAPPED_LOGGERS)}
+    try:
+        configure_logging(logging.DEBUG)
+        assert guard.log.isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = handlers
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

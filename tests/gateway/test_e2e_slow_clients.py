@@ -88,6 +88,9 @@ def test_connection_that_never_sends_a_request_is_closed_after_the_header_timeou
     with contextlib.closing(connect(limited.url)) as silent:
         seconds = seconds_until_closed(silent, HEADER_TIMEOUT + 10)
     assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+    # at DEBUG (as the tests run their servers) the gateway says why, under its own namespace
+    assert " DEBUG gateway.connections: gateway: closing a connection that sent no complete request headers" \
+        in limited.log()
 
 
 def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(limited: Server):
