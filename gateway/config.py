@@ -80,6 +80,7 @@ class GatewayConfig:
     send_timeout: float = ServerLimits.send_timeout
     max_connections: int = ServerLimits.max_connections
     body_min_rate: float = ServerLimits.body_min_rate
+    max_connections_per_ip: int = ServerLimits.max_connections_per_ip
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -97,7 +98,8 @@ class GatewayConfig:
     @property
     def limits(self) -> ServerLimits:
         return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections, body_min_rate=self.body_min_rate)
+                            self.max_connections, body_min_rate=self.body_min_rate,
+                            max_connections_per_ip=self.max_connections_per_ip)
 
     @property
     def secret_path(self) -> Path:
@@ -110,6 +112,10 @@ class GatewayConfig:
 
 class Rate(float):
     """The kind of a setting that is a number >= 0, where 0 turns the limit off."""
+
+
+class Count(int):
+    """The kind of a setting that is a whole number >= 0, where 0 turns the limit off."""
 
 
 _GATEWAY_ENV: dict[str, tuple[str, type]] = {
@@ -130,6 +136,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "send_timeout": ("GATEWAY_SEND_TIMEOUT", float),
     "max_connections": ("GATEWAY_MAX_CONNECTIONS", int),
     "body_min_rate": ("GATEWAY_BODY_MIN_RATE", Rate),
+    "max_connections_per_ip": ("GATEWAY_MAX_CONNECTIONS_PER_IP", Count),
     "log_level": ("GATEWAY_LOG_LEVEL", str),
 }
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
@@ -176,9 +183,13 @@ def _as_positive(name: str, value: Any, kind: type) -> float | int:
             value = float(value.strip())
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if kind is Rate:
+    if kind in (Rate, Count):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            raise ConfigError(f"{name} must be a number >= 0 (0: no minimum), got {value!r}")
+            raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {value!r}")
+        if kind is Count:
+            if value != int(value):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(value)
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -191,7 +202,7 @@ def _as_positive(name: str, value: Any, kind: type) -> float | int:
 
 def _lookup(env: Mapping[str, str], env_name: str, table: Mapping[str, Any], key: str, kind: type) -> Any:
     """The environment's value, else the file's; an empty variable unsets a number (keeps its default)."""
-    if env_name in env and not (kind in (int, float, Rate) and not env[env_name].strip()):
+    if env_name in env and not (kind in (int, float, Rate, Count) and not env[env_name].strip()):
         return env[env_name]
     return table.get(key)
 

@@ -26,6 +26,8 @@ a hundred stalled clients starved everyone else. This module bounds every wait o
   accepted, answered at once with the server's "slow down" reply (``refusal``: S3 ``503 SlowDown`` on
   the gateway, ``ThrottlingException`` on the key service) and closed, so SDKs back off and retry
   instead of hanging in a backlog; one log line (at most every ``LOG_INTERVAL`` seconds) says so.
+  ``max_connections_per_ip`` (0: off, the default) caps one client address the same way (nginx's
+  ``limit_conn``), so one host cannot take the whole ``max_connections`` alone.
 
 The header timer and the cap need a protocol subclass: aiohttp has no header timeout and creates its
 ``RequestHandler`` itself, so :class:`GuardedAppRunner` plugs :class:`GuardedServer` (a
@@ -75,6 +77,7 @@ class ServerLimits:
     send_timeout: float = 60.0
     max_connections: int = 1024
     body_min_rate: float = 500.0  # bytes/s; 0: no minimum rate, only the per-read body_timeout
+    max_connections_per_ip: int = 0  # connections from one client address; 0: no per-address limit
 
 
 class UnsupportedAiohttp(RuntimeError):
@@ -138,20 +141,42 @@ class ConnectionGuard:
         self.refusal = refusal
         self.name = name
         self.open = 0
+        self.by_address: dict[str, int] = {}
         self.log = logging.getLogger(f"{name}.connections")
         self._cap_log = RateLimitedLog(self.log)
+        self._address_log = RateLimitedLog(self.log)
 
-    def admit(self) -> bool:
-        """Count one more connection, unless the cap is reached (then log it, rate-limited)."""
+    def admit(self, address: str | None = None) -> bool:
+        """Count one more connection (from ``address``, the client's IP if known), unless the cap or
+        the per-address cap is reached (then log it, rate-limited)."""
         if self.open >= self.limits.max_connections:
             self._cap_log.note("%s: connection cap reached (max_connections=%d): new connections are "
                                "refused", self.name, self.limits.max_connections)
             return False
+        per_address = self.limits.max_connections_per_ip
+        if per_address and address is not None and self.by_address.get(address, 0) >= per_address:
+            self._address_log.note("%s: per-address connection cap reached (max_connections_per_ip=%d, "
+                                   "latest %s): its new connections are refused", self.name, per_address, address)
+            return False
         self.open += 1
+        if address is not None:
+            self.by_address[address] = self.by_address.get(address, 0) + 1
         return True
 
-    def release(self) -> None:
+    def release(self, address: str | None = None) -> None:
         self.open -= 1
+        if address is not None:
+            left = self.by_address.get(address, 1) - 1
+            if left > 0:
+                self.by_address[address] = left
+            else:
+                self.by_address.pop(address, None)
+
+
+def _client_address(transport: asyncio.BaseTransport) -> str | None:
+    """The peer's IP address (None for a Unix socket or an unknown peer)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -161,13 +186,15 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
         self.guard = guard
         self._admitted = False
+        self._address: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- the cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self.guard.admit():
+        self._address = _client_address(transport)
+        if not self.guard.admit(self._address):
             _refuse(transport, self.guard.refusal)  # type: ignore[arg-type]
             return
         self._admitted = True
@@ -178,7 +205,7 @@ class GuardedRequestHandler(RequestHandler):
         if not self._admitted:
             return
         self._admitted = False
-        self.guard.release()
+        self.guard.release(self._address)
         for timer in (self._header_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()

@@ -87,11 +87,13 @@ class KeyServiceConfig:
     send_timeout: float = ServerLimits.send_timeout
     max_connections: int = ServerLimits.max_connections
     body_min_rate: float = ServerLimits.body_min_rate
+    max_connections_per_ip: int = ServerLimits.max_connections_per_ip
 
     @property
     def limits(self) -> ServerLimits:
         return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections, body_min_rate=self.body_min_rate)
+                            self.max_connections, body_min_rate=self.body_min_rate,
+                            max_connections_per_ip=self.max_connections_per_ip)
 
     @property
     def audit_path(self) -> Path:
@@ -141,7 +143,7 @@ _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_ke
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
                 "send_timeout": False, "max_connections": True}
-_RATE_KEYS = ("body_min_rate",)  # numbers >= 0, where 0 turns the limit off
+_RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0: no limit); whole?
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
@@ -159,9 +161,9 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     for key, whole in _NUMBER_KEYS.items():
         if key in table:
             values[key] = _whole(_positive(table[key], key), key) if whole else _positive(table[key], key)
-    for key in _RATE_KEYS:
+    for key, whole in _RATE_KEYS.items():
         if key in table:
-            values[key] = _rate(table[key], key)
+            values[key] = _whole(_rate(table[key], key), key) if whole else _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
@@ -182,7 +184,7 @@ def _positive(value: Any, name: str) -> float:
 
 def _rate(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ConfigError(f"{name} must be a number >= 0 (0: no minimum)")
+        raise ConfigError(f"{name} must be a number >= 0 (0: no limit)")
     return float(value)
 
 
@@ -227,10 +229,11 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         if env.get(name, "").strip():
             value = _positive(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
-    for key in _RATE_KEYS:
+    for key, whole in _RATE_KEYS.items():
         name = f"KEYSERVICE_{key.upper()}"
         if env.get(name, "").strip():
-            changes[key] = _rate(_number(env[name]), name)
+            value = _rate(_number(env[name]), name)
+            changes[key] = _whole(value, name) if whole else value
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):

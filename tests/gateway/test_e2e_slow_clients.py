@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
@@ -301,3 +303,32 @@ def test_connections_over_the_cap_get_slow_down_and_one_log_line(moto: MotoServe
     lines = [line for line in server.log().splitlines() if "connection cap reached" in line]
     assert len(lines) == 1, server.log()
     assert "gateway: connection cap reached (max_connections=3)" in lines[0]
+
+
+def test_one_address_over_its_connection_cap_gets_slow_down_while_other_addresses_are_served(
+        moto: MotoServer, tmp_path: Path):
+    server = start_limited_gateway(moto, tmp_path, {"GATEWAY_MAX_CONNECTIONS_PER_IP": "2"})
+    try:
+        held = [connect(server.url) for _ in range(2)]  # from 127.0.0.1
+        with contextlib.ExitStack() as stack:
+            for sock in held:
+                stack.callback(sock.close)
+            time.sleep(0.5)
+            with contextlib.closing(connect(server.url)) as extra:
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                status, headers, body, _ = read_response(extra, 10)
+            assert (status, xml_code(body)) == (503, ("SlowDown", "Please reduce your request rate."))
+            assert headers["connection"].lower() == "close"
+            address = urlsplit(server.url)
+            other = socket.create_connection((address.hostname, address.port), timeout=10,
+                                             source_address=("127.0.0.2", 0))
+            with contextlib.closing(other):
+                other.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                assert read_response(other, 10)[0] == 403  # served (unsigned): another address
+            held.pop().close()
+            time.sleep(0.5)
+            assert s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY).list_buckets()["Buckets"] is not None
+    finally:
+        assert server.stop() == 0, server.log()
+    lines = [line for line in server.log().splitlines() if "per-address connection cap reached" in line]
+    assert len(lines) == 1 and "max_connections_per_ip=2, latest 127.0.0.1" in lines[0], server.log()
