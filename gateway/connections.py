@@ -297,42 +297,44 @@ class GuardedAppRunner(web.AppRunner):
                              guard=self._guard, **plain._kwargs)
 
 
-def limits_of(request: web.BaseRequest) -> ServerLimits | None:
-    """The limits of the server that received ``request`` (None under a plain aiohttp runner)."""
-    protocol = request.protocol
-    return protocol.guard.limits if isinstance(protocol, GuardedRequestHandler) else None
-
-
 async def request_body_chunks(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
     """The request body in chunks of at most ``size`` bytes. Each read waits at most the server's
     ``body_timeout`` for the client, and all reads together at most ``body_timeout + received /
-    body_min_rate`` seconds (raising :class:`BodyTimeout`)."""
-    limits = limits_of(request)
-    timeout = limits.body_timeout if limits is not None else None
-    min_rate = limits.body_min_rate if limits is not None else 0.0
+    body_min_rate`` seconds (raising :class:`BodyTimeout`, logged at DEBUG)."""
+    protocol = request.protocol
+    guard = protocol.guard if isinstance(protocol, GuardedRequestHandler) else None
+    if guard is None:
+        async for chunk in _unlimited(request, size):
+            yield chunk
+        return
+    timeout, min_rate = guard.limits.body_timeout, guard.limits.body_min_rate
     stream = request.content
     loop = asyncio.get_running_loop()
-    waited, received = 0.0, 0
+    waited, received = 0.0, 0  # seconds spent waiting for the client, bytes it sent
     while True:
-        wait = timeout
-        if timeout is not None and min_rate > 0:
-            wait = min(timeout, timeout + received / min_rate - waited)
-            if wait <= 0:
-                raise BodyTimeout(f"request body slower than {min_rate:g} bytes/s ({received} bytes in "
-                                  f"{waited:.1f}s)")
+        wait = min(timeout, timeout + received / min_rate - waited) if min_rate > 0 else timeout
         started = loop.time()
         try:
+            if wait <= 0:
+                raise TimeoutError
             async with asyncio.timeout(wait):
                 chunk = await stream.read(size)
         except TimeoutError:
-            if wait is not None and timeout is not None and wait < timeout:
-                raise BodyTimeout(f"request body slower than {min_rate:g} bytes/s ({received} bytes in "
-                                  f"{waited + wait:.1f}s)") from None
-            raise BodyTimeout(f"no request body bytes for {timeout}s") from None
+            reason = (f"no request body bytes for {timeout:g}s" if wait >= timeout else
+                      f"request body slower than body_min_rate={min_rate:g} bytes/s: {received} bytes in "
+                      f"{waited + max(wait, 0):.1f}s")
+            guard.log.debug("%s: %s", guard.name, reason)
+            raise BodyTimeout(reason) from None
         waited += loop.time() - started
         if not chunk:
             return
         received += len(chunk)
+        yield chunk
+
+
+async def _unlimited(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
+    """The body under a plain aiohttp runner (tests): no limits."""
+    while chunk := await request.content.read(size):
         yield chunk
 
 

@@ -235,6 +235,7 @@ def test_bodies_dripping_a_byte_every_half_second_get_request_timeout_and_releas
         sent = [drip.result(timeout=10) for drip in drips]
     assert RATED_BODY_TIMEOUT <= seconds < 15, f"the drips were cut off after {seconds:.1f}s"
     assert max(sent) < 40, sent  # the per-read timeout alone would have let them drip all 1000 bytes
+    assert "DEBUG gateway.connections: gateway: request body slower than body_min_rate=100 bytes/s" in rated.log()
     assert upstream_keys(upstream_s3, bucket) == []
     client.put_object(Bucket=bucket, Key="after", Body=b"served again")
     assert upstream_keys(upstream_s3, bucket) == ["after"]
