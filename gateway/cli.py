@@ -39,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
+    from gateway.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.config import ConfigError as KeyServiceConfigError
 
     try:
+        check_aiohttp()  # before anything is started or written
         _run(serve(config))
-    except (ConfigError, KeyServiceConfigError) as exc:
+    except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return 0

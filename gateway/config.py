@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from gateway.logsetup import parse_level
 from gateway.connections import ServerLimits
+from gateway.digits import parse_decimal
 
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
@@ -79,6 +80,8 @@ class GatewayConfig:
     body_timeout: float = ServerLimits.body_timeout
     send_timeout: float = ServerLimits.send_timeout
     max_connections: int = ServerLimits.max_connections
+    body_min_rate: float = ServerLimits.body_min_rate
+    max_connections_per_ip: int = ServerLimits.max_connections_per_ip
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -96,7 +99,8 @@ class GatewayConfig:
     @property
     def limits(self) -> ServerLimits:
         return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections)
+                            self.max_connections, body_min_rate=self.body_min_rate,
+                            max_connections_per_ip=self.max_connections_per_ip)
 
     @property
     def secret_path(self) -> Path:
@@ -105,6 +109,14 @@ class GatewayConfig:
     def bucket_policy(self, bucket: str) -> BucketPolicy:
         """The bucket's own table, or the gateway-wide default."""
         return self.buckets.get(bucket) or BucketPolicy(self.default_encryption, self.default_kms_key_id)
+
+
+class Rate(float):
+    """The kind of a setting that is a number >= 0, where 0 turns the limit off."""
+
+
+class Count(int):
+    """The kind of a setting that is a whole number >= 0, where 0 turns the limit off."""
 
 
 _GATEWAY_ENV: dict[str, tuple[str, type]] = {
@@ -124,6 +136,8 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "body_timeout": ("GATEWAY_BODY_TIMEOUT", float),
     "send_timeout": ("GATEWAY_SEND_TIMEOUT", float),
     "max_connections": ("GATEWAY_MAX_CONNECTIONS", int),
+    "body_min_rate": ("GATEWAY_BODY_MIN_RATE", Rate),
+    "max_connections_per_ip": ("GATEWAY_MAX_CONNECTIONS_PER_IP", Count),
     "log_level": ("GATEWAY_LOG_LEVEL", str),
 }
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
@@ -140,9 +154,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 def parse_listen(value: str) -> tuple[str, int]:
     """HOST:PORT -> (host, port); port 0 means any free port."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
         raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -163,12 +177,21 @@ def _as_str(name: str, value: Any) -> str:
 
 
 def _as_positive(name: str, value: Any, kind: type) -> float | int:
-    """A number > 0 from TOML (int or float) or the environment (text); ``kind`` int refuses fractions."""
+    """A number > 0 (``kind`` Rate: >= 0) from TOML (int or float) or the environment (text); ``kind``
+    int refuses fractions."""
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if kind in (Rate, Count):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {value!r}")
+        if kind is Count:
+            if value != int(value):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(value)
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     if kind is int:
@@ -180,7 +203,7 @@ def _as_positive(name: str, value: Any, kind: type) -> float | int:
 
 def _lookup(env: Mapping[str, str], env_name: str, table: Mapping[str, Any], key: str, kind: type) -> Any:
     """The environment's value, else the file's; an empty variable unsets a number (keeps its default)."""
-    if env_name in env and not (kind in (int, float) and not env[env_name].strip()):
+    if env_name in env and not (kind in (int, float, Rate, Count) and not env[env_name].strip()):
         return env[env_name]
     return table.get(key)
 

@@ -11,9 +11,14 @@ a hundred stalled clients starved everyone else. This module bounds every wait o
   ``ReadHeaderTimeout``).
 - **idle timeout**: a keep-alive connection with no request in flight is closed after
   ``idle_timeout`` (aiohttp's own ``keepalive_timeout``).
-- **body timeout**: every read of a request body waits at most ``body_timeout`` for more bytes
-  (:func:`request_body_chunks`); the servers turn that into their protocol's timeout error. The budget is per
-  read, not per body: a slow client that keeps sending is never cut off.
+- **body timeout and minimum rate**: every read of a request body waits at most ``body_timeout`` for
+  more bytes, and the body as a whole may keep the server waiting at most ``body_timeout +
+  received_bytes / body_min_rate`` seconds (:func:`request_body_chunks`; Apache mod_reqtimeout's
+  ``body=20,MinRate=500``, its default). The servers turn either into their protocol's timeout error.
+  A client that keeps sending at least ``body_min_rate`` bytes/s on average is never cut off; one that
+  dribbles a byte now and then, each within ``body_timeout``, no longer holds its handler (and on the
+  gateway an upstream connection) for ever. Only the time spent waiting for the client counts, not
+  the time the server spends consuming what it already has (e.g. waiting on the upstream).
 - **send timeout**: when the client stops reading, the transport's write buffer fills and writing
   pauses; if it stays paused for ``send_timeout`` the connection is aborted, which fails the pending
   write and releases whatever the handler held (nginx's ``send_timeout``).
@@ -21,6 +26,8 @@ a hundred stalled clients starved everyone else. This module bounds every wait o
   accepted, answered at once with the server's "slow down" reply (``refusal``: S3 ``503 SlowDown`` on
   the gateway, ``ThrottlingException`` on the key service) and closed, so SDKs back off and retry
   instead of hanging in a backlog; one log line (at most every ``LOG_INTERVAL`` seconds) says so.
+  ``max_connections_per_ip`` (0: off, the default) caps one client address the same way (nginx's
+  ``limit_conn``), so one host cannot take the whole ``max_connections`` alone.
 
 The header timer and the cap need a protocol subclass: aiohttp has no header timeout and creates its
 ``RequestHandler`` itself, so :class:`GuardedAppRunner` plugs :class:`GuardedServer` (a
@@ -28,7 +35,12 @@ The header timer and the cap need a protocol subclass: aiohttp has no header tim
 ``web.Application``. ``tests/gateway/test_e2e_slow_clients.py`` pins the behaviour against aiohttp
 upgrades: the subclass uses private attributes of ``RequestHandler`` (``_waiter``, set while the
 connection waits for its next request, ``_request_count`` and ``_next_keepalive_close_time``) and of
-``web.Server`` (``_loop``, ``_kwargs``).
+``web.Server`` (``_loop``, ``_kwargs``), and :meth:`GuardedServer.__call__` replaces
+``web.Server.__call__`` (without its fallback that drops unknown handler arguments). pyproject.toml
+pins the aiohttp releases this was verified against (``SUPPORTED_AIOHTTP``), and
+:func:`check_aiohttp` (run when a :class:`GuardedAppRunner` is made) refuses to start, in one line
+naming the installed version, on an aiohttp that lacks any of them, instead of serving without
+header timeouts or with a broken connection cap.
 """
 from __future__ import annotations
 
@@ -39,11 +51,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-log = logging.getLogger("connections")
-
+SUPPORTED_AIOHTTP = ">=3.12,<3.15"  # as pinned in pyproject.toml
+# The private parts of aiohttp this module relies on: RequestHandler instance attributes, web.Server
+# instance attributes, and the methods GuardedRequestHandler and GuardedAppRunner override.
+_HANDLER_ATTRIBUTES = ("_waiter", "_request_count", "_next_keepalive_close_time", "_loop", "transport")
+_SERVER_ATTRIBUTES = ("_loop", "_kwargs", "request_handler", "request_factory", "handler_cancellation")
+_OVERRIDDEN = ((RequestHandler, ("connection_made", "connection_lost", "data_received", "pause_writing",
+                                 "resume_writing", "force_close")),
+               (web.AppRunner, ("_make_server",)))
 LOG_INTERVAL = 60.0
 REFUSAL_GRACE = 2.0  # seconds a refused connection may take to read its answer before it is closed
 
@@ -57,10 +76,40 @@ class ServerLimits:
     body_timeout: float = 20.0
     send_timeout: float = 60.0
     max_connections: int = 1024
+    body_min_rate: float = 500.0  # bytes/s; 0: no minimum rate, only the per-read body_timeout
+    max_connections_per_ip: int = 0  # connections from one client address; 0: no per-address limit
+
+
+class UnsupportedAiohttp(RuntimeError):
+    """The installed aiohttp lacks an internal this module relies on."""
+
+
+def check_aiohttp() -> None:
+    """Raise :class:`UnsupportedAiohttp` (one line naming the aiohttp version and what is missing)
+    unless aiohttp has every private attribute and method this module uses."""
+    missing = [f"{cls.__name__}.{name}" for cls, names in _OVERRIDDEN for name in names if not hasattr(cls, name)]
+    loop = asyncio.new_event_loop()
+    try:
+        server = web.Server(_no_handler, loop=loop)
+        handler = RequestHandler(server, loop=loop)
+        missing += [f"web.Server.{name}" for name in _SERVER_ATTRIBUTES if not hasattr(server, name)]
+        missing += [f"RequestHandler.{name}" for name in _HANDLER_ATTRIBUTES if not hasattr(handler, name)]
+    except TypeError as exc:  # a constructor whose signature changed
+        missing.append(f"web.Server/RequestHandler({exc})")
+    finally:
+        loop.close()
+    if missing:
+        raise UnsupportedAiohttp(f"aiohttp {aiohttp.__version__} is not supported (need {SUPPORTED_AIOHTTP}): "
+                                 f"it lacks {', '.join(missing)}, which the slow-client guards rely on")
+
+
+async def _no_handler(request: web.BaseRequest) -> web.StreamResponse:
+    raise NotImplementedError
 
 
 class BodyTimeout(TimeoutError):
-    """The client sent no request-body bytes for ``body_timeout`` seconds."""
+    """The client sent no request-body bytes for ``body_timeout`` seconds, or sent them slower than
+    ``body_min_rate`` allows."""
 
 
 class RateLimitedLog:
@@ -82,26 +131,52 @@ class RateLimitedLog:
 
 
 class ConnectionGuard:
-    """The limits, the count of connections served, and the answer for connections over the cap."""
+    """The limits, the count of connections served, and the answer for connections over the cap.
+
+    ``name`` is the server's ("gateway", "keyservice"); its lines go to the logger ``NAME.connections``,
+    under the namespace whose level GATEWAY_LOG_LEVEL / KEYSERVICE_LOG_LEVEL set (gateway/logsetup.py)."""
 
     def __init__(self, limits: ServerLimits, refusal: bytes, name: str) -> None:
         self.limits = limits
         self.refusal = refusal
         self.name = name
         self.open = 0
-        self._cap_log = RateLimitedLog(log)
+        self.by_address: dict[str, int] = {}
+        self.log = logging.getLogger(f"{name}.connections")
+        self._cap_log = RateLimitedLog(self.log)
+        self._address_log = RateLimitedLog(self.log)
 
-    def admit(self) -> bool:
-        """Count one more connection, unless the cap is reached (then log it, rate-limited)."""
+    def admit(self, address: str | None = None) -> bool:
+        """Count one more connection (from ``address``, the client's IP if known), unless the cap or
+        the per-address cap is reached (then log it, rate-limited)."""
         if self.open >= self.limits.max_connections:
             self._cap_log.note("%s: connection cap reached (max_connections=%d): new connections are "
                                "refused", self.name, self.limits.max_connections)
             return False
+        per_address = self.limits.max_connections_per_ip
+        if per_address and address is not None and self.by_address.get(address, 0) >= per_address:
+            self._address_log.note("%s: per-address connection cap reached (max_connections_per_ip=%d, "
+                                   "latest %s): its new connections are refused", self.name, per_address, address)
+            return False
         self.open += 1
+        if address is not None:
+            self.by_address[address] = self.by_address.get(address, 0) + 1
         return True
 
-    def release(self) -> None:
+    def release(self, address: str | None = None) -> None:
         self.open -= 1
+        if address is not None:
+            left = self.by_address.get(address, 1) - 1
+            if left > 0:
+                self.by_address[address] = left
+            else:
+                self.by_address.pop(address, None)
+
+
+def _client_address(transport: asyncio.BaseTransport) -> str | None:
+    """The peer's IP address (None for a Unix socket or an unknown peer)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -111,13 +186,15 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
         self.guard = guard
         self._admitted = False
+        self._address: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- the cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self.guard.admit():
+        self._address = _client_address(transport)
+        if not self.guard.admit(self._address):
             _refuse(transport, self.guard.refusal)  # type: ignore[arg-type]
             return
         self._admitted = True
@@ -128,7 +205,7 @@ class GuardedRequestHandler(RequestHandler):
         if not self._admitted:
             return
         self._admitted = False
-        self.guard.release()
+        self.guard.release(self._address)
         for timer in (self._header_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
@@ -160,7 +237,7 @@ class GuardedRequestHandler(RequestHandler):
     def _header_timeout(self) -> None:
         self._header_timer = None
         if self._waiting_for_request() and self.transport is not None:
-            log.debug("%s: closing a connection that sent no complete request headers in %ss",
+            self.guard.log.debug("%s: closing a connection that sent no complete request headers in %ss",
                       self.guard.name, self.guard.limits.header_timeout)
             self.force_close()
 
@@ -180,7 +257,7 @@ class GuardedRequestHandler(RequestHandler):
         """The client has not read for ``send_timeout``: abort, which fails the handler's pending write."""
         self._send_timer = None
         if self.transport is not None:
-            log.debug("%s: aborting a connection whose client stopped reading for %ss",
+            self.guard.log.debug("%s: aborting a connection whose client stopped reading for %ss",
                       self.guard.name, self.guard.limits.send_timeout)
             self.transport.abort()
 
@@ -209,6 +286,7 @@ class GuardedAppRunner(web.AppRunner):
     """``web.AppRunner`` for an application served under a :class:`ConnectionGuard`."""
 
     def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        check_aiohttp()
         super().__init__(app, **kwargs)
         self._guard = guard
 
@@ -219,26 +297,44 @@ class GuardedAppRunner(web.AppRunner):
                              guard=self._guard, **plain._kwargs)
 
 
-def limits_of(request: web.BaseRequest) -> ServerLimits | None:
-    """The limits of the server that received ``request`` (None under a plain aiohttp runner)."""
-    protocol = request.protocol
-    return protocol.guard.limits if isinstance(protocol, GuardedRequestHandler) else None
-
-
 async def request_body_chunks(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
-    """The request body in chunks of at most ``size`` bytes, each read waiting at most the server's
-    ``body_timeout`` for the client (raising :class:`BodyTimeout`)."""
-    limits = limits_of(request)
-    timeout = limits.body_timeout if limits is not None else None
+    """The request body in chunks of at most ``size`` bytes. Each read waits at most the server's
+    ``body_timeout`` for the client, and all reads together at most ``body_timeout + received /
+    body_min_rate`` seconds (raising :class:`BodyTimeout`, logged at DEBUG)."""
+    protocol = request.protocol
+    guard = protocol.guard if isinstance(protocol, GuardedRequestHandler) else None
+    if guard is None:
+        async for chunk in _unlimited(request, size):
+            yield chunk
+        return
+    timeout, min_rate = guard.limits.body_timeout, guard.limits.body_min_rate
     stream = request.content
+    loop = asyncio.get_running_loop()
+    waited, received = 0.0, 0  # seconds spent waiting for the client, bytes it sent
     while True:
+        wait = min(timeout, timeout + received / min_rate - waited) if min_rate > 0 else timeout
+        started = loop.time()
         try:
-            async with asyncio.timeout(timeout):
+            if wait <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait):
                 chunk = await stream.read(size)
         except TimeoutError:
-            raise BodyTimeout(f"no request body bytes for {timeout}s") from None
+            reason = (f"no request body bytes for {timeout:g}s" if wait >= timeout else
+                      f"request body slower than body_min_rate={min_rate:g} bytes/s: {received} bytes in "
+                      f"{waited + max(wait, 0):.1f}s")
+            guard.log.debug("%s: %s", guard.name, reason)
+            raise BodyTimeout(reason) from None
+        waited += loop.time() - started
         if not chunk:
             return
+        received += len(chunk)
+        yield chunk
+
+
+async def _unlimited(request: web.BaseRequest, size: int) -> AsyncIterator[bytes]:
+    """The body under a plain aiohttp runner (tests): no limits."""
+    while chunk := await request.content.read(size):
         yield chunk
 
 

@@ -58,10 +58,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
     configure_logging(level, log_secrets(config))
+    from gateway.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
+        check_aiohttp()  # before anything is started or written
         uvloop.run(serve(config))
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, ValueError, OSError, UnsupportedAiohttp) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.connections import ServerLimits
+from gateway.digits import parse_decimal
 from gateway.logsetup import parse_level
 from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
@@ -77,11 +78,14 @@ class KeyServiceConfig:
     body_timeout: float = ServerLimits.body_timeout
     send_timeout: float = ServerLimits.send_timeout
     max_connections: int = ServerLimits.max_connections
+    body_min_rate: float = ServerLimits.body_min_rate
+    max_connections_per_ip: int = ServerLimits.max_connections_per_ip
 
     @property
     def limits(self) -> ServerLimits:
         return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections)
+                            self.max_connections, body_min_rate=self.body_min_rate,
+                            max_connections_per_ip=self.max_connections_per_ip)
 
     @property
     def audit_path(self) -> Path:
@@ -94,9 +98,9 @@ class KeyServiceConfig:
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``[::1]:7000`` style for IPv6)."""
         host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
             raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+        return host.strip("[]"), number
 
     def credential_for(self, access_key: str) -> Credential | None:
         for cred in self.credentials:
@@ -131,10 +135,11 @@ _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_ke
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
                 "send_timeout": False, "max_connections": True}
+_RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0: no limit); whole?
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
-    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | {"credentials", "quotas"}
+    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
@@ -148,6 +153,9 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     for key, whole in _NUMBER_KEYS.items():
         if key in table:
             values[key] = _whole(_positive(table[key], key), key) if whole else _positive(table[key], key)
+    for key, whole in _RATE_KEYS.items():
+        if key in table:
+            values[key] = _whole(_rate(table[key], key), key) if whole else _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
@@ -163,6 +171,12 @@ def _expect(value: Any, kind: type, name: str) -> Any:
 def _positive(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a positive number")
+    return float(value)
+
+
+def _rate(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number >= 0 (0: no limit)")
     return float(value)
 
 
@@ -206,6 +220,11 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         name = f"KEYSERVICE_{key.upper()}"
         if env.get(name, "").strip():
             value = _positive(_number(env[name]), name)
+            changes[key] = _whole(value, name) if whole else value
+    for key, whole in _RATE_KEYS.items():
+        name = f"KEYSERVICE_{key.upper()}"
+        if env.get(name, "").strip():
+            value = _rate(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.crypto.stream import (SEGMENT_SIZE, TAG_SIZE, IntegrityError, RangePlan, StreamDecryptor,
                                    StreamEncryptor, StreamParams, ciphertext_size, plan_range, segment_count)
+from gateway.digits import parse_decimal
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 
 MAX_SEGMENTS_PER_PART = 512
@@ -65,7 +66,7 @@ def part_count_from_etag(etag: str) -> int | None:
     """k from a multipart ETag ``"<hex>-k"``; None for a single-part ETag."""
     bare = etag.strip().strip('"')
     _, dash, count = bare.rpartition("-")
-    return int(count) if dash and count.isdigit() else None
+    return parse_decimal(count, MAX_PARTS + 1) if dash else None
 
 
 async def encrypt_part(chunks: AsyncIterable[bytes], object_key: bytes, part_number: int,

@@ -21,13 +21,15 @@ from gateway.crypto import metadata
 from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import EncryptionInfo
 from gateway.crypto.stream import IntegrityError
+from gateway.digits import parse_decimal
 from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.handlers.context import Gateway, RequestContext, object_path
 from gateway.handlers.get_object import (PinnedReader, bucket_state_needed, check_unencrypted_read, decrypted,
-                                         integrity_failure, load_manifest, open_object_key, plaintext_size_of)
+                                         integrity_failure, load_manifest, open_object_key, plaintext_size_of,
+                                         stored_size)
 from gateway.handlers.multipart import part_number_param, store_part, upload_of
 from gateway.handlers.passthrough import read_small, relay
 from gateway.handlers.put_object import response_headers, store
@@ -109,7 +111,7 @@ async def open_source(gw: Gateway, ctx: RequestContext, whole: bool = False) -> 
             headers = upstream.headers
             try:
                 info = metadata.decode(headers)
-                size = plaintext_size_of(upstream, info) if info else int(headers.get("Content-Length", "0"))
+                size = plaintext_size_of(upstream, info) if info else stored_size(upstream)
             except (ValueError, IntegrityError) as exc:
                 raise integrity_failure(bucket, key, exc) from None
             if info is not None or no_plaintext is not None or not bucket_state_needed(gw, bucket):
@@ -242,19 +244,24 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
 
 
 def _copy_range(ctx: RequestContext, size: int) -> tuple[int, int] | None:
-    """x-amz-copy-source-range ``bytes=first-last``, which must lie inside the source."""
-    value = ctx.request.headers.get("x-amz-copy-source-range")
+    return parse_copy_range(ctx.request.headers.get("x-amz-copy-source-range"), size)
+
+
+def parse_copy_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """x-amz-copy-source-range ``bytes=first-last`` (ASCII digits, any length), which must lie inside a
+    source of ``size`` bytes; S3's 400 InvalidArgument otherwise."""
     if value is None:
         return None
-    first, dash, last = value.strip().removeprefix("bytes=").partition("-")
-    if not (value.strip().startswith("bytes=") and dash and first.isdigit() and last.isdigit()):
+    first_text, dash, last_text = value.strip().removeprefix("bytes=").partition("-")
+    first, last = parse_decimal(first_text, size), parse_decimal(last_text, size)  # >= size: out of range
+    if not (value.strip().startswith("bytes=") and dash and first is not None and last is not None):
         raise invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where "
                                "first and last are the zero-based offsets of the first and last bytes to copy",
                                "x-amz-copy-source-range", value)
-    if not int(first) <= int(last) < size:
+    if not first <= last < size:
         raise invalid_argument(f"Range specified is not valid for source object of size: {size}",
                                "x-amz-copy-source-range", value)
-    return int(first), int(last)
+    return first, last
 
 
 async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:

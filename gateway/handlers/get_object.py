@@ -19,6 +19,7 @@ from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_p
                                       open_manifest, part_count_from_etag, plan_reads)
 from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, StreamDecryptor, ciphertext_size,
                                    decrypt_stream, parse_range_header, plan_range)
+from gateway.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
@@ -174,12 +175,15 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-def _stored_size(meta: aiohttp.ClientResponse) -> int:
-    """The stored object's full size, from a HEAD/GET's Content-Length (or a 206's Content-Range)."""
+def stored_size(meta: aiohttp.ClientResponse) -> int:
+    """The stored object's full size, from a HEAD/GET's Content-Length (or a 206's Content-Range);
+    IntegrityError when the upstream gives none that is a decimal."""
     content_range = meta.headers.get("Content-Range", "")
-    if "/" in content_range:
-        return int(content_range.rsplit("/", 1)[1])
-    return int(meta.headers.get("Content-Length", "-1"))
+    value = content_range.rsplit("/", 1)[1] if "/" in content_range else meta.headers.get("Content-Length", "")
+    size = parse_upstream_decimal(value)
+    if size is None:
+        raise IntegrityError(f"the upstream gave no stored size ({value[:40]!r})")
+    return size
 
 
 def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int:
@@ -192,7 +196,7 @@ def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int
     if info.upload_tag is None:
         if info.plaintext_size is None:
             raise IntegrityError("the gateway metadata lacks the plaintext size")
-        stored = _stored_size(meta)
+        stored = stored_size(meta)
         if stored != ciphertext_size(info.plaintext_size):
             raise IntegrityError(f"the recorded plaintext size {info.plaintext_size} does not fit the "
                                  f"stored length {stored}")
@@ -200,7 +204,7 @@ def plaintext_size_of(meta: aiohttp.ClientResponse, info: EncryptionInfo) -> int
     count = part_count_from_etag(meta.headers.get("ETag", ""))
     if count is None:
         raise IntegrityError("a multipart object's ETag does not give its part count")
-    return object_plaintext_size(_stored_size(meta), count)
+    return object_plaintext_size(stored_size(meta), count)
 
 
 async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: EncryptionInfo,
@@ -219,7 +223,7 @@ async def load_manifest(gw: Gateway, bucket: str, object_key: bytes, info: Encry
                 raise from_upstream(upstream.status, body, upstream.headers)
         manifest = open_manifest(object_key, info.upload_tag, body)
         gw.manifests.put(cache_key, manifest)
-    if (manifest.stored_size != _stored_size(meta)
+    if (manifest.stored_size != stored_size(meta)
             or len(manifest.parts) != part_count_from_etag(meta.headers.get("ETag", ""))):
         raise IntegrityError("the stored object does not have the parts its manifest names")
     return manifest

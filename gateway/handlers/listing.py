@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.crypto.multipart import object_plaintext_size, part_count_from_etag
 from gateway.crypto.stream import plaintext_size
+from gateway.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import read_small, relay, response_headers
@@ -44,10 +45,11 @@ def _rewrite_entry(entry: ET.Element) -> None:
         if local(item.tag) in _DROPPED_TAGS:
             entry.remove(item)
     size, etag = child(entry, "Size"), child(entry, "ETag")
-    if size is None or etag is None or not (size.text or "").strip().isdigit():
+    stored = None if size is None else parse_upstream_decimal(size.text or "")
+    if size is None or etag is None or stored is None:
         return
     try:
-        size.text = str(stored_to_plaintext(int(size.text or 0), etag.text or ""))
+        size.text = str(stored_to_plaintext(stored, etag.text or ""))
     except ValueError:
         return
     etag.text = client_etag(etag.text or "")
@@ -76,8 +78,9 @@ def rewrite_listing(body: bytes, *, encrypting: bool, url_encoded: bool = False)
         elif encrypting and tag in _ENTRY_TAGS:
             _rewrite_entry(entry)
     count = child(root, "KeyCount")
-    if hidden and count is not None and (count.text or "").isdigit():
-        count.text = str(int(count.text or 0) - hidden)
+    listed = None if count is None else parse_upstream_decimal(count.text or "")
+    if hidden and count is not None and listed is not None:
+        count.text = str(max(0, listed - hidden))
     return serialize(root)
 
 

@@ -21,7 +21,7 @@ from gateway.crypto import metadata
 from gateway.crypto.multipart import PART_OVERHEAD, Manifest, ManifestPart, encrypt_part, part_stored_size, seal_manifest
 from gateway.crypto.sse import SSEC_MODE, SseRequest, WrongCustomerKey
 from gateway.crypto.stream import StreamParams
-from gateway.digits import parse_decimal
+from gateway.digits import parse_decimal, parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 from gateway.handlers import passthrough
@@ -217,8 +217,12 @@ async def _stored_parts(gw: Gateway, ctx: RequestContext, upload: Upload) -> dic
                 raise from_upstream(upstream.status, body, upstream.headers)
         root = parse_response(body)
         for element in children(root, "Part"):
-            parts[int(text(element, "PartNumber") or 0)] = ((text(element, "ETag") or "").strip().strip('"'),
-                                                              int(text(element, "Size") or 0))
+            number = parse_upstream_decimal(text(element, "PartNumber") or "")
+            size = parse_upstream_decimal(text(element, "Size") or "")
+            if number is None or size is None:
+                log.error("upstream ListParts of %s gave a part without a decimal PartNumber and Size", ctx.raw_path)
+                raise internal_error()
+            parts[number] = ((text(element, "ETag") or "").strip().strip('"'), size)
         marker = text(root, "NextPartNumberMarker") or ""
         if (text(root, "IsTruncated") or "").lower() != "true" or not marker:
             return parts
@@ -321,8 +325,8 @@ def rewrite_list_parts(body: bytes, client_id: str) -> bytes:
             name = local(item.tag)
             if name in _CHECKSUM_ELEMENTS:
                 part.remove(item)
-            elif name == "Size" and (item.text or "").strip().isdigit():
-                item.text = str(max(0, int(item.text or 0) - PART_OVERHEAD))
+            elif name == "Size" and (size := parse_upstream_decimal(item.text or "")) is not None:
+                item.text = str(max(0, size - PART_OVERHEAD))
     return serialize(root)
 
 

@@ -37,8 +37,9 @@ async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body; a client that stops sending it gets S3's RequestTimeout, and ``BODY_STALLED``
-    on the request tells the server to close the connection after that answer."""
+    """The request body; a client that stops sending it, or sends it slower than ``body_min_rate``,
+    gets S3's RequestTimeout, and ``BODY_STALLED`` on the request tells the server to close the
+    connection after that answer."""
     try:
         async for chunk in request_body_chunks(request, CHUNK):
             yield chunk

@@ -14,6 +14,7 @@ import aiohttp
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
+from gateway.digits import parse_decimal
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import request_chunks
 from gateway.limits import MAX_UPLOAD_SIZE
@@ -44,16 +45,20 @@ def is_framed(ctx: RequestContext) -> bool:
 def plaintext_length(headers: Mapping[str, str], framed: bool) -> int:
     """The object's size: X-Amz-Decoded-Content-Length for aws-chunked bodies, else Content-Length.
 
-    Over S3's 5 GiB limit is EntityTooLarge here, from the headers alone, so no KMS call and no upstream
-    request is spent on a body S3 would refuse."""
+    A value that is no ASCII decimal is S3's 411 MissingContentLength (what S3 answers for an invalid
+    x-amz-decoded-content-length; an invalid Content-Length never gets here, aiohttp's parser refuses
+    the request first). Over S3's 5 GiB limit, however many digits, is EntityTooLarge here, from the
+    headers alone, so no KMS call and no upstream request is spent on a body S3 would refuse."""
     value = headers.get("x-amz-decoded-content-length" if framed else "content-length")
     if value is None:
         raise missing_content_length()
-    if not value.strip().isdigit():
-        raise invalid_argument("The content length is not a number.", "Content-Length", value)
-    if int(value) > MAX_UPLOAD_SIZE:
-        raise entity_too_large(MAX_UPLOAD_SIZE, int(value))
-    return int(value)
+    length = parse_decimal(value.strip(), MAX_UPLOAD_SIZE + 1)
+    if length is None:
+        raise missing_content_length()
+    if length > MAX_UPLOAD_SIZE:
+        proposed = value.strip().lstrip("0")
+        raise entity_too_large(MAX_UPLOAD_SIZE, int(proposed) if len(proposed) <= 20 else None)
+    return length
 
 
 def refuse_reserved(headers: Mapping[str, str]) -> None:

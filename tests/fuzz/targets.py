@@ -19,8 +19,12 @@ from gateway import sigv4
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.crypto import metadata
 from gateway.crypto.stream import IntegrityError, RangeNotSatisfiable, parse_range_header
+from gateway.crypto.multipart import part_count_from_etag
 from gateway.handlers.buckets import parse_delete
-from gateway.handlers.multipart import parse_complete, parse_part_number
+from gateway.handlers.copy import parse_copy_range
+from gateway.handlers.listing import rewrite_listing
+from gateway.handlers.multipart import parse_complete, parse_part_number, rewrite_list_parts
+from gateway.handlers.upload_body import plaintext_length
 from gateway.s3errors import S3Error
 from gateway.sigv4 import AuthError
 from gateway.uploads import ForgedToken, Upload, UploadTokens
@@ -120,6 +124,33 @@ def parse_part(value: str) -> int | None:
         return parse_part_number(value)
     except S3Error:
         return None
+
+
+def parse_length(value: str, framed: bool) -> int | None:
+    """A PutObject/UploadPart Content-Length (``framed``: x-amz-decoded-content-length); raises only
+    S3Error (MissingContentLength, EntityTooLarge)."""
+    try:
+        return plaintext_length({"x-amz-decoded-content-length" if framed else "content-length": value}, framed)
+    except S3Error:
+        return None
+
+
+def parse_copy_source_range(value: str, size: int) -> tuple[int, int] | None:
+    """An x-amz-copy-source-range against a source size; raises only S3Error (InvalidArgument)."""
+    try:
+        return parse_copy_range(value, size)
+    except S3Error:
+        return None
+
+
+def rewrite_upstream_listing(body: bytes) -> bytes:
+    """An upstream ListObjects/ListParts body (upstream-controlled sizes, counts, ETags) rewritten into
+    the client's terms; raises only S3Error (an unparseable ListParts is the upstream's 500)."""
+    rewrite_listing(body, encrypting=True)
+    try:
+        return rewrite_list_parts(body, "client-upload-id")
+    except S3Error:
+        return b""
 
 
 def decode_metadata(headers: dict[str, str]) -> Any:

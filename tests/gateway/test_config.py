@@ -244,6 +244,8 @@ LIMIT_SETTINGS = {  # setting: (section, environment variable, default, a non-de
     "body_timeout": ("gateway", "GATEWAY_BODY_TIMEOUT", 20.0, 4.0),
     "send_timeout": ("gateway", "GATEWAY_SEND_TIMEOUT", 60.0, 5.0),
     "max_connections": ("gateway", "GATEWAY_MAX_CONNECTIONS", 1024, 7),
+    "body_min_rate": ("gateway", "GATEWAY_BODY_MIN_RATE", 500.0, 100.0),
+    "max_connections_per_ip": ("gateway", "GATEWAY_MAX_CONNECTIONS_PER_IP", 0, 16),
     "pool_size": ("upstream", "GATEWAY_UPSTREAM_POOL_SIZE", 100, 9),
     "pool_wait": ("upstream", "GATEWAY_UPSTREAM_POOL_WAIT", 10.0, 1.5),
 }
@@ -274,10 +276,23 @@ def test_limits_reach_the_servers_guard_as_one_value():
     ({"GATEWAY_MAX_CONNECTIONS": "2.5"}, "gateway.max_connections (GATEWAY_MAX_CONNECTIONS) must be a whole number"),
     ({"GATEWAY_UPSTREAM_POOL_SIZE": "-1"}, "upstream.pool_size (GATEWAY_UPSTREAM_POOL_SIZE) must be a positive"),
     ({"GATEWAY_UPSTREAM_POOL_WAIT": "inf"}, "upstream.pool_wait (GATEWAY_UPSTREAM_POOL_WAIT) must be a positive"),
+    ({"GATEWAY_BODY_MIN_RATE": "-1"}, "gateway.body_min_rate (GATEWAY_BODY_MIN_RATE) must be a number >= 0"),
+    ({"GATEWAY_BODY_MIN_RATE": "fast"}, "gateway.body_min_rate (GATEWAY_BODY_MIN_RATE) must be a number"),
+    ({"GATEWAY_MAX_CONNECTIONS_PER_IP": "1.5"},
+     "gateway.max_connections_per_ip (GATEWAY_MAX_CONNECTIONS_PER_IP) must be a whole number"),
+    ({"GATEWAY_MAX_CONNECTIONS_PER_IP": "-1"},
+     "gateway.max_connections_per_ip (GATEWAY_MAX_CONNECTIONS_PER_IP) must be a number >= 0"),
 ])
 def test_invalid_limits_are_refused_with_their_name(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, env)
+
+
+def test_a_body_min_rate_of_0_turns_the_minimum_rate_off(tmp_path):
+    assert load_config(None, {"GATEWAY_BODY_MIN_RATE": "0"}).limits.body_min_rate == 0.0
+    assert load_config(_write(tmp_path, "[gateway]\nbody_min_rate = 0\n"), {}).limits.body_min_rate == 0.0
+    with pytest.raises(ConfigError, match="body_min_rate"):
+        load_config(_write(tmp_path, "[gateway]\nbody_min_rate = true\n"), {})
 
 
 def test_limits_in_the_file_must_be_numbers(tmp_path):

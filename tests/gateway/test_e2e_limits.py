@@ -71,7 +71,7 @@ def headers_only(url: str, method: str, headers: dict[str, str]) -> tuple[int, b
         connection.putrequest(method, f"{parts.path}?{parts.query}" if parts.query else parts.path,
                               skip_accept_encoding=True)
         for name, value in request.headers.items():
-            connection.putheader(name, value)
+            connection.putheader(name, value.encode())  # UTF-8, as SigV4 signs non-ASCII values
         connection.endheaders()
         response = connection.getresponse()
         return response.status, response.read()
@@ -115,6 +115,21 @@ def test_an_upload_part_over_5_gib_is_entity_too_large_before_any_kms_call_or_up
     assert deployment.kms_operations() == before
     upstream_id = upload_id.rsplit(".", 1)[1]
     assert "Parts" not in upstream_s3.list_parts(Bucket=fresh_bucket, Key="big", UploadId=upstream_id)
+
+
+@pytest.mark.parametrize("value", [pytest.param("²", id="superscript"), pytest.param("٣", id="arabic-indic-3"),
+                                   pytest.param("1" * 5000, id="5000-digits"), pytest.param("12a", id="letters")])
+def test_an_invalid_decoded_content_length_is_s3s_411_missing_content_length_not_a_500(
+        deployment, fresh_bucket, upstream_s3, value):
+    headers = {**CHUNKED, "Content-Length": "40", "x-amz-decoded-content-length": value}
+    before = deployment.kms_operations()
+    status, body = headers_only(f"{deployment.gateway.url}/{fresh_bucket}/odd", "PUT", headers)
+    if value == "1" * 5000:  # a number, only too large
+        assert (status, error_of(body)["Code"], error_of(body)["ProposedSize"]) == (400, "EntityTooLarge", None)
+    else:
+        assert (status, error_of(body)["Code"]) == (411, "MissingContentLength"), body
+    assert deployment.kms_operations() == before
+    assert upstream_keys(upstream_s3, fresh_bucket) == []
 
 
 @pytest.mark.parametrize("key_id, message", [

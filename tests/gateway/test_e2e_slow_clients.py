@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
@@ -22,7 +25,7 @@ from tests.support.clients import s3_client, upstream_keys
 from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, Server, start_server
 from tests.support.slowclients import (connect, dribble_until_closed, read_response, seconds_until_closed,
-                                       signed_head, stalled_upload)
+                                       send_paced, signed_head, stalled_upload)
 
 HEADER_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.0
@@ -87,6 +90,9 @@ def test_connection_that_never_sends_a_request_is_closed_after_the_header_timeou
     with contextlib.closing(connect(limited.url)) as silent:
         seconds = seconds_until_closed(silent, HEADER_TIMEOUT + 10)
     assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
+    # at DEBUG (as the tests run their servers) the gateway says why, under its own namespace
+    assert " DEBUG gateway.connections: gateway: closing a connection that sent no complete request headers" \
+        in limited.log()
 
 
 def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(limited: Server):
@@ -185,6 +191,71 @@ def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gat
     assert upstream_keys(upstream_s3, limited_bucket) == ["after"]
 
 
+# A minimum average body rate (body_min_rate): a body may keep the gateway waiting body_timeout +
+# received / body_min_rate seconds in all, whatever the pauses between its bytes.
+RATED_BODY_TIMEOUT = 2.0
+MIN_RATE = 100.0
+
+
+@pytest.fixture(scope="module")
+def rated(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"GATEWAY_BODY_TIMEOUT": str(RATED_BODY_TIMEOUT), "GATEWAY_BODY_MIN_RATE": str(MIN_RATE),
+           "GATEWAY_UPSTREAM_POOL_SIZE": str(POOL_SIZE), "GATEWAY_UPSTREAM_POOL_WAIT": str(POOL_WAIT)}
+    server = start_limited_gateway(moto, tmp_path_factory.mktemp("gateway-rated"), env)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def test_bodies_dripping_a_byte_every_half_second_get_request_timeout_and_release_the_pool(
+        rated: Server, moto: MotoServer, upstream_s3):
+    """One byte every 0.5 s never trips the 2 s per-read timeout, but falls behind 100 bytes/s after
+    about 2.5 s; as many drips as the pool has connections are all cut off, nothing is stored, and
+    the gateway serves others again."""
+    client = s3_client(rated.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30)
+    bucket = f"drip-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    socks = [connect(rated.url) for _ in range(POOL_SIZE)]
+    stop = threading.Event()
+    with ThreadPoolExecutor(POOL_SIZE) as pool:
+        try:
+            for i, sock in enumerate(socks):
+                sock.sendall(signed_head("PUT", rated.url, f"/{bucket}/drip-{i}", GATEWAY_ACCESS_KEY,
+                                         GATEWAY_SECRET_KEY, {"Content-Length": "1000"}))
+            start = time.monotonic()
+            drips = [pool.submit(send_paced, sock, b"d", 0.5, 1000, stop) for sock in socks]
+            for sock in socks:
+                status, _, body, _ = read_response(sock, 20)
+                assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+                assert seconds_until_closed(sock, 5) is not None, "the connection stays open after RequestTimeout"
+            seconds = time.monotonic() - start
+        finally:
+            stop.set()  # before the pool waits for its threads
+            for sock in socks:
+                sock.close()
+        sent = [drip.result(timeout=10) for drip in drips]
+    assert RATED_BODY_TIMEOUT <= seconds < 15, f"the drips were cut off after {seconds:.1f}s"
+    assert max(sent) < 40, sent  # the per-read timeout alone would have let them drip all 1000 bytes
+    assert "DEBUG gateway.connections: gateway: request body slower than body_min_rate=100 bytes/s" in rated.log()
+    assert upstream_keys(upstream_s3, bucket) == []
+    client.put_object(Bucket=bucket, Key="after", Body=b"served again")
+    assert upstream_keys(upstream_s3, bucket) == ["after"]
+
+
+def test_a_steady_upload_above_the_minimum_rate_is_never_cut_off(rated: Server):
+    """75 bytes every 0.5 s (150 bytes/s) for 5 s: far longer than the body timeout, never cut off."""
+    client = s3_client(rated.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30)
+    bucket = f"steady-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    pieces = 10
+    with contextlib.closing(connect(rated.url)) as sock:
+        sock.sendall(signed_head("PUT", rated.url, f"/{bucket}/steady", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                                 {"Content-Length": str(pieces * 75)}))
+        assert send_paced(sock, b"s" * 75, 0.5, pieces) == pieces
+        status, _, body, _ = read_response(sock, 30)
+    assert status == 200, body
+    assert client.get_object(Bucket=bucket, Key="steady")["Body"].read() == b"s" * pieces * 75
+
+
 def test_reader_that_stops_reading_is_cut_off_after_the_send_timeout_and_frees_its_upstream_connection(
         limited: Server, client, limited_bucket: str):
     size = 24 * 1024 * 1024
@@ -233,3 +304,32 @@ def test_connections_over_the_cap_get_slow_down_and_one_log_line(moto: MotoServe
     lines = [line for line in server.log().splitlines() if "connection cap reached" in line]
     assert len(lines) == 1, server.log()
     assert "gateway: connection cap reached (max_connections=3)" in lines[0]
+
+
+def test_one_address_over_its_connection_cap_gets_slow_down_while_other_addresses_are_served(
+        moto: MotoServer, tmp_path: Path):
+    server = start_limited_gateway(moto, tmp_path, {"GATEWAY_MAX_CONNECTIONS_PER_IP": "2"})
+    try:
+        held = [connect(server.url) for _ in range(2)]  # from 127.0.0.1
+        with contextlib.ExitStack() as stack:
+            for sock in held:
+                stack.callback(sock.close)
+            time.sleep(0.5)
+            with contextlib.closing(connect(server.url)) as extra:
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                status, headers, body, _ = read_response(extra, 10)
+            assert (status, xml_code(body)) == (503, ("SlowDown", "Please reduce your request rate."))
+            assert headers["connection"].lower() == "close"
+            address = urlsplit(server.url)
+            other = socket.create_connection((address.hostname, address.port), timeout=10,
+                                             source_address=("127.0.0.2", 0))
+            with contextlib.closing(other):
+                other.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                assert read_response(other, 10)[0] == 403  # served (unsigned): another address
+            held.pop().close()
+            time.sleep(0.5)
+            assert s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY).list_buckets()["Buckets"] is not None
+    finally:
+        assert server.stop() == 0, server.log()
+    lines = [line for line in server.log().splitlines() if "per-address connection cap reached" in line]
+    assert len(lines) == 1 and "max_connections_per_ip=2, latest 127.0.0.1" in lines[0], server.log()

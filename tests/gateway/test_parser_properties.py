@@ -17,6 +17,7 @@ from gateway.crypto import metadata
 from gateway.crypto.sse import KMS_MODES, SEALED_KEY_SIZE, SSEC_MODE, SSEC_SALT_SIZE, EncryptionInfo
 from gateway.crypto.stream import StreamParams
 from gateway.handlers.buckets import delete_body
+from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.uploads import Upload
 from tests.fuzz import targets
 from tests.support.properties import BOUNDED, PRINTABLE, digit_text, wire_text
@@ -194,6 +195,62 @@ def test_any_range_header_is_a_range_within_the_object_ignored_or_unsatisfiable(
 def test_any_part_number_is_1_to_10000_or_invalid_argument(value):
     number = targets.parse_part(value)
     assert number is None or (1 <= number <= 10000 and str(number) == value.lstrip("0"))
+
+
+# ------------------------------------------------------------------ content lengths, copy ranges, upstream sizes
+
+
+@BOUNDED
+@given(digit_text | wire_text, st.booleans())
+@example("²", True)  # isdigit() but int() refuses it: was a 500
+@example("٣", True)  # was read as 3
+@example("1" * 5000, True)  # over int()'s 4300-digit limit: was a 500
+@example("0" * 5000 + "7", False)
+@example(" 12 ", True)
+def test_any_content_length_is_its_ascii_decimal_or_an_s3_error(value, framed):
+    length = targets.parse_length(value, framed)
+    digits = value.strip().lstrip("0") or ("0" if value.strip() else "")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 12 and int(digits) <= MAX_UPLOAD_SIZE:
+        assert length == int(digits)
+    else:
+        assert length is None
+
+
+@BOUNDED
+@given(st.builds(lambda a, b: f"bytes={a}-{b}", digit_text, digit_text) | wire_text, st.integers(0, 2**63))
+@example("bytes=²-3", 10)  # was a 500
+@example("bytes=0-٣", 10)  # was read as 0-3
+@example("bytes=0-" + "9" * 5000, 10)  # was a 500
+@example("bytes=" + "0" * 5000 + "-1", 10)
+def test_any_copy_source_range_lies_within_the_source_or_is_invalid_argument(value, size):
+    result = targets.parse_copy_source_range(value, size)
+    if result is not None:
+        first, last = result
+        assert 0 <= first <= last < size
+        assert value.strip() == f"bytes={value.strip()[6:]}" and value.isascii()
+
+
+def _listing(size: str, etag: str, count: str) -> bytes:
+    return (f"<ListBucketResult><KeyCount>{escape(count)}</KeyCount><Contents><Key>.s3gw/m</Key></Contents>"
+            f"<Contents><Key>k</Key><Size>{escape(size)}</Size><ETag>{escape(etag)}</ETag></Contents>"
+            f"<Part><PartNumber>1</PartNumber><Size>{escape(size)}</Size></Part></ListBucketResult>").encode()
+
+
+upstream_number = digit_text | st.integers(-5, 2**70).map(str) | st.text(PRINTABLE, max_size=8)
+
+
+@BOUNDED
+@given(upstream_number, upstream_number.map(lambda n: f'"{"a" * 32}-{n}"') | st.text(PRINTABLE, max_size=40),
+       upstream_number)
+@example("²", '"e"', "1")  # isdigit() but int() refuses it: was a 500
+@example("1" * 5000, '"e"', "1")
+@example("100000", '"' + "a" * 32 + '-' + "9" * 5000 + '"', "1")  # part count over int()'s limit
+@example("100000", '"' + "a" * 32 + '-٣"', "1")
+@example("100000", '"e"', "²")
+def test_upstream_listings_with_any_sizes_counts_and_etags_are_rewritten_or_refused(size, etag, count):
+    targets.rewrite_upstream_listing(_listing(size, etag, count))
+    count_of = targets.part_count_from_etag(etag)
+    assert count_of is None or 0 <= count_of <= 10001
 
 
 # ------------------------------------------------------------------ reserved metadata, upload tokens

@@ -111,7 +111,8 @@ def test_example_config_file_loads() -> None:
 
 
 LIMITS = {"header_timeout": (30.0, 2.5), "idle_timeout": (60.0, 3.0), "body_timeout": (20.0, 4.0),
-          "send_timeout": (60.0, 5.0), "max_connections": (1024, 7)}
+          "send_timeout": (60.0, 5.0), "max_connections": (1024, 7), "body_min_rate": (500.0, 100.0),
+          "max_connections_per_ip": (0, 16)}
 
 
 @pytest.mark.parametrize("name", LIMITS)
@@ -125,12 +126,21 @@ def test_slow_client_limits_have_defaults_and_come_from_the_file_or_the_environm
     assert getattr(KeyServiceConfig.load(path, env).limits, name) == value * 2
 
 
+def test_a_body_min_rate_of_0_turns_the_minimum_rate_off(tmp_path: Path) -> None:
+    assert KeyServiceConfig.load(write(tmp_path, "[keyservice]\nbody_min_rate = 0\n"), {}).limits.body_min_rate == 0
+    assert KeyServiceConfig.load(None, {"KEYSERVICE_BODY_MIN_RATE": "0"}).limits.body_min_rate == 0
+
+
 @pytest.mark.parametrize("text,env,message", [
     ("[keyservice]\nbody_timeout = 0\n", {}, "body_timeout must be a positive number"),
     ("[keyservice]\nmax_connections = 1.5\n", {}, "max_connections must be a whole number"),
     ("", {"KEYSERVICE_HEADER_TIMEOUT": "soon"}, "not a number"),
     ("", {"KEYSERVICE_MAX_CONNECTIONS": "2.5"}, "KEYSERVICE_MAX_CONNECTIONS must be a whole number"),
     ("", {"KEYSERVICE_IDLE_TIMEOUT": "inf"}, "KEYSERVICE_IDLE_TIMEOUT must be a positive number"),
+    ("[keyservice]\nbody_min_rate = -1\n", {}, "body_min_rate must be a number >= 0"),
+    ("", {"KEYSERVICE_BODY_MIN_RATE": "-5"}, "KEYSERVICE_BODY_MIN_RATE must be a number >= 0"),
+    ("[keyservice]\nmax_connections_per_ip = 2.5\n", {}, "max_connections_per_ip must be a whole number"),
+    ("", {"KEYSERVICE_MAX_CONNECTIONS_PER_IP": "-1"}, "KEYSERVICE_MAX_CONNECTIONS_PER_IP must be a number >= 0"),
 ])
 def test_invalid_limits_are_refused(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

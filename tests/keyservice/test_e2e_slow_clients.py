@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.keyservice.conftest import KeyServiceProcess, launch, signed_call
-from tests.support.slowclients import connect, dribble_until_closed, read_response, seconds_until_closed
+from tests.support.slowclients import connect, dribble_until_closed, read_response, seconds_until_closed, send_paced
 
 HEADER_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.0
 BODY_TIMEOUT = 1.5
+MIN_RATE = 100.0
 LIMITS = {"KEYSERVICE_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "KEYSERVICE_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
-          "KEYSERVICE_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+          "KEYSERVICE_BODY_TIMEOUT": str(BODY_TIMEOUT), "KEYSERVICE_BODY_MIN_RATE": str(MIN_RATE)}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,22 @@ def test_stalled_request_body_gets_request_timeout_and_the_connection_is_closed(
         assert (status, json.loads(body)["__type"]) == (408, "RequestTimeoutException")
         assert BODY_TIMEOUT - 0.2 <= seconds < BODY_TIMEOUT + 10
         assert seconds_until_closed(sock, 5) is not None, "the connection stays open after the timeout"
+
+
+def test_request_body_dripping_below_the_minimum_rate_gets_request_timeout(limited: KeyServiceProcess):
+    """A byte every 0.5 s never trips the 1.5 s per-read timeout but falls behind 100 bytes/s."""
+    stop = threading.Event()
+    with contextlib.closing(connect(limited.url)) as sock, ThreadPoolExecutor(1) as pool:
+        try:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: kms\r\nX-Amz-Target: TrentService.ListKeys\r\n"
+                         b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 500\r\n\r\n")
+            drip = pool.submit(send_paced, sock, b" ", 0.5, 500, stop)
+            status, _, body, seconds = read_response(sock, 20)
+        finally:
+            stop.set()
+        assert (status, json.loads(body)["__type"]) == (408, "RequestTimeoutException")
+        assert BODY_TIMEOUT <= seconds < 12
+        assert drip.result(timeout=10) < 30
 
 
 def test_connections_over_the_cap_get_throttled_and_one_log_line(tmp_path: Path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -98,3 +99,20 @@ def dribble_until_closed(sock: socket.socket, data: bytes, interval: float, with
         if closed is not None:
             return time.monotonic() - start
     return None
+
+
+def send_paced(sock: socket.socket, piece: bytes, interval: float, count: int,
+               stop: threading.Event | None = None) -> int:
+    """Send ``piece`` ``count`` times, one every ``interval`` seconds (a drip, or a slow but steady
+    upload), until ``stop`` is set or the server closes the connection; the pieces sent."""
+    stop = stop or threading.Event()
+    sent = 0
+    for _ in range(count):
+        if stop.wait(interval):
+            break
+        try:
+            sock.sendall(piece)
+        except OSError:
+            break
+        sent += 1
+    return sent
