@@ -129,7 +129,7 @@ class SlowClients:
             self.connected += first
             first = False
             try:
-                headers = self.signer._signed(self.target, "PUT", path, {"Content-Length": str(STALLED_BODY)})
+                headers = self.signer.signed(self.target, "PUT", path, {"Content-Length": str(STALLED_BODY)})
                 head = f"PUT {path} HTTP/1.1\r\nHost: {urlsplit(self.target.url).netloc}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 writer.write(head.encode() + b"\r\n" + b"x" * 100)
