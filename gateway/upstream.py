@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, AsyncIterable, Iterable, Mapping
+from typing import Any, AsyncIterable, AsyncIterator, Iterable, Mapping
 from urllib.parse import quote
 
 import aiohttp
@@ -146,7 +146,7 @@ class Upstream:
         trace = SimpleNamespace(queued=False)
         kwargs: dict[str, Any] = {"headers": signed, "allow_redirects": False, "trace_request_ctx": trace}
         if body is not None:
-            kwargs["data"] = body
+            kwargs["data"] = body if isinstance(body, (bytes, bytearray)) else await primed(body)
         try:
             return await self._session.request(method, URL(url, encoded=True), **kwargs)
         except aiohttp.ConnectionTimeoutError:
@@ -159,6 +159,23 @@ class Upstream:
             if isinstance(exc.__cause__, S3Error):  # the body stream failed (e.g. RequestTimeout): that is
                 raise exc.__cause__ from None      # the answer, not an upstream failure
             raise
+
+
+async def primed(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``body`` once its first piece exists: a streamed request takes a pooled upstream connection only
+    when it has something to send, so clients that stall before their first byte (or, under
+    encryption, before their first whole segment) hold no upstream connection while they stall.
+    A failure of the body before its first piece (e.g. RequestTimeout) is raised here, before any
+    upstream request is made."""
+    chunks = aiter(body)
+    first = await anext(chunks, None)
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+    return rest()
 
 
 async def read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:

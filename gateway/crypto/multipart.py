@@ -73,11 +73,18 @@ async def encrypt_part(chunks: AsyncIterable[bytes], object_key: bytes, part_num
                        plaintext_size: int, params: StreamParams) -> AsyncIterator[bytes]:
     """The stored part: its (fresh) params, the part's segment stream, zero padding to PART_OVERHEAD."""
     encryptor = StreamEncryptor(object_key, params, part_number, part_segment_size(plaintext_size))
-    yield params.encode()
+    # The params go out with the first sealed segment, not before: nothing is yielded until the client
+    # has sent a whole segment (or its whole part), so a stalled client holds no upstream connection.
+    head: bytes | None = params.encode()
     async for chunk in chunks:
         sealed = encryptor.update(chunk)
         if sealed:
+            if head is not None:
+                yield head
+                head = None
             yield sealed
+    if head is not None:
+        yield head
     yield encryptor.finalize()
     yield bytes(_padding(plaintext_size))
 

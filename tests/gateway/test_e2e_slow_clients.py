@@ -169,8 +169,9 @@ def test_stalled_upload_part_gets_request_timeout_and_no_part_is_stored_upstream
 
 def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gateway_recovers(
         limited: Server, client, limited_bucket: str, upstream_s3):
-    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/stalled-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
-               for i in range(POOL_SIZE)]
+    # Past the first 64 KiB encryption segment, so each stalled PUT is streaming upstream when it stalls.
+    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/stalled-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                              sent=200_000) for i in range(POOL_SIZE)]
     try:
         time.sleep(1.0)  # each stalled PUT now holds a pooled upstream connection
         start = time.monotonic()
@@ -189,6 +190,28 @@ def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gat
     client.put_object(Bucket=limited_bucket, Key="after", Body=b"served again")
     assert client.get_object(Bucket=limited_bucket, Key="after")["Body"].read() == b"served again"
     assert upstream_keys(upstream_s3, limited_bucket) == ["after"]
+
+
+def test_uploads_stalled_before_their_first_segment_hold_no_upstream_connection(
+        limited: Server, client, limited_bucket: str, upstream_s3):
+    """A PUT takes a pooled upstream connection only once it has a whole encrypted segment to send, so
+    twice as many uploads as the pool has connections, stalled after 1,000 bytes, leave others served
+    at once; each stalled one still gets RequestTimeout and stores nothing."""
+    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/early-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                              sent=1000) for i in range(2 * POOL_SIZE)]
+    try:
+        time.sleep(1.0)
+        start = time.monotonic()
+        client.put_object(Bucket=limited_bucket, Key="meanwhile", Body=b"m")
+        assert client.get_object(Bucket=limited_bucket, Key="meanwhile")["Body"].read() == b"m"
+        assert time.monotonic() - start < POOL_WAIT, "a request waited for the pool behind stalled uploads"
+        for sock in stalled:
+            status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+            assert (status, xml_code(body)[0]) == (400, "RequestTimeout")
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert upstream_keys(upstream_s3, limited_bucket, "early-") == []
 
 
 # A minimum average body rate (body_min_rate): a body may keep the gateway waiting body_timeout +
