@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from tests.support.process import VENV_BIN, Server, start_server  # noqa: E402
+from serving import cancelled_by_signal  # noqa: E402
 
 MIB = 1 << 20
 BUCKET = "bench"
@@ -360,16 +360,6 @@ def print_report(report: Report) -> None:
         print(f"  {phase:<34} {size / 1e6:7.1f} MB")
 
 
-async def measure_until_signalled(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> Report:
-    """``measure``, cancelled by SIGINT or SIGTERM (so the servers are stopped on the way out)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await measure(args, stack, workdir)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the big object (MiB)")
@@ -380,7 +370,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir, ExitStack() as stack:
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                report = runner.run(measure_until_signalled(args, stack, Path(workdir)))
+                report = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)
             return 130

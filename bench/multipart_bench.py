@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from botocore.config import Config
 
 from gateway_bench import (BUCKET, CLIENT_KEY, MIB, REGION, UPSTREAM_KEY, Report, RssSampler, Target, _ratio,
                            start_gateway, start_python)
+from serving import cancelled_by_signal  # noqa: E402
 
 PARTS_IN_FLIGHT = 10
 PART_SIZE = 8 * MIB
@@ -202,17 +202,6 @@ def print_report(report: MultipartReport) -> None:
           f"{_verdict(peak < RSS_GOAL)}")
 
 
-async def measure_until_signalled(args: argparse.Namespace, stack: ExitStack, workdir: Path,
-                                  scratch: Path) -> MultipartReport:
-    """``measure``, cancelled by SIGINT or SIGTERM (the servers then stop, which ends the transfer)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await measure(args, stack, workdir, scratch)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the file moved (MiB)")
@@ -224,7 +213,7 @@ def main() -> int:
             # The servers stop before the loop closes: closing it waits for the transfer's thread,
             # which then fails at once instead of running to the end.
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner, ExitStack() as stack:
-                report = runner.run(measure_until_signalled(args, stack, Path(workdir), Path(scratch)))
+                report = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir), Path(scratch))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)
             return 130

@@ -1,9 +1,14 @@
-"""Run a bench server's aiohttp app on HOST:PORT until SIGTERM/SIGINT, printing the listening line
-the benchmark (and tests/support/process.py) waits for."""
+"""Signal handling shared by the benches: a bench server's aiohttp app served on HOST:PORT until
+SIGTERM/SIGINT (printing the listening line the benchmark and tests/support/process.py wait for), and a
+bench's measurement cancelled by SIGTERM/SIGINT so the servers it started stop on the way out."""
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 from aiohttp import web
 
@@ -22,3 +27,13 @@ async def serve_until_signalled(app: web.Application, host: str, port: int) -> N
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def cancelled_by_signal(work: Awaitable[T]) -> T:
+    """``work``, cancelled by SIGINT or SIGTERM: the bench's ExitStack then stops every server it started."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    return await work

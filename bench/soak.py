@@ -20,7 +20,6 @@ import asyncio
 import os
 import random
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 from gateway_bench import (BUCKET, CLIENT_KEY, UPSTREAM_KEY, S3Client, Target, start_gateway,  # noqa: E402
                            start_python)
+from serving import cancelled_by_signal  # noqa: E402
 
 MIB = 1 << 20
 KEYS_PER_WORKER = 4
@@ -332,15 +332,6 @@ def report(tally: Tally, figures: dict) -> int:
     return 0 if ok else 1
 
 
-async def soak_until_signalled(args: argparse.Namespace, stack: ExitStack, workdir: Path):
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await soak(args, stack, workdir)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0, help="how long the clients run (default 120)")
@@ -350,7 +341,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as workdir, ExitStack() as stack:
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                tally, figures = runner.run(soak_until_signalled(args, stack, Path(workdir)))
+                tally, figures = runner.run(cancelled_by_signal(soak(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)
             return 130
