@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import gateway_bench as gb  # noqa: E402  (the bench helpers: client, targets, process start-up)
+from serving import cancelled_by_signal  # noqa: E402
 
 SMALL = 4096
 STALLED_BODY = 1 << 20
@@ -95,6 +96,13 @@ class SlowClients:
         return await asyncio.open_connection(parts.hostname, parts.port)
 
     async def _slowloris(self, i: int) -> None:
+        await self._keep_open(lambda reader, writer: self._dribble_headers(i, reader, writer))
+
+    async def _stalled_body(self, i: int) -> None:
+        await self._keep_open(lambda reader, writer: self._stall_body(i, reader, writer))
+
+    async def _keep_open(self, session: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+        """Run ``session`` on a connection, and again on a new one each time the gateway drops it."""
         first = True
         while True:
             try:
@@ -105,11 +113,7 @@ class SlowClients:
             self.connected += first
             first = False
             try:
-                writer.write(f"GET /{gb.BUCKET}/slow-{i} HTTP/1.1\r\nHost: gateway\r\n".encode())
-                while not reader.at_eof():
-                    await writer.drain()
-                    await asyncio.sleep(self.dribble)
-                    writer.write(b"X-Slow: 1\r\n")
+                await session(reader, writer)
             except OSError:
                 pass
             finally:
@@ -117,32 +121,25 @@ class SlowClients:
             self.dropped += 1
             await asyncio.sleep(0.1)  # no reconnect storm if the gateway refuses at once
 
-    async def _stalled_body(self, i: int) -> None:
-        first = True
+    async def _dribble_headers(self, i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A request line, then one header line every ``dribble`` seconds, never the end of the headers."""
+        writer.write(f"GET /{gb.BUCKET}/slow-{i} HTTP/1.1\r\nHost: gateway\r\n".encode())
+        while not reader.at_eof():
+            await writer.drain()
+            await asyncio.sleep(self.dribble)
+            writer.write(b"X-Slow: 1\r\n")
+
+    async def _stall_body(self, i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A signed PUT that sends 100 of its bytes and stalls; the gateway must answer RequestTimeout."""
         path = f"/{gb.BUCKET}/stalled-{i}"
-        while True:
-            try:
-                reader, writer = await self._open()
-            except OSError:
-                await asyncio.sleep(0.5)
-                continue
-            self.connected += first
-            first = False
-            try:
-                headers = self.signer.signed(self.target, "PUT", path, {"Content-Length": str(STALLED_BODY)})
-                head = f"PUT {path} HTTP/1.1\r\nHost: {urlsplit(self.target.url).netloc}\r\n"
-                head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                writer.write(head.encode() + b"\r\n" + b"x" * 100)
-                await writer.drain()
-                answer = await reader.read()  # the RequestTimeout answer, then the close
-                if b"RequestTimeout" not in answer and b"SlowDown" not in answer:
-                    raise RuntimeError(f"a stalled upload got an unexpected answer: {answer[:300]!r}")
-            except OSError:
-                pass
-            finally:
-                writer.close()
-            self.dropped += 1
-            await asyncio.sleep(0.1)  # no reconnect storm if the gateway refuses at once
+        headers = self.signer.signed(self.target, "PUT", path, {"Content-Length": str(STALLED_BODY)})
+        head = f"PUT {path} HTTP/1.1\r\nHost: {urlsplit(self.target.url).netloc}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(head.encode() + b"\r\n" + b"x" * 100)
+        await writer.drain()
+        answer = await reader.read()  # the RequestTimeout answer, then the close
+        if b"RequestTimeout" not in answer and b"SlowDown" not in answer:
+            raise RuntimeError(f"a stalled upload got an unexpected answer: {answer[:300]!r}")
 
 
 async def normal_client(client: gb.S3Client, target: gb.Target, level: Level, ops: int, seconds: float) -> None:
@@ -221,15 +218,6 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-async def measure_until_signalled(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> list[Level]:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await measure(args, stack, workdir)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[0, 50, 100, 200, 400],
@@ -243,7 +231,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="slow-clients-bench-") as workdir, ExitStack() as stack:
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                levels = runner.run(measure_until_signalled(args, stack, Path(workdir)))
+                levels = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)
             return 130
