@@ -48,7 +48,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import aiohttp
@@ -78,6 +78,12 @@ class ServerLimits:
     max_connections: int = 1024
     body_min_rate: float = 500.0  # bytes/s; 0: no minimum rate, only the per-read body_timeout
     max_connections_per_ip: int = 0  # connections from one client address; 0: no per-address limit
+
+    @classmethod
+    def of(cls, settings: object) -> "ServerLimits":
+        """The limits held by a server's configuration as flat settings of the same names (both servers'
+        configs carry them so, one TOML key and one environment variable each)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 class UnsupportedAiohttp(RuntimeError):

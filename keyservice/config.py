@@ -83,9 +83,7 @@ class KeyServiceConfig:
 
     @property
     def limits(self) -> ServerLimits:
-        return ServerLimits(self.header_timeout, self.idle_timeout, self.body_timeout, self.send_timeout,
-                            self.max_connections, body_min_rate=self.body_min_rate,
-                            max_connections_per_ip=self.max_connections_per_ip)
+        return ServerLimits.of(self)
 
     @property
     def audit_path(self) -> Path:
