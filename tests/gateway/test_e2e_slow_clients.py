@@ -167,12 +167,26 @@ def test_stalled_upload_part_gets_request_timeout_and_no_part_is_stored_upstream
     assert parts.get("Parts", []) == []
 
 
+@contextlib.contextmanager
+def stalled_uploads_timing_out(server: Server, bucket: str, prefix: str, count: int, *, sent: int) -> Iterator[None]:
+    """``count`` signed PUTs that send ``sent`` bytes and stall while the body runs; afterwards each must
+    have been answered 400 RequestTimeout. Their sockets are closed whatever happens."""
+    stalled = [stalled_upload(server.url, f"/{bucket}/{prefix}-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                              sent=sent) for i in range(count)]
+    try:
+        yield
+        for sock in stalled:
+            status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
+            assert (status, xml_code(body)[0]) == (400, "RequestTimeout")
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gateway_recovers(
         limited: Server, client, limited_bucket: str, upstream_s3):
     # Past the first 64 KiB encryption segment, so each stalled PUT is streaming upstream when it stalls.
-    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/stalled-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
-                              sent=200_000) for i in range(POOL_SIZE)]
-    try:
+    with stalled_uploads_timing_out(limited, limited_bucket, "stalled", POOL_SIZE, sent=200_000):
         time.sleep(1.0)  # each stalled PUT now holds a pooled upstream connection
         start = time.monotonic()
         with pytest.raises(ClientError) as refused:
@@ -181,12 +195,6 @@ def test_stalled_uploads_holding_the_whole_pool_get_others_slow_down_and_the_gat
         assert refused.value.response["Error"]["Code"] == "SlowDown"
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert waited < POOL_WAIT + 2.5, f"SlowDown took {waited:.1f}s, the pool wait is {POOL_WAIT}s"
-        for sock in stalled:
-            status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
-            assert (status, xml_code(body)[0]) == (400, "RequestTimeout")
-    finally:
-        for sock in stalled:
-            sock.close()
     client.put_object(Bucket=limited_bucket, Key="after", Body=b"served again")
     assert client.get_object(Bucket=limited_bucket, Key="after")["Body"].read() == b"served again"
     assert upstream_keys(upstream_s3, limited_bucket) == ["after"]
@@ -197,20 +205,12 @@ def test_uploads_stalled_before_their_first_segment_hold_no_upstream_connection(
     """A PUT takes a pooled upstream connection only once it has a whole encrypted segment to send, so
     twice as many uploads as the pool has connections, stalled after 1,000 bytes, leave others served
     at once; each stalled one still gets RequestTimeout and stores nothing."""
-    stalled = [stalled_upload(limited.url, f"/{limited_bucket}/early-{i}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
-                              sent=1000) for i in range(2 * POOL_SIZE)]
-    try:
+    with stalled_uploads_timing_out(limited, limited_bucket, "early", 2 * POOL_SIZE, sent=1000):
         time.sleep(1.0)
         start = time.monotonic()
         client.put_object(Bucket=limited_bucket, Key="meanwhile", Body=b"m")
         assert client.get_object(Bucket=limited_bucket, Key="meanwhile")["Body"].read() == b"m"
         assert time.monotonic() - start < POOL_WAIT, "a request waited for the pool behind stalled uploads"
-        for sock in stalled:
-            status, _, body, _ = read_response(sock, BODY_TIMEOUT + 20)
-            assert (status, xml_code(body)[0]) == (400, "RequestTimeout")
-    finally:
-        for sock in stalled:
-            sock.close()
     assert upstream_keys(upstream_s3, limited_bucket, "early-") == []
 
 
