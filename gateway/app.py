@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 
 from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
-from gateway.connections import ConnectionGuard, GuardedAppRunner, send_and_close
+from common.connections import ConnectionGuard, GuardedAppRunner, send_and_close
 from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
@@ -37,12 +37,12 @@ from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
-from gateway.serverlog import server_logger
-from gateway.sigv4 import AuthError, AuthResult, query_borne_headers, verify
+from common.serverlog import server_logger
+from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
 from keyservice.config import KeyServiceConfig, build_api
-from keyservice.files import create_once, private_dir
+from common.files import create_once, private_dir
 
 log = logging.getLogger("gateway")
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 
 from gateway.s3errors import S3Error, from_auth_error, incomplete_body, invalid_request, malformed_trailer
-from gateway.sigv4 import AuthError, ChunkSignatureVerifier
+from common.sigv4 import AuthError, ChunkSignatureVerifier
 
 MAX_LINE = 4096
 MAX_TRAILER_BYTES = 16 * 1024

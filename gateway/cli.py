@@ -7,7 +7,7 @@ import os
 import sys
 
 from gateway.config import ConfigError, load_config, secrets_of
-from gateway.logsetup import configure_logging, parse_level
+from common.logsetup import configure_logging, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
-    from gateway.connections import UnsupportedAiohttp, check_aiohttp
+    from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.config import ConfigError as KeyServiceConfigError
 
     try:

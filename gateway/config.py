@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gateway.logsetup import parse_level
-from gateway.connections import ServerLimits
-from gateway.digits import parse_decimal
+from common.logsetup import parse_level
+from common.connections import ServerLimits
+from common.digits import parse_decimal
 
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"

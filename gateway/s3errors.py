@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
-from gateway.sigv4 import AuthError
+from common.sigv4 import AuthError
 
 
 class S3Error(Exception):
@@ -47,7 +47,7 @@ def error_xml(err: S3Error, *, request_id: str, resource: str | None = None) -> 
 
 
 def from_auth_error(err: AuthError) -> S3Error:
-    """Convert a signature failure from `gateway.sigv4` into the S3 error it stands for."""
+    """Convert a signature failure from `common.sigv4` into the S3 error it stands for."""
     return S3Error(err.code, err.message, err.status, **err.extra)
 
 

@@ -19,7 +19,7 @@ _BUCKET_SUBRESOURCES = (
 )
 _OBJECT_SUBRESOURCES = ("acl", "tagging", "retention", "legal-hold", "torrent", "restore")
 # Every query parameter whose presence changes the operation: a signature scheme that does not sign
-# the whole query (SigV2) must sign these (gateway/sigv4.py V2_SUBRESOURCES).
+# the whole query (SigV2) must sign these (common/sigv4.py V2_SUBRESOURCES).
 OPERATION_SUBRESOURCES = frozenset(
     _BUCKET_SUBRESOURCES + _OBJECT_SUBRESOURCES
     + ("uploads", "uploadId", "versions", "delete", "select", "restore", "attributes")

@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from yarl import URL
 
-from gateway.connections import RateLimitedLog
+from common.connections import RateLimitedLog
 from gateway.s3errors import S3Error, slow_down
 
 log = logging.getLogger("gateway.upstream")

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from keyservice.files import PRIVATE_FILE, private_dir
+from common.files import PRIVATE_FILE, private_dir
 from keyservice.params import shown
 
 log = logging.getLogger(__name__)

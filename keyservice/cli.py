@@ -8,7 +8,7 @@ from pathlib import Path
 
 import uvloop
 
-from gateway.logsetup import configure_logging, parse_level
+from common.logsetup import configure_logging, parse_level
 from keyservice.audit import filter_lines, parse_time
 from keyservice.config import ConfigError, KeyServiceConfig, log_secrets
 
@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
     configure_logging(level, log_secrets(config))
-    from gateway.connections import UnsupportedAiohttp, check_aiohttp
+    from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         check_aiohttp()  # before anything is started or written

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.connections import ServerLimits
-from gateway.digits import parse_decimal
-from gateway.logsetup import parse_level
+from common.connections import ServerLimits
+from common.digits import parse_decimal
+from common.logsetup import parse_level
 from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
-from keyservice.files import private_dir
+from common.files import private_dir
 from keyservice.principals import principal_account  # noqa: F401  (re-exported)
 from keyservice.quota import QuotaLimiter
 from keyservice.rootkey import decode_root_key, load_root_key

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .files import create_once
+from common.files import create_once
 
 ROOT_KEY_BYTES = 32
 _SALT_FILE = "root.salt"

@@ -29,10 +29,10 @@ from aiohttp import web
 from botocore.model import Shape
 from botocore.validate import ParamValidator
 
-from gateway import sigv4
-from gateway.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
+from common import sigv4
+from common.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
                                  send_and_close)
-from gateway.serverlog import server_logger
+from common.serverlog import server_logger
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.errors import KMSError
@@ -220,7 +220,7 @@ def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request
         except KMSError as e:
             return error_response(e, request_id)
         except ConnectionError:
-            raise  # the client went away mid-request: aiohttp logs it on one line (gateway.serverlog)
+            raise  # the client went away mid-request: aiohttp logs it on one line (common.serverlog)
         except Exception:
             log.exception("internal error in request %s", request_id)
             return error_response(KMSError("KMSInternalException", "An internal error occurred", 500),

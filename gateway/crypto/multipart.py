@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.crypto.stream import (SEGMENT_SIZE, TAG_SIZE, IntegrityError, RangePlan, StreamDecryptor,
                                    StreamEncryptor, StreamParams, ciphertext_size, plan_range, segment_count)
-from gateway.digits import parse_decimal
+from common.digits import parse_decimal
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 
 MAX_SEGMENTS_PER_PART = 512

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.digits import parse_decimal
+from common.digits import parse_decimal
 from gateway.limits import MAX_PARTS
 
 SEGMENT_SIZE = 64 * 1024

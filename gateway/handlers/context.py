@@ -11,7 +11,7 @@ from gateway.config import GatewayConfig
 from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import SseC, SseKms
 from gateway.s3request import S3Request
-from gateway.sigv4 import AuthResult
+from common.sigv4 import AuthResult
 from gateway.upstream import Upstream
 from gateway.uploads import LruCache, UploadTokens
 

@@ -21,7 +21,7 @@ from gateway.crypto import metadata
 from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import EncryptionInfo
 from gateway.crypto.stream import IntegrityError
-from gateway.digits import parse_decimal
+from common.digits import parse_decimal
 from gateway.etag import client_etag
 from gateway.handlers import passthrough
 from gateway.handlers.conditions import evaluate_conditions

@@ -19,7 +19,7 @@ from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_p
                                       open_manifest, part_count_from_etag, plan_reads)
 from gateway.crypto.stream import (IntegrityError, RangeNotSatisfiable, StreamDecryptor, ciphertext_size,
                                    decrypt_stream, parse_range_header, plan_range)
-from gateway.digits import parse_upstream_decimal
+from common.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.crypto.multipart import object_plaintext_size, part_count_from_etag
 from gateway.crypto.stream import plaintext_size
-from gateway.digits import parse_upstream_decimal
+from common.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import read_small, relay, response_headers

@@ -21,7 +21,7 @@ from gateway.crypto import metadata
 from gateway.crypto.multipart import PART_OVERHEAD, Manifest, ManifestPart, encrypt_part, part_stored_size, seal_manifest
 from gateway.crypto.sse import SSEC_MODE, SseRequest, WrongCustomerKey
 from gateway.crypto.stream import StreamParams
-from gateway.digits import parse_decimal, parse_upstream_decimal
+from common.digits import parse_decimal, parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 from gateway.handlers import passthrough

@@ -14,7 +14,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Mapping
 import aiohttp
 from aiohttp import web
 
-from gateway.connections import BodyTimeout, request_body_chunks
+from common.connections import BodyTimeout, request_body_chunks
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.policy import SSE_HEADERS
 from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, request_timeout

@@ -14,7 +14,7 @@ import aiohttp
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.checksums import BodyChecks
 from gateway.crypto import metadata
-from gateway.digits import parse_decimal
+from common.digits import parse_decimal
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.passthrough import request_chunks
 from gateway.limits import MAX_UPLOAD_SIZE

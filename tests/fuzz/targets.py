@@ -15,7 +15,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from gateway import sigv4
+from common import sigv4
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.crypto import metadata
 from gateway.crypto.stream import IntegrityError, RangeNotSatisfiable, parse_range_header
@@ -26,7 +26,7 @@ from gateway.handlers.listing import rewrite_listing
 from gateway.handlers.multipart import parse_complete, parse_part_number, rewrite_list_parts
 from gateway.handlers.upload_body import plaintext_length
 from gateway.s3errors import S3Error
-from gateway.sigv4 import AuthError
+from common.sigv4 import AuthError
 from gateway.uploads import ForgedToken, Upload, UploadTokens
 
 ACCESS_KEY, SECRET_KEY = "AKIDFUZZ", "fuzz-secret"

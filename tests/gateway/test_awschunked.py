@@ -9,7 +9,7 @@ import io
 import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, CrtCrc32Checksum
 
-from gateway import sigv4
+from common import sigv4
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.s3errors import S3Error
 

@@ -189,7 +189,7 @@ def test_log_level_comes_from_the_file_or_gateway_log_level_and_an_unknown_one_i
 def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_and_tracebacks():
     import logging
 
-    from gateway.logsetup import REDACTED, RedactingFilter
+    from common.logsetup import REDACTED, RedactingFilter
     redactor = RedactingFilter(["upstream-secret-key", "test"])
     record = logging.LogRecord("botocore", logging.DEBUG, __file__, 1,
                                "body %s key %s", ('{"Plaintext":"c2VjcmV0IGtleSBieXRlcw=="}', "upstream-secret-key"),
@@ -201,7 +201,7 @@ def test_the_log_filter_redacts_configured_secrets_and_key_material_in_messages_
 
 
 def test_the_log_filter_redacts_a_quoted_key_whole_despite_escaped_quotes():
-    from gateway.logsetup import REDACTED, RedactingFilter
+    from common.logsetup import REDACTED, RedactingFilter
     redactor = RedactingFilter()
     both_quotes = bytes(range(32)) + b"'quote\"both TAIL-OF-KEY"
     cases = [  # (message, the escape it holds)

@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from gateway.sigv4 import STREAMING_SIGNED, ChunkSignatureVerifier, signing_key
+from common.sigv4 import STREAMING_SIGNED, ChunkSignatureVerifier, signing_key
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.clients import signed_request, upstream_keys
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateway import s3errors
 from gateway.s3errors import S3Error, error_xml
-from gateway.sigv4 import AuthError
+from common.sigv4 import AuthError
 
 
 def test_error_xml_has_code_message_fields_resource_and_request_id_in_order():

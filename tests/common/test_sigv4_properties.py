@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway import sigv4
+from common import sigv4
 from tests.fuzz.targets import ACCESS_KEY, verify_request
 from tests.support.properties import BOUNDED, PRINTABLE, digit_text, wire_text
 

@@ -1,13 +1,14 @@
-"""The aiohttp internals gateway/connections.py relies on are checked at start-up (check_aiohttp), so
+"""The aiohttp internals common/connections.py relies on are checked at start-up (check_aiohttp), so
 an aiohttp without them refuses to start in one line instead of serving without its slow-client guards."""
 from __future__ import annotations
 
+from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway import connections
-from gateway.connections import (ConnectionGuard, GuardedAppRunner, ServerLimits, UnsupportedAiohttp,
+from common import connections
+from common.connections import (ConnectionGuard, GuardedAppRunner, ServerLimits, UnsupportedAiohttp,
                                  check_aiohttp)
 
 
@@ -48,7 +49,7 @@ def test_a_guarded_runner_is_never_made_on_an_unsupported_aiohttp(monkeypatch):
 
 
 def test_the_pin_in_pyproject_is_the_range_the_check_names():
-    pyproject = (connections.__file__.rsplit("/gateway/", 1)[0]) + "/pyproject.toml"
+    pyproject = str(Path(connections.__file__).parents[1] / "pyproject.toml")
     with open(pyproject, encoding="utf-8") as f:
         assert f'"aiohttp{connections.SUPPORTED_AIOHTTP}"' in f.read()
 
@@ -71,7 +72,7 @@ def test_connection_lines_go_to_the_servers_own_namespace_and_show_at_its_debug_
     logger named plain "connections" stayed at the root's INFO and its DEBUG lines never showed."""
     import logging
 
-    from gateway.logsetup import CAPPED_LOGGERS, PROJECT_LOGGERS, configure_logging
+    from common.logsetup import CAPPED_LOGGERS, PROJECT_LOGGERS, configure_logging
     guard = ConnectionGuard(ServerLimits(), b"", server)
     assert guard.log.name == f"{server}.connections"
     root = logging.getLogger()

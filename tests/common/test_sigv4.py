@@ -15,8 +15,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from gateway import sigv4
-from gateway.sigv4 import AuthError, verify
+from common import sigv4
+from common.sigv4 import AuthError, verify
 
 AK, SK = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 CREDS = Credentials(AK, SK)

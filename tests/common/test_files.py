@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from keyservice import files
-from keyservice.files import create_once
+from common import files
+from common.files import create_once
 
 
 def no_hard_links(monkeypatch, code: int = errno.EPERM) -> None:

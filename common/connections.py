@@ -140,7 +140,7 @@ class ConnectionGuard:
     """The limits, the count of connections served, and the answer for connections over the cap.
 
     ``name`` is the server's ("gateway", "keyservice"); its lines go to the logger ``NAME.connections``,
-    under the namespace whose level GATEWAY_LOG_LEVEL / KEYSERVICE_LOG_LEVEL set (gateway/logsetup.py)."""
+    under the namespace whose level GATEWAY_LOG_LEVEL / KEYSERVICE_LOG_LEVEL set (common/logsetup.py)."""
 
     def __init__(self, limits: ServerLimits, refusal: bytes, name: str) -> None:
         self.limits = limits
