@@ -91,7 +91,7 @@ def test_connection_that_never_sends_a_request_is_closed_after_the_header_timeou
         seconds = seconds_until_closed(silent, HEADER_TIMEOUT + 10)
     assert seconds is not None and HEADER_TIMEOUT - 0.2 <= seconds < HEADER_TIMEOUT + 5
     # at DEBUG (as the tests run their servers) the gateway says why, under its own namespace
-    assert " DEBUG common.connections: gateway: closing a connection that sent no complete request headers" \
+    assert " DEBUG gateway.connections: gateway: closing a connection that sent no complete request headers" \
         in limited.log()
 
 
@@ -258,7 +258,7 @@ def test_bodies_dripping_a_byte_every_half_second_get_request_timeout_and_releas
         sent = [drip.result(timeout=10) for drip in drips]
     assert RATED_BODY_TIMEOUT <= seconds < 15, f"the drips were cut off after {seconds:.1f}s"
     assert max(sent) < 40, sent  # the per-read timeout alone would have let them drip all 1000 bytes
-    assert "DEBUG common.connections: gateway: request body slower than body_min_rate=100 bytes/s" in rated.log()
+    assert "DEBUG gateway.connections: gateway: request body slower than body_min_rate=100 bytes/s" in rated.log()
     assert upstream_keys(upstream_s3, bucket) == []
     client.put_object(Bucket=bucket, Key="after", Body=b"served again")
     assert upstream_keys(upstream_s3, bucket) == ["after"]
