@@ -29,13 +29,17 @@ from multidict import CIMultiDict
 from gateway.bucketstate import BucketStates
 from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from common.connections import ConnectionGuard, GuardedAppRunner, send_and_close
-from gateway.crypto.sse import SseC, SseKms
+from gateway.crypto.sse import ObjectKeys
 from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
+from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, put_object
+from gateway.handlers.relaying import forward, upstream_error_answer
+from gateway.handlers.request_body import BODY_STALLED
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
+from gateway.objects.store import ObjectStore
+from gateway.s3client import S3Client, UpstreamError
 from gateway.s3request import classify
 from common.serverlog import server_logger
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
@@ -128,7 +132,7 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     refuse_reserved_key(s3.key)
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
                          secure=_is_secure(request, gw.config))
-    return await HANDLERS.get(s3.operation, passthrough.proxy)(gw, ctx)
+    return await HANDLERS.get(s3.operation, forward)(gw, ctx)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -139,6 +143,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await _handle(gw, request, request_id)
     except S3Error as exc:
         return await _answer_error(exc, request, request_id)
+    except UpstreamError as exc:
+        return upstream_error_answer(request, request_id, exc)
     except aiohttp.ClientError as exc:
         if request.transport is None or request.transport.is_closing():
             # The client went away mid-upload, which cut the upstream request: not the upstream's failure.
@@ -165,7 +171,7 @@ def upstream_failure(exc: aiohttp.ClientError) -> S3Error:
 async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> web.StreamResponse:
     """The error's answer; after a stalled body the connection is closed too, as S3 does."""
     response = error_response(err, request, request_id)
-    if request.get(passthrough.BODY_STALLED):
+    if request.get(BODY_STALLED):
         return await send_and_close(request, response)
     return response
 
@@ -195,8 +201,10 @@ async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | 
                      upstream: Upstream) -> web.Application:
     """The aiohttp application around an already-started key provider and upstream."""
     secret = load_gateway_secret(config.secret_path)
-    gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
-                 tokens=UploadTokens(secret), bucket_states=BucketStates(upstream, secret))
+    client = S3Client(upstream)
+    bucket_states = BucketStates(upstream, secret)
+    objects = ObjectStore(config, client, ObjectKeys(key_provider, secret), UploadTokens(secret), bucket_states)
+    gw = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)
     app = web.Application(client_max_size=2**62)
     app[GATEWAY_KEY] = gw
     app.router.add_route("*", "/{tail:.*}", dispatch)

@@ -10,3 +10,5 @@ MAX_UPLOAD_SIZE = 5 * 1024**3
 
 MAX_PARTS = 10000
 """Part numbers run 1..MAX_PARTS; a multipart object has at most this many parts."""
+MIN_PART_SIZE = 5 * 1024**2
+"""Every part but the last of a multipart object is at least this large (S3 checks it at Complete)."""

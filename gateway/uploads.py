@@ -25,7 +25,7 @@ from typing import Generic, Hashable, Iterator, Mapping, TypeVar
 
 from gateway.checksums import ALGORITHMS, CHECKSUM_HEADER_PREFIX
 from gateway.crypto import metadata
-from gateway.crypto.sse import EncryptionInfo
+from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.stream import IntegrityError, StreamParams
 
 UPLOAD_ID_PREFIX = "gw1."
@@ -63,7 +63,7 @@ class Upload:
     @cached_property
     def info(self) -> EncryptionInfo:
         info = metadata.decode(self.fields)
-        if info is None or info.upload_tag is None:
+        if info is None or not isinstance(info.layout, Multipart):
             raise IntegrityError("the upload id carries no multipart encryption metadata")
         return info
 

@@ -11,15 +11,18 @@ import binascii
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Mapping
 
 from gateway.crypto.sse import (
-    KMS_MODES,
+    FORMAT_VERSION,
     SEALED_KEY_SIZE,
-    SSEC_MODE,
+    SSEC_CHECK_SIZE,
     SSEC_SALT_SIZE,
-    EncryptionInfo,
+    CustomerKeySeal,
+    KmsSeal,
+    Seal,
+    SseMode,
 )
 from gateway.crypto.stream import IntegrityError, StreamParams
 
@@ -36,7 +39,6 @@ SSEC_SALT = RESERVED_PREFIX + "cs"
 SSEC_CHECK = RESERVED_PREFIX + "cc"
 UPLOAD_TAG = RESERVED_PREFIX + "u"
 UPLOAD_TAG_SIZE = 16
-SSEC_CHECK_SIZE = 32
 SUPPORTED_VERSIONS = frozenset({"1"})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -47,29 +49,56 @@ def is_reserved(header_name: str) -> bool:
     return header_name.lower().startswith(RESERVED_PREFIX)
 
 
+@dataclass(frozen=True)
+class SingleStream:
+    """An object stored as one segment stream (PutObject, CopyObject)."""
+
+    params: StreamParams
+    plaintext_size: int
+
+
+@dataclass(frozen=True)
+class Multipart:
+    """An object stored as one stream per part; the sealed manifest named by ``upload_tag`` lists them."""
+
+    upload_tag: str
+
+
+@dataclass(frozen=True)
+class EncryptionInfo:
+    """Everything decryption needs, as the reserved metadata holds it."""
+
+    seal: Seal
+    layout: SingleStream | Multipart
+    version: int = FORMAT_VERSION
+
+    @property
+    def mode(self) -> SseMode:
+        return self.seal.mode
+
+    @property
+    def kms_key_arn(self) -> str | None:
+        return self.seal.kms_key_arn if isinstance(self.seal, KmsSeal) else None
+
+
 def encode(info: EncryptionInfo) -> dict[str, str]:
-    """Header name -> ASCII value for every field of ``info`` that is set."""
-    headers = {
-        VERSION: str(info.version),
-        MODE: info.mode,
-        SEALED_KEY: b64u(info.sealed_key),
-    }
-    if info.params is not None:
-        headers[PARAMS] = b64u(info.params.encode())
-    if info.upload_tag is not None:
-        headers[UPLOAD_TAG] = info.upload_tag
-    if info.plaintext_size is not None:
-        headers[PLAINTEXT_SIZE] = str(info.plaintext_size)
-    if info.kms_key_arn is not None:
-        headers[KMS_KEY_ARN] = info.kms_key_arn
-    if info.wrapped_data_key is not None:
-        headers[WRAPPED_DATA_KEY] = b64u(info.wrapped_data_key)
-    if info.kms_context:
-        headers[KMS_CONTEXT] = b64u(json.dumps(dict(info.kms_context), sort_keys=True, separators=(",", ":")).encode())
-    if info.ssec_salt is not None:
-        headers[SSEC_SALT] = b64u(info.ssec_salt)
-    if info.ssec_check is not None:
-        headers[SSEC_CHECK] = b64u(info.ssec_check)
+    """Header name -> ASCII value for every field of ``info``."""
+    headers = {VERSION: str(info.version), MODE: info.mode.value, SEALED_KEY: b64u(info.seal.sealed_key)}
+    layout, seal = info.layout, info.seal
+    if isinstance(layout, SingleStream):
+        headers[PARAMS] = b64u(layout.params.encode())
+        headers[PLAINTEXT_SIZE] = str(layout.plaintext_size)
+    else:
+        headers[UPLOAD_TAG] = layout.upload_tag
+    if isinstance(seal, KmsSeal):
+        headers[KMS_KEY_ARN] = seal.kms_key_arn
+        headers[WRAPPED_DATA_KEY] = b64u(seal.wrapped_data_key)
+        if seal.kms_context:
+            headers[KMS_CONTEXT] = b64u(json.dumps(dict(seal.kms_context), sort_keys=True,
+                                                   separators=(",", ":")).encode())
+    else:
+        headers[SSEC_SALT] = b64u(seal.salt)
+        headers[SSEC_CHECK] = b64u(seal.check)
     return headers
 
 
@@ -85,45 +114,34 @@ def decode(headers: Mapping[str, str]) -> EncryptionInfo | None:
     version = _required(ours, VERSION)
     if version not in SUPPORTED_VERSIONS:
         raise IntegrityError(f"unknown encryption format version {version!r}")
-    mode = _required(ours, MODE)
+    try:
+        mode = SseMode(_required(ours, MODE))
+    except ValueError:
+        raise IntegrityError(f"unknown encryption mode {ours[MODE]!r}") from None
+    sealed = _sized(ours, SEALED_KEY, SEALED_KEY_SIZE)
+    seal = _ssec_seal(sealed, ours) if mode is SseMode.CUSTOMER else _kms_seal(mode, sealed, ours)
+    return EncryptionInfo(seal=seal, layout=_layout(ours), version=int(version))
+
+
+def _layout(ours: Mapping[str, str]) -> SingleStream | Multipart:
     tag = ours.get(UPLOAD_TAG)
     if tag is not None:
         _sized(ours, UPLOAD_TAG, UPLOAD_TAG_SIZE)
         if PARAMS in ours or PLAINTEXT_SIZE in ours:
             raise IntegrityError("multipart metadata may not carry single-stream parameters")
-    info = EncryptionInfo(
-        version=int(version),
-        mode=mode,
-        params=None if tag is not None else StreamParams.decode(unb64u(_required(ours, PARAMS))),
-        sealed_key=_sized(ours, SEALED_KEY, SEALED_KEY_SIZE),
-        plaintext_size=_size(ours.get(PLAINTEXT_SIZE)),
-        upload_tag=tag,
-    )
-    if mode in KMS_MODES:
-        return _with_kms(info, ours)
-    if mode == SSEC_MODE:
-        return _with_ssec(info, ours)
-    raise IntegrityError(f"unknown encryption mode {mode!r}")
+        return Multipart(tag)
+    return SingleStream(StreamParams.decode(unb64u(_required(ours, PARAMS))), _size(_required(ours, PLAINTEXT_SIZE)))
 
 
-def _with_kms(info: EncryptionInfo, ours: Mapping[str, str]) -> EncryptionInfo:
+def _kms_seal(mode: SseMode, sealed: bytes, ours: Mapping[str, str]) -> KmsSeal:
     wrapped = unb64u(_required(ours, WRAPPED_DATA_KEY))
     if not wrapped:
         raise IntegrityError("empty wrapped data key")
-    return replace(
-        info,
-        kms_key_arn=_required(ours, KMS_KEY_ARN),
-        wrapped_data_key=wrapped,
-        kms_context=_context(ours.get(KMS_CONTEXT)),
-    )
+    return KmsSeal(mode, sealed, _required(ours, KMS_KEY_ARN), wrapped, _context(ours.get(KMS_CONTEXT)))
 
 
-def _with_ssec(info: EncryptionInfo, ours: Mapping[str, str]) -> EncryptionInfo:
-    return replace(
-        info,
-        ssec_salt=_sized(ours, SSEC_SALT, SSEC_SALT_SIZE),
-        ssec_check=_sized(ours, SSEC_CHECK, SSEC_CHECK_SIZE),
-    )
+def _ssec_seal(sealed: bytes, ours: Mapping[str, str]) -> CustomerKeySeal:
+    return CustomerKeySeal(sealed, _sized(ours, SSEC_SALT, SSEC_SALT_SIZE), _sized(ours, SSEC_CHECK, SSEC_CHECK_SIZE))
 
 
 def _required(ours: Mapping[str, str], name: str) -> str:
@@ -140,9 +158,7 @@ def _sized(ours: Mapping[str, str], name: str, size: int) -> bytes:
     return raw
 
 
-def _size(value: str | None) -> int | None:
-    if value is None:
-        return None
+def _size(value: str) -> int:
     if not _DECIMAL.fullmatch(value):
         raise IntegrityError(f"malformed plaintext size {value!r}")
     return int(value)

@@ -11,31 +11,25 @@ duplicating, reordering or truncating parts upstream is detected.
 """
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from common.aead import AuthenticationFailed
+from common.digits import parse_decimal
+from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import (SEGMENT_SIZE, TAG_SIZE, IntegrityError, RangePlan, StreamDecryptor,
                                    StreamEncryptor, StreamParams, ciphertext_size, plan_range, segment_count)
-from common.digits import parse_decimal
 from gateway.limits import MAX_PARTS, MAX_UPLOAD_SIZE
 
 MAX_SEGMENTS_PER_PART = 512
 HEADER_SIZE = StreamParams.ENCODED_SIZE
 PART_OVERHEAD = HEADER_SIZE + TAG_SIZE * MAX_SEGMENTS_PER_PART
-MAX_PART_SIZE = MAX_UPLOAD_SIZE
 _MANIFEST_MAGIC = b"S3GWMAN1"
 _MANIFEST_INFO = b"s3gw/v1/manifest"
 _MANIFEST_AAD = b"s3gw/v1/manifest/"
 _ENTRY = struct.Struct(">HQ")
 _UNPINNED = bytes(HEADER_SIZE)
-_NONCE_SIZE = 12
 
 
 def part_segment_size(plaintext_size: int) -> int:
@@ -69,24 +63,33 @@ def part_count_from_etag(etag: str) -> int | None:
     return parse_decimal(count, MAX_PARTS + 1) if dash else None
 
 
-async def encrypt_part(chunks: AsyncIterable[bytes], object_key: bytes, part_number: int,
-                       plaintext_size: int, params: StreamParams) -> AsyncIterator[bytes]:
-    """The stored part: its (fresh) params, the part's segment stream, zero padding to PART_OVERHEAD."""
-    encryptor = StreamEncryptor(object_key, params, part_number, part_segment_size(plaintext_size))
-    # The params go out with the first sealed segment, not before: nothing is yielded until the client
-    # has sent a whole segment (or its whole part), so a stalled client holds no upstream connection.
-    head: bytes | None = params.encode()
-    async for chunk in chunks:
-        sealed = encryptor.update(chunk)
-        if sealed:
-            if head is not None:
-                yield head
-                head = None
-            yield sealed
-    if head is not None:
-        yield head
-    yield encryptor.finalize()
-    yield bytes(_padding(plaintext_size))
+class EncryptedPart:
+    """One part as stored: its fresh stream params, the part's segment stream, zero padding to
+    PART_OVERHEAD. Iterate it for the stored bytes; ``params`` are what the part's ETag records."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], object_key: ObjectKey, part_number: int,
+                 plaintext_size: int) -> None:
+        self._chunks = chunks
+        self._size = plaintext_size
+        self._encryptor = StreamEncryptor(object_key, part_number, part_segment_size(plaintext_size))
+        self.params = self._encryptor.params
+        self.stored_size = part_stored_size(plaintext_size)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # The params go out with the first sealed segment, not before: nothing is yielded until the client
+        # has sent a whole segment (or its whole part), so a stalled client holds no upstream connection.
+        head: bytes | None = self.params.encode()
+        async for chunk in self._chunks:
+            sealed = self._encryptor.update(chunk)
+            if sealed:
+                if head is not None:
+                    yield head
+                    head = None
+                yield sealed
+        if head is not None:
+            yield head
+        yield self._encryptor.finalize()
+        yield bytes(_padding(self._size))
 
 
 @dataclass(frozen=True)
@@ -141,26 +144,19 @@ class Manifest:
         numbers = [part.number for part in self.parts]
         if not self.parts or numbers != sorted(set(numbers)) or not 1 <= numbers[0] <= numbers[-1] <= MAX_PARTS:
             raise IntegrityError("manifest part numbers must be strictly increasing within 1..10000")
-        if any(not 0 <= part.size <= MAX_PART_SIZE for part in self.parts):
+        if any(not 0 <= part.size <= MAX_UPLOAD_SIZE for part in self.parts):
             raise IntegrityError("manifest part size out of range")
 
 
-def _manifest_cipher(object_key: bytes) -> AESGCM:
-    """MK = HKDF-SHA256(ikm = OK, salt = none, info = "s3gw/v1/manifest")."""
-    return AESGCM(HKDF(hashes.SHA256(), 32, None, _MANIFEST_INFO).derive(object_key))
+def seal_manifest(object_key: ObjectKey, tag: str, manifest: Manifest) -> bytes:
+    """nonce(12) || GCM(MK, nonce, manifest, A = "s3gw/v1/manifest/" || tag), MK = HKDF(OK, none, "s3gw/v1/manifest")."""
+    return object_key.aead(_MANIFEST_INFO).seal(manifest.encode(), _MANIFEST_AAD + tag.encode())
 
 
-def seal_manifest(object_key: bytes, tag: str, manifest: Manifest) -> bytes:
-    """nonce(12) || GCM(MK, nonce, manifest, A = "s3gw/v1/manifest/" || tag)."""
-    nonce = os.urandom(_NONCE_SIZE)
-    return nonce + _manifest_cipher(object_key).encrypt(nonce, manifest.encode(), _MANIFEST_AAD + tag.encode())
-
-
-def open_manifest(object_key: bytes, tag: str, sealed: bytes) -> Manifest:
+def open_manifest(object_key: ObjectKey, tag: str, sealed: bytes) -> Manifest:
     try:
-        raw = _manifest_cipher(object_key).decrypt(sealed[:_NONCE_SIZE], sealed[_NONCE_SIZE:],
-                                                   _MANIFEST_AAD + tag.encode())
-    except (InvalidTag, ValueError):
+        raw = object_key.aead(_MANIFEST_INFO).open(sealed, _MANIFEST_AAD + tag.encode())
+    except AuthenticationFailed:
         raise IntegrityError("the manifest failed authentication") from None
     return Manifest.decode(raw)
 
@@ -262,7 +258,7 @@ def _check_params(read: PartRead, raw: bytes) -> StreamParams:
     return params
 
 
-async def decrypt_parts(chunks: AsyncIterable[bytes], object_key: bytes, reads: list[PartRead],
+async def decrypt_parts(chunks: AsyncIterable[bytes], object_key: ObjectKey, reads: list[PartRead],
                         fetch_header: HeaderFetch) -> AsyncIterator[bytes]:
     """Plaintext of ``reads`` from the upstream bytes upstream_start(first)..upstream_end(last).
 

@@ -9,17 +9,14 @@ GET maps to one upstream ranged GET.
 from __future__ import annotations
 
 import os
-import re
 import struct
 from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, NoReturn
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.digits import parse_decimal
+from gateway.crypto.objectkey import ObjectKey
 from gateway.limits import MAX_PARTS
 
 SEGMENT_SIZE = 64 * 1024
@@ -36,14 +33,6 @@ _NOT_LAST = b"\x00"
 
 class IntegrityError(Exception):
     """Ciphertext or metadata failed authentication: never return bytes after this."""
-
-
-class RangeNotSatisfiable(Exception):
-    """A Range header no byte of the object satisfies (S3: 416 InvalidRange)."""
-
-    def __init__(self, plaintext_size: int) -> None:
-        super().__init__(f"range not satisfiable for an object of {plaintext_size} bytes")
-        self.plaintext_size = plaintext_size
 
 
 @dataclass(frozen=True)
@@ -94,14 +83,14 @@ def plaintext_size(ciphertext_size: int) -> int:
     return full * SEGMENT_SIZE + rest - TAG_SIZE
 
 
-def _segment_cipher(object_key: bytes, params: StreamParams, part_number: int) -> AESGCM:
-    """SK = HKDF-SHA256(ikm=OK, salt=params.salt, info="s3gw/v1/segment" || BE32(part_number))."""
-    if len(object_key) != 32:
-        raise ValueError("object key must be 32 bytes")
+def _segment_cipher(object_key: ObjectKey, params: StreamParams, part_number: int) -> AESGCM:
+    """SK = HKDF-SHA256(ikm=OK, salt=params.salt, info="s3gw/v1/segment" || BE32(part_number)).
+
+    AES-GCM itself, not common.aead: the segment nonces are the stream's own (prefix, counter,
+    last flag), which is what binds each segment to its position."""
     if not 0 <= part_number <= MAX_PART_NUMBER:
         raise ValueError(f"part number {part_number} outside 0..{MAX_PART_NUMBER}")
-    hkdf = HKDF(hashes.SHA256(), 32, params.salt, SEGMENT_KEY_INFO + struct.pack(">I", part_number))
-    return AESGCM(hkdf.derive(object_key))
+    return AESGCM(object_key.derive(salt=params.salt, info=SEGMENT_KEY_INFO + struct.pack(">I", part_number)))
 
 
 def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
@@ -114,14 +103,17 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 class StreamEncryptor:
     """Incremental encryptor: feed plaintext with update(), close with finalize().
 
-    ``segment_size`` is 64 KiB except for multipart parts larger than 32 MiB (gateway/crypto/multipart.py).
+    It makes its own stream parameters (fresh salt and nonce prefix) and exposes them as ``params``
+    for the caller to store: no caller can hand it stale ones, so no two streams share a segment key
+    and nonce. ``segment_size`` is 64 KiB except for multipart parts larger than 32 MiB
+    (gateway/crypto/multipart.py).
 
     A full segment is held back until more data arrives, because only then is it known not to be
     the final segment (whose nonce carries the last flag).
     """
 
-    def __init__(self, object_key: bytes, params: StreamParams, part_number: int = 0,
-                 segment_size: int = SEGMENT_SIZE) -> None:
+    def __init__(self, object_key: ObjectKey, part_number: int = 0, segment_size: int = SEGMENT_SIZE) -> None:
+        params = self.params = StreamParams.new()
         self._aead = _segment_cipher(object_key, params, part_number)
         self._prefix = params.nonce_prefix
         self._segment = segment_size
@@ -207,42 +199,6 @@ def plan_range(plaintext_size: int, start: int, end: int, segment_size: int = SE
     )
 
 
-_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
-_FAR = 2**64  # beyond any object: a longer bound means the same as this one
-
-
-def parse_range_header(value: str, plaintext_size: int) -> tuple[int, int] | None:
-    """Parse a Range header the way S3 does; returns (start, end) inclusive and clamped.
-
-    None means S3 would ignore the header and answer 200 with the whole object: a malformed value,
-    first > last, or several ranges (S3 does not serve multipart/byteranges).
-    """
-    match = _RANGE.fullmatch(value.strip())
-    if match is None:
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first and not last:
-        return None
-    if not first:
-        suffix = _bound(last)
-        if suffix == 0 or plaintext_size == 0:
-            raise RangeNotSatisfiable(plaintext_size)
-        return max(0, plaintext_size - suffix), plaintext_size - 1
-    start = _bound(first)
-    end = _bound(last) if last else plaintext_size - 1
-    if last and end < start:
-        return None
-    if start >= plaintext_size:
-        raise RangeNotSatisfiable(plaintext_size)
-    return start, min(end, plaintext_size - 1)
-
-
-def _bound(digits: str) -> int:
-    """A Range bound (ASCII digits, as the regex matched), however long: `int()` alone refuses
-    more than 4300 digits."""
-    return parse_decimal(digits, _FAR) or 0
-
-
 class StreamDecryptor:
     """Incremental decryptor for a whole stream or for the segments a RangePlan names.
 
@@ -253,7 +209,7 @@ class StreamDecryptor:
 
     def __init__(
         self,
-        object_key: bytes,
+        object_key: ObjectKey,
         params: StreamParams,
         plaintext_size: int,
         part_number: int = 0,

@@ -20,11 +20,10 @@ from aiohttp import web
 
 from gateway.bucketstate import STATE_KEY
 from gateway.checksums import STRIPPED_HEADERS
-from gateway.handlers import passthrough
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import error_answer, read_error_body, read_small, relay, response_headers
-from gateway.handlers.upload_body import read_body
-from gateway.policy import SSE_HEADERS
+from gateway.handlers.relaying import error_answer, forward, read_error_body, read_small, relay, response_headers
+from gateway.handlers.request_body import read_body
+from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key, reserved_key_denied
 from gateway.s3errors import from_upstream, parse_s3_error, service_unavailable
 from gateway.s3xml import children, parse_request, parse_response, text
@@ -137,7 +136,7 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         status, answer_headers, body = upstream.status, upstream.headers.copy(), await read_error_body(upstream)
     if record is not None:
         await _restore_record(gw, bucket, record, status)
-    return error_answer(ctx, status, answer_headers, body)
+    return error_answer(ctx.request, ctx.request_id, status, answer_headers, body)
 
 
 async def _restore_record(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
@@ -173,7 +172,7 @@ async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     RECORD_ATTEMPTS tries), the bucket exists but is unprotected: the answer is 503 ServiceUnavailable, never
     a success, and a retried CreateBucket writes it (see README, "bucket state")."""
     if gw.config.bucket_policy(ctx.s3.bucket).encryption == "passthrough":
-        return await passthrough.proxy(gw, ctx)
+        return await forward(gw, ctx)
     body = await read_body(ctx, MAX_CREATE_BUCKET_BODY) if ctx.request.body_exists else b""
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
     upstream = await gw.upstream.request("PUT", ctx.raw_path, ctx.query, headers, body=body or None,
@@ -192,7 +191,7 @@ async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
             raise service_unavailable("The bucket exists, but the gateway could not record that it holds only "
                                       "encrypted objects. Please retry CreateBucket.") from None
     if status >= 400:
-        return error_answer(ctx, status, answer_headers, answer)
+        return error_answer(ctx.request, ctx.request_id, status, answer_headers, answer)
     response = web.Response(status=status, body=answer, headers=response_headers(answer_headers))
     return response
 

@@ -1,33 +1,37 @@
-"""What every handler receives: the gateway's shared state and the authenticated, classified request."""
+"""What every handler receives: the gateway's shared state and the authenticated, classified request,
+with the accessors of what several handlers read from a request (SSE-C keys, part numbers, UploadIds)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
 
+from common.sigv4 import AuthResult
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
-from gateway.crypto.multipart import Manifest
-from gateway.crypto.sse import SseC, SseKms
+from gateway.crypto.sse import CustomerKey
+from gateway.objects.reading import ObjectRef
+from gateway.objects.store import ObjectStore
+from gateway.ranges import parse_part_number
+from gateway.s3errors import no_such_upload
 from gateway.s3request import S3Request
-from common.sigv4 import AuthResult
+from gateway.sseheaders import copy_source_customer_key, customer_key
 from gateway.upstream import Upstream
-from gateway.uploads import LruCache, UploadTokens
+from gateway.uploads import ForgedToken, Upload
+
+_NOT_OURS = ("This upload was not started through the gateway, so the gateway cannot encrypt its parts. "
+             "Start a new upload.")
 
 
 @dataclass
 class Gateway:
-    """Long-lived state built once at start: settings, the upstream pool and the SSE modes."""
+    """Long-lived state built once at start: settings, the upstream pool, the object layer."""
 
     config: GatewayConfig
     upstream: Upstream
-    sse_kms: SseKms
-    sse_c: SseC
-    tokens: UploadTokens
+    objects: ObjectStore
     bucket_states: BucketStates
-    upload_keys: LruCache[str, bytes] = field(default_factory=lambda: LruCache(4096))
-    manifests: LruCache[tuple[str, str, bytes], Manifest] = field(default_factory=lambda: LruCache(256))
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -50,3 +54,46 @@ class RequestContext:
     @property
     def query(self) -> list[tuple[str, str]]:
         return list(self.request.rel_url.query.items())
+
+    @property
+    def is_head(self) -> bool:
+        return self.request.method == "HEAD"
+
+    def object_ref(self, *, without: tuple[str, ...] = ("partNumber",)) -> ObjectRef:
+        """The object the request names, with its version and the query parameters the upstream applies
+        to a read's answer (response-* overrides); the gateway serves partNumber itself."""
+        query = self.request.rel_url.query
+        extra = [(name, value) for name, value in query.items() if name not in (*without, "versionId")]
+        return ObjectRef(self.s3.bucket, self.s3.key, query.get("versionId") or None, tuple(extra))
+
+    def part_number(self) -> int:
+        """The partNumber query parameter: 1..10000, else 400 InvalidArgument as S3 answers."""
+        return parse_part_number(self.request.rel_url.query.get("partNumber", ""))
+
+    def customer_key(self, gw: Gateway) -> CustomerKey | None:
+        """The request's SSE-C key (validated as S3 does), or None."""
+        return customer_key(self.request.headers, secure=self.secure, allow_http=gw.config.allow_ssec_over_http)
+
+    def copy_source_customer_key(self, gw: Gateway) -> CustomerKey | None:
+        return copy_source_customer_key(self.request.headers, secure=self.secure,
+                                        allow_http=gw.config.allow_ssec_over_http)
+
+    def upload(self, gw: Gateway, *, carries_data: bool) -> Upload | None:
+        """The encrypting upload the UploadId names, or None for an upstream id that may pass through.
+
+        Part data sent with an upstream id is refused outside pass-through buckets: it would be stored
+        as plaintext inside an upload the gateway may have opened encrypted."""
+        client_id = self.request.rel_url.query.get("uploadId", "")
+        try:
+            upload = gw.objects.tokens.parse_upload_id(self.s3.bucket, self.s3.key, client_id)
+        except (ForgedToken, ValueError):
+            raise no_such_upload(client_id) from None
+        if upload is None and carries_data and gw.config.bucket_policy(self.s3.bucket).encryption != "passthrough":
+            raise no_such_upload(client_id, _NOT_OURS)
+        return upload
+
+    def upstream_query(self, upload: Upload | None) -> list[tuple[str, str]]:
+        """The request's query with the upstream's UploadId in place of the client's."""
+        if upload is None:
+            return self.query
+        return [(name, upload.upstream_id if name == "uploadId" else value) for name, value in self.query]

@@ -36,9 +36,9 @@ from aiohttp import web
 from gateway.checksums import STRIPPED_HEADERS
 from gateway.handlers.buckets import send_checked_body, xml_text
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import relay
-from gateway.handlers.upload_body import read_body
-from gateway.policy import SSE_HEADERS
+from gateway.handlers.relaying import relay
+from gateway.handlers.request_body import read_body
+from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import RESERVED_KEY_PREFIX
 from gateway.s3errors import invalid_request, malformed_xml
 from gateway.s3xml import S3_NS, local, parse_request

@@ -24,8 +24,8 @@ from gateway.crypto.stream import plaintext_size
 from common.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import read_small, relay, response_headers
-from gateway.policy import SSE_HEADERS
+from gateway.handlers.relaying import read_small, relay, response_headers
+from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key
 from gateway.s3xml import child, local, serialize
 from gateway.upstream import forwardable_headers

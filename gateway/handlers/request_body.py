@@ -1,4 +1,5 @@
-"""Request bodies that become stored objects or parts: size, framing, checksums, metadata limits.
+"""Request bodies: read with the slow-client limits, and those that become stored objects or parts:
+size, framing, checksums.
 
 Shared by PutObject, UploadPart and the copy operations: decode the body (aws-chunked), verify the
 client's checksums while streaming, and send it upstream as a plain fixed-length PUT. A checksum
@@ -7,20 +8,35 @@ upstream discards it.
 """
 from __future__ import annotations
 
-from typing import AsyncIterable, AsyncIterator, Mapping
+from contextlib import contextmanager
+from typing import AsyncIterable, AsyncIterator, Iterator, Mapping
 
-import aiohttp
+from aiohttp import web
 
+from common.connections import BodyTimeout, request_body_chunks
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.checksums import BodyChecks
-from gateway.crypto import metadata
 from common.digits import parse_decimal
-from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.passthrough import request_chunks
+from gateway.crypto import metadata
+from gateway.handlers.context import RequestContext
 from gateway.limits import MAX_UPLOAD_SIZE
-from gateway.s3errors import S3Error, entity_too_large, incomplete_body, invalid_argument, missing_content_length
+from gateway.s3errors import (S3Error, entity_too_large, incomplete_body, invalid_argument, missing_content_length,
+                              request_timeout)
 
-USER_METADATA_LIMIT = 2048
+CHUNK = 256 * 1024
+BODY_STALLED = "gateway.body_stalled"
+
+
+async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body; a client that stops sending it, or sends it slower than ``body_min_rate``,
+    gets S3's RequestTimeout, and ``BODY_STALLED`` on the request tells the server to close the
+    connection after that answer."""
+    try:
+        async for chunk in request_body_chunks(request, CHUNK):
+            yield chunk
+    except BodyTimeout:
+        request[BODY_STALLED] = True
+        raise request_timeout() from None
 
 
 class BodyOutcome:
@@ -34,6 +50,18 @@ class BodyOutcome:
         self.echoed: dict[str, str] = {}
         self.failure: S3Error | None = None
         self.started = False
+
+    @contextmanager
+    def reported(self) -> Iterator[None]:
+        """Around the upstream write of a checked body: when the body stream failed (a checksum, a short
+        body, a stalled client), the client gets that failure's S3 error, not the upstream's view of a
+        cut request."""
+        try:
+            yield
+        except Exception:
+            if self.failure is not None:
+                raise self.failure from None
+            raise
 
 
 def is_framed(ctx: RequestContext) -> bool:
@@ -69,15 +97,6 @@ def refuse_reserved(headers: Mapping[str, str]) -> None:
                                    "by the gateway.", name)
 
 
-def check_metadata_size(upstream_headers: Mapping[str, str]) -> None:
-    """S3's 2 KB user-metadata limit, counted as the upstream will: the client's plus ours."""
-    size = sum(len(name) - len("x-amz-meta-") + len(value.encode())
-               for name, value in upstream_headers.items() if name.startswith("x-amz-meta-"))
-    if size > USER_METADATA_LIMIT:
-        raise S3Error("MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size.",
-                      400, Size=str(size), MaxSizeAllowed=str(USER_METADATA_LIMIT))
-
-
 def decoded_body(ctx: RequestContext, length: int, checks: BodyChecks, framed: bool) -> AsyncIterable[bytes]:
     """The request body as plaintext bytes, aws-chunked framing removed."""
     if not framed:
@@ -103,17 +122,6 @@ async def checked(source: AsyncIterable[bytes], checks: BodyChecks, outcome: Bod
         outcome.echoed.update(checks.finish(getattr(source, "trailers", {}) or {}))
     except S3Error as exc:
         outcome.failure = exc
-        raise
-
-
-async def send_put(gw: Gateway, raw_path: str, query: list[tuple[str, str]], headers: dict[str, str],
-                   body: AsyncIterable[bytes], length: int, outcome: BodyOutcome) -> aiohttp.ClientResponse:
-    """The upstream PUT; when the body stream failed, the client gets that failure's S3 error."""
-    try:
-        return await gw.upstream.request("PUT", raw_path, query, headers, body=body, content_length=length)
-    except Exception:
-        if outcome.failure is not None:
-            raise outcome.failure from None
         raise
 
 

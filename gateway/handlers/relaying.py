@@ -1,6 +1,7 @@
-"""Operations that carry no object data: forwarded re-signed, bodies streamed both ways.
+"""The I/O floor of the handlers: forward a request re-signed, relay or render the upstream's answer.
 
-The body is forwarded unchanged, so a client's hex SHA-256 payload hash (and any checksum header,
+`forward` is also the handler of every operation that carries no object data: the body is forwarded
+unchanged, so a client's hex SHA-256 payload hash (and any checksum header,
 e.g. DeleteObjects' x-amz-checksum-crc32 over its plaintext XML) stays valid and is re-used
 upstream, where it is verified again. SSE-C keys are never forwarded.
 """
@@ -14,9 +15,14 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Mapping
 import aiohttp
 from aiohttp import web
 
-from common.connections import BodyTimeout, request_body_chunks
+from gateway.crypto.metadata import RESERVED_PREFIX
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.policy import SSE_HEADERS
+from gateway.handlers.request_body import request_chunks
+from gateway.crypto.sse import CustomerKey
+from gateway.etag import client_etag
+from gateway.objects.writing import Written
+from gateway.s3client import ObjectBody, UpstreamError
+from gateway.sseheaders import SSE_HEADERS, mode_headers
 from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, request_timeout
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
@@ -28,7 +34,8 @@ _ERROR_BODY_HEADERS = ("content-length", "content-type", "content-encoding", "co
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream response headers that describe the upstream's own request or connection, not the data.
 _UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server"}
-BODY_STALLED = "gateway.body_stalled"
+# Never relayed on any path: the gateway's own metadata (docs/FORMAT.md), whatever the object.
+_NEVER_RELAYED_PREFIXES = (RESERVED_PREFIX,)
 
 
 async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -36,22 +43,11 @@ async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body; a client that stops sending it, or sends it slower than ``body_min_rate``,
-    gets S3's RequestTimeout, and ``BODY_STALLED`` on the request tells the server to close the
-    connection after that answer."""
-    try:
-        async for chunk in request_body_chunks(request, CHUNK):
-            yield chunk
-    except BodyTimeout:
-        request[BODY_STALLED] = True
-        raise request_timeout() from None
-
-
 def response_headers(upstream_headers: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
-    """Upstream response headers worth relaying, minus ``drop`` (lower-case names or prefixes ending in ``*``)."""
+    """Upstream response headers worth relaying, minus ``drop`` (lower-case names or prefixes ending in
+    ``*``) and, always, the gateway's reserved metadata."""
     exact = {d for d in drop if not d.endswith("*")}
-    prefixes = tuple(d[:-1] for d in drop if d.endswith("*"))
+    prefixes = (*_NEVER_RELAYED_PREFIXES, *(d[:-1] for d in drop if d.endswith("*")))
     out: dict[str, str] = {}
     for name, value in upstream_headers.items():
         lname = name.lower()
@@ -81,11 +77,11 @@ async def relay_error(ctx: RequestContext, upstream: aiohttp.ClientResponse, *,
                       drop: Iterable[str] = ()) -> web.Response:
     """An upstream error answer, its body read (see `error_answer`)."""
     body = b"" if ctx.request.method == "HEAD" else await read_error_body(upstream)
-    return error_answer(ctx, upstream.status, upstream.headers, body, drop=drop)
+    return error_answer(ctx.request, ctx.request_id, upstream.status, upstream.headers, body, drop=drop)
 
 
-def error_answer(ctx: RequestContext, status: int, upstream_headers: Mapping[str, str], body: bytes, *,
-                 drop: Iterable[str] = ()) -> web.Response:
+def error_answer(request: web.Request, request_id: str, status: int, upstream_headers: Mapping[str, str],
+                 body: bytes, *, drop: Iterable[str] = ()) -> web.Response:
     """An upstream error answer for the client: an S3 error document as it is, anything else (a load
     balancer's HTML 502 page, plain text, a cut-off body) as the S3 error its status stands for. The
     upstream's headers (Retry-After, x-amz-delete-marker ...) are kept either way."""
@@ -93,13 +89,51 @@ def error_answer(ctx: RequestContext, status: int, upstream_headers: Mapping[str
     if parse_s3_error(body) is not None:
         return web.Response(status=status, body=body, headers=headers, content_type="application/xml")
     err = from_upstream(status, body, upstream_headers)
-    head = ctx.request.method == "HEAD"
+    head = request.method == "HEAD"
     if not head:
         log.warning("request %s: the upstream answered %s with a body that is not an S3 error; sending %s %s",
-                    ctx.request_id, status, err.status, err.code)
-    rendered = b"" if head else error_xml(err, request_id=ctx.request_id, resource=ctx.request.path)
+                    request_id, status, err.status, err.code)
+    rendered = b"" if head else error_xml(err, request_id=request_id, resource=request.path)
     return web.Response(status=err.status, body=rendered, headers={**headers, **err.headers},
                         content_type="application/xml")
+
+
+def upstream_error_answer(request: web.Request, request_id: str, exc: UpstreamError) -> web.Response:
+    """The answer to an upstream error the object layer raised (see `error_answer`)."""
+    return error_answer(request, request_id, exc.status, exc.headers, b"" if request.method == "HEAD" else exc.body)
+
+
+def written_headers(written: Written, customer_key: CustomerKey | None,
+                    echoed: Mapping[str, str]) -> dict[str, str]:
+    """The answer to a write: the ETag (client-visible for an encrypted object), the verified checksums,
+    the SSE headers, and a real version id."""
+    etag = client_etag(written.result.etag) if written.info is not None else written.result.etag
+    out = {"ETag": etag, **echoed, **mode_headers(written.info, customer_key)}
+    if written.result.version_id:
+        out["x-amz-version-id"] = written.result.version_id
+    return out
+
+
+async def relay_object(ctx: RequestContext, body: ObjectBody, *, drop: Iterable[str] = ()) -> web.StreamResponse:
+    """An upstream read of an object relayed as it is (a legacy object's part): status, headers, body."""
+    response = web.StreamResponse(status=body.status, headers=response_headers(body.head.headers, drop))
+    return await send_body(ctx, response, None if ctx.request.method == "HEAD" else body.chunks())
+
+
+async def send_stream(ctx: RequestContext, response: web.StreamResponse,
+                      chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send a produced body (decrypted plaintext): its first piece is made before the answer's headers
+    go out, so a failure there (the object's first segment fails authentication, the key does not
+    open) is still an S3 error answer; after the headers it aborts the connection (`send_body`)."""
+    first = await anext(chunks, b"")
+    return await send_body(ctx, response, _prepend(first, chunks))
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def send_body(ctx: RequestContext, response: web.StreamResponse,
@@ -129,13 +163,13 @@ def _forwarded_payload(ctx: RequestContext) -> str:
     return signed if _HEX_SHA256.fullmatch(signed) else UNSIGNED_PAYLOAD
 
 
-async def proxy(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] | None = None) -> web.StreamResponse:
+async def forward(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] | None = None) -> web.StreamResponse:
     """Forward the request as it is (``query`` replacing its query), re-signed, and relay the answer."""
     request = ctx.request
     if "aws-chunked" in request.headers.get("Content-Encoding", ""):
         raise not_implemented("aws-chunked bodies are only accepted for object uploads")
     headers = forwardable_headers(request.headers, drop=SSE_HEADERS)
-    body = request_chunks(request) if request.body_exists else None
+    body = request_chunks(request) if request.body_exists else None  # noqa: the body goes upstream as it came
     upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query if query is None else query,
                                          headers, body=body,
                                          content_length=request.content_length if body else None,

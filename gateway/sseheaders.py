@@ -1,4 +1,5 @@
-"""Which encryption a request gets: the bucket's configured policy, then the client's SSE headers.
+"""The SSE headers: which encryption a request asks for (with the bucket's configured policy), the
+SSE-C keys it carries, and the SSE headers an answer reports.
 
 S3's own rules apply: an explicit ``x-amz-server-side-encryption`` or SSE-C request is honoured
 even in a pass-through bucket (a client asking for encryption never gets plaintext stored), SSE-C
@@ -14,7 +15,9 @@ import re
 from typing import Mapping
 
 from gateway.config import GatewayConfig
-from gateway.crypto.sse import S3_ARN_CONTEXT_KEY, SseRequest
+from gateway.crypto.metadata import EncryptionInfo
+from gateway.crypto.sse import (S3_ARN_CONTEXT_KEY, CustomerKey, CustomerKeyRequest, KmsRequest, SseMode,
+                                SseRequest)
 from gateway.s3errors import S3Error
 
 SSE = "x-amz-server-side-encryption"
@@ -41,7 +44,7 @@ def _invalid(message: str, name: str, value: str = "") -> S3Error:
     return S3Error("InvalidArgument", message, 400, ArgumentName=name, ArgumentValue=value)
 
 
-def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) -> bytes | None:
+def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) -> CustomerKey | None:
     """The SSE-C key the request carries (validated as S3 does), or None when it carries none."""
     present = [h for h in (SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5) if h in headers]
     if not present:
@@ -65,7 +68,16 @@ def customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) 
     if base64.b64encode(hashlib.md5(key).digest()).decode() != headers[SSEC_KEY_MD5].strip():
         raise _invalid("The calculated MD5 hash of the key did not match the hash that was provided.",
                        SSEC_KEY_MD5)
-    return key
+    return CustomerKey(key)
+
+
+def copy_source_customer_key(headers: Mapping[str, str], *, secure: bool, allow_http: bool) -> CustomerKey | None:
+    """The copy source's SSE-C key (x-amz-copy-source-server-side-encryption-customer-*), validated as
+    the destination's is."""
+    renamed = {target: headers[COPY_SOURCE_SSEC_PREFIX + suffix]
+               for target, suffix in ((SSEC_ALGORITHM, "algorithm"), (SSEC_KEY, "key"), (SSEC_KEY_MD5, "key-md5"))
+               if COPY_SOURCE_SSEC_PREFIX + suffix in headers}
+    return customer_key(renamed, secure=secure, allow_http=allow_http)
 
 
 def _check_kms_key_id(key_id: str) -> None:
@@ -99,7 +111,7 @@ def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, s
         if requested is not None or SSE_KMS_KEY in headers:
             raise _invalid("Server Side Encryption with Customer provided key is incompatible with the "
                            "encryption method specified", SSE, requested or "")
-        return SseRequest(mode="SSE-C", kms_key_id=None, kms_context={}, customer_key=key)
+        return CustomerKeyRequest(key)
     if requested is None and SSE_KMS_KEY in headers:
         raise _invalid("Server Side Encryption with AWS KMS managed key requires HTTP header "
                        "x-amz-server-side-encryption : aws:kms", SSE_KMS_KEY, headers[SSE_KMS_KEY])
@@ -108,10 +120,24 @@ def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, s
         if policy.encryption == "passthrough":
             return None
         requested = "aws:kms"
-    if requested not in ("aws:kms", "AES256"):
+    if requested not in (SseMode.KMS.value, SseMode.S3.value):
         raise _invalid("The encryption method specified is not supported", SSE, requested)
-    key_id = headers.get(SSE_KMS_KEY) if requested == "aws:kms" else None
+    mode = SseMode(requested)
+    key_id = headers.get(SSE_KMS_KEY) if mode is SseMode.KMS else None
     if key_id:
         _check_kms_key_id(key_id)
-    return SseRequest(mode=requested, kms_key_id=key_id or policy.kms_key_id or cfg.default_kms_key_id or None,
-                      kms_context=_kms_context(headers), customer_key=None)
+    context = _kms_context(headers)  # checked for SSE-S3 too, though S3 has no context for it
+    return KmsRequest(mode, key_id or policy.kms_key_id or cfg.default_kms_key_id or None,
+                      context if mode is SseMode.KMS else {})
+
+
+def mode_headers(info: EncryptionInfo | None, customer_key: CustomerKey | None) -> dict[str, str]:
+    """The SSE headers of an answer about an object stored as ``info``: aws:kms with the key ARN,
+    AES256, or for SSE-C the algorithm and the MD5 of the client's key (when it sent one)."""
+    if info is None:
+        return {}
+    if info.mode is SseMode.CUSTOMER:
+        return {SSEC_ALGORITHM: "AES256", SSEC_KEY_MD5: customer_key.md5_b64} if customer_key else {}
+    if info.mode is SseMode.KMS:
+        return {SSE: SseMode.KMS.value, SSE_KMS_KEY: info.kms_key_arn or ""}
+    return {SSE: SseMode.S3.value}

@@ -1,0 +1,154 @@
+"""Encrypting multipart uploads: create, store parts, complete with a checked, sealed manifest.
+
+    Create    OK, seal = ObjectKeys.create(...); upstream upload opened with the metadata (layout:
+              Multipart(tag)); the client's UploadId carries that metadata (gateway/uploads.py)
+    Part n    stored = params_n || E_n(part) || padding   (gateway/crypto/multipart.py), its client ETag
+              records params_n and the checksum verified on it
+    Complete  the client's list checked against those records and the upstream's ListParts; the
+              manifest conditionally created (gateway/objects/manifests.py); then the upstream Complete
+
+The gateway keeps no state of its own between requests: several processes may serve one upload.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterable, Mapping, Sequence
+
+from gateway.crypto import metadata
+from gateway.crypto.metadata import EncryptionInfo, Multipart
+from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart
+from gateway.crypto.objectkey import ObjectKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, ObjectKeys, SseRequest, WrongCustomerKey
+from gateway.limits import MIN_PART_SIZE
+from gateway.objects.manifests import Manifests
+from gateway.objects.writing import check_metadata_size
+from gateway.s3client import CompleteResult, S3Client, StoredPart
+from gateway.s3errors import entity_too_small, invalid_part, invalid_request
+from gateway.uploads import ForgedToken, LruCache, Upload, UploadTokens
+
+MISSING_SSEC = ("The multipart upload initiate requested encryption. Subsequent part requests must include "
+                "the appropriate encryption parameters.")
+WRONG_SSEC = "The provided encryption parameters did not match the ones used originally."
+
+
+@dataclass(frozen=True)
+class RequestedPart:
+    """One entry of a Complete request: part number, the ETag the client names, its checksums."""
+
+    number: int
+    etag: str
+    checksums: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Created:
+    upload_id: str
+    info: EncryptionInfo
+
+
+@dataclass(frozen=True)
+class Completed:
+    result: CompleteResult
+    manifest: Manifest
+
+
+class MultipartWriter:
+    """The encrypting side of multipart uploads."""
+
+    def __init__(self, client: S3Client, keys: ObjectKeys, tokens: UploadTokens, manifests: Manifests) -> None:
+        self.client = client
+        self.keys = keys
+        self.tokens = tokens
+        self.manifests = manifests
+        self._upload_keys: LruCache[str, ObjectKey] = LruCache(4096)
+
+    async def create(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest) -> Created:
+        """Open the upload upstream with the object's encryption metadata (one KMS call for SSE-KMS)."""
+        object_key, seal = await self.keys.create(bucket, key, request)
+        info = EncryptionInfo(seal=seal, layout=Multipart(metadata.new_upload_tag()))
+        fields = metadata.encode(info)
+        stored_headers = {**headers, **fields}
+        check_metadata_size(stored_headers)
+        upstream_id = await self.client.create_multipart_upload(bucket, key, stored_headers)
+        client_id = self.tokens.issue_upload_id(bucket, key, upstream_id, fields)
+        if not isinstance(seal, CustomerKeySeal):
+            self._upload_keys.put(client_id, object_key)
+        return Created(client_id, info)
+
+    async def upload_key(self, bucket: str, key: str, upload: Upload, customer_key: CustomerKey | None) -> ObjectKey:
+        """The upload's object key: SSE-C uploads need the customer key on every part (checked against the
+        stored check value); KMS uploads cost one KMS Decrypt per upload per gateway process."""
+        seal = upload.info.seal
+        if isinstance(seal, CustomerKeySeal):
+            if customer_key is None:
+                raise invalid_request(MISSING_SSEC)
+            try:
+                return await self.keys.open(bucket, key, seal, customer_key)
+            except WrongCustomerKey:
+                raise invalid_request(WRONG_SSEC) from None
+        if customer_key is not None:
+            raise invalid_request(WRONG_SSEC)
+        cached = self._upload_keys.get(upload.client_id)
+        if cached is None:
+            cached = await self.keys.open(bucket, key, seal, None)
+            self._upload_keys.put(upload.client_id, cached)
+        return cached
+
+    async def put_part(self, bucket: str, key: str, upload: Upload, number: int, body: AsyncIterable[bytes],
+                       length: int, customer_key: CustomerKey | None, verified: Mapping[str, str]) -> str:
+        """Encrypt and store one part; its client ETag. ``verified``: the checksum headers verified on the
+        body, which the body stream fills in as it ends (gateway/handlers/request_body.py): read only
+        once the part is stored, they go into the ETag so Complete can check the client's checksums."""
+        object_key = await self.upload_key(bucket, key, upload, customer_key)
+        part = EncryptedPart(body, object_key, number, length)
+        result = await self.client.upload_part(bucket, key, upload.upstream_id, number, part, part.stored_size)
+        return self.tokens.issue_part_etag(upload, number, result.etag, part.params, verified)
+
+    async def complete(self, bucket: str, key: str, upload: Upload, requested: Sequence[RequestedPart],
+                       customer_key: CustomerKey | None) -> Completed:
+        """Check the client's part list, store the manifest (conditionally), complete upstream."""
+        object_key = await self.upload_key(bucket, key, upload, customer_key)
+        stored = {part.number: part for part in await self.client.list_parts(bucket, key, upload.upstream_id)}
+        manifest = self._checked_manifest(upload, requested, stored)
+        layout = upload.info.layout
+        assert isinstance(layout, Multipart)
+        await self.manifests.create(bucket, layout.upload_tag, object_key, manifest)
+        # The manifest stays on failure: a concurrent or retried Complete of this upload may have succeeded with it.
+        result = await self.client.complete_multipart_upload(
+            bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested])
+        self._upload_keys.pop(upload.client_id)
+        return Completed(result, manifest)
+
+    def forget(self, upload: Upload) -> None:
+        """An aborted upload: its cached key is of no further use."""
+        self._upload_keys.pop(upload.client_id)
+
+    def _checked_manifest(self, upload: Upload, requested: Sequence[RequestedPart],
+                          stored: Mapping[int, StoredPart]) -> Manifest:
+        """The manifest of the parts the client named, each matched against what was recorded and stored."""
+        parts = []
+        for index, wanted in enumerate(requested):
+            try:
+                record = self.tokens.parse_part_etag(upload, wanted.number, wanted.etag)
+            except ForgedToken:
+                raise invalid_part() from None
+            found = stored.get(wanted.number)
+            if found is None or found.etag != record.upstream_etag or found.size < PART_OVERHEAD:
+                raise invalid_part()
+            _check_checksums(wanted, record.params is None, record.checksum)
+            size = found.size - PART_OVERHEAD
+            if index < len(requested) - 1 and size < MIN_PART_SIZE:
+                raise entity_too_small()
+            parts.append(ManifestPart(wanted.number, size, record.params))
+        return Manifest(tuple(parts))
+
+
+def _check_checksums(wanted: RequestedPart, unpinned: bool, recorded: tuple[str, str] | None) -> None:
+    for algorithm, value in wanted.checksums.items():
+        if unpinned:
+            raise invalid_part(f"Part {wanted.number} is named by its upstream ETag, so its {algorithm.upper()} "
+                               "checksum cannot be verified; use the ETag UploadPart returned.")
+        if recorded != (algorithm, value):
+            raise invalid_part(f"The {algorithm.upper()} checksum given for part {wanted.number} does not "
+                               "match the checksum of the part as it was uploaded.")
+

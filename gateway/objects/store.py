@@ -1,0 +1,27 @@
+"""ObjectStore: the object layer as one object, built once per process from its parts."""
+from __future__ import annotations
+
+from gateway.bucketstate import BucketStates
+from gateway.config import GatewayConfig
+from gateway.crypto.sse import ObjectKeys
+from gateway.objects.manifests import Manifests
+from gateway.objects.multipart import MultipartWriter
+from gateway.objects.reading import ObjectReader, UnencryptedReads
+from gateway.objects.writing import ObjectWriter
+from gateway.s3client import S3Client
+from gateway.uploads import UploadTokens
+
+
+class ObjectStore:
+    """Reading, writing and multipart uploads of objects over one upstream client and one set of keys."""
+
+    def __init__(self, config: GatewayConfig, client: S3Client, keys: ObjectKeys, tokens: UploadTokens,
+                 bucket_states: BucketStates) -> None:
+        self.client = client
+        self.keys = keys
+        self.tokens = tokens
+        self.manifests = Manifests(client)
+        self.unencrypted = UnencryptedReads(config, bucket_states)
+        self.reader = ObjectReader(client, keys, self.manifests, self.unencrypted)
+        self.writer = ObjectWriter(client, keys)
+        self.uploads = MultipartWriter(client, keys, tokens, self.manifests)

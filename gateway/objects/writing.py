@@ -1,0 +1,66 @@
+"""Writing objects: a plaintext stream in, an encrypted single-stream object (or a plain one) upstream.
+
+    OK, seal = ObjectKeys.create(bucket, key, request)      one KMS call (none for SSE-C)
+    E        = StreamEncryptor(OK)                            makes its own stream params
+    PUT key  body = E(plaintext), metadata = seal, E.params, size   (docs/FORMAT.md §1-2)
+
+The upstream is sent exactly `ciphertext_size(length)` bytes; a body that ends early or fails its
+checksums is cut short before its last byte, so the upstream discards it (nothing half-written).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterable, Mapping
+
+from gateway.crypto import metadata
+from gateway.crypto.metadata import EncryptionInfo, SingleStream
+from gateway.crypto.sse import ObjectKeys, SseRequest
+from gateway.crypto.stream import StreamEncryptor, ciphertext_size, encrypt_stream
+from gateway.s3client import PutResult, S3Client
+from gateway.s3errors import S3Error
+
+USER_METADATA_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write stored: the upstream's answer and the encryption (None: stored as sent)."""
+
+    result: PutResult
+    info: EncryptionInfo | None
+
+
+def check_metadata_size(upstream_headers: Mapping[str, str]) -> None:
+    """S3's 2 KB user-metadata limit, counted as the upstream will: the client's plus ours."""
+    size = sum(len(name) - len("x-amz-meta-") + len(value.encode())
+               for name, value in upstream_headers.items() if name.lower().startswith("x-amz-meta-"))
+    if size > USER_METADATA_LIMIT:
+        raise S3Error("MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size.",
+                      400, Size=str(size), MaxSizeAllowed=str(USER_METADATA_LIMIT))
+
+
+class ObjectWriter:
+    """Stores whole objects (PutObject, CopyObject, and the tools that rewrite objects)."""
+
+    def __init__(self, client: S3Client, keys: ObjectKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def put(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest | None,
+                  body: AsyncIterable[bytes], length: int, *, if_match: str | None = None) -> Written:
+        """Store ``length`` plaintext bytes, encrypted as ``request`` asks (None: as they are).
+
+        ``headers``: the upstream request headers (content type, user metadata, tagging ...) without any
+        SSE header. ``if_match``: replace only that version of the object (the tools' rewrite in place)."""
+        if request is None:
+            check_metadata_size(headers)
+            result = await self.client.put_object(bucket, key, body, length, headers, if_match=if_match)
+            return Written(result, None)
+        object_key, seal = await self.keys.create(bucket, key, request)
+        encryptor = StreamEncryptor(object_key)
+        info = EncryptionInfo(seal=seal, layout=SingleStream(encryptor.params, length))
+        stored_headers = {**headers, **metadata.encode(info)}
+        check_metadata_size(stored_headers)
+        result = await self.client.put_object(bucket, key, encrypt_stream(body, encryptor), ciphertext_size(length),
+                                              stored_headers, if_match=if_match)
+        return Written(result, info)
