@@ -201,7 +201,7 @@ async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | 
                      upstream: Upstream) -> web.Application:
     """The aiohttp application around an already-started key provider and upstream."""
     secret = load_gateway_secret(config.secret_path)
-    client = S3Client(upstream)
+    client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
     bucket_states = BucketStates(upstream, secret)
     objects = ObjectStore(config, client, ObjectKeys(key_provider, secret), UploadTokens(secret), bucket_states)
     gw = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)

@@ -49,6 +49,8 @@ class UpstreamConfig:
     # Seconds the upstream may stay silent while the gateway waits for an answer or the next body
     # bytes: bounds what a half-open upstream connection holds a request (and its client) for.
     read_timeout: float = DEFAULT_UPSTREAM_READ_TIMEOUT
+    # Tries of an idempotent upstream request that meets a 500, a 503 or a reset (gateway/s3client.py).
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,
                                        "pool_size": int, "pool_wait": float,
-                                       "read_timeout": float}),
+                                       "read_timeout": float, "max_attempts": int}),
     "kms": ("GATEWAY_KMS_", {"endpoint": str, "region": str, "access_key": str, "secret_key": str,
                              "timeout": float, "max_attempts": int}),
 }

@@ -49,7 +49,7 @@ T = TypeVar("T")
 CHUNK = 256 * 1024  # the pieces `ObjectBody.chunks` yields
 ERROR_BODY_LIMIT = 64 * 1024  # S3's error documents are a few hundred bytes; more is no S3 error
 XML_LIMIT = 16 * 1024 * 1024  # a listing page: 1000 keys of up to 1 KiB, URL-encoded, and their fields
-RETRY_AFTER_CAP = 2.0  # seconds: an upstream's Retry-After is honoured, up to this
+RETRY_AFTER_CAP = 1.0  # seconds: an upstream's Retry-After is honoured, up to this
 TRANSIENT_STATUSES = frozenset({500, 503})
 TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable"})
 # Failures of the connection before the answer was read whole: the request may be sent again.
@@ -248,6 +248,8 @@ async def _refusal(response: aiohttp.ClientResponse, byte_range: tuple[int, int]
                    pinned: bool) -> UpstreamError | None:
     """Why a GET's answer is not the one asked for (a 206 for a range, a 200 otherwise), or None."""
     expected = 200 if byte_range is None else 206
+    if response.status == 206 and byte_range is None and response.url.query.get("partNumber"):
+        expected = 206  # a part of a multipart object
     if pinned and response.status == 412:
         return ObjectChanged(412, await read_up_to(response, ERROR_BODY_LIMIT), response.headers)
     if pinned and byte_range is not None and response.status == 200:
@@ -370,8 +372,11 @@ class S3Client:
     # ------------------------------------------------------------ objects
 
     async def head_object(self, bucket: str, key: str, *, version_id: str | None = None,
-                          headers: Mapping[str, str] | None = None) -> ObjectHead:
-        request = _Request("HEAD", object_path(bucket, key), _version_query(version_id), dict(headers or {}))
+                          headers: Mapping[str, str] | None = None,
+                          query: Sequence[tuple[str, str]] = ()) -> ObjectHead:
+        """``query``: further parameters the upstream applies to its answer (response-* overrides)."""
+        request = _Request("HEAD", object_path(bucket, key), [*_version_query(version_id), *query],
+                           dict(headers or {}))
 
         async def attempt() -> ObjectHead:
             async with await self._send(request) as response:
@@ -382,18 +387,22 @@ class S3Client:
 
     def get_object(self, bucket: str, key: str, *, version_id: str | None = None,
                    byte_range: tuple[int, int] | None = None, if_match: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> AbstractAsyncContextManager[ObjectBody]:
-        """The object's body (``byte_range`` inclusive: a 206 is required then, a 200 otherwise), its
-        connection released when the context exits. ``if_match`` pins the read to one version:
-        another version met is `ObjectChanged`. Retried only until the answer's status is known."""
-        request = self._get_request(bucket, key, version_id, byte_range, if_match, headers)
+                   headers: Mapping[str, str] | None = None, query: Sequence[tuple[str, str]] = (),
+                   part_number: int | None = None) -> AbstractAsyncContextManager[ObjectBody]:
+        """The object's body (``byte_range`` inclusive: a 206 is required then, a 200 otherwise; a
+        ``part_number`` read may be either), its connection released when the context exits.
+        ``if_match`` pins the read to one version: another version met is `ObjectChanged`. ``query``:
+        further parameters the upstream applies to its answer (response-* overrides). Retried only
+        until the answer's status is known."""
+        request = self._get_request(bucket, key, version_id, byte_range, if_match, headers,
+                                    [*query, *(() if part_number is None else (("partNumber", str(part_number)),))])
         return self._opened(request, byte_range, if_match is not None)
 
     async def get_small(self, bucket: str, key: str, *, limit: int = 1 << 20,
                         if_match: str | None = None) -> tuple[ObjectHead, bytes]:
         """A small object read whole (a record, a manifest); `BodyTooLarge` beyond ``limit``. Retried
         as a whole, body included: nothing reaches the caller before the body is complete."""
-        request = self._get_request(bucket, key, None, None, if_match, None)
+        request = self._get_request(bucket, key, None, None, if_match, None, [])
 
         async def attempt() -> tuple[ObjectHead, bytes]:
             response, head = await self._open(request, None, if_match is not None)
@@ -499,7 +508,8 @@ class S3Client:
     # ------------------------------------------------------------ sending, checking, retrying
 
     def _get_request(self, bucket: str, key: str, version_id: str | None, byte_range: tuple[int, int] | None,
-                     if_match: str | None, headers: Mapping[str, str] | None) -> _Request:
+                     if_match: str | None, headers: Mapping[str, str] | None,
+                     query: list[tuple[str, str]]) -> _Request:
         sent = dict(headers or {})
         if if_match == "":
             raise IntegrityError("a read cannot be pinned to an object the upstream gave no ETag")
@@ -507,7 +517,7 @@ class S3Client:
             sent["range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         if if_match is not None:
             sent["if-match"] = if_match
-        return _Request("GET", object_path(bucket, key), _version_query(version_id), sent)
+        return _Request("GET", object_path(bucket, key), [*_version_query(version_id), *query], sent)
 
     @asynccontextmanager
     async def _opened(self, request: _Request, byte_range: tuple[int, int] | None,

@@ -247,6 +247,7 @@ LIMIT_SETTINGS = {  # setting: (section, environment variable, default, a non-de
     "body_min_rate": ("gateway", "GATEWAY_BODY_MIN_RATE", 500.0, 100.0),
     "max_connections_per_ip": ("gateway", "GATEWAY_MAX_CONNECTIONS_PER_IP", 0, 16),
     "pool_size": ("upstream", "GATEWAY_UPSTREAM_POOL_SIZE", 100, 9),
+    "max_attempts": ("upstream", "GATEWAY_UPSTREAM_MAX_ATTEMPTS", 3, 2),
     "pool_wait": ("upstream", "GATEWAY_UPSTREAM_POOL_WAIT", 10.0, 1.5),
 }
 

@@ -28,6 +28,9 @@ from tests.support.process import Server
 READ_TIMEOUT = 2.0  # the gateway's upstream read timeout in these tests (default 60 s)
 KMS_TIMEOUT = 3.0  # the gateway's bound on one key service call, retries included (default 5 s)
 MIB = 1 << 20
+UPSTREAM_ATTEMPTS = 2  # the gateway's tries of an idempotent upstream request here (default 3)
+# Handler paths whose first upstream request is idempotent and retried (a HEAD, a GET, ListParts).
+RETRIED_PATHS = ("get", "ranged get", "complete", "copy")
 NO_RETRIES = {"total_max_attempts": 1}  # every fault must reach the test, not be retried away
 # What a client sees when the gateway cuts a response short (a client read timeout is not one: the
 # gateway must never leave a client waiting).
@@ -63,7 +66,7 @@ def faulty(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     upstream, kms = _proxy_to(moto.url), _proxy_to(keyservice.url)
     gateway = start_gateway_with_remote_kms(moto, workdir, kms.url, key_arn,
                                             {"GATEWAY_KMS_TIMEOUT": str(KMS_TIMEOUT)}, upstream_url=upstream.url,
-                                            upstream_settings=f"read_timeout = {READ_TIMEOUT}")
+                                            upstream_settings=f"read_timeout = {READ_TIMEOUT}\nmax_attempts = {UPSTREAM_ATTEMPTS}")
     s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30, connect_timeout=5,
                    retries=NO_RETRIES)
     bucket = f"faults-{uuid.uuid4().hex[:12]}"
@@ -137,26 +140,48 @@ def _every_path(env: Faulty) -> dict[str, Callable[[], object]]:
     }
 
 
+def _tries(name: str) -> int:
+    """Upstream answers a burst takes from a path: its first request is retried or not."""
+    return UPSTREAM_ATTEMPTS if name in RETRIED_PATHS else 1
+
+
 def test_upstream_503_slowdown_keeps_its_code_and_retry_after_on_every_path(env):
-    """A ranged GET and a copy read the (source) metadata with a HEAD first, whose 503 has no body to
-    name SlowDown: it is S3's other 503, ServiceUnavailable, with the Retry-After."""
+    """A burst as long as the gateway's retries reaches the client as the upstream's error. A ranged GET
+    and a copy read the (source) metadata with a HEAD first, whose 503 has no body to name SlowDown: it
+    is S3's other 503, ServiceUnavailable, with the Retry-After."""
     for name, call in _every_path(env).items():
-        env.upstream.set(burst(1, 503, retry_after="7"))
+        env.upstream.set(burst(UPSTREAM_ATTEMPTS, 503, retry_after="7"))
         answered = env.upstream.answered
         status, code, headers = _error(call)
-        assert env.upstream.answered == answered + 1  # the burst met this call
+        assert (name, env.upstream.answered) == (name, answered + _tries(name))  # the burst met this call
+        env.upstream.clear()
         expected = "ServiceUnavailable" if name in ("ranged get", "copy") else "SlowDown"
         assert (name, status, code, headers.get("retry-after")) == (name, 503, expected, "7")
+
+
+def test_a_short_upstream_burst_is_absorbed_by_the_retries_of_idempotent_requests(env):
+    """One 503 or 500 (or an HTML error page) on a retried path: the gateway tries again and the client
+    never sees it; a streamed upload or a forwarded request is never sent twice, so there it shows."""
+    for fault in (burst(1, 503, retry_after="1"), burst(1, 500), burst(1, 502, html=True)):
+        for name, call in _every_path(env).items():
+            env.upstream.set(fault)
+            answered = env.upstream.answered
+            if name in RETRIED_PATHS and fault.burst.status != 502:
+                call()
+                assert (name, env.upstream.answered) == (name, answered + 1)  # the burst met it; the retry passed
+            else:
+                assert _error(call)[0] in (500, 503), name
 
 
 def test_upstream_html_error_pages_become_s3_xml_errors_of_the_same_class_on_every_path(env):
     for status_in, expected in ((502, (503, "ServiceUnavailable")), (500, (500, "InternalError")),
                                 (503, (503, "ServiceUnavailable"))):
         for name, call in _every_path(env).items():
-            env.upstream.set(burst(1, status_in, html=True, retry_after="3"))
+            env.upstream.set(burst(UPSTREAM_ATTEMPTS, status_in, html=True, retry_after="1"))
             status, code, headers = _error(call)
+            env.upstream.clear()  # what a path that is not retried left of the burst
             assert (name, status, code) == (name, *expected)
-            assert headers.get("content-type") == "application/xml" and headers.get("retry-after") == "3"
+            assert headers.get("content-type") == "application/xml" and headers.get("retry-after") == "1"
 
 
 def test_html_error_page_body_is_replaced_by_s3_error_xml(env):
