@@ -18,13 +18,13 @@ from multidict import CIMultiDict
 from common import sigv4
 from gateway.awschunked import AwsChunkedDecoder
 from gateway.crypto import metadata
-from gateway.crypto.stream import IntegrityError, RangeNotSatisfiable, parse_range_header
+from gateway.crypto.stream import IntegrityError
 from gateway.crypto.multipart import part_count_from_etag
 from gateway.handlers.buckets import parse_delete
-from gateway.handlers.copy import parse_copy_range
 from gateway.handlers.listing import rewrite_listing
-from gateway.handlers.multipart import parse_complete, parse_part_number, rewrite_list_parts
-from gateway.handlers.upload_body import plaintext_length
+from gateway.handlers.multipart import parse_complete, rewrite_list_parts
+from gateway.handlers.request_body import plaintext_length
+from gateway.ranges import RangeNotSatisfiable, parse_copy_range, parse_part_number, parse_range_header
 from gateway.s3errors import S3Error
 from common.sigv4 import AuthError
 from gateway.uploads import ForgedToken, Upload, UploadTokens
@@ -287,9 +287,8 @@ def _signed_chunks(payload: bytes) -> bytes:
 
 
 def _sample_metadata() -> dict[str, str]:
-    from gateway.crypto.sse import EncryptionInfo
+    from gateway.crypto.metadata import EncryptionInfo, SingleStream
+    from gateway.crypto.sse import KmsSeal, SseMode
     from gateway.crypto.stream import StreamParams
-    return metadata.encode(EncryptionInfo(
-        version=1, mode="aws:kms", params=StreamParams.decode(bytes(StreamParams.ENCODED_SIZE)),
-        sealed_key=bytes(metadata.SEALED_KEY_SIZE), plaintext_size=5, kms_key_arn="arn:aws:kms:k",
-        wrapped_data_key=b"w", kms_context={"a": "b"}))
+    seal = KmsSeal(SseMode.KMS, bytes(metadata.SEALED_KEY_SIZE), "arn:aws:kms:k", b"w", {"a": "b"})
+    return metadata.encode(EncryptionInfo(seal, SingleStream(StreamParams.decode(bytes(StreamParams.ENCODED_SIZE)), 5)))

@@ -1,14 +1,17 @@
 """Settings: TOML, environment overrides, --listen, validation messages, and the encryption policy."""
 import base64
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from gateway.config import BucketPolicy, ConfigError, load_config
-from gateway.crypto.sse import SseRequest
-from gateway.policy import customer_key, decide_put
+from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
+from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, CustomerKeySeal, KmsRequest, KmsSeal, SseMode
+from gateway.crypto.stream import StreamParams
 from gateway.s3errors import S3Error
+from gateway.sseheaders import customer_key, decide_put, mode_headers
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
 
@@ -119,7 +122,7 @@ def test_example_config_is_valid():
     assert cfg.bucket_policy("legacy-bucket").encryption == "passthrough"
 
 
-# The configured bucket policy, then the request's SSE headers, decide a PUT's encryption (gateway/policy.py).
+# The configured bucket policy, then the request's SSE headers, decide a PUT's encryption (gateway/sseheaders.py).
 KEY = b"k" * 32
 SSEC = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
         "x-amz-server-side-encryption-customer-key": base64.b64encode(KEY).decode(),
@@ -134,16 +137,17 @@ def _policy_config(tmp_path):
 
 def test_encrypting_bucket_uses_its_key_then_the_default(tmp_path):
     cfg = _policy_config(tmp_path)
-    assert decide_put(cfg, "own", {}, secure=False) == SseRequest("aws:kms", "alias/own", {}, None)
-    assert decide_put(cfg, "other", {}, secure=False) == SseRequest("aws:kms", "alias/gw", {}, None)
+    assert decide_put(cfg, "own", {}, secure=False) == KmsRequest(SseMode.KMS, "alias/own", {})
+    assert decide_put(cfg, "other", {}, secure=False) == KmsRequest(SseMode.KMS, "alias/gw", {})
 
 
 def test_passthrough_bucket_stores_plaintext_unless_the_client_asks_for_encryption(tmp_path):
     cfg = _policy_config(tmp_path)
     assert decide_put(cfg, "old", {}, secure=False) is None
     asked = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": "alias/x"}
-    assert decide_put(cfg, "old", asked, secure=False) == SseRequest("aws:kms", "alias/x", {}, None)
-    assert decide_put(cfg, "old", {"x-amz-server-side-encryption": "AES256"}, secure=False).mode == "AES256"
+    assert decide_put(cfg, "old", asked, secure=False) == KmsRequest(SseMode.KMS, "alias/x", {})
+    sse_s3 = decide_put(cfg, "old", {"x-amz-server-side-encryption": "AES256"}, secure=False)
+    assert sse_s3 == KmsRequest(SseMode.S3, "alias/gw", {}) and sse_s3.mode is SseMode.S3
 
 
 def test_sse_c_needs_tls_unless_allowed(tmp_path):
@@ -151,7 +155,9 @@ def test_sse_c_needs_tls_unless_allowed(tmp_path):
     with pytest.raises(S3Error) as info:
         decide_put(cfg, "own", SSEC, secure=False)
     assert (info.value.code, info.value.status) == ("InvalidRequest", 400)
-    assert decide_put(cfg, "own", SSEC, secure=True) == SseRequest("SSE-C", None, {}, KEY)
+    assert decide_put(cfg, "own", SSEC, secure=True) == CustomerKeyRequest(CustomerKey(KEY))
+    assert customer_key(SSEC, secure=True, allow_http=False) == CustomerKey(KEY)
+    assert customer_key({}, secure=False, allow_http=False) is None
 
 
 @pytest.mark.parametrize("change,code,argument", [
@@ -175,6 +181,38 @@ def test_unknown_sse_value_and_sse_c_with_kms_are_refused(tmp_path):
         with pytest.raises(S3Error) as info:
             decide_put(cfg, "own", headers, secure=True)
         assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
+
+
+def _context(pairs: dict) -> str:
+    return base64.b64encode(json.dumps(pairs).encode()).decode()
+
+
+def test_a_client_context_goes_with_sse_kms_only_and_may_not_set_the_s3_arn(tmp_path):
+    cfg = _policy_config(tmp_path)
+    kms = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-context": _context({"a": "b"})}
+    assert decide_put(cfg, "own", kms, secure=False) == KmsRequest(SseMode.KMS, "alias/own", {"a": "b"})
+    sse_s3 = {**kms, "x-amz-server-side-encryption": "AES256"}
+    assert decide_put(cfg, "own", sse_s3, secure=False) == KmsRequest(SseMode.S3, "alias/own", {})
+    for bad in (_context({"aws:s3:arn": "arn:aws:s3:::other/k"}), _context({"a": 1}), "not base64!"):
+        for headers in (kms, sse_s3):
+            with pytest.raises(S3Error) as info:
+                decide_put(cfg, "own", {**headers, "x-amz-server-side-encryption-context": bad}, secure=False)
+            assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
+
+
+def test_answers_report_the_mode_the_object_is_stored_with(tmp_path):
+    params, arn = StreamParams.new(), "arn:aws:kms:us-east-1:111122223333:key/abc"
+    kms = EncryptionInfo(KmsSeal(SseMode.KMS, bytes(60), arn, b"w"), SingleStream(params, 1))
+    sse_s3 = EncryptionInfo(KmsSeal(SseMode.S3, bytes(60), arn, b"w"), Multipart("t" * 22))
+    ssec = EncryptionInfo(CustomerKeySeal(bytes(60), bytes(32), bytes(32)), SingleStream(params, 1))
+    md5 = base64.b64encode(hashlib.md5(KEY).digest()).decode()
+    assert mode_headers(None, None) == {}
+    assert mode_headers(kms, None) == {"x-amz-server-side-encryption": "aws:kms",
+                                       "x-amz-server-side-encryption-aws-kms-key-id": arn}
+    assert mode_headers(sse_s3, None) == {"x-amz-server-side-encryption": "AES256"}
+    assert mode_headers(ssec, CustomerKey(KEY)) == {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+                                                    "x-amz-server-side-encryption-customer-key-md5": md5}
+    assert mode_headers(ssec, None) == {}
 
 
 def test_log_level_comes_from_the_file_or_gateway_log_level_and_an_unknown_one_is_refused(tmp_path):

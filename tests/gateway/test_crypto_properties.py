@@ -11,12 +11,13 @@ from typing import AsyncIterator
 
 from hypothesis import given, settings, strategies as st
 
-from gateway.crypto.multipart import (HEADER_SIZE, Manifest, ManifestPart, PartRead, decrypt_parts, encrypt_part,
+from gateway.crypto.multipart import (HEADER_SIZE, EncryptedPart, Manifest, ManifestPart, PartRead, decrypt_parts,
                                       part_stored_size, plan_reads)
+from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import (IntegrityError, StreamDecryptor, StreamEncryptor, StreamParams, ciphertext_size,
                                    plan_range)
 
-OBJECT_KEY = bytes(range(32))
+OBJECT_KEY = ObjectKey(bytes(range(32)))
 FAST = settings(max_examples=60, deadline=None)
 
 
@@ -26,12 +27,13 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:])] or [b""]
 
 
-def encrypt(plaintext: bytes, params: StreamParams, segment: int, cuts: list[int]) -> bytes:
-    encryptor = StreamEncryptor(OBJECT_KEY, params, 0, segment)
+def encrypt(plaintext: bytes, segment: int, cuts: list[int]) -> tuple[StreamParams, bytes]:
+    """The params the encryptor made for itself, and the stream."""
+    encryptor = StreamEncryptor(OBJECT_KEY, 0, segment)
     out = bytearray()
     for chunk in split(plaintext, cuts):
         out += encryptor.update(chunk)
-    return bytes(out + encryptor.finalize())
+    return encryptor.params, bytes(out + encryptor.finalize())
 
 
 def decrypt(stored: bytes, params: StreamParams, size: int, segment: int, cuts: list[int], plan=None) -> bytes:
@@ -50,8 +52,8 @@ segments = st.sampled_from([16, 64, 100, 4096])
 @FAST
 @given(size=st.integers(0, 1500), segment=segments, write_cuts=cuts, read_cuts=cuts)
 def test_any_plaintext_round_trips_under_any_write_and_read_chunking(size, segment, write_cuts, read_cuts):
-    plaintext, params = os.urandom(size), StreamParams.new()
-    stored = encrypt(plaintext, params, segment, write_cuts)
+    plaintext = os.urandom(size)
+    params, stored = encrypt(plaintext, segment, write_cuts)
     assert len(stored) == ciphertext_size(size, segment)
     assert decrypt(stored, params, size, segment, read_cuts) == plaintext
 
@@ -61,8 +63,8 @@ def test_any_plaintext_round_trips_under_any_write_and_read_chunking(size, segme
 def test_any_range_decrypts_exactly_its_bytes_from_the_planned_ciphertext(data, size, segment, read_cuts):
     start = data.draw(st.integers(0, size - 1))
     end = data.draw(st.integers(start, size - 1))
-    plaintext, params = os.urandom(size), StreamParams.new()
-    stored = encrypt(plaintext, params, segment, [])
+    plaintext = os.urandom(size)
+    params, stored = encrypt(plaintext, segment, [])
     plan = plan_range(size, start, end, segment)
     piece = stored[plan.cipher_start:plan.cipher_end + 1]
     assert decrypt(piece, params, size, segment, read_cuts, plan) == plaintext[start:end + 1]
@@ -73,8 +75,8 @@ def test_any_range_decrypts_exactly_its_bytes_from_the_planned_ciphertext(data, 
        read_cuts=cuts)
 def test_a_cut_or_extended_stream_never_yields_bytes_that_are_not_the_plaintext(size, segment, cut, extra,
                                                                                 read_cuts):
-    plaintext, params = os.urandom(size), StreamParams.new()
-    stored = encrypt(plaintext, params, segment, [])
+    plaintext = os.urandom(size)
+    params, stored = encrypt(plaintext, segment, [])
     damaged = stored[:cut % len(stored)] if cut % 2 else stored + (extra or b"\0")
     decryptor = StreamDecryptor(OBJECT_KEY, params, size, segment_size=segment)
     out = bytearray()
@@ -99,11 +101,12 @@ async def _aiter(chunks: list[bytes]) -> AsyncIterator[bytes]:
 async def _stored_parts(sizes: list[int]) -> tuple[Manifest, bytes, bytes]:
     parts, body, whole = [], bytearray(), bytearray()
     for number, size in enumerate(sizes, start=1):
-        plaintext, params = os.urandom(size), StreamParams.new()
+        plaintext = os.urandom(size)
         whole += plaintext
-        async for piece in encrypt_part(_aiter([plaintext]), OBJECT_KEY, number, size, params):
+        part = EncryptedPart(_aiter([plaintext]), OBJECT_KEY, number, size)
+        async for piece in part:
             body += piece
-        parts.append(ManifestPart(number, size, params))
+        parts.append(ManifestPart(number, size, part.params))
     return Manifest(tuple(parts)), bytes(body), bytes(whole)
 
 

@@ -20,22 +20,30 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.crypto import metadata
+from gateway.crypto.metadata import EncryptionInfo, SingleStream
+from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.sse import (
+    CustomerKey,
+    CustomerKeyRequest,
+    CustomerKeySeal,
     DataKey,
-    EncryptionInfo,
+    KmsRequest,
+    KmsSeal,
     MissingCustomerKey,
+    ObjectKeys,
     SseC,
     SseKms,
-    SseRequest,
+    SseMode,
     WrongCustomerKey,
     s3_context,
 )
-from gateway.crypto.stream import SEGMENT_SIZE, IntegrityError, StreamDecryptor, StreamEncryptor
+from gateway.crypto.stream import SEGMENT_SIZE, IntegrityError, StreamDecryptor, StreamEncryptor, StreamParams
 
 DEFAULT_ARN = "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000001"
 OTHER_ARN = "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000002"
 GATEWAY_SECRET = b"gateway-secret-for-tests-0123456"
-CUSTOMER_KEY = bytes(range(32))
+CUSTOMER_KEY_RAW = bytes(range(32))
+CUSTOMER_KEY = CustomerKey(CUSTOMER_KEY_RAW)
 
 
 class InvalidCiphertext(Exception):
@@ -76,47 +84,55 @@ def provider() -> LocalKeyProvider:
     return LocalKeyProvider()
 
 
-def encrypt_body(object_key: bytes, info: EncryptionInfo, plaintext: bytes) -> bytes:
-    encryptor = StreamEncryptor(object_key, info.params)
-    return bytes(encryptor.update(plaintext) + encryptor.finalize())
+def encrypt_body(object_key: ObjectKey, plaintext: bytes) -> tuple[StreamParams, bytes]:
+    """The stream params the encryptor made (what the metadata records) and the stored body."""
+    encryptor = StreamEncryptor(object_key)
+    return encryptor.params, bytes(encryptor.update(plaintext) + encryptor.finalize())
 
 
-def decrypt_body(object_key: bytes, info: EncryptionInfo, body: bytes) -> bytes:
-    decryptor = StreamDecryptor(object_key, info.params, info.plaintext_size)
+def decrypt_body(object_key: ObjectKey, params: StreamParams, size: int, body: bytes) -> bytes:
+    decryptor = StreamDecryptor(object_key, params, size)
     return bytes(decryptor.update(body) + decryptor.finalize())
 
 
-KMS_REQUEST = SseRequest("aws:kms", kms_key_id=OTHER_ARN, kms_context={"project": "blue"})
-SSEC_REQUEST = SseRequest("SSE-C", customer_key=CUSTOMER_KEY)
+def stored_info(seal, object_key: ObjectKey, plaintext: bytes) -> tuple[EncryptionInfo, bytes]:
+    """A single-stream object as the gateway stores it: its metadata and body."""
+    params, body = encrypt_body(object_key, plaintext)
+    return EncryptionInfo(seal, SingleStream(params, len(plaintext))), body
+
+
+KMS_REQUEST = KmsRequest(SseMode.KMS, key_id=OTHER_ARN, context={"project": "blue"})
 
 
 # --- SSE-KMS / SSE-S3 --------------------------------------------------------------------------
 
 async def test_kms_object_key_round_trips_with_one_kms_call_each_way(provider) -> None:
     mode = SseKms(provider)
-    object_key, info = await mode.create("bkt", "dir/obj", KMS_REQUEST, 10)
+    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
     assert provider.calls == ["GenerateDataKey"]
-    assert len(object_key) == 32
-    assert (info.mode, info.kms_key_arn, dict(info.kms_context), info.plaintext_size) == (
-        "aws:kms", OTHER_ARN, {"project": "blue"}, 10)
-    assert await mode.open("bkt", "dir/obj", info, None) == object_key
+    assert isinstance(object_key, ObjectKey) and isinstance(seal, KmsSeal)
+    assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.KMS, OTHER_ARN, {"project": "blue"})
+    assert await mode.open("bkt", "dir/obj", seal) == object_key
     assert provider.calls == ["GenerateDataKey", "Decrypt"]
 
 
 async def test_sse_s3_uses_the_default_key_and_keeps_its_mode_name(provider) -> None:
     mode = SseKms(provider)
-    object_key, info = await mode.create("bkt", "k", SseRequest("AES256"), 0)
-    assert (info.mode, info.kms_key_arn, dict(info.kms_context)) == ("AES256", DEFAULT_ARN, {})
-    assert await mode.open("bkt", "k", info, None) == object_key
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3))
+    assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, DEFAULT_ARN, {})
+    info, _ = stored_info(seal, object_key, b"")
+    assert metadata.encode(info)[metadata.MODE] == "AES256"
+    assert await mode.open("bkt", "k", seal) == object_key
 
 
 async def test_each_object_gets_a_fresh_object_key_and_seal(provider) -> None:
     mode = SseKms(provider)
-    first_key, first = await mode.create("bkt", "k", KMS_REQUEST, 0)
-    second_key, second = await mode.create("bkt", "k", KMS_REQUEST, 0)
+    first_key, first = await mode.create("bkt", "k", KMS_REQUEST)
+    second_key, second = await mode.create("bkt", "k", KMS_REQUEST)
     assert first_key != second_key
     assert first.sealed_key[:12] != second.sealed_key[:12]
-    assert first.params != second.params
+    assert first.wrapped_data_key != second.wrapped_data_key
+    assert StreamEncryptor(first_key).params != StreamEncryptor(second_key).params
 
 
 def test_s3_context_adds_the_object_arn_and_refuses_a_client_override() -> None:
@@ -125,131 +141,251 @@ def test_s3_context_adds_the_object_arn_and_refuses_a_client_override() -> None:
         s3_context("b", "k", {"aws:s3:arn": "arn:aws:s3:::other/k"})
 
 
-async def test_kms_create_refuses_a_client_context_that_sets_the_s3_arn(provider) -> None:
+def test_a_kms_request_refuses_sse_c_and_a_client_context_that_sets_the_s3_arn() -> None:
     with pytest.raises(ValueError):
-        await SseKms(provider).create("b", "k", SseRequest("aws:kms", kms_context={"aws:s3:arn": "x"}), 0)
+        KmsRequest(SseMode.CUSTOMER)
+    for mode in (SseMode.KMS, SseMode.S3):
+        with pytest.raises(ValueError):
+            KmsRequest(mode, None, {"aws:s3:arn": "arn:aws:s3:::other/k"})
+    assert KmsRequest() == KmsRequest(SseMode.KMS, None, {})
+
+
+async def test_kms_create_refuses_a_client_context_that_sets_the_s3_arn(provider) -> None:
+    request = KmsRequest(SseMode.KMS, None, {})
+    request.context["aws:s3:arn"] = "x"  # set after the request's own check: create still refuses it
+    with pytest.raises(ValueError):
+        await SseKms(provider).create("b", "k", request)
+    assert provider.calls == []
 
 
 @pytest.mark.parametrize("bucket, key", [("other", "dir/obj"), ("bkt", "dir/obj2"), ("bkt", "dir")])
 async def test_kms_object_copied_to_another_bucket_or_key_is_refused_by_kms(provider, bucket, key) -> None:
     mode = SseKms(provider)
-    _, info = await mode.create("bkt", "dir/obj", KMS_REQUEST, 0)
+    _, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
     with pytest.raises(InvalidCiphertext):
-        await mode.open(bucket, key, info, None)
+        await mode.open(bucket, key, seal)
 
 
 async def test_kms_altered_client_context_is_refused_by_kms(provider) -> None:
     mode = SseKms(provider)
-    _, info = await mode.create("bkt", "k", KMS_REQUEST, 0)
+    _, seal = await mode.create("bkt", "k", KMS_REQUEST)
     with pytest.raises(InvalidCiphertext):
-        await mode.open("bkt", "k", replace(info, kms_context={"project": "red"}), None)
+        await mode.open("bkt", "k", replace(seal, kms_context={"project": "red"}))
 
 
 @pytest.mark.parametrize("change", [
     {"kms_key_arn": DEFAULT_ARN},
-    {"mode": "AES256"},
-    {"version": 2},
+    {"mode": SseMode.S3},
     {"kms_context": {"aws:s3:arn": "arn:aws:s3:::bkt/k"}},
-    {"mode": "SSE-C"},
+    {"mode": SseMode.CUSTOMER},
 ])
 async def test_kms_altered_metadata_fields_raise_integrity_error(provider, change) -> None:
     mode = SseKms(provider)
-    _, info = await mode.create("bkt", "k", SseRequest("aws:kms", kms_key_id=OTHER_ARN), 0)
+    _, seal = await mode.create("bkt", "k", KmsRequest(SseMode.KMS, key_id=OTHER_ARN))
     with pytest.raises(IntegrityError):
-        await mode.open("bkt", "k", replace(info, **change), None)
+        await mode.open("bkt", "k", replace(seal, **change))
+
+
+@pytest.mark.parametrize("version", ["2", "0"])
+async def test_an_unknown_format_version_is_refused_before_any_key_use(provider, version: str) -> None:
+    """The version lives in EncryptionInfo now, not in the seal: metadata.decode refuses it, so no
+    seal of an unknown version ever reaches a KMS call or an unseal."""
+    keys = ObjectKeys(provider, GATEWAY_SECRET)
+    for request in (KMS_REQUEST, CustomerKeyRequest(CUSTOMER_KEY)):
+        object_key, seal = await keys.create("bkt", "k", request)
+        headers = metadata.encode(stored_info(seal, object_key, b"x")[0])
+        headers[metadata.VERSION] = version
+        with pytest.raises(IntegrityError):
+            metadata.decode(headers)
+        info = replace(stored_info(seal, object_key, b"x")[0], version=int(version))
+        with pytest.raises(IntegrityError):
+            metadata.decode(metadata.encode(info))
 
 
 @pytest.mark.parametrize("index", [0, 11, 12, 43, 59])
 async def test_kms_flipped_bit_in_sealed_key_raises_integrity_error(provider, index: int) -> None:
     mode = SseKms(provider)
-    _, info = await mode.create("bkt", "k", KMS_REQUEST, 0)
-    sealed = bytearray(info.sealed_key)
+    _, seal = await mode.create("bkt", "k", KMS_REQUEST)
+    sealed = bytearray(seal.sealed_key)
     sealed[index] ^= 1
     with pytest.raises(IntegrityError):
-        await mode.open("bkt", "k", replace(info, sealed_key=bytes(sealed)), None)
+        await mode.open("bkt", "k", replace(seal, sealed_key=bytes(sealed)))
 
 
 async def test_metadata_swapped_between_two_versions_of_an_object_fails_the_stream(provider) -> None:
     mode = SseKms(provider)
-    key_a, info_a = await mode.create("bkt", "k", KMS_REQUEST, SEGMENT_SIZE + 1)
-    key_b, info_b = await mode.create("bkt", "k", KMS_REQUEST, SEGMENT_SIZE + 1)
-    body_a = encrypt_body(key_a, info_a, os.urandom(SEGMENT_SIZE + 1))
-    for swapped in (info_b, replace(info_a, sealed_key=info_b.sealed_key, wrapped_data_key=info_b.wrapped_data_key),
-                    replace(info_a, params=info_b.params)):
-        opened = await mode.open("bkt", "k", swapped, None)
+    key_a, seal_a = await mode.create("bkt", "k", KMS_REQUEST)
+    key_b, seal_b = await mode.create("bkt", "k", KMS_REQUEST)
+    size = SEGMENT_SIZE + 1
+    params_a, body_a = encrypt_body(key_a, os.urandom(size))
+    params_b, _ = encrypt_body(key_b, os.urandom(size))
+    for seal, params in ((seal_b, params_b),
+                         (replace(seal_a, sealed_key=seal_b.sealed_key, wrapped_data_key=seal_b.wrapped_data_key),
+                          params_a),
+                         (seal_a, params_b)):
+        opened = await mode.open("bkt", "k", seal)
         with pytest.raises(IntegrityError):
-            decrypt_body(opened, swapped, body_a)
+            decrypt_body(opened, params, size, body_a)
 
 
 # --- SSE-C -------------------------------------------------------------------------------------
 
-async def test_ssec_object_key_round_trips_and_never_stores_the_customer_key() -> None:
+def test_ssec_object_key_round_trips_and_never_stores_the_customer_key() -> None:
     mode = SseC(GATEWAY_SECRET)
-    object_key, info = await mode.create("bkt", "k", SSEC_REQUEST, 5)
-    assert object_key != CUSTOMER_KEY
-    assert await mode.open("bkt", "k", info, SSEC_REQUEST) == object_key
+    object_key, seal = mode.create("bkt", "k", CUSTOMER_KEY)
+    assert isinstance(seal, CustomerKeySeal)
+    assert object_key != ObjectKey(CUSTOMER_KEY_RAW)
+    assert mode.open("bkt", "k", seal, CUSTOMER_KEY) == object_key
+    info, _ = stored_info(seal, object_key, b"12345")
     stored = "".join(metadata.encode(info).values())
-    for form in (base64.b64encode(CUSTOMER_KEY), base64.urlsafe_b64encode(CUSTOMER_KEY).rstrip(b"="),
-                 CUSTOMER_KEY.hex().encode()):
+    for form in (base64.b64encode(CUSTOMER_KEY_RAW), base64.urlsafe_b64encode(CUSTOMER_KEY_RAW).rstrip(b"="),
+                 CUSTOMER_KEY_RAW.hex().encode()):
         assert form.decode() not in stored
 
 
-async def test_ssec_wrong_key_is_refused_before_any_unseal() -> None:
+def test_ssec_wrong_key_is_refused_before_any_unseal() -> None:
     mode = SseC(GATEWAY_SECRET)
-    _, info = await mode.create("bkt", "k", SSEC_REQUEST, 0)
-    garbage_seal = replace(info, sealed_key=b"\x00" * 60)
-    for wrong in (os.urandom(32), CUSTOMER_KEY[:-1] + b"\x00", CUSTOMER_KEY[:16]):
+    _, seal = mode.create("bkt", "k", CUSTOMER_KEY)
+    garbage_seal = replace(seal, sealed_key=b"\x00" * 60)
+    for wrong in (os.urandom(32), CUSTOMER_KEY_RAW[:-1] + b"\x00"):
         with pytest.raises(WrongCustomerKey) as caught:
-            await mode.open("bkt", "k", garbage_seal, SseRequest("SSE-C", customer_key=wrong))
+            mode.open("bkt", "k", garbage_seal, CustomerKey(wrong))
         assert type(caught.value) is WrongCustomerKey
+    with pytest.raises(ValueError):  # a 16-byte key never becomes a CustomerKey, so never reaches open
+        CustomerKey(CUSTOMER_KEY_RAW[:16])
 
 
-@pytest.mark.parametrize("request_", [None, SseRequest("SSE-C"), SseRequest("aws:kms")])
-async def test_ssec_object_read_without_a_key_raises_missing_customer_key(request_) -> None:
+async def test_ssec_object_read_without_a_key_raises_missing_customer_key(provider) -> None:
     mode = SseC(GATEWAY_SECRET)
-    _, info = await mode.create("bkt", "k", SSEC_REQUEST, 0)
+    _, seal = mode.create("bkt", "k", CUSTOMER_KEY)
     with pytest.raises(MissingCustomerKey):
-        await mode.open("bkt", "k", info, request_)
+        mode.open("bkt", "k", seal, None)
+    with pytest.raises(MissingCustomerKey):
+        await ObjectKeys(provider, GATEWAY_SECRET).open("bkt", "k", seal, None)
+    assert provider.calls == []
 
 
-async def test_ssec_check_value_depends_on_the_gateway_secret_and_salt() -> None:
-    _, info = await SseC(GATEWAY_SECRET).create("bkt", "k", SSEC_REQUEST, 0)
+def test_ssec_open_tells_a_missing_key_from_a_wrong_one() -> None:
+    mode = SseC(GATEWAY_SECRET)
+    object_key, seal = mode.create("bkt", "k", CUSTOMER_KEY)
+    with pytest.raises(MissingCustomerKey):
+        mode.open("bkt", "k", seal, None)
+    with pytest.raises(WrongCustomerKey) as caught:
+        mode.open("bkt", "k", seal, CustomerKey(os.urandom(32)))
+    assert not isinstance(caught.value, MissingCustomerKey)
+    assert mode.open("bkt", "k", seal, CustomerKey(CUSTOMER_KEY_RAW)) == object_key
+
+
+def test_ssec_check_value_depends_on_the_gateway_secret_and_salt() -> None:
+    _, seal = SseC(GATEWAY_SECRET).create("bkt", "k", CUSTOMER_KEY)
     with pytest.raises(WrongCustomerKey):
-        await SseC(b"another-gateway-secret-012345678").open("bkt", "k", info, SSEC_REQUEST)
+        SseC(b"another-gateway-secret-012345678").open("bkt", "k", seal, CUSTOMER_KEY)
     with pytest.raises(WrongCustomerKey):
-        await SseC(GATEWAY_SECRET).open("bkt", "k", replace(info, ssec_salt=os.urandom(32)), SSEC_REQUEST)
+        SseC(GATEWAY_SECRET).open("bkt", "k", replace(seal, salt=os.urandom(32)), CUSTOMER_KEY)
 
 
 @pytest.mark.parametrize("bucket, key", [("other", "k"), ("bkt", "k2")])
-async def test_ssec_object_copied_to_another_bucket_or_key_raises_integrity_error(bucket, key) -> None:
+def test_ssec_object_copied_to_another_bucket_or_key_raises_integrity_error(bucket, key) -> None:
     mode = SseC(GATEWAY_SECRET)
-    _, info = await mode.create("bkt", "k", SSEC_REQUEST, 0)
+    _, seal = mode.create("bkt", "k", CUSTOMER_KEY)
     with pytest.raises(IntegrityError):
-        await mode.open(bucket, key, info, SSEC_REQUEST)
+        mode.open(bucket, key, seal, CUSTOMER_KEY)
 
 
-@pytest.mark.parametrize("change", [{"mode": "aws:kms"}, {"version": 0}, {"sealed_key": os.urandom(60)},
-                                    {"sealed_key": b"short"}])
-async def test_ssec_altered_metadata_fields_raise_integrity_error(change) -> None:
+@pytest.mark.parametrize("change", [{"sealed_key": os.urandom(60)}, {"sealed_key": b"short"}])
+def test_ssec_altered_metadata_fields_raise_integrity_error(change) -> None:
     mode = SseC(GATEWAY_SECRET)
-    _, info = await mode.create("bkt", "k", SSEC_REQUEST, 0)
+    _, seal = mode.create("bkt", "k", CUSTOMER_KEY)
     with pytest.raises(IntegrityError):
-        await mode.open("bkt", "k", replace(info, **change), SSEC_REQUEST)
+        mode.open("bkt", "k", replace(seal, **change), CUSTOMER_KEY)
 
 
-async def test_ssec_create_refuses_a_missing_or_short_key_and_a_short_secret() -> None:
-    for request in (SseRequest("SSE-C"), SseRequest("SSE-C", customer_key=b"k" * 16)):
+async def test_ssec_object_relabelled_as_kms_raises_integrity_error(provider) -> None:
+    """The mode of an SSE-C object altered to aws:kms: as bare headers it lacks the KMS fields; with a
+    real KMS data key of the same bucket/key planted next to its sealed key, the seal's mode AAD (and
+    KEK) still refuse it."""
+    object_key, seal = SseC(GATEWAY_SECRET).create("bkt", "k", CUSTOMER_KEY)
+    headers = metadata.encode(stored_info(seal, object_key, b"x")[0])
+    headers[metadata.MODE] = "aws:kms"
+    with pytest.raises(IntegrityError):
+        metadata.decode(headers)
+    _, kms_seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.KMS))
+    for mode in (SseMode.KMS, SseMode.S3):
+        relabelled = replace(kms_seal, mode=mode, sealed_key=seal.sealed_key)
+        with pytest.raises(IntegrityError):
+            await SseKms(provider).open("bkt", "k", relabelled)
+
+
+def test_ssec_refuses_a_short_key_and_a_short_secret() -> None:
+    for raw in (b"", b"k" * 16, b"k" * 31, b"k" * 33):
         with pytest.raises(ValueError):
-            await SseC(GATEWAY_SECRET).create("b", "k", request, 0)
+            CustomerKey(raw)
     with pytest.raises(ValueError):
         SseC(b"short")
 
 
-async def test_modes_refuse_requests_of_another_mode(provider) -> None:
+async def test_ssec_create_refuses_a_missing_key() -> None:
+    """No SSE-C object without a customer key (the old API's ValueError is now a type error: there is
+    no CustomerKey to pass)."""
+    with pytest.raises((TypeError, AttributeError)):
+        SseC(GATEWAY_SECRET).create("b", "k", None)
+    with pytest.raises((TypeError, AttributeError)):
+        await ObjectKeys(LocalKeyProvider(), GATEWAY_SECRET).create("b", "k", CustomerKeyRequest(None))
+
+
+async def test_modes_refuse_requests_and_seals_of_another_mode(provider) -> None:
     with pytest.raises(ValueError):
-        await SseKms(provider).create("b", "k", SSEC_REQUEST, 0)
-    with pytest.raises(ValueError):
-        await SseC(GATEWAY_SECRET).create("b", "k", KMS_REQUEST, 0)
+        KmsRequest(SseMode.CUSTOMER)
+    with pytest.raises((TypeError, AttributeError)):
+        await SseKms(provider).create("b", "k", CustomerKeyRequest(CUSTOMER_KEY))
+    with pytest.raises((TypeError, AttributeError)):
+        SseC(GATEWAY_SECRET).create("b", "k", KMS_REQUEST)
+    _, kms_seal = await SseKms(provider).create("b", "k", KMS_REQUEST)
+    _, ssec_seal = SseC(GATEWAY_SECRET).create("b", "k", CUSTOMER_KEY)
+    with pytest.raises((TypeError, AttributeError)):
+        SseC(GATEWAY_SECRET).open("b", "k", kms_seal, CUSTOMER_KEY)
+    with pytest.raises((TypeError, AttributeError)):
+        await SseKms(provider).open("b", "k", ssec_seal)
+
+
+# --- ObjectKeys: one pair of calls for every mode -----------------------------------------------
+
+async def test_object_keys_dispatch_requests_and_seals_by_their_type(provider) -> None:
+    keys = ObjectKeys(provider, GATEWAY_SECRET)
+    kms_key, kms_seal = await keys.create("bkt", "k", KMS_REQUEST)
+    assert isinstance(kms_seal, KmsSeal) and kms_seal.mode is SseMode.KMS
+    s3_key, s3_seal = await keys.create("bkt", "k", KmsRequest(SseMode.S3))
+    assert isinstance(s3_seal, KmsSeal) and s3_seal.mode is SseMode.S3
+    assert provider.calls == ["GenerateDataKey"] * 2
+    ssec_key, ssec_seal = await keys.create("bkt", "k", CustomerKeyRequest(CUSTOMER_KEY))
+    assert isinstance(ssec_seal, CustomerKeySeal) and ssec_seal.mode is SseMode.CUSTOMER
+    assert provider.calls == ["GenerateDataKey"] * 2  # SSE-C makes no KMS call
+
+    assert await keys.open("bkt", "k", kms_seal, None) == kms_key
+    assert await keys.open("bkt", "k", s3_seal, None) == s3_key
+    assert provider.calls == ["GenerateDataKey"] * 2 + ["Decrypt"] * 2
+    assert await keys.open("bkt", "k", ssec_seal, CUSTOMER_KEY) == ssec_key
+    assert provider.calls == ["GenerateDataKey"] * 2 + ["Decrypt"] * 2
+    with pytest.raises(MissingCustomerKey):
+        await keys.open("bkt", "k", ssec_seal, None)
+    with pytest.raises(WrongCustomerKey):
+        await keys.open("bkt", "k", ssec_seal, CustomerKey(os.urandom(32)))
+    # what each mode's own type opens, ObjectKeys opens the same
+    assert SseC(GATEWAY_SECRET).open("bkt", "k", ssec_seal, CUSTOMER_KEY) == ssec_key
+    assert await SseKms(provider).open("bkt", "k", kms_seal) == kms_key
+
+
+async def test_object_keys_round_trip_through_the_stored_metadata(provider) -> None:
+    keys = ObjectKeys(provider, GATEWAY_SECRET)
+    for request, customer_key in ((KMS_REQUEST, None), (KmsRequest(SseMode.S3), None),
+                                  (CustomerKeyRequest(CUSTOMER_KEY), CUSTOMER_KEY)):
+        plaintext = os.urandom(100)
+        object_key, seal = await keys.create("bkt", "k", request)
+        info, body = stored_info(seal, object_key, plaintext)
+        read = metadata.decode(metadata.encode(info))
+        assert read == info and type(read.seal) is type(seal)
+        opened = await keys.open("bkt", "k", read.seal, customer_key)
+        assert decrypt_body(opened, read.layout.params, read.layout.plaintext_size, body) == plaintext
 
 
 # --- a decryptor written from docs/FORMAT.md alone ---------------------------------------------
@@ -295,32 +431,31 @@ async def independent_decrypt(headers: Mapping[str, str], body: bytes, bucket: s
 @pytest.mark.parametrize("size", [0, 1, 2 * SEGMENT_SIZE, 2 * SEGMENT_SIZE + 5])
 async def test_documented_format_decrypts_kms_objects_independently(provider, size: int) -> None:
     plaintext = os.urandom(size)
-    object_key, info = await SseKms(provider).create("bkt", "a/ü b", KMS_REQUEST, size)
-    body = encrypt_body(object_key, info, plaintext)
+    object_key, seal = await SseKms(provider).create("bkt", "a/ü b", KMS_REQUEST)
+    info, body = stored_info(seal, object_key, plaintext)
     assert await independent_decrypt(metadata.encode(info), body, "bkt", "a/ü b", provider=provider) == plaintext
 
 
 async def test_documented_format_decrypts_sse_s3_and_sse_c_objects_independently(provider) -> None:
     plaintext = os.urandom(SEGMENT_SIZE + 77)
-    object_key, info = await SseKms(provider).create("bkt", "k", SseRequest("AES256"), len(plaintext))
-    headers = metadata.encode(info)
-    assert await independent_decrypt(headers, encrypt_body(object_key, info, plaintext), "bkt", "k",
-                                      provider=provider) == plaintext
-    object_key, info = await SseC(GATEWAY_SECRET).create("bkt", "k", SSEC_REQUEST, len(plaintext))
-    headers = metadata.encode(info)
-    assert await independent_decrypt(headers, encrypt_body(object_key, info, plaintext), "bkt", "k",
-                                      customer_key=CUSTOMER_KEY) == plaintext
+    object_key, seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.S3))
+    info, body = stored_info(seal, object_key, plaintext)
+    assert await independent_decrypt(metadata.encode(info), body, "bkt", "k", provider=provider) == plaintext
+    object_key, seal = SseC(GATEWAY_SECRET).create("bkt", "k", CUSTOMER_KEY)
+    info, body = stored_info(seal, object_key, plaintext)
+    assert await independent_decrypt(metadata.encode(info), body, "bkt", "k",
+                                      customer_key=CUSTOMER_KEY_RAW) == plaintext
 
 
 async def test_kms_object_metadata_stays_far_below_the_2kb_limit(provider) -> None:
-    _, info = await SseKms(provider).create("bkt", "k", KMS_REQUEST, 123456789)
-    headers = metadata.encode(info)
+    _, seal = await SseKms(provider).create("bkt", "k", KMS_REQUEST)
+    headers = metadata.encode(EncryptionInfo(seal, SingleStream(StreamParams.new(), 123456789)))
     total = sum(len(name) + len(value) for name, value in headers.items())
     assert total < 700, total
 
 
 async def test_sse_s3_honours_the_key_the_caller_picked_and_ignores_a_context(provider) -> None:
     mode = SseKms(provider)
-    object_key, info = await mode.create("bkt", "k", SseRequest("AES256", OTHER_ARN, {"x": "y"}), 0)
-    assert (info.mode, info.kms_key_arn, dict(info.kms_context)) == ("AES256", OTHER_ARN, {})
-    assert await mode.open("bkt", "k", info, None) == object_key
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3, OTHER_ARN, {"x": "y"}))
+    assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, OTHER_ARN, {})
+    assert await mode.open("bkt", "k", seal) == object_key

@@ -3,42 +3,65 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 from typing import AsyncIterator
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import (
     CIPHER_SEGMENT_SIZE,
     SEGMENT_SIZE as S,
     TAG_SIZE,
     IntegrityError,
-    RangeNotSatisfiable,
     StreamDecryptor,
     StreamEncryptor,
     StreamParams,
     ciphertext_size,
     decrypt_stream,
     encrypt_stream,
-    parse_range_header,
     plan_range,
     plaintext_size,
 )
+from gateway.ranges import parse_range_header
 
 SIZES = [0, 1, S - 1, S, S + 1, 3 * S, 3 * S + 12345]
-OBJECT_KEY = bytes(range(32))
+RAW_KEY = bytes(range(32))
+OBJECT_KEY = ObjectKey(RAW_KEY)
 
 
-def encrypt(plaintext: bytes, params: StreamParams, chunk: int = 100_000, key: bytes = OBJECT_KEY,
-            part_number: int = 0) -> bytes:
-    encryptor = StreamEncryptor(key, params, part_number)
+def encrypt(plaintext: bytes, chunk: int = 100_000, key: ObjectKey = OBJECT_KEY,
+            part_number: int = 0) -> tuple[StreamParams, bytes]:
+    """The stream params the encryptor made for itself, and the stream."""
+    encryptor = StreamEncryptor(key, part_number)
     out = bytearray()
     for offset in range(0, len(plaintext), chunk):
         out += encryptor.update(plaintext[offset:offset + chunk])
     out += encryptor.finalize()
+    return encryptor.params, bytes(out)
+
+
+def reference_stream(raw_key: bytes, params: StreamParams, plaintext: bytes, part_number: int = 0,
+                     segment: int = 65536) -> bytes:
+    """The stored stream exactly as docs/FORMAT.md §1 defines it, from `cryptography` primitives alone.
+
+    Known-answer reference for the encryptor (which makes its own params), and the way to build a
+    stream that differs from another in one input only (the key, or the part number) under the
+    same params, as the splicing tests need."""
+    info = b"s3gw/v1/segment" + struct.pack(">I", part_number)
+    segment_key = AESGCM(HKDF(hashes.SHA256(), 32, params.salt, info).derive(raw_key))
+    count = max(1, -(-len(plaintext) // segment))
+    out = bytearray()
+    for i in range(count):
+        nonce = params.nonce_prefix + struct.pack(">I", i) + (b"\x01" if i == count - 1 else b"\x00")
+        out += segment_key.encrypt(nonce, plaintext[i * segment:(i + 1) * segment], b"")
     return bytes(out)
 
 
-def decrypt(ciphertext: bytes, params: StreamParams, size: int, chunk: int = 100_000, key: bytes = OBJECT_KEY,
+def decrypt(ciphertext: bytes, params: StreamParams, size: int, chunk: int = 100_000, key: ObjectKey = OBJECT_KEY,
             part_number: int = 0, plan=None) -> bytes:
     decryptor = StreamDecryptor(key, params, size, part_number, plan)
     out = bytearray()
@@ -52,8 +75,8 @@ def decrypt(ciphertext: bytes, params: StreamParams, size: int, chunk: int = 100
 def sample() -> tuple[bytes, StreamParams, bytes]:
     """A 3.5-segment plaintext, its params and its ciphertext."""
     plaintext = random.Random(1).randbytes(3 * S + S // 2)
-    params = StreamParams.new()
-    return plaintext, params, encrypt(plaintext, params)
+    params, ciphertext = encrypt(plaintext)
+    return plaintext, params, ciphertext
 
 
 def segments(ciphertext: bytes) -> list[bytes]:
@@ -85,31 +108,55 @@ def test_plaintext_size_rejects_impossible_ciphertext_lengths(impossible: int) -
 @pytest.mark.parametrize("chunk", [S, S + 1, 7919, 1 << 20])
 def test_round_trip_restores_plaintext(size: int, chunk: int) -> None:
     plaintext = os.urandom(size)
-    params = StreamParams.new()
-    ciphertext = encrypt(plaintext, params, chunk)
+    params, ciphertext = encrypt(plaintext, chunk)
     assert len(ciphertext) == ciphertext_size(size)
     assert decrypt(ciphertext, params, size, chunk=chunk + 3) == plaintext
 
 
 def test_round_trip_with_one_byte_chunks() -> None:
+    """Chunking never changes the stream: one-byte and whole-segment writes both give exactly the
+    documented stream for the params the encryptor made."""
     plaintext = os.urandom(S + 100)
-    params = StreamParams.new()
-    ciphertext = encrypt(plaintext, params, chunk=1)
-    assert ciphertext == encrypt(plaintext, params, chunk=S)
+    params, ciphertext = encrypt(plaintext, chunk=1)
+    assert ciphertext == reference_stream(RAW_KEY, params, plaintext)
+    other_params, whole_segments = encrypt(plaintext, chunk=S)
+    assert whole_segments == reference_stream(RAW_KEY, other_params, plaintext)
     assert decrypt(ciphertext, params, len(plaintext), chunk=1) == plaintext
 
 
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("part_number", [0, 1, 10000])
+@pytest.mark.parametrize("chunk", [1000, S, 1 << 20])
+def test_the_encryptor_writes_exactly_the_documented_stream_for_its_own_params(size: int, part_number: int,
+                                                                               chunk: int) -> None:
+    plaintext = random.Random(size + part_number).randbytes(size)
+    params, ciphertext = encrypt(plaintext, chunk, part_number=part_number)
+    assert ciphertext == reference_stream(RAW_KEY, params, plaintext, part_number)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2 * S, 2 * S + 1, 5 * S + 3])
+def test_a_larger_segment_size_writes_the_documented_stream_too(size: int) -> None:
+    """Multipart parts over 32 MiB use segments of a multiple of 64 KiB (docs/FORMAT.md §4)."""
+    plaintext = os.urandom(size)
+    encryptor = StreamEncryptor(OBJECT_KEY, 7, 2 * S)
+    ciphertext = bytes(encryptor.update(plaintext) + encryptor.finalize())
+    assert ciphertext == reference_stream(RAW_KEY, encryptor.params, plaintext, 7, 2 * S)
+    assert len(ciphertext) == ciphertext_size(size, 2 * S)
+    decryptor = StreamDecryptor(OBJECT_KEY, encryptor.params, size, 7, segment_size=2 * S)
+    assert bytes(decryptor.update(ciphertext)) + decryptor.finalize() == plaintext
+
+
 def test_empty_stream_is_one_final_tag_only_segment() -> None:
-    params = StreamParams.new()
-    encryptor = StreamEncryptor(OBJECT_KEY, params)
+    encryptor = StreamEncryptor(OBJECT_KEY)
     assert encryptor.update(b"") == b""
     final = encryptor.finalize()
     assert len(final) == TAG_SIZE
-    assert decrypt(bytes(final), params, 0) == b""
+    assert bytes(final) == reference_stream(RAW_KEY, encryptor.params, b"")
+    assert decrypt(bytes(final), encryptor.params, 0) == b""
 
 
 def test_encryptor_holds_back_a_full_segment_until_more_data_arrives() -> None:
-    encryptor = StreamEncryptor(OBJECT_KEY, StreamParams.new())
+    encryptor = StreamEncryptor(OBJECT_KEY)
     assert encryptor.update(b"a" * S) == b""
     assert len(encryptor.update(b"b")) == CIPHER_SEGMENT_SIZE
     assert len(encryptor.finalize()) == 1 + TAG_SIZE
@@ -119,9 +166,8 @@ def test_random_sizes_round_trip() -> None:
     rng = random.Random(7)
     for _ in range(10):
         plaintext = rng.randbytes(rng.randrange(0, 4 * S))
-        params = StreamParams.new()
-        chunk = rng.randrange(1, 3 * S)
-        assert decrypt(encrypt(plaintext, params, chunk), params, len(plaintext), rng.randrange(1, 3 * S)) == plaintext
+        params, ciphertext = encrypt(plaintext, rng.randrange(1, 3 * S))
+        assert decrypt(ciphertext, params, len(plaintext), rng.randrange(1, 3 * S)) == plaintext
 
 
 async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -131,11 +177,11 @@ async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 async def test_async_helpers_round_trip() -> None:
     plaintext = os.urandom(2 * S + 3)
-    params = StreamParams.new()
-    encrypted = encrypt_stream(chunks_of(plaintext, 5000), StreamEncryptor(OBJECT_KEY, params))
+    encryptor = StreamEncryptor(OBJECT_KEY)
+    encrypted = encrypt_stream(chunks_of(plaintext, 5000), encryptor)
     ciphertext = b"".join([piece async for piece in encrypted])
-    assert ciphertext == encrypt(plaintext, params)
-    decryptor = StreamDecryptor(OBJECT_KEY, params, len(plaintext))
+    assert ciphertext == reference_stream(RAW_KEY, encryptor.params, plaintext)
+    decryptor = StreamDecryptor(OBJECT_KEY, encryptor.params, len(plaintext))
     assert b"".join([p async for p in decrypt_stream(chunks_of(ciphertext, 4096), decryptor)]) == plaintext
 
 
@@ -172,10 +218,44 @@ async def test_damage_after_the_first_segment_surfaces_after_authentic_bytes_eve
 # --- nonce and key uniqueness ------------------------------------------------------------------
 
 def test_two_encryptions_of_the_same_part_use_fresh_salt_and_nonce_prefix() -> None:
-    first, second = StreamParams.new(), StreamParams.new()
-    assert first.salt != second.salt and first.nonce_prefix != second.nonce_prefix
     plaintext = b"same part" * 1000
-    assert encrypt(plaintext, first, part_number=3) != encrypt(plaintext, second, part_number=3)
+    (first, one), (second, two) = encrypt(plaintext, part_number=3), encrypt(plaintext, part_number=3)
+    assert first.salt != second.salt and first.nonce_prefix != second.nonce_prefix
+    assert one != two
+
+
+def test_every_encryptor_makes_its_own_fresh_params_and_takes_none_from_its_caller() -> None:
+    encryptors = [StreamEncryptor(OBJECT_KEY, 1) for _ in range(64)]
+    assert len({e.params.salt for e in encryptors}) == len({e.params.nonce_prefix for e in encryptors}) == 64
+    assert all(len(e.params.encode()) == StreamParams.ENCODED_SIZE for e in encryptors)
+    # the params it exposes are the ones it encrypts with (and no other encryptor's open its stream)
+    first, second = encryptors[:2]
+    stream = bytes(first.update(b"x" * 100) + first.finalize())
+    assert StreamDecryptor(OBJECT_KEY, first.params, 100, 1).update(stream) == b"x" * 100
+    with pytest.raises(IntegrityError):
+        StreamDecryptor(OBJECT_KEY, second.params, 100, 1).update(stream)
+    # stale params cannot be handed in, by keyword or in the old positional place
+    with pytest.raises(TypeError):
+        StreamEncryptor(OBJECT_KEY, params=StreamParams.new())
+    with pytest.raises(TypeError):
+        StreamEncryptor(OBJECT_KEY, StreamParams.new(), 3)
+
+
+def test_the_stream_takes_an_object_key_not_raw_bytes() -> None:
+    with pytest.raises((TypeError, AttributeError)):
+        StreamEncryptor(RAW_KEY)
+    with pytest.raises((TypeError, AttributeError)):
+        StreamDecryptor(RAW_KEY, StreamParams.new(), 0)
+
+
+def test_an_encryptor_cannot_go_on_after_finalize() -> None:
+    encryptor = StreamEncryptor(OBJECT_KEY)
+    encryptor.update(b"abc")
+    encryptor.finalize()
+    with pytest.raises(ValueError):
+        encryptor.update(b"more")
+    with pytest.raises(ValueError):
+        encryptor.finalize()
 
 
 def test_stream_params_encode_decode_round_trip_and_reject_bad_length() -> None:
@@ -192,8 +272,7 @@ def test_stream_params_encode_decode_round_trip_and_reject_bad_length() -> None:
 def test_every_range_plan_matches_python_slicing(size: int) -> None:
     rng = random.Random(size)
     plaintext = rng.randbytes(size)
-    params = StreamParams.new()
-    ciphertext = encrypt(plaintext, params)
+    params, ciphertext = encrypt(plaintext)
     edges = [0, 1, S - 1, S, S + 1, size - 1]
     pairs = [(a, b) for a in edges for b in edges if 0 <= a <= b < size]
     pairs += [tuple(sorted(rng.randrange(size) for _ in range(2))) for _ in range(60)]
@@ -215,32 +294,6 @@ def test_parsed_header_ranges_decrypt_like_python_slicing(sample, header: str) -
     expected = plaintext[-int(last):] if not first else plaintext[int(first):(int(last) + 1 if last else None)]
     plan = plan_range(size, start, end)
     assert decrypt(ciphertext[plan.cipher_start:plan.cipher_end + 1], params, size, plan=plan) == expected
-
-
-@pytest.mark.parametrize("header, size, expected", [
-    ("bytes=0-99", 1000, (0, 99)),
-    ("bytes=900-", 1000, (900, 999)),
-    ("bytes=-100", 1000, (900, 999)),
-    ("bytes=-5000", 1000, (0, 999)),
-    ("bytes=500-5000", 1000, (500, 999)),
-    (" bytes=1-1 ", 1000, (1, 1)),
-    ("bytes=5-4", 1000, None),
-    ("bytes=-", 1000, None),
-    ("bytes=0-1,5-6", 1000, None),
-    ("items=0-1", 1000, None),
-    ("bytes=a-b", 1000, None),
-    ("bytes=0", 1000, None),
-])
-def test_parse_range_header(header: str, size: int, expected) -> None:
-    assert parse_range_header(header, size) == expected
-
-
-@pytest.mark.parametrize("header, size", [("bytes=1000-", 1000), ("bytes=1000-2000", 1000), ("bytes=-0", 1000),
-                                          ("bytes=0-", 0), ("bytes=-5", 0)])
-def test_unsatisfiable_ranges_raise_range_not_satisfiable(header: str, size: int) -> None:
-    with pytest.raises(RangeNotSatisfiable) as caught:
-        parse_range_header(header, size)
-    assert caught.value.plaintext_size == size
 
 
 @pytest.mark.parametrize("start, end", [(-1, 0), (5, 4), (0, 1000)])
@@ -300,17 +353,23 @@ def test_duplicated_segment_is_detected(sample) -> None:
 
 def test_segment_spliced_from_another_object_is_detected(sample) -> None:
     plaintext, params, ciphertext = sample
-    other = encrypt(plaintext, params, key=os.urandom(32))
-    with pytest.raises(IntegrityError):
-        decrypt(ciphertext[:CIPHER_SEGMENT_SIZE] + other[CIPHER_SEGMENT_SIZE:], params, len(plaintext))
+    assert reference_stream(RAW_KEY, params, plaintext) == ciphertext
+    same_params_other_key = reference_stream(os.urandom(32), params, plaintext)  # only the object key differs
+    _, other_object = encrypt(plaintext, key=ObjectKey.generate())
+    for other in (same_params_other_key, other_object):
+        with pytest.raises(IntegrityError):
+            decrypt(ciphertext[:CIPHER_SEGMENT_SIZE] + other[CIPHER_SEGMENT_SIZE:], params, len(plaintext))
 
 
 def test_segment_spliced_from_another_part_of_the_same_object_is_detected() -> None:
     plaintext = os.urandom(2 * S)
-    params = StreamParams.new()
-    part1, part2 = encrypt(plaintext, params, part_number=1), encrypt(plaintext, params, part_number=2)
-    with pytest.raises(IntegrityError):
-        decrypt(part1[:CIPHER_SEGMENT_SIZE] + part2[CIPHER_SEGMENT_SIZE:], params, len(plaintext), part_number=1)
+    params, part1 = encrypt(plaintext, part_number=1)
+    assert reference_stream(RAW_KEY, params, plaintext, part_number=1) == part1
+    part2 = reference_stream(RAW_KEY, params, plaintext, part_number=2)  # only the part number differs
+    _, other_part2 = encrypt(plaintext, part_number=2)
+    for other in (part2, other_part2):
+        with pytest.raises(IntegrityError):
+            decrypt(part1[:CIPHER_SEGMENT_SIZE] + other[CIPHER_SEGMENT_SIZE:], params, len(plaintext), part_number=1)
     with pytest.raises(IntegrityError):
         decrypt(part1, params, len(plaintext), part_number=2)
 

@@ -18,8 +18,10 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.crypto import metadata
+from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import HEADER_SIZE, PartRead, decrypt_parts, open_manifest, plan_reads
-from gateway.crypto.sse import DataKey, SseC, SseKms, SseRequest
+from gateway.crypto.objectkey import ObjectKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, DataKey, KmsSeal, ObjectKeys, SseC, SseKms, SseMode
 from gateway.crypto.stream import StreamDecryptor, decrypt_stream, plan_range
 from keyservice import blob
 from tests.gateway.conftest import _config_toml
@@ -66,13 +68,23 @@ class VectorKms:
         return DataKey(plaintext, ciphertext, self._arn)
 
 
-async def _object_key(vector: Mapping[str, Any]) -> bytes:
+def _info(vector: Mapping[str, Any]) -> EncryptionInfo:
     info = metadata.decode(vector["metadata"])
     assert info is not None
-    if info.mode == "SSE-C":
-        request = SseRequest(mode="SSE-C", customer_key=CUSTOMER_KEY)
-        return await SseC(GATEWAY_SECRET).open(vector["bucket"], vector["key"], info, request)
-    return await SseKms(VectorKms()).open(vector["bucket"], vector["key"], info, None)
+    return info
+
+
+async def _object_key(vector: Mapping[str, Any]) -> ObjectKey:
+    """OK through ObjectKeys (what the gateway calls), checked against the mode's own opener."""
+    seal = _info(vector).seal
+    customer_key = CustomerKey(CUSTOMER_KEY) if isinstance(seal, CustomerKeySeal) else None
+    object_key = await ObjectKeys(VectorKms(), GATEWAY_SECRET).open(vector["bucket"], vector["key"], seal,
+                                                                    customer_key)
+    if isinstance(seal, CustomerKeySeal):
+        assert SseC(GATEWAY_SECRET).open(vector["bucket"], vector["key"], seal, customer_key) == object_key
+    else:
+        assert await SseKms(VectorKms()).open(vector["bucket"], vector["key"], seal) == object_key
+    return object_key
 
 
 async def _chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
@@ -84,10 +96,9 @@ async def _read(vector: Mapping[str, Any], span: tuple[int, int] | None) -> byte
     """The plaintext of ``span`` (None: all), decrypted from the stored bytes the plan names."""
     body = base64.b64decode(vector["body_b64"])
     object_key = await _object_key(vector)
-    info = metadata.decode(vector["metadata"])
-    assert info is not None
-    if info.upload_tag is not None:
-        manifest = open_manifest(object_key, info.upload_tag, base64.b64decode(vector["manifest_b64"]))
+    layout = _info(vector).layout
+    if isinstance(layout, Multipart):
+        manifest = open_manifest(object_key, layout.upload_tag, base64.b64decode(vector["manifest_b64"]))
         reads = plan_reads(manifest, span)
         if not reads:
             return b""
@@ -96,10 +107,10 @@ async def _read(vector: Mapping[str, Any], span: tuple[int, int] | None) -> byte
             return body[read.stored_offset:read.stored_offset + HEADER_SIZE]
         stored = body[reads[0].upstream_start:reads[-1].upstream_end + 1]
         return b"".join([c async for c in decrypt_parts(_chunks(stored), object_key, reads, header)])
-    assert info.params is not None and info.plaintext_size == vector["plaintext_size"]
-    plan = plan_range(info.plaintext_size, *span) if span else None
+    assert isinstance(layout, SingleStream) and layout.plaintext_size == vector["plaintext_size"]
+    plan = plan_range(layout.plaintext_size, *span) if span else None
     stored = body[plan.cipher_start:plan.cipher_end + 1] if plan else body
-    decryptor = StreamDecryptor(object_key, info.params, info.plaintext_size, plan=plan)
+    decryptor = StreamDecryptor(object_key, layout.params, layout.plaintext_size, plan=plan)
     return b"".join([c async for c in decrypt_stream(_chunks(stored), decryptor)])
 
 
@@ -120,6 +131,20 @@ async def test_v1_vector_ranges_across_segments_and_parts_decrypt_exactly(name: 
     for first, last in {(0, 0), (size - 1, size - 1), (1, size - 2), (size // 3, 2 * size // 3),
                         (65535 % size, min(65536, size - 1))}:
         assert await _read(vector, (first, last)) == whole[first:last + 1], (first, last)
+
+
+@pytest.mark.parametrize("name", list(OBJECTS))
+def test_v1_vector_metadata_decodes_to_its_typed_info_and_encodes_back_byte_for_byte(name: str) -> None:
+    """docs/FORMAT.md is the contract: today's encoder writes exactly the headers format v1 wrote."""
+    vector = OBJECTS[name]
+    info = _info(vector)
+    assert metadata.encode(info) == vector["metadata"]
+    mode = SseMode(vector["metadata"][metadata.MODE])
+    assert info.mode is mode and info.version == 1
+    assert isinstance(info.seal, CustomerKeySeal if mode is SseMode.CUSTOMER else KmsSeal)
+    assert isinstance(info.layout, Multipart if "parts" in vector else SingleStream)
+    if isinstance(info.seal, KmsSeal):
+        assert info.kms_key_arn == VECTORS["kms"]["key_arn"]
 
 
 def test_v1_kms_vectors_name_the_contexts_the_gateway_binds() -> None:

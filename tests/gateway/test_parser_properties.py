@@ -14,7 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.crypto import metadata
-from gateway.crypto.sse import KMS_MODES, SEALED_KEY_SIZE, SSEC_MODE, SSEC_SALT_SIZE, EncryptionInfo
+from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
+from gateway.crypto.sse import SEALED_KEY_SIZE, SSEC_CHECK_SIZE, SSEC_SALT_SIZE, CustomerKeySeal, KmsSeal, SseMode
 from gateway.crypto.stream import StreamParams
 from gateway.handlers.buckets import delete_body
 from gateway.limits import MAX_UPLOAD_SIZE
@@ -261,28 +262,25 @@ reserved_names = st.sampled_from([metadata.VERSION, metadata.MODE, metadata.PARA
 b64u_of = st.binary(max_size=80).map(metadata.b64u)
 
 
+def _sized(size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=size, max_size=size)
+
+
 @st.composite
 def encryption_infos(draw: st.DrawFn) -> EncryptionInfo:
-    mode = draw(st.sampled_from(sorted(KMS_MODES) + [SSEC_MODE]))
-    multipart = draw(st.booleans())
-    info = EncryptionInfo(
-        version=1, mode=mode,
-        params=None if multipart else StreamParams.decode(draw(st.binary(min_size=StreamParams.ENCODED_SIZE,
-                                                                         max_size=StreamParams.ENCODED_SIZE))),
-        sealed_key=draw(st.binary(min_size=SEALED_KEY_SIZE, max_size=SEALED_KEY_SIZE)),
-        plaintext_size=None if multipart else draw(st.integers(0, 2**62)),
-        upload_tag=metadata.new_upload_tag() if multipart else None,
-    )
-    if mode == SSEC_MODE:
-        return EncryptionInfo(**{**info.__dict__, "ssec_salt": draw(st.binary(min_size=SSEC_SALT_SIZE,
-                                                                              max_size=SSEC_SALT_SIZE)),
-                                 "ssec_check": draw(st.binary(min_size=metadata.SSEC_CHECK_SIZE,
-                                                              max_size=metadata.SSEC_CHECK_SIZE))})
-    return EncryptionInfo(**{**info.__dict__, "kms_key_arn": draw(st.text(PRINTABLE, min_size=1, max_size=40)
-                                                                  .filter(lambda a: a.strip() == a)),
-                             "wrapped_data_key": draw(st.binary(min_size=1, max_size=64)),
-                             "kms_context": draw(st.dictionaries(st.text(max_size=8), st.text(max_size=8),
-                                                                 max_size=3))})
+    mode = draw(st.sampled_from(list(SseMode)))
+    sealed_key = draw(_sized(SEALED_KEY_SIZE))
+    if mode is SseMode.CUSTOMER:
+        seal = CustomerKeySeal(sealed_key, salt=draw(_sized(SSEC_SALT_SIZE)), check=draw(_sized(SSEC_CHECK_SIZE)))
+    else:
+        seal = KmsSeal(mode, sealed_key,
+                       kms_key_arn=draw(st.text(PRINTABLE, min_size=1, max_size=40).filter(lambda a: a.strip() == a)),
+                       wrapped_data_key=draw(st.binary(min_size=1, max_size=64)),
+                       kms_context=draw(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)))
+    if draw(st.booleans()):
+        return EncryptionInfo(seal, Multipart(metadata.new_upload_tag()))
+    params = StreamParams.decode(draw(_sized(StreamParams.ENCODED_SIZE)))
+    return EncryptionInfo(seal, SingleStream(params, draw(st.integers(0, 2**62))))
 
 
 @BOUNDED

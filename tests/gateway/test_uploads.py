@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.crypto.stream import StreamParams
+from gateway.crypto import metadata
+from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
+from gateway.crypto.sse import CustomerKeySeal, KmsSeal, SseMode
+from gateway.crypto.stream import IntegrityError, StreamParams
 from gateway.handlers.multipart import parse_complete
 from gateway.s3errors import S3Error
 from gateway.uploads import ForgedToken, UploadTokens
@@ -29,6 +32,19 @@ def test_upload_id_for_another_object_or_altered_is_refused(bucket, key, change)
         client_id = client_id.replace("gw1.e", "gw1.f", 1)
     with pytest.raises(ForgedToken):
         TOKENS.parse_upload_id(bucket, key, client_id)
+
+
+@pytest.mark.parametrize("seal", [CustomerKeySeal(bytes(60), bytes(32), bytes(32)),
+                                  KmsSeal(SseMode.KMS, bytes(60), "arn:aws:kms:r:1:key/k", b"w", {"a": "b"})])
+def test_an_upload_carries_the_multipart_encryption_info_it_was_created_with(seal):
+    info = EncryptionInfo(seal, Multipart(metadata.new_upload_tag()))
+    client_id = TOKENS.issue_upload_id("bkt", "key", "up", metadata.encode(info))
+    assert TOKENS.parse_upload_id("bkt", "key", client_id).info == info
+    single_stream = metadata.encode(EncryptionInfo(seal, SingleStream(StreamParams.new(), 5)))
+    for fields in (single_stream, {}, FIELDS):  # FIELDS names a malformed upload tag
+        upload = TOKENS.parse_upload_id("bkt", "key", TOKENS.issue_upload_id("bkt", "key", "up", fields))
+        with pytest.raises(IntegrityError):
+            upload.info
 
 
 def test_upstream_ids_are_not_gateway_uploads():

@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from gateway.crypto import metadata  # noqa: E402
-from gateway.crypto.multipart import Manifest, ManifestPart, encrypt_part, seal_manifest  # noqa: E402
-from gateway.crypto.sse import DataKey, SseC, SseKms, SseRequest  # noqa: E402
-from gateway.crypto.stream import StreamEncryptor, StreamParams, encrypt_stream  # noqa: E402
+from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream  # noqa: E402
+from gateway.crypto.multipart import EncryptedPart, Manifest, ManifestPart, seal_manifest  # noqa: E402
+from gateway.crypto.sse import (CustomerKey, CustomerKeyRequest, DataKey, KmsRequest, ObjectKeys, SseMode,  # noqa: E402
+                                SseRequest)
+from gateway.crypto.stream import StreamEncryptor, encrypt_stream  # noqa: E402
 from keyservice import blob  # noqa: E402
 
 BUCKET = "vectors"
@@ -74,10 +76,12 @@ async def _one(items: list[bytes]):
         yield item
 
 
-async def single(mode_name: str, key: str, size: int, request: SseRequest, sse: Any) -> dict[str, Any]:
+async def single(mode_name: str, key: str, size: int, request: SseRequest, keys: ObjectKeys) -> dict[str, Any]:
     data = plaintext(size, f"{key}")
-    object_key, info = await sse.create(BUCKET, key, request, size)
-    body = await _collect(encrypt_stream(_one([data]), StreamEncryptor(object_key, info.params)))
+    object_key, seal = await keys.create(BUCKET, key, request)
+    encryptor = StreamEncryptor(object_key)
+    body = await _collect(encrypt_stream(_one([data]), encryptor))
+    info = EncryptionInfo(seal, SingleStream(encryptor.params, size))
     return {"name": mode_name, "bucket": BUCKET, "key": key, "plaintext_size": size,
             "plaintext_sha256": hashlib.sha256(data).hexdigest(), "metadata": metadata.encode(info),
             "stored_etag": '"' + hashlib.md5(body).hexdigest() + '"',
@@ -85,18 +89,18 @@ async def single(mode_name: str, key: str, size: int, request: SseRequest, sse: 
 
 
 async def multipart(mode_name: str, key: str, parts: list[tuple[int, int, bool]], request: SseRequest,
-                    sse: Any) -> dict[str, Any]:
+                    keys: ObjectKeys) -> dict[str, Any]:
     """parts: (part number, plaintext size, pinned in the manifest)."""
-    object_key, info = await sse.create(BUCKET, key, request, None)
+    object_key, seal = await keys.create(BUCKET, key, request)
     tag = metadata.new_upload_tag()
-    info = type(info)(**{**info.__dict__, "params": None, "upload_tag": tag})
+    info = EncryptionInfo(seal, Multipart(tag))
     body, entries, whole = bytearray(), [], bytearray()
     for number, size, pinned in parts:
         data = plaintext(size, f"{key}/{number}")
         whole += data
-        params = StreamParams.new()
-        body += await _collect(encrypt_part(_one([data]), object_key, number, size, params))
-        entries.append(ManifestPart(number, size, params if pinned else None))
+        part = EncryptedPart(_one([data]), object_key, number, size)
+        body += await _collect(part)
+        entries.append(ManifestPart(number, size, part.params if pinned else None))
     sealed = seal_manifest(object_key, tag, Manifest(tuple(entries)))
     return {"name": mode_name, "bucket": BUCKET, "key": key, "plaintext_size": len(whole),
             "plaintext_sha256": hashlib.sha256(bytes(whole)).hexdigest(), "metadata": metadata.encode(info),
@@ -109,20 +113,20 @@ async def multipart(mode_name: str, key: str, parts: list[tuple[int, int, bool]]
 async def main() -> None:
     kms = FixedKms(hashlib.sha256(b"s3gw format v1 vector CMK backing key").digest(),
                    str(uuid.UUID("0b7c3a52-0f4e-4d0f-9a57-7a1f5a4c0d11")), os.urandom(16).hex())
-    sse_kms, sse_c = SseKms(kms), SseC(GATEWAY_SECRET)
-    ssec = SseRequest(mode="SSE-C", customer_key=CUSTOMER_KEY)
+    keys = ObjectKeys(kms, GATEWAY_SECRET)
+    ssec = CustomerKeyRequest(CustomerKey(CUSTOMER_KEY))
     objects = [
-        await single("sse-c, empty object", "empty", 0, ssec, sse_c),
-        await single("sse-c, two segments, unicode key", "dir/näme with space+plus.bin", 70000, ssec, sse_c),
+        await single("sse-c, empty object", "empty", 0, ssec, keys),
+        await single("sse-c, two segments, unicode key", "dir/näme with space+plus.bin", 70000, ssec, keys),
         await single("aws:kms with a client context", "kms/small.txt", 100,
-                     SseRequest(mode="aws:kms", kms_key_id=CMK_ARN, kms_context={"team": "storage"}), sse_kms),
+                     KmsRequest(SseMode.KMS, key_id=CMK_ARN, context={"team": "storage"}), keys),
         await single("AES256 (SSE-S3), exactly one segment", "sse-s3/one-segment", 65536,
-                     SseRequest(mode="AES256"), sse_kms),
+                     KmsRequest(SseMode.S3), keys),
         await multipart("sse-c multipart, part numbers 1 and 3, both pinned", "mp/ssec", [(1, 70000, True), (3, 10, True)],
-                        ssec, sse_c),
+                        ssec, keys),
         await multipart("aws:kms multipart, second part unpinned (bare ETag at Complete), empty last part",
                         "mp/kms", [(1, 65537, True), (2, 300, False), (3, 0, True)],
-                        SseRequest(mode="aws:kms", kms_key_id=CMK_ARN), sse_kms),
+                        KmsRequest(SseMode.KMS, key_id=CMK_ARN), keys),
     ]
     print(json.dumps({
         "format": 1,
