@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -38,8 +37,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.crypto.metadata import b64u, unb64u
 from gateway.crypto.stream import IntegrityError
 from gateway.reserved import RESERVED_KEY_PREFIX
-from gateway.s3errors import from_upstream
-from gateway.upstream import Upstream, read_up_to
+from gateway.s3client import BodyTooLarge, S3Client, UpstreamError
+from gateway.upstream import Upstream
 
 log = logging.getLogger("gateway.bucketstate")
 
@@ -104,15 +103,12 @@ def new_record(now: float | None = None) -> dict[str, Any]:
     return {"v": RECORD_VERSION, "no_plaintext": True, "since": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def state_path(bucket: str) -> str:
-    return f"/{quote(bucket, safe='')}/{quote(STATE_KEY, safe='/~')}"
-
-
 class BucketStates:
     """Reads and writes the buckets' state records upstream, with the cache described above."""
 
     def __init__(self, upstream: Upstream, secret: bytes, clock: Callable[[], float] = time.monotonic) -> None:
-        self._upstream = upstream
+        self._client = S3Client(upstream)
+        self._writer = S3Client(upstream, max_attempts=1)
         self._secret = secret
         self._clock = clock
         self._known: set[str] = set()
@@ -160,16 +156,10 @@ class BucketStates:
 
     async def _read(self, bucket: str) -> bool:
         log.debug("bucket %s: reading its state record %s", bucket, STATE_KEY)
-        upstream = await self._upstream.request("GET", state_path(bucket), [], {})
-        async with upstream:
-            body = await read_up_to(upstream, _MAX_RECORD)
-            if upstream.status == 404:
-                return False
-            if upstream.status != 200:
-                raise from_upstream(upstream.status, body, upstream.headers)
         try:
-            return open_record(self._secret, bucket, body).no_plaintext
-        except RecordError as exc:
+            body = await self._stored(bucket)
+            return body is not None and open_record(self._secret, bucket, body).no_plaintext
+        except (RecordError, BodyTooLarge) as exc:
             log.error("bucket %s: its state record %s is not authentic (%s); treating the bucket as holding "
                       "no plaintext", bucket, STATE_KEY, exc)
             return True
@@ -183,25 +173,32 @@ class BucketStates:
     async def read_stored(self, bucket: str) -> bytes | None:
         """The record object's bytes as stored (authentic or not), None when there is none; an upstream
         failure is its S3 error."""
-        upstream = await self._upstream.request("GET", state_path(bucket), [], {})
-        async with upstream:
-            body = await read_up_to(upstream, _MAX_RECORD)
-            if upstream.status == 404:
+        try:
+            return await self._stored(bucket)
+        except BodyTooLarge as exc:
+            raise exc.s3_error() from None
+
+    async def _stored(self, bucket: str) -> bytes | None:
+        """The record object's bytes, None when there is none (any 404); BodyTooLarge when it is longer
+        than a record can be; any other upstream failure as its S3 error."""
+        try:
+            _, body = await self._client.get_small(bucket, STATE_KEY, limit=_MAX_RECORD)
+        except BodyTooLarge:
+            raise
+        except UpstreamError as exc:
+            if exc.not_found:
                 return None
-            if upstream.status != 200 or len(body) > _MAX_RECORD:
-                raise from_upstream(upstream.status if upstream.status != 200 else 500, body, upstream.headers)
+            raise exc.s3_error() from None
         return body
 
     async def write_stored(self, bucket: str, body: bytes) -> None:
-        """Store ``body`` as the bucket's record object (a sealed record, or bytes `read_stored` returned)."""
-        headers = {"content-type": "application/json"}
-        upstream = await self._upstream.request("PUT", state_path(bucket), [], headers, body=body,
-                                                content_length=len(body),
-                                                payload_hash=hashlib.sha256(body).hexdigest())
-        async with upstream:
-            answer = await read_up_to(upstream, _MAX_RECORD)
-            if upstream.status != 200:
-                raise from_upstream(upstream.status, answer, upstream.headers)
+        """Store ``body`` as the bucket's record object (a sealed record, or bytes `read_stored` returned).
+        Sent once: its callers retry it (gateway/handlers/buckets.py), and retrying here too would
+        multiply their attempts."""
+        try:
+            await self._writer.put_object(bucket, STATE_KEY, body, len(body), {"content-type": "application/json"})
+        except UpstreamError as exc:
+            raise exc.s3_error() from None
 
     def forget(self, bucket: str) -> None:
         """The bucket was deleted: a bucket of the same name created later starts unknown."""

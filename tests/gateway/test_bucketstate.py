@@ -86,3 +86,34 @@ async def test_the_record_is_read_to_its_end_when_it_arrives_in_pieces():
     finally:
         await upstream.close()
         await runner.cleanup()
+
+
+async def test_a_record_read_outlasts_a_short_503_burst_and_a_record_write_is_sent_once(moto, upstream_s3):
+    """Reads go through the S3 client's retries; a write is sent once, because its callers
+    (gateway/handlers/buckets.py) retry it themselves."""
+    import asyncio
+    import uuid
+
+    from gateway.bucketstate import STATE_KEY, BucketStates
+    from gateway.s3errors import S3Error
+    from gateway.upstream import Upstream, UpstreamTarget
+    from tests.support.faultproxy import FaultProxy, burst
+
+    bucket = f"state-{uuid.uuid4().hex[:12]}"
+    upstream_s3.create_bucket(Bucket=bucket)
+    upstream_s3.put_object(Bucket=bucket, Key=STATE_KEY, Body=seal_record(SECRET, bucket, new_record()))
+    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
+    upstream = Upstream(UpstreamTarget(proxy.url, "us-east-1", moto.access_key, moto.secret_key))
+    await upstream.start()
+    try:
+        states = BucketStates(upstream, SECRET)
+        proxy.set(burst(2, 503))
+        assert (await states.holds_no_plaintext(bucket), proxy.answered) == (True, 2)
+        proxy.set(burst(2, 503))
+        await asyncio.sleep(0.05)  # the pool sees its kept-alive connection closed by the proxy
+        with pytest.raises(S3Error) as err:
+            await states.write_stored(bucket, b"anything")
+        assert (err.value.code, err.value.status, proxy.answered) == ("SlowDown", 503, 3)
+    finally:
+        await upstream.close()
+        proxy.stop()
