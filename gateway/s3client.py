@@ -275,7 +275,7 @@ def _xml(body: bytes, *root_names: str) -> ET.Element:
     """A success answer's XML document, whose root must be one of ``root_names`` (namespaced or not)."""
     try:
         root = ET.fromstring(body)
-    except ET.ParseError:
+    except (ET.ParseError, ValueError):
         raise IntegrityError(f"the upstream's {root_names[0]} answer is not XML") from None
     if local(root.tag) not in root_names:
         raise IntegrityError(f"the upstream answered <{local(root.tag)}>, not <{root_names[0]}>")
