@@ -74,6 +74,7 @@ HANDLERS: dict[str, Handler] = {
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+REQUEST_ID = "request_id"
 
 
 def new_request_id() -> str:
@@ -132,11 +133,27 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Every request's entry point: run the pipeline, render any failure as an S3 error."""
-    request_id = request["request_id"] = new_request_id()
-    gw = request.app[GATEWAY_KEY]
+    """Every request's handler: the pipeline (failures are the `s3_errors` middleware's to render)."""
+    return await _handle(request.app[GATEWAY_KEY], request, request[REQUEST_ID])
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Give every request its id before anything can fail: error bodies name it, the log lines about
+    the request name it, and `_stamp_request_id` puts it on the response."""
+    request[REQUEST_ID] = new_request_id()
+    return await handler(request)
+
+
+@web.middleware
+async def s3_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Render every failure as the S3 error a client expects; nothing escapes as a bare 500.
+
+    A client that went away, a cancelled handler and aiohttp's own HTTP answers (its router's) are
+    not failures to render and propagate as they are."""
+    request_id = request[REQUEST_ID]
     try:
-        return await _handle(gw, request, request_id)
+        return await handler(request)
     except S3Error as exc:
         return await _answer_error(exc, request, request_id)
     except aiohttp.ClientError as exc:
@@ -145,7 +162,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             raise ConnectionResetError(f"request {request_id}: the client went away") from None
         log.error("request %s: the upstream failed: %s: %s", request_id, type(exc).__name__, exc)
         return error_response(upstream_failure(exc), request, request_id)
-    except (ConnectionError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError, web.HTTPException):
         raise
     except Exception:
         log.exception("request %s failed", request_id)
@@ -171,7 +188,9 @@ async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> 
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    request_id = request.get("request_id") or new_request_id()
+    """The request id on every response, as S3 sends it: a signal, not the middleware, because
+    streamed answers (GET bodies, the answer before a close) are prepared inside the handlers."""
+    request_id = request.get(REQUEST_ID) or new_request_id()
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = request_id
 
@@ -197,7 +216,7 @@ async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | 
     secret = load_gateway_secret(config.secret_path)
     gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
                  tokens=UploadTokens(secret), bucket_states=BucketStates(upstream, secret))
-    app = web.Application(client_max_size=2**62)
+    app = web.Application(client_max_size=2**62, middlewares=[request_ids, s3_errors])
     app[GATEWAY_KEY] = gw
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
