@@ -12,15 +12,12 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
-import ssl
 import time
 import tomllib
 import uuid
-from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +35,7 @@ from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
 from common.serverlog import server_logger
+from common.serving import serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
@@ -73,6 +71,10 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
+KeyProvider = EmbeddedKeyProvider | RemoteKeyProvider
+CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development defaults filled in
+UPSTREAM_KEY = web.AppKey("upstream", Upstream)
+KEY_PROVIDER_KEY: web.AppKey[KeyProvider] = web.AppKey("key_provider")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 REQUEST_ID = "request_id"
 
@@ -210,25 +212,63 @@ def load_gateway_secret(path: Path) -> bytes:
     return secret
 
 
-async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | RemoteKeyProvider,
-                     upstream: Upstream) -> web.Application:
-    """The aiohttp application around an already-started key provider and upstream."""
-    secret = load_gateway_secret(config.secret_path)
-    gw = Gateway(config=config, upstream=upstream, sse_kms=SseKms(key_provider), sse_c=SseC(secret),
-                 tokens=UploadTokens(secret), bucket_states=BucketStates(upstream, secret))
+def create_app(config: GatewayConfig) -> web.Application:
+    """The gateway as an aiohttp application, complete in itself: its start-up starts what it needs (a
+    development upstream when no upstream URL is set, the upstream pool, the key provider) and its
+    cleanup stops them in reverse order, also when start-up fails half-way (aiohttp's cleanup
+    contexts), so tests can run it in-process as `serve()` runs it."""
     app = web.Application(client_max_size=2**62, middlewares=[request_ids, s3_errors])
-    app[GATEWAY_KEY] = gw
+    app[CONFIG_KEY] = _with_dev_credentials(config)
+    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
+    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     return app
 
 
-def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
-    if not config.tls:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
+async def _data_dir_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The data directory, private (0700), made before anything (key store, secret) is written under it."""
+    private_dir(app[CONFIG_KEY].data_dir)
+    yield
+
+
+async def _dev_upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With no upstream URL configured, a development upstream (moto), which the config then points at."""
+    config = app[CONFIG_KEY]
+    if config.upstream.url:
+        yield
+        return
+    dev = DevUpstream()
+    app[CONFIG_KEY] = replace(config, upstream=dev.start(config.upstream))
+    yield
+    dev.stop()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pooled, re-signing connection to the upstream store."""
+    up = app[CONFIG_KEY].upstream
+    upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
+                        pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
+    await upstream.start()
+    app[UPSTREAM_KEY] = upstream
+    yield
+    await upstream.close()
+
+
+async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
+    provider = await _key_provider(app[CONFIG_KEY])
+    app[KEY_PROVIDER_KEY] = provider
+    yield
+    await provider.close()
+
+
+async def _gateway_state(app: web.Application) -> None:
+    """The handlers' view (`Gateway`), built once from what the cleanup contexts started."""
+    config, upstream = app[CONFIG_KEY], app[UPSTREAM_KEY]
+    secret = load_gateway_secret(config.secret_path)
+    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, sse_kms=SseKms(app[KEY_PROVIDER_KEY]),
+                               sse_c=SseC(secret), tokens=UploadTokens(secret),
+                               bucket_states=BucketStates(upstream, secret))
 
 
 async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
@@ -247,7 +287,9 @@ async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
     return provider
 
 
-async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
+async def _key_provider(config: GatewayConfig) -> KeyProvider:
+    """The one place the key provider is chosen (and started): the embedded key service, or the KMS
+    endpoint configured in [kms]."""
     if not config.kms.endpoint:
         return await _embedded_provider(config)
     kms = config.kms
@@ -258,17 +300,13 @@ async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKe
     return provider
 
 
-def _with_dev_defaults(config: GatewayConfig) -> tuple[GatewayConfig, DevUpstream | None]:
-    """Fill in a development upstream and client credential when none are configured (dev only)."""
-    dev = None
-    if not config.upstream.url:
-        dev = DevUpstream()
-        config = replace(config, upstream=dev.start(config.upstream))
-    if not config.credentials:
-        log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
-                    DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
-        config = replace(config, credentials=(DEV_CREDENTIAL,))
-    return config, dev
+def _with_dev_credentials(config: GatewayConfig) -> GatewayConfig:
+    """With no client credential configured, a development one (dev only, said loudly)."""
+    if config.credentials:
+        return config
+    log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
+                DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
+    return replace(config, credentials=(DEV_CREDENTIAL,))
 
 
 def refusal_answer() -> bytes:
@@ -279,44 +317,10 @@ def refusal_answer() -> bytes:
     return head.encode() + body
 
 
-async def _listen(runner: web.AppRunner, config: GatewayConfig) -> str:
-    host, port = config.listen_host_port
-    site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), backlog=1024)
-    await site.start()
-    real_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return f"{'https' if config.tls else 'http'}://{host}:{real_port}"
-
-
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def serve(config: GatewayConfig) -> None:
-    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted.
-
-    Everything started is stopped again in reverse order, also when start-up fails half-way.
-    """
-    async with AsyncExitStack() as stack:
-        private_dir(config.data_dir)
-        config, dev = _with_dev_defaults(config)
-        if dev is not None:
-            stack.callback(dev.stop)
-        up = config.upstream
-        upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
-                            pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
-        await upstream.start()
-        stack.push_async_callback(upstream.close)
-        provider = await _key_provider(config)
-        stack.push_async_callback(provider.close)
-        guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
-        runner = GuardedAppRunner(await create_app(config, provider, upstream), guard, handle_signals=False,
-                                  access_log=None, logger=server_logger())
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        print(f"listening on {await _listen(runner, config)}", flush=True)
-        await _wait_for_signal()
-        log.info("shutting down")
+    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted."""
+    tls = server_ssl_context(config.tls_cert_file, config.tls_key_file)
+    guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
+    runner = GuardedAppRunner(create_app(config), guard, handle_signals=False, access_log=None,
+                              logger=server_logger())
+    await serve_until_signal(runner, *config.listen_host_port, tls, log)
