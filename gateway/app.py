@@ -124,7 +124,17 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
         auth = _authenticate(request, gw.config)
     except AuthError as exc:
         raise from_auth_error(exc) from None
-    request = _apply_query_headers(request, auth)
+    handled = _apply_query_headers(request, auth)
+    try:
+        return await _route(gw, handled, auth, request_id)
+    finally:
+        # A clone has a copy of the request's state: what the handler marked on it (the body stalled)
+        # must reach the middleware, which answers on the original.
+        if handled is not request:
+            request.update(handled)
+
+
+async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id: str) -> web.StreamResponse:
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])

@@ -28,4 +28,6 @@ async def gw(moto: MotoServer, tmp_path: Path, clean_environment: None) -> Async
 
 @pytest.fixture
 async def bucket(gw: Gateway) -> str:
+    """A fresh bucket, made through the in-process gateway (in place of tests/gateway/conftest.py's, which
+    would start a gateway process)."""
     return await gw.new_bucket()

@@ -119,10 +119,6 @@ async def test_a_stalled_upload_is_answered_request_timeout_and_its_connection_c
     assert closed is not None and closed < 1
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/app.py: a presigned request whose query carries headers is "
-                   "handled as a clone (request.clone copies its state), so the BODY_STALLED mark the body "
-                   "reader sets never reaches s3_errors, which then leaves the connection open (aiohttp "
-                   "lingers reading the rest of the body) instead of closing it after RequestTimeout")
 async def test_a_stalled_presigned_upload_carrying_headers_in_its_query_has_its_connection_closed(
         moto, tmp_path, clean_environment):
     async with guarded(create_app(gateway_config(moto_upstream(moto), tmp_path / "data")), STALLING) as url:
