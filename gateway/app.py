@@ -5,6 +5,11 @@ objects, rewriting listings, or a re-signed pass-through) -> the answer, with a 
 response and every failure rendered as a proper S3 error. Operations that would move object data
 the gateway cannot encrypt yet are refused with 501, never passed through. Keys under the gateway's
 reserved prefix (multipart manifests) are out of the clients' reach.
+
+``create_app(config)`` is the whole gateway as an aiohttp application: request ids and error rendering
+are middleware, and what it needs running (development upstream, upstream pool, key provider) starts
+and stops with it as cleanup contexts. ``serve(config)`` only runs that application under the guarded
+runner (common/connections.py) with the listen/TLS/signal helpers both servers share (common/serving.py).
 """
 from __future__ import annotations
 
@@ -266,6 +271,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The key provider; closing it flushes and closes the embedded key store and audit log."""
     provider = await _key_provider(app[CONFIG_KEY])
     app[KEY_PROVIDER_KEY] = provider
     yield
@@ -328,7 +334,9 @@ def refusal_answer() -> bytes:
 
 
 async def serve(config: GatewayConfig) -> None:
-    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted."""
+    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted. Everything
+    started is stopped again in reverse order, also when start-up fails half-way (the failure then
+    propagates: `gateway.cli` reports a configuration error in one line)."""
     tls = server_ssl_context(config.tls_cert_file, config.tls_key_file)
     guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
     runner = GuardedAppRunner(create_app(config), guard, handle_signals=False, access_log=None,
