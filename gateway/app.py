@@ -5,6 +5,11 @@ objects, rewriting listings, or a re-signed pass-through) -> the answer, with a 
 response and every failure rendered as a proper S3 error. Operations that would move object data
 the gateway cannot encrypt yet are refused with 501, never passed through. Keys under the gateway's
 reserved prefix (multipart manifests) are out of the clients' reach.
+
+``create_app(config)`` is the whole gateway as an aiohttp application: request ids and error rendering
+are middleware, and what it needs running (development upstream, upstream pool, key provider) starts
+and stops with it as cleanup contexts. ``serve(config)`` only runs that application under the guarded
+runner (common/connections.py) with the listen/TLS/signal helpers both servers share (common/serving.py).
 """
 from __future__ import annotations
 
@@ -12,15 +17,12 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
-import ssl
 import time
 import tomllib
 import uuid
-from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +44,7 @@ from gateway.objects.store import ObjectStore
 from gateway.s3client import S3Client, UpstreamError
 from gateway.s3request import classify
 from common.serverlog import server_logger
+from common.serving import serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
@@ -77,7 +80,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
 }
+KeyProvider = EmbeddedKeyProvider | RemoteKeyProvider
+CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development defaults filled in
+UPSTREAM_KEY = web.AppKey("upstream", Upstream)
+KEY_PROVIDER_KEY: web.AppKey[KeyProvider] = web.AppKey("key_provider")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+REQUEST_ID = "request_id"
 
 
 def new_request_id() -> str:
@@ -125,7 +133,17 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
         auth = _authenticate(request, gw.config)
     except AuthError as exc:
         raise from_auth_error(exc) from None
-    request = _apply_query_headers(request, auth)
+    handled = _apply_query_headers(request, auth)
+    try:
+        return await _route(gw, handled, auth, request_id)
+    finally:
+        # A clone has a copy of the request's state: what the handler marked on it (the body stalled)
+        # must reach the middleware, which answers on the original.
+        if handled is not request:
+            request.update(handled)
+
+
+async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id: str) -> web.StreamResponse:
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
@@ -136,14 +154,30 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Every request's entry point: run the pipeline, render any failure as an S3 error."""
-    request_id = request["request_id"] = new_request_id()
-    gw = request.app[GATEWAY_KEY]
+    """Every request's handler: the pipeline (failures are the `s3_errors` middleware's to render)."""
+    return await _handle(request.app[GATEWAY_KEY], request, request[REQUEST_ID])
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Give every request its id before anything can fail: error bodies name it, the log lines about
+    the request name it, and `_stamp_request_id` puts it on the response."""
+    request[REQUEST_ID] = new_request_id()
+    return await handler(request)
+
+
+@web.middleware
+async def s3_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Render every failure as the S3 error a client expects; nothing escapes as a bare 500.
+
+    A client that went away, a cancelled handler and aiohttp's own HTTP answers (its router's) are
+    not failures to render and propagate as they are."""
+    request_id = request[REQUEST_ID]
     try:
-        return await _handle(gw, request, request_id)
+        return await handler(request)
     except S3Error as exc:
         return await _answer_error(exc, request, request_id)
-    except UpstreamError as exc:
+    except UpstreamError as exc:  # the upstream's own answer, relayed as S3 error (gateway/s3client.py)
         return upstream_error_answer(request, request_id, exc)
     except aiohttp.ClientError as exc:
         if request.transport is None or request.transport.is_closing():
@@ -151,7 +185,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             raise ConnectionResetError(f"request {request_id}: the client went away") from None
         log.error("request %s: the upstream failed: %s: %s", request_id, type(exc).__name__, exc)
         return error_response(upstream_failure(exc), request, request_id)
-    except (ConnectionError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError, web.HTTPException):
         raise
     except Exception:
         log.exception("request %s failed", request_id)
@@ -177,7 +211,9 @@ async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> 
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    request_id = request.get("request_id") or new_request_id()
+    """The request id on every response, as S3 sends it: a signal, not the middleware, because
+    streamed answers (GET bodies, the answer before a close) are prepared inside the handlers."""
+    request_id = request.get(REQUEST_ID) or new_request_id()
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = request_id
 
@@ -197,27 +233,66 @@ def load_gateway_secret(path: Path) -> bytes:
     return secret
 
 
-async def create_app(config: GatewayConfig, key_provider: EmbeddedKeyProvider | RemoteKeyProvider,
-                     upstream: Upstream) -> web.Application:
-    """The aiohttp application around an already-started key provider and upstream."""
-    secret = load_gateway_secret(config.secret_path)
-    client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
-    bucket_states = BucketStates(upstream, secret)
-    objects = ObjectStore(config, client, ObjectKeys(key_provider, secret), UploadTokens(secret), bucket_states)
-    gw = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)
-    app = web.Application(client_max_size=2**62)
-    app[GATEWAY_KEY] = gw
+def create_app(config: GatewayConfig) -> web.Application:
+    """The gateway as an aiohttp application, complete in itself: its start-up starts what it needs (a
+    development upstream when no upstream URL is set, the upstream pool, the key provider) and its
+    cleanup stops them in reverse order, also when start-up fails half-way (aiohttp's cleanup
+    contexts), so tests can run it in-process as `serve()` runs it."""
+    app = web.Application(client_max_size=2**62, middlewares=[request_ids, s3_errors])
+    app[CONFIG_KEY] = _with_dev_credentials(config)
+    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
+    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     return app
 
 
-def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
-    if not config.tls:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
+async def _data_dir_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The data directory, private (0700), made before anything (key store, secret) is written under it."""
+    private_dir(app[CONFIG_KEY].data_dir)
+    yield
+
+
+async def _dev_upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With no upstream URL configured, a development upstream (moto), which the config then points at."""
+    config = app[CONFIG_KEY]
+    if config.upstream.url:
+        yield
+        return
+    dev = DevUpstream()
+    app[CONFIG_KEY] = replace(config, upstream=dev.start(config.upstream))
+    yield
+    dev.stop()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pooled, re-signing connection to the upstream store."""
+    up = app[CONFIG_KEY].upstream
+    upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
+                        pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
+    await upstream.start()
+    app[UPSTREAM_KEY] = upstream
+    yield
+    await upstream.close()
+
+
+async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The key provider; closing it flushes and closes the embedded key store and audit log."""
+    provider = await _key_provider(app[CONFIG_KEY])
+    app[KEY_PROVIDER_KEY] = provider
+    yield
+    await provider.close()
+
+
+async def _gateway_state(app: web.Application) -> None:
+    """The handlers' view (`Gateway`), built once from what the cleanup contexts started."""
+    config, upstream = app[CONFIG_KEY], app[UPSTREAM_KEY]
+    secret = load_gateway_secret(config.secret_path)
+    client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
+    bucket_states = BucketStates(upstream, secret)
+    objects = ObjectStore(config, client, ObjectKeys(app[KEY_PROVIDER_KEY], secret), UploadTokens(secret),
+                          bucket_states)
+    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)
 
 
 async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
@@ -236,7 +311,9 @@ async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
     return provider
 
 
-async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
+async def _key_provider(config: GatewayConfig) -> KeyProvider:
+    """The one place the key provider is chosen (and started): the embedded key service, or the KMS
+    endpoint configured in [kms]."""
     if not config.kms.endpoint:
         return await _embedded_provider(config)
     kms = config.kms
@@ -247,17 +324,13 @@ async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKe
     return provider
 
 
-def _with_dev_defaults(config: GatewayConfig) -> tuple[GatewayConfig, DevUpstream | None]:
-    """Fill in a development upstream and client credential when none are configured (dev only)."""
-    dev = None
-    if not config.upstream.url:
-        dev = DevUpstream()
-        config = replace(config, upstream=dev.start(config.upstream))
-    if not config.credentials:
-        log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
-                    DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
-        config = replace(config, credentials=(DEV_CREDENTIAL,))
-    return config, dev
+def _with_dev_credentials(config: GatewayConfig) -> GatewayConfig:
+    """With no client credential configured, a development one (dev only, said loudly)."""
+    if config.credentials:
+        return config
+    log.warning("no client credentials configured: accepting access key %r, secret key %r (dev only)",
+                DEV_CREDENTIAL.access_key, DEV_CREDENTIAL.secret_key)
+    return replace(config, credentials=(DEV_CREDENTIAL,))
 
 
 def refusal_answer() -> bytes:
@@ -268,44 +341,12 @@ def refusal_answer() -> bytes:
     return head.encode() + body
 
 
-async def _listen(runner: web.AppRunner, config: GatewayConfig) -> str:
-    host, port = config.listen_host_port
-    site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), backlog=1024)
-    await site.start()
-    real_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return f"{'https' if config.tls else 'http'}://{host}:{real_port}"
-
-
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def serve(config: GatewayConfig) -> None:
-    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted.
-
-    Everything started is stopped again in reverse order, also when start-up fails half-way.
-    """
-    async with AsyncExitStack() as stack:
-        private_dir(config.data_dir)
-        config, dev = _with_dev_defaults(config)
-        if dev is not None:
-            stack.callback(dev.stop)
-        up = config.upstream
-        upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
-                            pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
-        await upstream.start()
-        stack.push_async_callback(upstream.close)
-        provider = await _key_provider(config)
-        stack.push_async_callback(provider.close)
-        guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
-        runner = GuardedAppRunner(await create_app(config, provider, upstream), guard, handle_signals=False,
-                                  access_log=None, logger=server_logger())
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        print(f"listening on {await _listen(runner, config)}", flush=True)
-        await _wait_for_signal()
-        log.info("shutting down")
+    """Run until SIGTERM/SIGINT; print the listening line once connections are accepted. Everything
+    started is stopped again in reverse order, also when start-up fails half-way (the failure then
+    propagates: `gateway.cli` reports a configuration error in one line)."""
+    tls = server_ssl_context(config.tls_cert_file, config.tls_key_file)
+    guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
+    runner = GuardedAppRunner(create_app(config), guard, handle_signals=False, access_log=None,
+                              logger=server_logger())
+    await serve_until_signal(runner, *config.listen_host_port, tls, log)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime
 import functools
 import hashlib
 import json
 import logging
-import signal
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from common import sigv4
 from common.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
                                  send_and_close)
 from common.serverlog import server_logger
+from common.serving import serve_until_signal, server_ssl_context
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.errors import KMSError
@@ -238,14 +238,6 @@ def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
 # ---------------------------------------------------------------------------- serving
 
 
-def _ssl_context(config: KeyServiceConfig) -> ssl.SSLContext | None:
-    if config.tls_cert_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
-
-
 def refusal_answer() -> bytes:
     """The whole HTTP answer to a connection over the cap: KMS's ThrottlingException, which SDKs retry."""
     body = _ENCODER.encode({"__type": "ThrottlingException",
@@ -258,32 +250,16 @@ def refusal_answer() -> bytes:
 async def serve(config: KeyServiceConfig) -> None:
     """Serve until SIGTERM or SIGINT, then close the listener, the service and the audit log."""
     host, port = config.host_port()
-    tls = _ssl_context(config)
+    tls = server_ssl_context(config.tls_cert_file, config.tls_key_file)
     api = build_api(config)
     guard = ConnectionGuard(config.limits, refusal_answer(), "keyservice")
     runner = GuardedAppRunner(create_app(api, config), guard, access_log=None, handle_signals=False,
                               logger=server_logger())
+    purger = asyncio.create_task(api.maintain_forever(config.purge_interval))  # key upkeep meanwhile
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=tls)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"listening on {'https' if tls else 'http'}://{shown}:{bound_port}", flush=True)
-        await _maintain_until_signal(api, config.purge_interval)
-    finally:
-        await runner.cleanup()
-        await api.close()
-
-
-async def _maintain_until_signal(api: KmsApi, purge_interval: float) -> None:
-    """Run key upkeep in the background until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    purger = asyncio.create_task(api.maintain_forever(purge_interval))
-    try:
-        await stop.wait()
+        await serve_until_signal(runner, host, port, tls, log)
     finally:
         purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+        await api.close()

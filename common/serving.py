@@ -1,0 +1,85 @@
+"""Listening, TLS and signals, written once for both servers (the gateway and ``keyservice serve``).
+
+Both promise the same thing to the scripts and tests that start them: exactly one line
+``listening on http(s)://HOST:PORT`` on stdout once connections are accepted -- with the real port
+when started on port 0 -- and a clean stop (exit 0) on SIGTERM or SIGINT, everything started being
+stopped again, also when start-up fails half-way.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from os import PathLike
+
+from aiohttp import web
+
+LISTEN_BACKLOG = 1024
+"""Pending connections the kernel queues before accepting: a burst of clients is not refused
+(asyncio's default of 100 is easily reached by one SDK's connection pool)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def server_ssl_context(cert_file: str | PathLike[str] | None,
+                       key_file: str | PathLike[str] | None) -> ssl.SSLContext | None:
+    """The server-side TLS context for a certificate chain and its key; None (plain HTTP) without a
+    certificate. A missing or unreadable file raises here, before anything is started."""
+    if not cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
+def listening_url(host: str, port: int, tls: bool) -> str:
+    """The URL clients use: an IPv6 address in brackets, as URLs need it."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None) -> str:
+    """Accept connections on HOST:PORT through ``runner`` (already set up); the URL with the port
+    actually bound, which is how a server started on port 0 tells its port."""
+    bound_before = len(runner.addresses)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+    await site.start()
+    real_port = runner.addresses[bound_before][1]  # this site's first socket
+    return listening_url(host, real_port, ssl_context is not None)
+
+
+def announce(url: str) -> None:
+    """The one line scripts wait for; flushed, as stdout is a pipe for them."""
+    print(f"listening on {url}", flush=True)
+
+
+async def wait_for_signal() -> signal.Signals:
+    """Wait for SIGTERM or SIGINT; the signal received.
+
+    The handlers stay installed afterwards: a second signal during the orderly shutdown that follows
+    must not kill the process half-way (it is ignored; the event loop removes them when it closes)."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def note(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, note, sig)
+    return await received
+
+
+async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                             log: logging.Logger) -> None:
+    """Set ``runner`` up (its application's start-up), listen, print the listening line and serve
+    until SIGTERM/SIGINT; then stop listening, finish the requests in flight and run the
+    application's cleanup -- also when start-up failed half-way (aiohttp then unwinds the cleanup
+    contexts that were entered, in reverse order), before the failure propagates."""
+    try:
+        await runner.setup()
+        announce(await listen(runner, host, port, ssl_context))
+        received = await wait_for_signal()
+        log.info("%s received: shutting down", received.name)
+    finally:
+        await runner.cleanup()
