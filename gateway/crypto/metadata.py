@@ -72,6 +72,10 @@ class EncryptionInfo:
     layout: SingleStream | Multipart
     version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        if str(self.version) not in SUPPORTED_VERSIONS:
+            raise ValueError(f"format version {self.version} cannot be written or read")
+
     @property
     def mode(self) -> SseMode:
         return self.seal.mode

@@ -69,11 +69,17 @@ class EncryptedPart:
 
     def __init__(self, chunks: AsyncIterable[bytes], object_key: ObjectKey, part_number: int,
                  plaintext_size: int) -> None:
+        if not 1 <= part_number <= MAX_PARTS:
+            raise ValueError(f"part number {part_number} outside 1..{MAX_PARTS}")
         self._chunks = chunks
         self._size = plaintext_size
         self._encryptor = StreamEncryptor(object_key, part_number, part_segment_size(plaintext_size))
-        self.params = self._encryptor.params
         self.stored_size = part_stored_size(plaintext_size)
+
+    @property
+    def params(self) -> StreamParams:
+        """The part's fresh stream parameters (stored at its head, recorded in its ETag)."""
+        return self._encryptor.params
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         # The params go out with the first sealed segment, not before: nothing is yielded until the client

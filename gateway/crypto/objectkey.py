@@ -8,6 +8,7 @@ shows in a repr or a log line.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 
 from common.aead import Aead, AuthenticationFailed, derive
@@ -55,7 +56,7 @@ class ObjectKey:
         return hashlib.sha256(self._key).digest()
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ObjectKey) and other._key == self._key
+        return isinstance(other, ObjectKey) and hmac.compare_digest(other._key, self._key)
 
     def __hash__(self) -> int:
         return hash(self.fingerprint)

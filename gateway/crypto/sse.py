@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping, Protocol
 
 from common.aead import Aead, AuthenticationFailed
@@ -111,6 +112,7 @@ class KmsRequest:
             raise ValueError("a KMS request cannot ask for SSE-C")
         if S3_ARN_CONTEXT_KEY in self.context:
             raise ValueError(f"the encryption context may not set {S3_ARN_CONTEXT_KEY}")
+        object.__setattr__(self, "context", MappingProxyType(dict(self.context)))  # checked, then fixed
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ class CustomerKeyRequest:
     key: CustomerKey
 
     mode = SseMode.CUSTOMER
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, CustomerKey):
+            raise TypeError("an SSE-C request needs a CustomerKey")
 
 
 SseRequest = KmsRequest | CustomerKeyRequest
@@ -134,6 +140,11 @@ class KmsSeal:
     kms_key_arn: str
     wrapped_data_key: bytes
     kms_context: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode is SseMode.CUSTOMER:
+            raise ValueError("a KMS seal cannot be of mode SSE-C")
+        object.__setattr__(self, "kms_context", MappingProxyType(dict(self.kms_context)))
 
 
 @dataclass(frozen=True)

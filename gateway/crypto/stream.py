@@ -113,13 +113,18 @@ class StreamEncryptor:
     """
 
     def __init__(self, object_key: ObjectKey, part_number: int = 0, segment_size: int = SEGMENT_SIZE) -> None:
-        params = self.params = StreamParams.new()
+        params = self._params = StreamParams.new()
         self._aead = _segment_cipher(object_key, params, part_number)
         self._prefix = params.nonce_prefix
         self._segment = segment_size
         self._pending = bytearray()
         self._index = 0
         self._done = False
+
+    @property
+    def params(self) -> StreamParams:
+        """The stream's parameters, for the caller to store beside the stream (read-only)."""
+        return self._params
 
     def update(self, data: bytes) -> bytearray:
         """Whole encrypted segments ready so far (may be empty); at most one segment stays buffered.

@@ -25,7 +25,7 @@ from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_parts, object_plaintext_size,
                                       part_count_from_etag, plan_reads)
 from gateway.crypto.objectkey import ObjectKey
-from gateway.crypto.sse import CustomerKey, MissingCustomerKey, ObjectKeys, WrongCustomerKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, MissingCustomerKey, ObjectKeys, WrongCustomerKey
 from gateway.crypto.stream import IntegrityError, StreamDecryptor, ciphertext_size, decrypt_stream, plan_range
 from gateway.etag import client_etag
 from gateway.objects.manifests import Manifests
@@ -213,6 +213,8 @@ class StoredObject:
 
     async def _object_key(self, customer_key: CustomerKey | None) -> ObjectKey:
         assert self.info is not None
+        if customer_key is not None and not isinstance(self.info.seal, CustomerKeySeal):
+            raise invalid_request("The encryption parameters are not applicable to this object.")
         try:
             return await self._reader.keys.open(self.ref.bucket, self.ref.key, self.info.seal, customer_key)
         except MissingCustomerKey:
