@@ -14,7 +14,7 @@ only on the unencrypted-read path, so encrypted reads cost nothing; a positive a
 life of the process (so deleting the marker upstream does not help against a running gateway), a
 negative one briefly (so another process's new bucket is seen soon). Concurrent lookups of one bucket
 share one upstream read, and a reader never holds an upstream response open while it waits for the
-lookup (gateway/handlers/get_object.py: the legacy object is dropped and read again once the state is
+lookup (gateway/objects/reading.py, ObjectReader.stat: the legacy object is dropped and read again once the state is
 known). Issue 9 (legacy data migration)
 will add fields to the same record; readers ignore fields they do not know.
 """

@@ -9,11 +9,9 @@ so emptying a bucket through the gateway and deleting it works as on S3 (``aws s
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from xml.sax.saxutils import escape
 
 import aiohttp
 from aiohttp import web
@@ -21,12 +19,13 @@ from aiohttp import web
 from gateway.bucketstate import STATE_KEY
 from gateway.checksums import STRIPPED_HEADERS
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.relaying import error_answer, forward, read_error_body, read_small, relay, response_headers
+from gateway.handlers.relaying import (error_answer, forward, read_error_body, read_small, relay, response_headers,
+                                       send_checked_body)
 from gateway.handlers.request_body import read_body
 from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key, reserved_key_denied
 from gateway.s3errors import from_upstream, parse_s3_error, service_unavailable
-from gateway.s3xml import children, parse_request, parse_response, text
+from gateway.s3xml import children, parse_request, parse_response, text, xml_text
 from gateway.upstream import forwardable_headers
 
 log = logging.getLogger("gateway.buckets")
@@ -57,12 +56,6 @@ def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     return objects, (text(root, "Quiet") or "").strip().lower() == "true"
 
 
-def xml_text(value: str) -> str:
-    """XML element text that parses back to ``value``: a raw CR would be read as LF, naming
-    another key than the one checked (clients send it as `&#13;`)."""
-    return escape(value, {"\r": "&#13;"})
-
-
 def delete_body(objects: list[tuple[str, str | None]], quiet: bool) -> bytes:
     """The DeleteObjects document for the upstream, naming exactly the keys ``parse_delete`` read."""
     entries = "".join(f"<Object><Key>{xml_text(key)}</Key>"
@@ -76,15 +69,6 @@ async def _post_delete(gw: Gateway, ctx: RequestContext, objects: list[tuple[str
     """An upstream DeleteObjects of ``objects`` (key, version), with the Content-MD5 S3 requires."""
     body = delete_body(objects, quiet)
     return await send_checked_body(gw, ctx, "POST", [("delete", "")], body, headers)
-
-
-async def send_checked_body(gw: Gateway, ctx: RequestContext, method: str, query: list[tuple[str, str]],
-                            body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
-    """An upstream request with a small body the gateway checked (or built), with the Content-MD5 S3 requires
-    of such bodies; ``headers`` must not carry the client's body-integrity headers (STRIPPED_HEADERS)."""
-    headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-    return await gw.upstream.request(method, ctx.raw_path, query, headers, body=body,
-                                     content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
 
 
 async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str, str | None]] | None:

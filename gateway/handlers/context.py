@@ -3,7 +3,6 @@ with the accessors of what several handlers read from a request (SSE-C keys, par
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -32,11 +31,6 @@ class Gateway:
     upstream: Upstream
     objects: ObjectStore
     bucket_states: BucketStates
-
-
-def object_path(bucket: str, key: str) -> str:
-    """The upstream path-style path of an object."""
-    return f"/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
 
 
 @dataclass

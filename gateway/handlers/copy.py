@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator
 from urllib.parse import parse_qs, unquote, urlencode
 
 from aiohttp import web

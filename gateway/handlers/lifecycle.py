@@ -34,14 +34,13 @@ from typing import Union
 from aiohttp import web
 
 from gateway.checksums import STRIPPED_HEADERS
-from gateway.handlers.buckets import send_checked_body, xml_text
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.relaying import relay
+from gateway.handlers.relaying import relay, send_checked_body
 from gateway.handlers.request_body import read_body
 from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import RESERVED_KEY_PREFIX
 from gateway.s3errors import invalid_request, malformed_xml
-from gateway.s3xml import S3_NS, local, parse_request
+from gateway.s3xml import S3_NS, local, parse_request, xml_text
 from gateway.upstream import forwardable_headers
 
 MAX_LIFECYCLE_BODY = 1024 * 1024  # S3 allows 1,000 rules; their XML stays far below this

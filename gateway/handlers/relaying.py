@@ -8,6 +8,8 @@ upstream, where it is verified again. SSE-C keys are never forwarded.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import re
 from typing import AsyncIterable, AsyncIterator, Iterable, Mapping
@@ -23,7 +25,7 @@ from gateway.etag import client_etag
 from gateway.objects.writing import Written
 from gateway.s3client import ObjectBody, UpstreamError
 from gateway.sseheaders import SSE_HEADERS, mode_headers
-from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, request_timeout
+from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
@@ -190,3 +192,12 @@ async def read_error_body(upstream: aiohttp.ClientResponse) -> bytes:
     """An upstream error answer's body, cut after ERROR_BODY_LIMIT bytes (S3's are a few hundred bytes;
     anything longer is no S3 error document and is never relayed)."""
     return await read_up_to(upstream, ERROR_BODY_LIMIT)
+
+
+async def send_checked_body(gw: Gateway, ctx: RequestContext, method: str, query: list[tuple[str, str]],
+                            body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """An upstream request with a small body the gateway checked (or built), with the Content-MD5 S3 requires
+    of such bodies; ``headers`` must not carry the client's body-integrity headers (STRIPPED_HEADERS)."""
+    headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+    return await gw.upstream.request(method, ctx.raw_path, query, headers, body=body,
+                                     content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
