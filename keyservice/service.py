@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from common.aead import Aead
 
 from . import blob, crypto_ops, grant_ops, grants, imports, management
 from .clock import Clock, SystemClock
@@ -255,7 +256,7 @@ class KeyService:
         self._material.pop(rec.key_id, None)
 
     def material(self, rec: KeyRecord, backing_id: str | None = None) -> Any:
-        """The unwrapped key object for a version (AESGCM, private key or HMAC bytes), cached."""
+        """The unwrapped key object for a version (Aead, private key or HMAC bytes), cached."""
         versions = self._material.get(rec.key_id)
         if versions is None:
             versions = self._material[rec.key_id] = {
@@ -319,8 +320,10 @@ def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[st
 
 
 def _key_object(rec: KeyRecord, material: bytes) -> Any:
+    """What the operations use a version's material as: an ``Aead`` for the ciphertext blobs of a
+    symmetric key, the raw bytes of an HMAC key, the private key object of an asymmetric key."""
     if rec.symmetric:
-        return AESGCM(material)
+        return Aead(material)
     if rec.key_usage == "GENERATE_VERIFY_MAC":
         return material
     return load_der_private_key(material, password=None)
