@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
-    from keyservice.config import ConfigError as KeyServiceConfigError
+    from keyservice.embedded import ConfigError as KeyServiceConfigError
 
     try:
         check_aiohttp()  # before anything is started or written
