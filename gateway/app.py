@@ -33,7 +33,7 @@ from gateway.crypto.sse import SseC, SseKms
 from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, passthrough, put_object
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
+from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, embedded_provider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.s3request import classify
@@ -230,7 +230,7 @@ async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
 
 async def _key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
     if not config.kms.endpoint:
-        return await _embedded_provider(config)
+        return await embedded_provider(config)
     kms = config.kms
     provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
                                  config.default_kms_key_id or DEFAULT_KEY_ALIAS,
