@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
 from gateway.config import ConfigError, load_config, secrets_of
+from common.eventloop import run
 from common.logsetup import configure_logging, parse_level
 
 
@@ -17,17 +17,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file (GATEWAY_* environment variables override it)")
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
     return parser
-
-
-def _run(coro) -> None:
-    """Run on uvloop when it is installed (it is on every supported platform but Windows)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_aiohttp()  # before anything is started or written
-        _run(serve(config))
+        run(serve(config))
     except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
