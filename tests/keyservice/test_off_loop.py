@@ -25,7 +25,7 @@ from keyservice.worker import ServiceWorker, WorkerClosed
 
 ACCOUNT = "111122223333"
 CTX = CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req")
-STALL = 0.5  # seconds each slow write takes
+STALL = 0.5  # seconds each slow write takes: a loop it blocked goes that long without a tick (tests allow half)
 START = 1_700_000_000.0
 
 
@@ -112,7 +112,7 @@ async def test_the_loop_keeps_ticking_while_a_call_waits_for_a_slow_store_write(
     api.service.store.slow = True
     result, took, gap = await longest_gap_while(api.call("CreateKey", {}, CTX))
     assert took >= STALL
-    assert gap < STALL / 5
+    assert gap < STALL / 2
     assert stored_key_ids(tmp_path) == {result["KeyMetadata"]["KeyId"]}  # durable once answered
 
 
@@ -124,7 +124,7 @@ async def test_the_loop_keeps_ticking_while_material_is_unwrapped_from_a_slow_st
     result, took, gap = await longest_gap_while(api.call("Decrypt", {"CiphertextBlob": blob}, CTX))
     assert result["Plaintext"] == b"p"
     assert took >= STALL
-    assert gap < STALL / 5
+    assert gap < STALL / 2
 
 
 async def test_the_loop_keeps_ticking_while_the_periodic_purge_destroys_a_key(api: KmsApi, tmp_path: Path):
@@ -134,7 +134,7 @@ async def test_the_loop_keeps_ticking_while_the_periodic_purge_destroys_a_key(ap
     api.service.store.slow = True
     _, took, gap = await longest_gap_while(api.purge_due_keys())
     assert took >= STALL
-    assert gap < STALL / 5
+    assert gap < STALL / 2
     assert stored_key_ids(tmp_path) == set()
 
 
