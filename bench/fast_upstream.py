@@ -16,7 +16,7 @@ Parts are always spooled (an 8 MiB part would otherwise be kept in memory and MD
 Complete does not copy them: the object is the list of its parts, read in turn (ranges included),
 with the ETag S3 gives multipart objects, MD5(part digests)-k, and the user metadata given to Create.
 
-    .venv/bin/python bench/fast_upstream.py --listen 127.0.0.1:0 [--spool-dir /dev/shm]
+    .venv/bin/python -m bench.fast_upstream --listen 127.0.0.1:0 [--spool-dir /dev/shm]
 """
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.sax.saxutils import escape
 
-import uvloop
 from aiohttp import web
 from awscrt.checksums import crc64nvme
 
-from serving import serve_until_signalled
+from bench.serving import serve_until_signalled
+from common.eventloop import run
 
 CHUNK = 1 << 20
 MEMORY_LIMIT = 8 << 20  # bodies up to this size stay in memory; bigger ones go to a spool file
@@ -467,8 +467,7 @@ def main() -> None:
                         help="MD5 ETags for big bodies too (slower than the gateway on a small machine)")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(host, int(port), args.spool_dir or default_spool_dir(), args.md5_etags))
+    run(serve(host, int(port), args.spool_dir or default_spool_dir(), args.md5_etags))
 
 
 if __name__ == "__main__":

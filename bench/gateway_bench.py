@@ -1,7 +1,7 @@
 """Gateway throughput, latency and memory, side by side with a direct upstream and a plain proxy.
 
-Three servers run as separate processes on loopback, as in production: ``bench/fast_upstream.py``
-(an S3 sink that is never the bottleneck), ``bench/passthrough_proxy.py`` (the no-crypto aiohttp
+Three servers run as separate processes on loopback, as in production: ``bench.fast_upstream``
+(an S3 sink that is never the bottleneck), ``bench.passthrough_proxy`` (the no-crypto aiohttp
 baseline the goals are stated against) and ``gateway serve`` in front of the fast upstream.
 
 * one big object (default 1 GiB): a single streamed PUT and GET through each path, in MiB/s;
@@ -12,7 +12,7 @@ baseline the goals are stated against) and ``gateway serve`` in front of the fas
 The client never holds a big body: it streams a repeated random 1 MiB block with a Content-Length
 and a SigV4 ``UNSIGNED-PAYLOAD`` signature made by botocore, and counts the bytes it reads back.
 
-    .venv/bin/python bench/gateway_bench.py [--size-mib 1024] [--small-count 2000] [--concurrency 16] [--moto]
+    .venv/bin/python -m bench.gateway_bench [--size-mib 1024] [--small-count 2000] [--concurrency 16] [--moto]
 """
 from __future__ import annotations
 
@@ -29,75 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import uvloop
-from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR.parent))
+from bench.serving import cancelled_by_signal
+from bench.support import (BUCKET, CLIENT_KEY, MIB, UPSTREAM_KEY, RssSampler, S3Client, Target, percent,
+                           start_bench_server, start_gateway, start_moto_target)
+from common.eventloop import new_event_loop
 
-from tests.support.process import VENV_BIN, Server, start_server  # noqa: E402
-from serving import cancelled_by_signal  # noqa: E402
-
-MIB = 1 << 20
-BUCKET = "bench"
-REGION = "us-east-1"
-CLIENT_KEY = ("AKIABENCHGATEWAY0001", "bench-gateway-secret")
-UPSTREAM_KEY = ("AKIABENCHUPSTREAM001", "bench-upstream-secret")
 SMALL_SIZE = 4096
 WARMUP_OPS = 50
-
-
-class _UnsignedPayloadSigner(S3SigV4Auth):
-    """botocore's S3 signer with ``UNSIGNED-PAYLOAD``: a streamed body cannot be hashed up front."""
-
-    def payload(self, request: AWSRequest) -> str:
-        return UNSIGNED_PAYLOAD
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    url: str
-    credentials: tuple[str, str]
-
-
-class S3Client:
-    """A bare aiohttp S3 client: each request is signed afresh, bodies are streamed both ways."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-
-    def signed(self, target: Target, method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
-        request = AWSRequest(method=method, url=f"{target.url}{path}", headers=headers)
-        _UnsignedPayloadSigner(Credentials(*target.credentials), "s3", REGION).add_auth(request)
-        return dict(request.headers.items())
-
-    async def put(self, target: Target, path: str, body: bytes | AsyncIterator[bytes], size: int) -> None:
-        headers = self.signed(target, "PUT", path, {"Content-Length": str(size)})
-        async with self.session.put(f"{target.url}{path}", data=body, headers=headers) as response:
-            await _expect(response, 200, f"PUT {target.name}{path}")
-
-    async def get(self, target: Target, path: str) -> int:
-        """GET and count the body (reading it is the work; keeping it is not)."""
-        headers = self.signed(target, "GET", path, {})
-        received = 0
-        async with self.session.get(f"{target.url}{path}", headers=headers) as response:
-            await _expect(response, 200, f"GET {target.name}{path}")
-            async for chunk in response.content.iter_any():
-                received += len(chunk)
-        return received
-
-    async def request(self, target: Target, method: str, path: str, expected: int) -> None:
-        headers = self.signed(target, method, path, {})
-        async with self.session.request(method, f"{target.url}{path}", headers=headers) as response:
-            await _expect(response, expected, f"{method} {target.name}{path}")
-
-
-async def _expect(response: aiohttp.ClientResponse, status: int, what: str) -> None:
-    if response.status != status:
-        raise RuntimeError(f"{what}: HTTP {response.status}: {(await response.text())[:500]}")
 
 
 async def stream_body(size: int, block: bytes) -> AsyncIterator[bytes]:
@@ -107,42 +46,6 @@ async def stream_body(size: int, block: bytes) -> AsyncIterator[bytes]:
         n = min(len(block), remaining)
         yield block if n == len(block) else block[:n]
         remaining -= n
-
-
-class RssSampler:
-    """Samples a process's VmRSS in the background; ``peak()`` is the highest since the last reset."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.pid, self.interval = pid, interval
-        self._peak = 0
-        self._task: asyncio.Task | None = None
-
-    def status(self, field_name: str) -> int:
-        """A ``/proc/PID/status`` memory field in bytes."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(field_name)
-
-    async def _run(self) -> None:
-        while True:
-            self._peak = max(self._peak, self.status("VmRSS"))
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def reset(self) -> None:
-        self._peak = self.status("VmRSS")
-
-    def peak(self) -> int:
-        return max(self._peak, self.status("VmRSS"))
 
 
 @dataclass
@@ -230,53 +133,11 @@ async def small_objects(client: S3Client, target: Target, count: int, concurrenc
                   f"p99 {result.percentile(0.99):6.2f} ms  {result.ops:8.0f} ops/s", flush=True)
 
 
-def gateway_config(directory: Path, upstream_url: str, upstream_key: tuple[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "gateway.toml"
-    path.write_text(f"""
-[gateway]
-data_dir = "{directory / 'data'}"
-region = "{REGION}"
-
-[[gateway.credentials]]
-access_key = "{CLIENT_KEY[0]}"
-secret_key = "{CLIENT_KEY[1]}"
-
-[upstream]
-url = "{upstream_url}"
-region = "{REGION}"
-access_key = "{upstream_key[0]}"
-secret_key = "{upstream_key[1]}"
-""")
-    return path
-
-
-def start_gateway(stack: ExitStack, directory: Path, upstream: Target) -> Server:
-    config = gateway_config(directory, upstream.url, upstream.credentials)
-    server = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
-                          env={"GATEWAY_LOG_LEVEL": "WARNING"}, timeout=60)
-    stack.callback(server.stop)
-    return server
-
-
-def start_python(stack: ExitStack, script: str, *args: str) -> Server:
-    server = start_server([sys.executable, str(BENCH_DIR / script), "--listen", "127.0.0.1:0", *args])
-    stack.callback(server.stop)
-    return server
-
-
-def start_moto(stack: ExitStack) -> Target:
-    from tests.support.moto import start_moto as spawn_moto
-    moto = spawn_moto()
-    stack.callback(moto.stop)
-    return Target("moto", moto.url, (moto.access_key, moto.secret_key))
-
-
 async def measure(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> Report:
     report = Report(size=args.size_mib * MIB)
-    upstream_server = start_python(stack, "fast_upstream.py")
+    upstream_server = start_bench_server(stack, "fast_upstream")
     upstream = Target("direct", upstream_server.url, UPSTREAM_KEY)
-    proxy = Target("passthrough", start_python(stack, "passthrough_proxy.py", "--upstream", upstream.url).url,
+    proxy = Target("passthrough", start_bench_server(stack, "passthrough_proxy", "--upstream", upstream.url).url,
                    UPSTREAM_KEY)
     gateway_server = start_gateway(stack, workdir / "gw", upstream)
     gateway = Target("gateway", gateway_server.url, CLIENT_KEY)
@@ -320,16 +181,12 @@ async def _big_phase(client: S3Client, targets: tuple[Target, ...], upstream: Ta
 
 async def _moto_phase(client: S3Client, stack: ExitStack, workdir: Path, report: Report) -> None:
     """The same big object straight to moto and through a second gateway in front of moto."""
-    moto = start_moto(stack)
+    moto = start_moto_target(stack)
     await client.request(moto, "PUT", f"/{BUCKET}", 200)
     gateway = Target("gateway+moto", start_gateway(stack, workdir / "gw-moto", moto).url, CLIENT_KEY)
     for target in (moto, gateway):
         await big_put(client, target, report.size, report)
         await big_get(client, target, report.size, report)
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b * 100:5.1f}%" if a and b else "    -"
 
 
 def print_report(report: Report) -> None:
@@ -342,8 +199,8 @@ def print_report(report: Report) -> None:
     for op in ("PUT", "GET"):
         cells = " | ".join(f"{t.get((name, op), 0):12.1f}" for name in targets)
         gw = t.get(("gateway", op))
-        print(f"| {op:<4} | {cells} | {_ratio(gw, t.get(('passthrough', op))):>14} | "
-              f"{_ratio(gw, t.get(('direct', op))):>9} |")
+        print(f"| {op:<4} | {cells} | {percent(gw, t.get(('passthrough', op))):>14} | "
+              f"{percent(gw, t.get(('direct', op))):>9} |")
     print("goal: gateway >= 60% of passthrough")
     print(f"\n== {SMALL_SIZE // 1024} KiB objects ==")
     print(f"| {'target':<8} | {'op':<4} | {'conc':>4} | {'p50 ms':>7} | {'p99 ms':>7} | {'ops/s':>8} |")
@@ -369,7 +226,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir, ExitStack() as stack:
         try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 report = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)

@@ -5,7 +5,7 @@ a real ``keyservice serve`` process on loopback is driven by an aiohttp client w
 concurrent connections; every request is SigV4-signed afresh with botocore's signer (reusing a
 signed request would measure a replay, not a client). Quotas are raised so nothing throttles.
 
-    .venv/bin/python bench/kms_bench.py [--seconds 3] [--concurrency 64] [--client-processes 2]
+    .venv/bin/python -m bench.kms_bench [--seconds 3] [--concurrency 64] [--client-processes 2]
                                         [--in-process-only] [--in-process-workers 1]
 """
 from __future__ import annotations
@@ -26,16 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import uvloop
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from keyservice.config import Credential, KeyServiceConfig, build_api  # noqa: E402
-from keyservice.service import CallContext  # noqa: E402
-from tests.support.process import start_server  # noqa: E402
+from bench.support import REPO_ROOT, start_server
+from common.eventloop import run
+from keyservice.config import Credential, KeyServiceConfig, build_api
+from keyservice.service import CallContext
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -138,7 +136,7 @@ def http_client_process(url: str, operation: str, params: dict, seconds: float,
                                    "http", operation)
             return result.latencies, result.seconds
 
-    return uvloop.run(drive())
+    return run(drive())
 
 
 async def prepare_http(url: str) -> tuple[dict, dict]:
@@ -165,9 +163,10 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) 
                       f"[keyservice.quotas]\n{quota_lines}\n")
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
                            "--listen", "127.0.0.1:0"],
-                          {"KEYSERVICE_DATA_DIR": str(data_dir / "http"), "KEYSERVICE_ROOT_KEY": ROOT_KEY})
+                          {"KEYSERVICE_DATA_DIR": str(data_dir / "http"), "KEYSERVICE_ROOT_KEY": ROOT_KEY},
+                          cwd=REPO_ROOT)
     try:
-        gdk, decrypt = uvloop.run(prepare_http(server.url))
+        gdk, decrypt = run(prepare_http(server.url))
         per_process = max(1, concurrency // processes)
         results = []
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -184,9 +183,9 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) 
         server.stop()
 
 
-def run(args: argparse.Namespace) -> list[Result]:
+def measure(args: argparse.Namespace) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="kms-bench-") as tmp:
-        results = uvloop.run(in_process(Path(tmp) / "inproc", args.seconds, args.in_process_workers))
+        results = run(in_process(Path(tmp) / "inproc", args.seconds, args.in_process_workers))
         if not args.in_process_only:
             results += over_http(Path(tmp), args.seconds, args.concurrency, args.client_processes)
         return results
@@ -201,7 +200,7 @@ def main() -> None:
     parser.add_argument("--in-process-workers", type=int, default=1,
                         help="concurrent in-process callers (group commit shows with more than one)")
     args = parser.parse_args()
-    results = run(args)
+    results = measure(args)
     print("| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")
     print("|------------|-----------------|-----------:|---------:|---------:|---------:|")
     for result in results:

@@ -1,13 +1,13 @@
 """Multipart upload and download throughput through the gateway, beside a direct upstream and a
 plain proxy, and the gateway's memory while it encrypts and decrypts parts in parallel.
 
-The servers are gateway_bench.py's (``fast_upstream.py``, ``passthrough_proxy.py`` and ``gateway
+The servers are gateway_bench's (``bench.fast_upstream``, ``bench.passthrough_proxy`` and ``gateway
 serve``, separate processes on loopback). The client is what most users run: boto3's transfer
 manager (``upload_file``/``download_file``, 8 MiB parts, 10 in flight) from and to a file on tmpfs
 (so the disk is not what is measured). Every download is checked against the source's SHA-256, and
 the source stamps each MiB with its index, so a part or range served from the wrong place is caught.
 
-    .venv/bin/python bench/multipart_bench.py [--size-mib 1024]
+    .venv/bin/python -m bench.multipart_bench [--size-mib 1024]
 """
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
-import uvloop
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from gateway_bench import (BUCKET, CLIENT_KEY, MIB, REGION, UPSTREAM_KEY, Report, RssSampler, Target, _ratio,
-                           start_gateway, start_python)
-from serving import cancelled_by_signal  # noqa: E402
+from bench.gateway_bench import Report
+from bench.serving import cancelled_by_signal
+from bench.support import (BUCKET, CLIENT_KEY, MIB, REGION, UPSTREAM_KEY, RssSampler, Target, percent,
+                           start_bench_server, start_gateway)
+from common.eventloop import new_event_loop
 
 PARTS_IN_FLIGHT = 10
 PART_SIZE = 8 * MIB
@@ -150,9 +151,9 @@ async def measure(args: argparse.Namespace, stack: ExitStack, workdir: Path, scr
     report = MultipartReport(size=args.size_mib * MIB)
     source = scratch / "source"
     source_sha = write_source(source, report.size)
-    upstream_server = start_python(stack, "fast_upstream.py")
+    upstream_server = start_bench_server(stack, "fast_upstream")
     direct = Target("direct", upstream_server.url, UPSTREAM_KEY)
-    proxy_server = start_python(stack, "passthrough_proxy.py", "--upstream", direct.url)
+    proxy_server = start_bench_server(stack, "passthrough_proxy", "--upstream", direct.url)
     proxy = Target("passthrough", proxy_server.url, UPSTREAM_KEY)
     gateway_server = start_gateway(stack, workdir / "gw", direct)
     gateway = Target("gateway", gateway_server.url, CLIENT_KEY)
@@ -182,7 +183,7 @@ def print_report(report: MultipartReport) -> None:
     for op in OPERATIONS:
         gw = t[("gateway", op)]
         print(f"| {op:<8} | {t[('direct', op)]:8.1f} | {t[('passthrough', op)]:11.1f} | {gw:8.1f} | "
-              f"{_ratio(gw, t[('passthrough', op)]):>14} | {_ratio(gw, t[('direct', op)]):>9} |")
+              f"{percent(gw, t[('passthrough', op)]):>14} | {percent(gw, t[('direct', op)]):>9} |")
     print("\nCPU seconds per GiB used by the target's server (direct: the upstream; else the proxy or gateway):")
     print(f"| {'op':<8} | {'direct':>8} | {'passthrough':>11} | {'gateway':>8} |")
     for op in OPERATIONS:
@@ -212,7 +213,7 @@ def main() -> int:
         try:
             # The servers stop before the loop closes: closing it waits for the transfer's thread,
             # which then fails at once instead of running to the end.
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner, ExitStack() as stack:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner, ExitStack() as stack:
                 report = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir), Path(scratch))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)

@@ -5,20 +5,19 @@ with ``iter_chunked(1 MiB)``) and nothing the gateway adds: no signature checks,
 crypto. Headers are forwarded as they are (the benchmark upstream does not verify signatures), so
 the gap between this proxy and the gateway is the gateway's own work.
 
-    .venv/bin/python bench/passthrough_proxy.py --upstream http://127.0.0.1:PORT --listen 127.0.0.1:0
+    .venv/bin/python -m bench.passthrough_proxy --upstream http://127.0.0.1:PORT --listen 127.0.0.1:0
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import AsyncIterator, Mapping
 
 import aiohttp
-import uvloop
 from aiohttp import web
 from yarl import URL
 
-from serving import serve_until_signalled
+from bench.serving import serve_until_signalled
+from common.eventloop import run
 
 CHUNK = 1 << 20
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -89,8 +88,7 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any free port)")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(host, int(port), args.upstream))
+    run(serve(host, int(port), args.upstream))
 
 
 if __name__ == "__main__":

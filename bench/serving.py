@@ -1,5 +1,5 @@
 """Signal handling shared by the benches: a bench server's aiohttp app served on HOST:PORT until
-SIGTERM/SIGINT (printing the listening line the benchmark and tests/support/process.py wait for), and a
+SIGTERM/SIGINT (printing the listening line bench/support.py's start_server waits for), and a
 bench's measurement cancelled by SIGTERM/SIGINT so the servers it started stop on the way out."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import signal
 from collections.abc import Awaitable
 from typing import TypeVar
 
-T = TypeVar("T")
-
 from aiohttp import web
+
+T = TypeVar("T")
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:

@@ -8,10 +8,10 @@ and a few bytes of its 1 MiB body and then stall. A slow client the gateway drop
 timeout) reconnects at once, so the level stays constant while the normal client is measured.
 
 Processes, all on 127.0.0.1 and stopped at the end (also on Ctrl-C or an error): the fast upstream
-(``bench/fast_upstream.py``) and ``gateway serve`` in front of it with its production defaults
+(``bench.fast_upstream``) and ``gateway serve`` in front of it with its production defaults
 (``--env NAME=VALUE`` overrides any GATEWAY_* setting, e.g. ``--env GATEWAY_UPSTREAM_POOL_SIZE=400``).
 
-    .venv/bin/python bench/slow_clients.py [--levels 0,50,100,200,400] [--ops 100] [--seconds 15]
+    .venv/bin/python -m bench.slow_clients [--levels 0,50,100,200,400] [--ops 100] [--seconds 15]
 
 Every stalled upload holds one pooled upstream connection until its body timeout, so once stalled
 bodies reach ``pool_size`` (default 100) the normal client's requests wait ``pool_wait`` and get
@@ -32,13 +32,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import uvloop
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-import gateway_bench as gb  # noqa: E402  (the bench helpers: client, targets, process start-up)
-from serving import cancelled_by_signal  # noqa: E402
+from bench.gateway_bench import WARMUP_OPS
+from bench.serving import cancelled_by_signal
+from bench.support import BUCKET, CLIENT_KEY, UPSTREAM_KEY, S3Client, Target, start_bench_server, start_gateway
+from common.eventloop import new_event_loop
 
 SMALL = 4096
 STALLED_BODY = 1 << 20
@@ -63,7 +61,7 @@ def percentile(values: list[float], fraction: float) -> str:
 class SlowClients:
     """``count`` misbehaving connections kept open (reopened when the gateway drops one) until stopped."""
 
-    def __init__(self, target: gb.Target, signer: gb.S3Client, count: int, body_share: float,
+    def __init__(self, target: Target, signer: S3Client, count: int, body_share: float,
                  dribble: float) -> None:
         self.target, self.signer = target, signer
         self.bodies = round(count * body_share)
@@ -123,7 +121,7 @@ class SlowClients:
 
     async def _dribble_headers(self, i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A request line, then one header line every ``dribble`` seconds, never the end of the headers."""
-        writer.write(f"GET /{gb.BUCKET}/slow-{i} HTTP/1.1\r\nHost: gateway\r\n".encode())
+        writer.write(f"GET /{BUCKET}/slow-{i} HTTP/1.1\r\nHost: gateway\r\n".encode())
         while not reader.at_eof():
             await writer.drain()
             await asyncio.sleep(self.dribble)
@@ -131,7 +129,7 @@ class SlowClients:
 
     async def _stall_body(self, i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A signed PUT that sends 100 of its bytes and stalls; the gateway must answer RequestTimeout."""
-        path = f"/{gb.BUCKET}/stalled-{i}"
+        path = f"/{BUCKET}/stalled-{i}"
         headers = self.signer.signed(self.target, "PUT", path, {"Content-Length": str(STALLED_BODY)})
         head = f"PUT {path} HTTP/1.1\r\nHost: {urlsplit(self.target.url).netloc}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -142,15 +140,15 @@ class SlowClients:
             raise RuntimeError(f"a stalled upload got an unexpected answer: {answer[:300]!r}")
 
 
-async def normal_client(client: gb.S3Client, target: gb.Target, level: Level, ops: int, seconds: float) -> None:
+async def normal_client(client: S3Client, target: Target, level: Level, ops: int, seconds: float) -> None:
     """Sequential 4 KiB PUT then GET pairs, each timed, for ``ops`` pairs or ``seconds``."""
     body = os.urandom(SMALL)
     deadline = time.monotonic() + seconds
     for i in range(ops):
         if time.monotonic() > deadline:
             break
-        for name, samples, call in (("PUT", level.put, lambda: client.put(target, f"/{gb.BUCKET}/n-{i}", body, SMALL)),
-                                    ("GET", level.get, lambda: client.get(target, f"/{gb.BUCKET}/n-{i}"))):
+        for name, samples, call in (("PUT", level.put, lambda: client.put(target, f"/{BUCKET}/n-{i}", body, SMALL)),
+                                    ("GET", level.get, lambda: client.get(target, f"/{BUCKET}/n-{i}"))):
             start = time.perf_counter()
             try:
                 await call()
@@ -162,19 +160,15 @@ async def normal_client(client: gb.S3Client, target: gb.Target, level: Level, op
 
 
 async def measure(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> list[Level]:
-    upstream = gb.Target("direct", gb.start_python(stack, "fast_upstream.py").url, gb.UPSTREAM_KEY)
-    config = gb.gateway_config(workdir / "gw", upstream.url, upstream.credentials)
-    env = {"GATEWAY_LOG_LEVEL": "WARNING", **dict(pair.split("=", 1) for pair in args.env)}
-    server = gb.start_server([str(gb.VENV_BIN / "gateway"), "serve", "--config", str(config),
-                              "--listen", "127.0.0.1:0"], env=env, timeout=60)
-    stack.callback(server.stop)
-    gateway = gb.Target("gateway", server.url, gb.CLIENT_KEY)
+    upstream = Target("direct", start_bench_server(stack, "fast_upstream").url, UPSTREAM_KEY)
+    server = start_gateway(stack, workdir / "gw", upstream, env=dict(pair.split("=", 1) for pair in args.env))
+    gateway = Target("gateway", server.url, CLIENT_KEY)
     levels = []
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-        client = gb.S3Client(session)
-        await client.request(upstream, "PUT", f"/{gb.BUCKET}", 200)
-        await normal_client(client, gateway, Level(0), gb.WARMUP_OPS, args.seconds)  # warm-up
+        client = S3Client(session)
+        await client.request(upstream, "PUT", f"/{BUCKET}", 200)
+        await normal_client(client, gateway, Level(0), WARMUP_OPS, args.seconds)  # warm-up
         for count in args.levels:
             level = Level(count)
             slow = SlowClients(gateway, client, count, args.body_share, args.dribble)
@@ -230,7 +224,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="slow-clients-bench-") as workdir, ExitStack() as stack:
         try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 levels = runner.run(cancelled_by_signal(measure(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Soak: many concurrent clients mixing every data path through one gateway for a bounded time.
 
-The gateway runs in front of ``bench/fast_upstream.py`` (loopback only, both stopped at the end, also
+The gateway runs in front of ``bench.fast_upstream`` (loopback only, both stopped at the end, also
 on Ctrl-C or SIGTERM). ``--workers`` clients each own a few keys and loop over a weighted mix: PUT,
 GET (whole and ranged), multipart upload, CopyObject, DELETE, slow uploads and downloads, uploads
 that stop mid-body and close, and GETs that read half and close. Each client knows what its keys
@@ -11,7 +11,7 @@ It prints requests/s, answers by status and S3 error code, the wrong-bytes count
 RSS and open file descriptors (from /proc/PID) at start and at the end (after the clients are done
 and a short settle), and exits non-zero on any wrong byte, any 5xx or any unexpected answer.
 
-    .venv/bin/python bench/soak.py [--seconds 120] [--workers 24]
+    .venv/bin/python -m bench.soak [--seconds 120] [--workers 24]
 """
 from __future__ import annotations
 
@@ -31,18 +31,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import aiohttp
-import uvloop
 from yarl import URL
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-sys.path.insert(0, str(BENCH_DIR.parent))
+from bench.serving import cancelled_by_signal
+from bench.support import (BUCKET, CLIENT_KEY, MIB, UPSTREAM_KEY, S3Client, Target, start_bench_server,
+                           start_gateway)
+from common.eventloop import new_event_loop
 
-from gateway_bench import (BUCKET, CLIENT_KEY, UPSTREAM_KEY, S3Client, Target, start_gateway,  # noqa: E402
-                           start_python)
-from serving import cancelled_by_signal  # noqa: E402
-
-MIB = 1 << 20
 KEYS_PER_WORKER = 4
 SMALL_MAX = 256 * 1024
 PART = 5 * MIB
@@ -274,7 +269,7 @@ def proc_sample(pid: int) -> tuple[int, int]:
 
 
 async def soak(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> tuple[Tally, dict[str, object]]:
-    upstream_server = start_python(stack, "fast_upstream.py")
+    upstream_server = start_bench_server(stack, "fast_upstream")
     upstream = Target("direct", upstream_server.url, UPSTREAM_KEY)
     gateway_server = start_gateway(stack, workdir / "gw", upstream)
     gateway = Target("gateway", gateway_server.url, CLIENT_KEY)
@@ -340,7 +335,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as workdir, ExitStack() as stack:
         try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 tally, figures = runner.run(cancelled_by_signal(soak(args, stack, Path(workdir))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             print("interrupted; stopping servers", file=sys.stderr)

@@ -37,7 +37,7 @@ from gateway.handlers import buckets, copy, get_object, lifecycle, listing, mult
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
+from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, embedded_provider
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
 from gateway.objects.store import ObjectStore
@@ -315,7 +315,7 @@ async def _key_provider(config: GatewayConfig) -> KeyProvider:
     """The one place the key provider is chosen (and started): the embedded key service, or the KMS
     endpoint configured in [kms]."""
     if not config.kms.endpoint:
-        return await _embedded_provider(config)
+        return await embedded_provider(config)
     kms = config.kms
     provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
                                  config.default_kms_key_id or DEFAULT_KEY_ALIAS,

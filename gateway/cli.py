@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
 from gateway.config import ConfigError, load_config, secrets_of
+from common.eventloop import run
 from common.logsetup import configure_logging, parse_level
 
 
@@ -19,17 +19,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(coro) -> None:
-    """Run on uvloop when it is installed (it is on every supported platform but Windows)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -40,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
-    from keyservice.config import ConfigError as KeyServiceConfigError
+    from keyservice.embedded import ConfigError as KeyServiceConfigError
 
     try:
         check_aiohttp()  # before anything is started or written
-        _run(serve(config))
+        run(serve(config))
     except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -315,18 +315,11 @@ def secrets_of(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> list
     """Every secret the settings hold, for the log filter to redact wherever it turns up: the gateway's
     own keys and those of the embedded key service (root key, passphrase, credentials), read from the
     same file's ``[keyservice]`` table and KEYSERVICE_* variables as the key service reads them."""
-    from keyservice.config import ConfigError as KeyServiceConfigError
-    from keyservice.config import KeyServiceConfig, log_secrets
+    from keyservice.embedded import settings_secrets
 
     env = os.environ if env is None else env
-    found = [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
-    try:
-        found += log_secrets(KeyServiceConfig.load(cfg.config_path, env))
-    except KeyServiceConfigError:
-        # the key service will refuse these settings at start-up; redact what they name all the same
-        found += [env.get(name, "") for name in ("KEYSERVICE_ROOT_KEY", "KEYSERVICE_ROOT_PASSPHRASE",
-                                                 "KEYSERVICE_SECRET_KEY")]
-    return found
+    own = [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
+    return own + settings_secrets(cfg.config_path, env)
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:

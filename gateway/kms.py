@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
+import os
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -17,12 +18,11 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.config import DEFAULT_KEY_ALIAS
+from gateway.config import DEFAULT_KEY_ALIAS, GatewayConfig
 from gateway.crypto.sse import DataKey
 from gateway.crypto.stream import IntegrityError
-from gateway.s3errors import S3Error, from_kms_error, service_unavailable
-from keyservice.errors import KMSError
-from keyservice.service import CallContext
+from gateway.s3errors import from_kms_error, service_unavailable
+from keyservice.embedded import EmbeddedKeyService, KeyServiceError, KmsDataKey
 
 log = logging.getLogger("gateway.kms")
 CONNECT_TIMEOUT = 1.0  # seconds; a key service on the network accepts a connection far faster
@@ -41,54 +41,58 @@ def s3_error_for_kms(error_type: str, message: str) -> Exception:
 
 
 class EmbeddedKeyProvider:
-    """Calls the embedded ``KmsApi`` in-process, as the gateway's own account root principal."""
+    """The embedded key service (``keyservice.embedded``), its refusals mapped to S3 errors."""
 
-    def __init__(self, api: Any, account_id: str, default_key_id: str) -> None:
-        self._api = api
-        self.account_id = account_id
+    def __init__(self, keys: EmbeddedKeyService, default_key_id: str) -> None:
+        self._keys = keys
         self.default_key_id = default_key_id
-        self._maintenance: asyncio.Task | None = None
-
-    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        ctx = CallContext(principal_arn=f"arn:aws:iam::{self.account_id}:root", account_id=self.account_id,
-                          request_id=str(uuid.uuid4()), access_key=None, source="gateway")
-        try:
-            return await self._api.call(operation, params, ctx)
-        except KMSError as exc:
-            raise s3_error_for_kms(exc.type, exc.message) from None
 
     async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
-        out = await self._call("GenerateDataKey", {"KeyId": key_id or self.default_key_id,
-                                                    "KeySpec": "AES_256", "EncryptionContext": dict(context)})
-        return DataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
+        with _as_s3_errors():
+            return _data_key(await self._keys.generate_data_key(key_id or self.default_key_id, context))
 
     async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
-        out = await self._call("Decrypt", {"CiphertextBlob": ciphertext, "EncryptionContext": dict(context)})
-        return DataKey(out["Plaintext"], ciphertext, out["KeyId"])
-
-    def start_maintenance(self, interval: float) -> None:
-        """Run the key service's periodic work (scheduled deletions, rotations), as `keyservice serve` does."""
-        self._maintenance = asyncio.create_task(self._api.maintain_forever(interval))
-
-    async def close(self) -> None:
-        """Stop the periodic work, then flush and close the key store and audit log."""
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-        await self._api.close()
+        with _as_s3_errors():
+            return _data_key(await self._keys.decrypt(ciphertext, context))
 
     async def ensure_default_key(self) -> str:
         """Create ``alias/s3-gateway-default`` on first start; returns its key ARN."""
-        try:
-            return (await self._call("DescribeKey", {"KeyId": DEFAULT_KEY_ALIAS}))["KeyMetadata"]["Arn"]
-        except S3Error as exc:
-            if exc.code != "KMS.NotFoundException":
-                raise
-        meta = (await self._call("CreateKey", {"Description": "S3 gateway default key"}))["KeyMetadata"]
-        await self._call("CreateAlias", {"AliasName": DEFAULT_KEY_ALIAS, "TargetKeyId": meta["KeyId"]})
-        log.info("created the default key %s as %s", meta["Arn"], DEFAULT_KEY_ALIAS)
-        return meta["Arn"]
+        with _as_s3_errors():
+            return await self._keys.ensure_alias_key(DEFAULT_KEY_ALIAS, "S3 gateway default key")
+
+    async def close(self) -> None:
+        """Stop the periodic work, then flush and close the key store and audit log."""
+        await self._keys.close()
+
+
+async def embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
+    """The in-process key service, its store under DATA_DIR/keyservice unless ``[keyservice] data_dir``
+    or KEYSERVICE_DATA_DIR says otherwise, the default key created on first start (unless the config
+    names one), its periodic work (scheduled deletions, rotations) running."""
+    keys = await EmbeddedKeyService.open(config.config_path, os.environ, config.data_dir / "keyservice",
+                                         source="gateway")
+    provider = EmbeddedKeyProvider(keys, config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+    try:
+        if not config.default_kms_key_id:
+            await provider.ensure_default_key()
+    except BaseException:
+        await keys.close()
+        raise
+    keys.start_maintenance()
+    return provider
+
+
+@contextlib.contextmanager
+def _as_s3_errors() -> Iterator[None]:
+    """The embedded key service's refusals as the S3 errors S3 answers for them."""
+    try:
+        yield
+    except KeyServiceError as exc:
+        raise s3_error_for_kms(exc.error_type, exc.message) from None
+
+
+def _data_key(key: KmsDataKey) -> DataKey:
+    return DataKey(key.plaintext, key.ciphertext_blob, key.key_arn)
 
 
 class RemoteKeyProvider:

@@ -10,6 +10,10 @@ durable: when it cannot be written (disk full, I/O error) the call is refused wi
 KMSInternalException (500), unless ``audit_on_failure = "warn"``, which answers and logs a
 warning. Other operations are answered either way (their changes are already committed to the
 key store, so an error would misreport them), and the lost record is logged as an error.
+
+The service itself runs on its own thread (``keyservice.worker``): its store writes wait for an
+fsync and must not stall the caller's event loop. Quota and audit stay on the caller's loop, so a
+throttled call is refused at once, never queued behind the service's work.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from keyservice.audit import AuditLog, AuditUnavailable
 from keyservice.errors import KMSError
 from keyservice.quota import QuotaLimiter
 from keyservice.service import CallContext, KeyService
+from keyservice.worker import ServiceWorker
 
 INTERNAL_ERROR = "KMSInternalException"
 AUDIT_POLICIES = ("refuse", "warn")
@@ -39,20 +44,43 @@ class KmsApi:
         self.quotas = quotas
         self.audit = audit
         self.refuse_unaudited = audit_on_failure == "refuse"
+        self._worker = ServiceWorker()
+        self._on_worker: set[asyncio.Task[dict[str, Any]]] = set()  # calls in flight there, for close
 
     async def call(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        """Run one KMS operation for ``ctx``; raises ``KMSError`` (AWS error shapes)."""
+        """Run one KMS operation for ``ctx``; raises ``KMSError`` (AWS error shapes).
+
+        A call the service can answer from memory is answered here; any other runs on the service's
+        thread, shielded: once started it finishes, and is audited, even if its caller goes away."""
         try:
             self._admit(operation, params, ctx)
-            result = await self.service.handle(operation, params, ctx)
-        except KMSError as e:
-            await self._audit(ctx, operation, params, e.type, required=False)
-            raise
-        except Exception:
-            await self._audit(ctx, operation, params, INTERNAL_ERROR, required=False)
-            raise
+            result = self._worker.if_idle(lambda: self.service.handle_in_memory(operation, params, ctx))
+        except Exception as exc:
+            return await self._answer(operation, params, ctx, error=exc)
+        if result is None:
+            task = asyncio.ensure_future(self._call_on_worker(operation, params, ctx))
+            self._on_worker.add(task)
+            task.add_done_callback(self._on_worker.discard)
+            return await asyncio.shield(task)
+        return await self._answer(operation, params, ctx, result=result)
+
+    async def _call_on_worker(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        try:
+            result = await self._worker.run(self.service.handle(operation, params, ctx))
+        except Exception as exc:
+            return await self._answer(operation, params, ctx, error=exc)
+        return await self._answer(operation, params, ctx, result=result)
+
+    async def _answer(self, operation: str, params: dict[str, Any], ctx: CallContext, *,
+                      result: dict[str, Any] | None = None, error: Exception | None = None) -> dict[str, Any]:
+        """Write the call's one audit record, then return its result or raise its error."""
+        if error is not None:
+            outcome = error.type if isinstance(error, KMSError) else INTERNAL_ERROR
+            await self._audit(ctx, operation, params, outcome, required=False)
+            raise error
         await self._audit(ctx, operation, params, "ok",
                           required=operation in self.service.CRYPTOGRAPHIC_OPERATIONS)
+        assert result is not None
         return result
 
     async def _audit(self, ctx: CallContext, operation: str, params: dict[str, Any], outcome: str, *,
@@ -71,6 +99,8 @@ class KmsApi:
                     outcome, exc)
 
     def _admit(self, operation: str, params: dict[str, Any], ctx: CallContext) -> None:
+        """Refuse unknown and throttled calls before any work. ``quota_class`` only looks keys and
+        aliases up (single dict reads, atomic while the worker thread changes them): safe here."""
         if operation not in self.service.OPERATIONS:
             raise KMSError("UnknownOperationException", f"Unknown operation {operation}")
         quota_class = self.service.quota_class(operation, params)
@@ -78,7 +108,10 @@ class KmsApi:
             raise KMSError("ThrottlingException", "Rate exceeded", 400)
 
     async def purge_due_keys(self) -> None:
-        """The service's periodic maintenance (deletions, rotations); it may be sync or async."""
+        """The service's periodic maintenance (deletions, rotations), on the service's thread."""
+        await self._worker.run(self._purge())
+
+    async def _purge(self) -> None:
         result = self.service.purge_due_keys()
         if inspect.isawaitable(result):
             await result
@@ -93,8 +126,11 @@ class KmsApi:
                 log.exception("periodic key maintenance failed")
 
     async def close(self) -> None:
-        """Close the service, then the audit log (after the batch in flight is written)."""
+        """Let the calls in flight finish, close the service and its thread, then the audit log (after
+        the batch in flight is written)."""
+        if self._on_worker:
+            await asyncio.wait(self._on_worker)
         try:
-            await self.service.close()
+            await self._worker.close(self.service.close())
         finally:
             await self.audit.close()

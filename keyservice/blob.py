@@ -9,20 +9,16 @@ context (JSON, keys sorted, no whitespace, UTF-8; empty context = empty bytes).
 
 import functools
 import json
-import os
 import uuid
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from common.aead import OVERHEAD, Aead, AuthenticationFailed
 
 from .errors import KMSError
 
 VERSION = 1
 _HEADER_LEN = 1 + 16 + 16
-_NONCE_LEN = 12
-_TAG_LEN = 16
-MIN_BLOB_LEN = _HEADER_LEN + _NONCE_LEN + _TAG_LEN
+MIN_BLOB_LEN = _HEADER_LEN + OVERHEAD  # header || nonce(12) || tag(16): what Aead.seal puts after the header
 
 
 @dataclass(frozen=True)
@@ -53,11 +49,13 @@ def _header_of(raw: bytes) -> BlobHeader:
     return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
 
 
-def seal(aead: AESGCM, key_id: str, backing_id: str, plaintext: bytes, context: bytes) -> bytes:
-    """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`."""
+def seal(aead: Aead, key_id: str, backing_id: str, plaintext: bytes, context: bytes) -> bytes:
+    """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`.
+
+    The header goes in front of ``Aead.seal``'s nonce || ciphertext || tag and into its AAD, so the
+    key identity a reader trusts to pick the key is authenticated too."""
     header = _header_bytes(key_id, backing_id)
-    nonce = os.urandom(_NONCE_LEN)
-    return header + nonce + aead.encrypt(nonce, plaintext, header + context)
+    return header + aead.seal(plaintext, header + context)
 
 
 def parse_header(blob: bytes) -> BlobHeader:
@@ -67,12 +65,11 @@ def parse_header(blob: bytes) -> BlobHeader:
     return _header_of(bytes(blob[:_HEADER_LEN]))
 
 
-def open_blob(aead: AESGCM, blob: bytes, header: BlobHeader, context: bytes) -> bytes:
+def open_blob(aead: Aead, blob: bytes, header: BlobHeader, context: bytes) -> bytes:
     """Decrypt a blob whose header was parsed; a wrong context or tampering fails authentication."""
-    nonce = blob[_HEADER_LEN:_HEADER_LEN + _NONCE_LEN]
     try:
-        return aead.decrypt(nonce, bytes(blob[_HEADER_LEN + _NONCE_LEN:]), header.raw + context)
-    except InvalidTag as exc:
+        return aead.open(bytes(blob[_HEADER_LEN:]), header.raw + context)
+    except AuthenticationFailed as exc:
         raise invalid_ciphertext() from exc
 
 

@@ -6,8 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-import uvloop
-
+from common.eventloop import run
 from common.logsetup import configure_logging, parse_level
 from keyservice.audit import filter_lines, parse_time
 from keyservice.config import ConfigError, KeyServiceConfig, log_secrets
@@ -62,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         check_aiohttp()  # before anything is started or written
-        uvloop.run(serve(config))
+        run(serve(config))
     except (ConfigError, ValueError, OSError, UnsupportedAiohttp) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 1

@@ -107,11 +107,17 @@ class KeyServiceConfig:
         return None
 
     @classmethod
-    def load(cls, path: Path | None, env: Mapping[str, str]) -> "KeyServiceConfig":
-        """The file's ``[keyservice]`` table (if a file is given), then the environment."""
+    def load(cls, path: Path | None, env: Mapping[str, str], *,
+             default_data_dir: Path | None = None) -> "KeyServiceConfig":
+        """The file's ``[keyservice]`` table (if a file is given), then the environment.
+
+        ``default_data_dir``: where the store lives when neither the table's ``data_dir`` nor
+        KEYSERVICE_DATA_DIR says (the gateway puts its embedded key service under its own data dir)."""
         table = _read_table(path) if path is not None else {}
-        config = _apply_env(_from_table(table), env)
-        return _checked(config)
+        config = _from_table(table)
+        if default_data_dir is not None and "data_dir" not in table:
+            config = replace(config, data_dir=default_data_dir)
+        return _checked(_apply_env(config, env))
 
 
 def _read_table(path: Path) -> dict[str, Any]:

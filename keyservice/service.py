@@ -5,17 +5,24 @@ bytes). All state lives in memory and is written through to the SQLite `KeyStore
 returns, so the hot path (GenerateDataKey, Encrypt, Decrypt) never reads the database. Time-driven
 changes (deletion after the waiting period, automatic rotation, imported material expiry) happen
 lazily when a key is touched and in `purge_due_keys()`, which a server calls periodically.
+
+Writes wait for an fsync, so the API layer runs the service on a thread of its own
+(``keyservice.worker``), one call's synchronous stretch at a time as on an event loop; the hot path
+needs no store and ``handle_in_memory`` answers it without leaving the caller's thread.
 """
 
 import asyncio
+import contextlib
 import inspect
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from common.aead import Aead
 
 from . import blob, crypto_ops, grant_ops, grants, imports, management
 from .clock import Clock, SystemClock
@@ -56,6 +63,10 @@ CROSS_ACCOUNT_ACTIONS = frozenset({
     "RevokeGrant", "Sign", "Verify", "VerifyMac",
 })
 
+# Operations whose hot path needs nothing but memory once the key is ready (``handle_in_memory``).
+IN_MEMORY_OPERATIONS = frozenset({"Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext"})
+
+
 class KeyService:
     """Every KMS operation over one account's keys in one region."""
 
@@ -87,19 +98,37 @@ class KeyService:
 
     # --- dispatch --------------------------------------------------------------------------
     async def handle(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        with _store_failures_internal():
+            result = self._dispatch(operation, params, ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        return result
+
+    def handle_in_memory(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any] | None:
+        """The answer of a call that needs neither the store nor a thread, else None (call ``handle``).
+
+        That is the hot path (Encrypt, Decrypt, GenerateDataKey of a symmetric key whose material is
+        unwrapped and which has no deletion, expiry or rotation due): answered where it is asked,
+        without the hop to the service's thread. A deadline passing in the microseconds between this
+        check and the call is still applied, in the call: correct, merely not off the caller's loop."""
+        if operation not in IN_MEMORY_OPERATIONS or not isinstance(params, dict):
+            return None
+        rec = self._peek_key(params.get("KeyId"), params.get("CiphertextBlob"))
+        if rec is None or not rec.symmetric or rec.key_id not in self._material or _change_due(rec, self.now()):
+            return None
+        with _store_failures_internal():
+            result = self._dispatch(operation, params, ctx)
+        assert not inspect.isawaitable(result), f"{operation} has a synchronous handler"
+        return result
+
+    def _dispatch(self, operation: str, params: dict[str, Any],
+                  ctx: CallContext) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         handler = _HANDLERS.get(operation)
         if handler is None:
             raise KMSError("UnknownOperationException", f"Unknown operation {operation}")
         if not isinstance(params, dict):
             raise validation("The request body must be a JSON object.")
-        try:
-            result = handler(self, params, ctx)
-            if inspect.isawaitable(result):
-                result = await result
-        except StoreCorruption as exc:
-            log.error("key store integrity failure: %s", exc)
-            raise KMSError("KMSInternalException", "The key store could not unwrap key material.", 500) from exc
-        return result
+        return handler(self, params, ctx)
 
     def quota_class(self, operation: str, params: dict[str, Any]) -> str:
         """The quota a call draws on: the key-spec family for crypto operations, else the operation."""
@@ -255,7 +284,7 @@ class KeyService:
         self._material.pop(rec.key_id, None)
 
     def material(self, rec: KeyRecord, backing_id: str | None = None) -> Any:
-        """The unwrapped key object for a version (AESGCM, private key or HMAC bytes), cached."""
+        """The unwrapped key object for a version (Aead, private key or HMAC bytes), cached."""
         versions = self._material.get(rec.key_id)
         if versions is None:
             versions = self._material[rec.key_id] = {
@@ -270,12 +299,12 @@ class KeyService:
     def _maintain(self, rec: KeyRecord) -> bool:
         """Apply due time-driven changes to one key; False if it has been destroyed."""
         now = self.clock.now()
-        if rec.deletion_date is not None and now >= rec.deletion_date:
+        if _deletion_due(rec, now):
             self._destroy(rec)
             return False
-        if rec.valid_to is not None and now >= rec.valid_to and rec.state != "PendingImport":
+        if _expiry_due(rec, now):
             self.drop_material(rec)
-        if rec.next_rotation is not None and now >= rec.next_rotation and rec.state == "Enabled":
+        if _rotation_due(rec, now):
             self._rotate_automatically(rec, now)
         return True
 
@@ -302,6 +331,34 @@ class KeyService:
         return await asyncio.to_thread(fn, *args)
 
 
+def _change_due(rec: KeyRecord, now: float) -> bool:
+    """Whether touching the key now would change it (and write the store): see ``_maintain``."""
+    return _deletion_due(rec, now) or _expiry_due(rec, now) or _rotation_due(rec, now)
+
+
+def _deletion_due(rec: KeyRecord, now: float) -> bool:
+    return rec.deletion_date is not None and now >= rec.deletion_date
+
+
+def _expiry_due(rec: KeyRecord, now: float) -> bool:
+    """Imported material past its ValidTo and not yet dropped."""
+    return rec.valid_to is not None and now >= rec.valid_to and rec.state != "PendingImport"
+
+
+def _rotation_due(rec: KeyRecord, now: float) -> bool:
+    return rec.next_rotation is not None and now >= rec.next_rotation and rec.state == "Enabled"
+
+
+@contextlib.contextmanager
+def _store_failures_internal() -> Iterator[None]:
+    """A secret that does not unwrap (wrong root key, tampered row) is the service's failure: 500."""
+    try:
+        yield
+    except StoreCorruption as exc:
+        log.error("key store integrity failure: %s", exc)
+        raise KMSError("KMSInternalException", "The key store could not unwrap key material.", 500) from exc
+
+
 def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[str, Any]:
     """Policy condition keys of a call, lower-cased as policy keys are matched case-insensitively.
 
@@ -319,8 +376,10 @@ def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[st
 
 
 def _key_object(rec: KeyRecord, material: bytes) -> Any:
+    """What the operations use a version's material as: an ``Aead`` for the ciphertext blobs of a
+    symmetric key, the raw bytes of an HMAC key, the private key object of an asymmetric key."""
     if rec.symmetric:
-        return AESGCM(material)
+        return Aead(material)
     if rec.key_usage == "GENERATE_VERIFY_MAC":
         return material
     return load_der_private_key(material, password=None)

@@ -6,17 +6,12 @@ Non-secret metadata is stored as JSON; the service keeps it all in memory and wr
 """
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from common.aead import Aead, AuthenticationFailed, derive
 from common.files import private_dir, touch_private
 
 _SCHEMA = """
@@ -54,9 +49,9 @@ class KeyStore:
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
         private_dir(data_dir)
         touch_private(data_dir / "keys.db")  # SQLite makes it 0644; its -wal and -shm copy its mode
-        self._aead = AESGCM(root_key)
+        self._aead = Aead(root_key)
         # Keys fingerprints of imported material (to recognise a re-import) without storing it.
-        self.fingerprint_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"imported-material-fingerprint").derive(root_key)
+        self.fingerprint_key = derive(root_key, salt=None, info=b"imported-material-fingerprint")
         self._db = sqlite3.connect(data_dir / "keys.db", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -66,14 +61,14 @@ class KeyStore:
         self._db.close()
 
     # --- secret wrapping -------------------------------------------------------------------
+    # Stored as nonce || AES-256-GCM(root key) with AAD "table|identity": a row copied onto another fails.
     def _wrap(self, table: str, identity: str, secret: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, secret, f"{table}|{identity}".encode())
+        return self._aead.seal(secret, f"{table}|{identity}".encode())
 
     def _unwrap(self, table: str, identity: str, wrapped: bytes) -> bytes:
         try:
-            return self._aead.decrypt(wrapped[:12], wrapped[12:], f"{table}|{identity}".encode())
-        except InvalidTag as exc:
+            return self._aead.open(wrapped, f"{table}|{identity}".encode())
+        except AuthenticationFailed as exc:
             raise StoreCorruption(f"cannot unwrap {table} row {identity}") from exc
 
     # --- keys ------------------------------------------------------------------------------

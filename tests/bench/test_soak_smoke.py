@@ -2,19 +2,12 @@
 short mixed load with slow and aborting clients gives zero wrong bytes, zero 5xx, no error lines."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+from tests.bench.runner import run_bench
 
 
 def test_short_soak_reads_every_byte_right_with_no_server_errors():
-    proc = subprocess.run([sys.executable, str(SOAK), "--seconds", "3", "--workers", "4"],
-                          capture_output=True, text=True, timeout=180)
-    report = proc.stdout + proc.stderr
-    assert proc.returncode == 0, report
-    lines = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line and not line.startswith(" "))
+    report = run_bench("soak", "--seconds", "3", "--workers", "4")
+    lines = dict(line.split(":", 1) for line in report.splitlines() if ":" in line and not line.startswith(" "))
     assert lines["wrong bytes"].strip() == "0", report
     assert lines["5xx answers"].strip() == "0", report
     assert lines["result"].strip() == "PASS", report

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from common.aead import Aead
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import HEADER_SIZE, PartRead, decrypt_parts, open_manifest, plan_reads
@@ -55,7 +55,7 @@ class VectorKms:
 
     def __init__(self) -> None:
         kms = VECTORS["kms"]
-        self._aead = AESGCM(bytes.fromhex(kms["backing_key_hex"]))
+        self._aead = Aead(bytes.fromhex(kms["backing_key_hex"]))
         self._arn = kms["key_arn"]
 
     async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:

@@ -167,3 +167,16 @@ def test_log_level_comes_from_the_file_or_keyservice_log_level_and_an_unknown_on
     assert KeyServiceConfig.load(path, {"KEYSERVICE_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
     with pytest.raises(ConfigError, match="KEYSERVICE_LOG_LEVEL"):
         KeyServiceConfig.load(path, {"KEYSERVICE_LOG_LEVEL": "chatty"})
+
+
+@pytest.mark.parametrize("table, env, expected", [
+    ("", {}, "/gw/keyservice"),
+    ('data_dir = "/from/file"\n', {}, "/from/file"),
+    ("", {"KEYSERVICE_DATA_DIR": "/from/env"}, "/from/env"),
+    ('data_dir = "/from/file"\n', {"KEYSERVICE_DATA_DIR": "/from/env"}, "/from/env"),
+])
+def test_a_default_data_dir_applies_only_when_neither_file_nor_env_names_one(tmp_path: Path, table, env,
+                                                                             expected) -> None:
+    config = KeyServiceConfig.load(write(tmp_path, "[keyservice]\n" + table), env,
+                                   default_data_dir=Path("/gw/keyservice"))
+    assert config.data_dir == Path(expected)

@@ -4,6 +4,7 @@ import os
 import sqlite3
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
@@ -80,4 +81,39 @@ async def test_swapped_secret_rows_fail_to_unwrap(tmp_path):
     with pytest.raises(KMSError) as info:
         await svc.handle("Encrypt", {"KeyId": b, "Plaintext": b"x"}, CTX)
     assert (info.value.type, info.value.status) == ("KMSInternalException", 500)
+    await svc.close()
+
+
+def documented_wrap(root: bytes, aad: bytes, secret: bytes) -> bytes:
+    """A secret column as the store has always written it: nonce(12) || AES-256-GCM(root, nonce, secret, aad)."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(root).encrypt(nonce, secret, aad)
+
+
+async def test_rows_wrapped_in_the_documented_layout_unwrap_and_new_rows_keep_it(tmp_path):
+    root = os.urandom(32)
+    svc = KeyService.open(tmp_path, root)
+    key = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    [row] = svc.store.backing_keys(key)
+    db = sqlite3.connect(tmp_path / "keys.db")
+    [stored] = db.execute("SELECT wrapped FROM backing_keys WHERE key_id = ?", (key,)).fetchone()
+    aad = f"backing_keys|{key}|{row.backing_id}".encode()
+    assert AESGCM(root).decrypt(stored[:12], stored[12:], aad) == row.material
+    older = bytes(range(32))
+    db.execute("UPDATE backing_keys SET wrapped = ? WHERE key_id = ?", (documented_wrap(root, aad, older), key))
+    db.commit()
+    db.close()
+    assert [r.material for r in svc.store.backing_keys(key)] == [older]
+    await svc.close()
+
+
+async def test_a_truncated_secret_row_is_store_corruption(tmp_path):
+    svc = KeyService.open(tmp_path, os.urandom(32))
+    key = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    db = sqlite3.connect(tmp_path / "keys.db")
+    db.execute("UPDATE backing_keys SET wrapped = ? WHERE key_id = ?", (b"\x00" * 5, key))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreCorruption):
+        svc.store.backing_keys(key)
     await svc.close()

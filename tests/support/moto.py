@@ -7,16 +7,14 @@ later request (the gateway's re-signed ones included) must carry a valid signatu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import threading
 from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
 
+from bench.support import start_moto as bench_start_moto
 from tests.support import secrets
-from tests.support.process import STARTED, VENV_BIN, Server, free_port, wait_for_port
+from tests.support.process import Server, registered
 
 # create_user, put_user_policy, create_access_key: the only calls made without auth.
 BOOTSTRAP_CALLS = 3
@@ -40,31 +38,10 @@ class MotoServer:
         return self.server.stop()
 
 
-def _pump(proc: subprocess.Popen, sink: list[str]) -> None:
-    """Drain moto's output so a full pipe never blocks it; kept for failure messages."""
-    for line in proc.stdout:  # type: ignore[union-attr]
-        sink.append(line)
-
-
-def _spawn(port: int) -> Server:
-    """moto prints its own banner, not ``listening on``, so wait for the port instead."""
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(BOOTSTRAP_CALLS),
-               PYTHONUNBUFFERED="1", MOTO_ALLOW_NONEXISTENT_REGION="true")
-    # moto_server, but keeping PUT bodies sent with a form Content-Type (gateway/devupstream.py says why).
-    launch = ["-c", "import sys; from gateway.devupstream import serve_moto; serve_moto(sys.argv[1:])"]
-    proc = subprocess.Popen([str(VENV_BIN / "python"), *launch, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    output: list[str] = []
-    threading.Thread(target=_pump, args=(proc, output), daemon=True).start()
-    server = Server(proc=proc, url=f"http://127.0.0.1:{port}", output=output)
-    STARTED.append(server)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=30)
-    except TimeoutError:
-        server.kill()
-        raise RuntimeError(f"moto_server did not start:\n{server.log()}")
-    return server
+def _spawn() -> Server:
+    """moto_server (``bench.support.start_moto``: PUT bodies kept raw, gateway/devupstream.py says
+    why) with IAM authentication switched on after the bootstrap calls; registered for the scan."""
+    return registered(lambda: bench_start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}))
 
 
 def _create_s3_user(url: str) -> tuple[str, str]:
@@ -79,8 +56,7 @@ def _create_s3_user(url: str) -> tuple[str, str]:
 
 def start_moto() -> MotoServer:
     """Start moto_server on a free loopback port with IAM auth enforced after bootstrap."""
-    port = free_port()
-    server = _spawn(port)
+    server = _spawn()
     try:
         access_key, secret_key = _create_s3_user(server.url)
     except Exception:

@@ -22,8 +22,7 @@ from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
-
+from common.aead import Aead  # noqa: E402
 from gateway.crypto import metadata  # noqa: E402
 from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream  # noqa: E402
 from gateway.crypto.multipart import EncryptedPart, Manifest, ManifestPart, seal_manifest  # noqa: E402
@@ -59,7 +58,7 @@ class FixedKms:
 
     async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
         self.contexts.append(dict(context))
-        wrapped = blob.seal(AESGCM(self.material), self.key_id, self.backing_id, self.data_key,
+        wrapped = blob.seal(Aead(self.material), self.key_id, self.backing_id, self.data_key,
                             blob.canonical_context(dict(context)))
         return DataKey(self.data_key, wrapped, CMK_ARN)
 

@@ -1,0 +1,122 @@
+"""The key service inside another process (the gateway): the few typed calls that process needs.
+
+The host uses the key service through this module only. It does not build a ``KmsApi`` or a
+``CallContext``, read the ``[keyservice]`` table or catch ``KMSError``: it opens an
+``EmbeddedKeyService`` from its config file, environment and a default data directory, calls it as
+its own account's root principal, and gets ``KeyServiceError`` (AWS's error type and message) for
+any refusal, to map as it sees fit. Calls go through ``KmsApi`` exactly as over HTTP: quotas, the
+audit log and the service's own thread (``keyservice.worker``) included.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keyservice.api import KmsApi
+from keyservice.config import ConfigError, KeyServiceConfig, build_api, log_secrets
+from keyservice.errors import KMSError
+from keyservice.service import CallContext
+
+__all__ = ["ConfigError", "EmbeddedKeyService", "KeyServiceError", "KmsDataKey", "settings_secrets"]
+log = logging.getLogger("keyservice.embedded")
+_SECRET_VARIABLES = ("KEYSERVICE_ROOT_KEY", "KEYSERVICE_ROOT_PASSPHRASE", "KEYSERVICE_SECRET_KEY")
+
+
+class KeyServiceError(Exception):
+    """The key service refused a call: AWS KMS's error type (``NotFoundException``, ...) and message."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KmsDataKey:
+    """A data key: its plaintext, the ciphertext blob that unwraps it, and the ARN of its KMS key."""
+
+    plaintext: bytes
+    ciphertext_blob: bytes
+    key_arn: str
+
+
+class EmbeddedKeyService:
+    """The key service in-process, called as the root principal of its own account."""
+
+    def __init__(self, api: KmsApi, config: KeyServiceConfig, *, source: str) -> None:
+        self._api = api
+        self._config = config
+        self._principal = config.root_principal
+        self._source = source
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config_path: Path | None, env: Mapping[str, str], default_data_dir: Path, *,
+                   source: str) -> "EmbeddedKeyService":
+        """Open the key service the ``[keyservice]`` table and KEYSERVICE_* variables describe, its
+        store in ``default_data_dir`` unless they name one; ``source`` names the caller in the audit
+        log. Raises ``ConfigError`` for unusable settings. The root key (scrypt for a passphrase) and
+        the store are opened in a thread: the host's event loop may already serve other things."""
+        config = KeyServiceConfig.load(config_path, env, default_data_dir=default_data_dir)
+        return cls(await asyncio.to_thread(build_api, config), config, source=source)
+
+    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        ctx = CallContext(principal_arn=self._principal, account_id=self._config.account_id,
+                          request_id=str(uuid.uuid4()), access_key=None, source=self._source)
+        try:
+            return await self._api.call(operation, params, ctx)
+        except KMSError as exc:
+            raise KeyServiceError(exc.type, exc.message) from None
+
+    async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> KmsDataKey:
+        """A fresh 256-bit data key under ``key_id`` (id, ARN or alias), bound to ``context``."""
+        out = await self._call("GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256",
+                                                    "EncryptionContext": dict(context)})
+        return KmsDataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
+
+    async def decrypt(self, ciphertext_blob: bytes, context: Mapping[str, str]) -> KmsDataKey:
+        """Unwrap a data key made by ``generate_data_key`` with the same ``context``."""
+        out = await self._call("Decrypt", {"CiphertextBlob": ciphertext_blob, "EncryptionContext": dict(context)})
+        return KmsDataKey(out["Plaintext"], ciphertext_blob, out["KeyId"])
+
+    async def ensure_alias_key(self, alias: str, description: str) -> str:
+        """The ARN of the key ``alias`` names, creating the key and the alias on first use."""
+        try:
+            return (await self._call("DescribeKey", {"KeyId": alias}))["KeyMetadata"]["Arn"]
+        except KeyServiceError as exc:
+            if exc.error_type != "NotFoundException":
+                raise
+        meta = (await self._call("CreateKey", {"Description": description}))["KeyMetadata"]
+        await self._call("CreateAlias", {"AliasName": alias, "TargetKeyId": meta["KeyId"]})
+        log.info("created the key %s as %s", meta["Arn"], alias)
+        return meta["Arn"]
+
+    def start_maintenance(self) -> None:
+        """Run the periodic work (scheduled deletions, rotations) every ``purge_interval`` seconds, as
+        ``keyservice serve`` does."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._api.maintain_forever(self._config.purge_interval))
+
+    async def close(self) -> None:
+        """Stop the periodic work, then flush and close the key store and the audit log."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self._api.close()
+
+
+def settings_secrets(config_path: Path | None, env: Mapping[str, str]) -> list[str]:
+    """Every secret the embedded key service's settings hold, for a log filter to redact: read as
+    ``EmbeddedKeyService.open`` reads them. Settings it would refuse still have their secret
+    variables named, so a start-up that fails cannot print them either."""
+    try:
+        return log_secrets(KeyServiceConfig.load(config_path, env))
+    except ConfigError:
+        return [env.get(name, "") for name in _SECRET_VARIABLES]
