@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
-import tomllib
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +46,6 @@ from common.serving import serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
-from keyservice.config import KeyServiceConfig, build_api
 from common.files import create_once, private_dir
 
 log = logging.getLogger("gateway")
@@ -293,22 +290,6 @@ async def _gateway_state(app: web.Application) -> None:
     objects = ObjectStore(config, client, ObjectKeys(app[KEY_PROVIDER_KEY], secret), UploadTokens(secret),
                           bucket_states)
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)
-
-
-async def _embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
-    """The in-process key service, its store under DATA_DIR/keyservice unless [keyservice] says otherwise."""
-    ks = KeyServiceConfig.load(config.config_path, os.environ)
-    table = {}
-    if config.config_path is not None:
-        with open(config.config_path, "rb") as f:
-            table = tomllib.load(f).get("keyservice", {})
-    if "data_dir" not in table and not os.environ.get("KEYSERVICE_DATA_DIR"):
-        ks = replace(ks, data_dir=config.data_dir / "keyservice")
-    provider = EmbeddedKeyProvider(build_api(ks), ks.account_id, config.default_kms_key_id or DEFAULT_KEY_ALIAS)
-    if not config.default_kms_key_id:
-        await provider.ensure_default_key()
-    provider.start_maintenance(ks.purge_interval)
-    return provider
 
 
 async def _key_provider(config: GatewayConfig) -> KeyProvider:
