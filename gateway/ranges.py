@@ -9,9 +9,9 @@ import re
 
 from common.digits import parse_decimal
 from gateway.limits import MAX_PARTS
-from gateway.s3errors import S3Error, invalid_argument, invalid_range
+from gateway.objects.plaintext import Span
+from gateway.s3errors import invalid_argument, invalid_range
 
-Span = tuple[int, int]  # first..last byte, inclusive; last = first - 1 for an empty part
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _FAR = 2**64  # beyond any object: a longer bound means the same as this one
 
@@ -92,8 +92,3 @@ def parse_part_number(value: str) -> int:
     if number is None or not 1 <= number <= MAX_PARTS:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive", "partNumber", value)
     return number
-
-
-def part_not_satisfiable() -> S3Error:
-    """GET ?partNumber=N beyond the object's parts."""
-    return S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)

@@ -189,6 +189,11 @@ def invalid_part(
     return S3Error("InvalidPart", message, 400)
 
 
+def invalid_part_number() -> S3Error:
+    """GET ?partNumber=N beyond the object's parts."""
+    return S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+
+
 def invalid_part_order() -> S3Error:
     return S3Error(
         "InvalidPartOrder",

@@ -24,7 +24,6 @@ TAG_SIZE = 16
 CIPHER_SEGMENT_SIZE = SEGMENT_SIZE + TAG_SIZE
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
-MAX_PART_NUMBER = MAX_PARTS
 MAX_SEGMENTS = 2**32
 SEGMENT_KEY_INFO = b"s3gw/v1/segment"
 _LAST = b"\x01"
@@ -88,8 +87,8 @@ def _segment_cipher(object_key: ObjectKey, params: StreamParams, part_number: in
 
     AES-GCM itself, not common.aead: the segment nonces are the stream's own (prefix, counter,
     last flag), which is what binds each segment to its position."""
-    if not 0 <= part_number <= MAX_PART_NUMBER:
-        raise ValueError(f"part number {part_number} outside 0..{MAX_PART_NUMBER}")
+    if not 0 <= part_number <= MAX_PARTS:
+        raise ValueError(f"part number {part_number} outside 0..{MAX_PARTS}")
     return AESGCM(object_key.derive(salt=params.salt, info=SEGMENT_KEY_INFO + struct.pack(">I", part_number)))
 
 

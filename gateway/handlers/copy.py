@@ -110,7 +110,7 @@ def _destination_headers(ctx: RequestContext, source: StoredObject) -> dict[str,
     return headers
 
 
-async def _with_tags(gw: Gateway, ctx: RequestContext, source: StoredObject,
+async def _with_tags(ctx: RequestContext, source: StoredObject,
                      headers: dict[str, str]) -> dict[str, str]:
     """Tagging directive COPY (the default) gives the destination the source's tags, REPLACE the request's."""
     directive = ctx.request.headers.get("x-amz-tagging-directive", "COPY").upper()
@@ -118,8 +118,7 @@ async def _with_tags(gw: Gateway, ctx: RequestContext, source: StoredObject,
         raise invalid_argument("Unknown tagging directive.", "x-amz-tagging-directive", directive)
     if directive == "REPLACE":
         return headers
-    ref = source.ref
-    tags = await gw.objects.client.get_object_tagging(ref.bucket, ref.key, version_id=ref.version_id)
+    tags = await source.tags()
     headers = {name: value for name, value in headers.items() if name != "x-amz-tagging"}
     return {**headers, "x-amz-tagging": urlencode(tags)} if tags else headers
 
@@ -153,7 +152,7 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     async with _source(gw, ctx, whole=True) as source:
         _refuse_pointless_self_copy(ctx, source.stored.ref)
         sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure)
-        headers = await _with_tags(gw, ctx, source.stored, _destination_headers(ctx, source.stored))
+        headers = await _with_tags(ctx, source.stored, _destination_headers(ctx, source.stored))
         outcome = BodyOutcome()
         with outcome.reported():
             written = await gw.objects.writer.put(ctx.s3.bucket, ctx.s3.key, headers, sse,

@@ -17,7 +17,8 @@ from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import relay_object, response_headers, send_stream
 from gateway.objects.reading import OpenedObject, StoredObject
-from gateway.ranges import Span, requested_range
+from gateway.objects.plaintext import Span
+from gateway.ranges import requested_range
 from gateway.s3errors import invalid_request, precondition_failed
 from gateway.sseheaders import SSE_HEADERS, mode_headers
 from gateway.upstream import forwardable_headers

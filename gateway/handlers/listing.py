@@ -5,7 +5,7 @@ compare ``<ETag>``, so in an encrypting bucket each entry gets the plaintext siz
 client-visible ETag (gateway/etag.py), and ``<ChecksumAlgorithm>`` is dropped because upstream
 checksums cover ciphertext. Everything else (prefixes, tokens, url-encoded keys) is kept.
 
-Multipart objects (an ETag ending in ``-k``) lose k * PART_OVERHEAD (gateway/crypto/multipart.py).
+Multipart objects (an ETag ending in ``-k``) lose k * PART_OVERHEAD (gateway/objects/plaintext.py).
 Keys under the gateway's reserved prefix (multipart manifests) are hidden in every bucket.
 
 Limitation: the listing alone cannot tell a legacy plaintext object inside an encrypting bucket
@@ -19,11 +19,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.crypto.multipart import object_plaintext_size, part_count_from_etag
-from gateway.crypto.stream import plaintext_size
 from common.digits import parse_upstream_decimal
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
+from gateway.objects.plaintext import listed_plaintext_size
 from gateway.handlers.relaying import read_small, relay, response_headers
 from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key
@@ -32,12 +31,6 @@ from gateway.upstream import forwardable_headers
 
 _ENTRY_TAGS = ("Contents", "Version", "DeleteMarker")
 _DROPPED_TAGS = ("ChecksumAlgorithm", "ChecksumType")
-
-
-def stored_to_plaintext(size: int, upstream_etag: str) -> int:
-    """The plaintext size of an encrypted object: multipart (``-k`` ETag) or single-stream."""
-    count = part_count_from_etag(upstream_etag)
-    return plaintext_size(size) if count is None else object_plaintext_size(size, count)
 
 
 def _rewrite_entry(entry: ET.Element) -> None:
@@ -49,7 +42,7 @@ def _rewrite_entry(entry: ET.Element) -> None:
     if size is None or etag is None or stored is None:
         return
     try:
-        size.text = str(stored_to_plaintext(stored, etag.text or ""))
+        size.text = str(listed_plaintext_size(stored, etag.text or ""))
     except ValueError:
         return
     etag.text = client_etag(etag.text or "")

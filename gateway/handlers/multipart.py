@@ -11,7 +11,6 @@ from aiohttp import web
 
 from common.digits import parse_decimal, parse_upstream_decimal
 from gateway.checksums import ALGORITHMS, STRIPPED_HEADERS, BodyChecks
-from gateway.crypto.multipart import PART_OVERHEAD
 from gateway.etag import client_etag
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, read_small, relay, response_headers
@@ -19,6 +18,7 @@ from gateway.handlers.request_body import (BodyOutcome, checked, decoded_body, i
                                            read_body, refuse_reserved)
 from gateway.limits import MAX_PARTS
 from gateway.objects.multipart import RequestedPart
+from gateway.objects.plaintext import part_plaintext_size
 from gateway.s3errors import malformed_xml, invalid_part_order
 from gateway.s3xml import child, children, local, parse_request, parse_response, render, serialize, text
 from gateway.sseheaders import SSE_HEADERS, decide_put, mode_headers
@@ -120,7 +120,7 @@ def rewrite_list_parts(body: bytes, client_id: str) -> bytes:
             if name in _CHECKSUM_ELEMENTS:
                 part.remove(item)
             elif name == "Size" and (size := parse_upstream_decimal(item.text or "")) is not None:
-                item.text = str(max(0, size - PART_OVERHEAD))
+                item.text = str(part_plaintext_size(size))
     return serialize(root)
 
 

@@ -29,9 +29,9 @@ from gateway.crypto.sse import CustomerKey, CustomerKeySeal, MissingCustomerKey,
 from gateway.crypto.stream import IntegrityError, StreamDecryptor, ciphertext_size, decrypt_stream, plan_range
 from gateway.etag import client_etag
 from gateway.objects.manifests import Manifests
-from gateway.ranges import Span, part_not_satisfiable
+from gateway.objects.plaintext import Span
 from gateway.s3client import ObjectBody, ObjectChanged, ObjectHead, S3Client, UpstreamError
-from gateway.s3errors import S3Error, access_denied, invalid_request
+from gateway.s3errors import S3Error, access_denied, invalid_part_number, invalid_request
 
 log = logging.getLogger("gateway.objects")
 _INTEGRITY_MESSAGE = "The object failed integrity verification"
@@ -226,6 +226,11 @@ class StoredObject:
         except IntegrityError as exc:
             raise self.integrity_failure(exc) from None
 
+    async def tags(self) -> list[tuple[str, str]]:
+        """The object's tag set (of the version stat() read, when one was named)."""
+        ref = self.ref
+        return await self._reader.client.get_object_tagging(ref.bucket, ref.key, version_id=ref.version_id)
+
     def whole_body(self) -> AsyncIterator[bytes] | None:
         """The stored body, when stat() read it (a GET), to be consumed once."""
         body, self._body = self._body, None
@@ -285,7 +290,7 @@ class OpenedObject:
         """The plaintext span of part ``number`` (None: the whole single-stream object, which is part 1);
         416 InvalidPartNumber beyond the last part."""
         if number > (self.part_count or 1):
-            raise part_not_satisfiable()
+            raise invalid_part_number()
         if self.manifest is None:
             return None
         start = sum(part.size for part in self.manifest.parts[:number - 1])
