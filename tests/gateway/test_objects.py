@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,14 +52,6 @@ async def store(moto: MotoServer, tmp_path: Path) -> AsyncIterator[ObjectStore]:
     await upstream.close()
 
 
-@pytest.fixture
-def plain_bucket(upstream_s3) -> str:
-    """A bucket made upstream (not through the gateway): legacy objects may be read there."""
-    name = f"objects-{uuid.uuid4().hex[:12]}"
-    upstream_s3.create_bucket(Bucket=name)
-    return name
-
-
 async def _chunks(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
     for offset in range(0, len(data), size):
         yield data[offset:offset + size]
@@ -76,10 +67,10 @@ async def _put_ssec(store: ObjectStore, bucket: str, key: str, data: bytes) -> N
     await store.writer.put(bucket, key, {}, CustomerKeyRequest(CUSTOMER_KEY), _chunks(data), len(data))
 
 
-async def test_an_object_written_by_the_layer_reads_back_whole_and_by_range(store, plain_bucket) -> None:
+async def test_an_object_written_by_the_layer_reads_back_whole_and_by_range(store, legacy_bucket) -> None:
     data = os.urandom(200_000)
-    await _put_ssec(store, plain_bucket, "a/b c+d", data)
-    ref = ObjectRef(plain_bucket, "a/b c+d")
+    await _put_ssec(store, legacy_bucket, "a/b c+d", data)
+    ref = ObjectRef(legacy_bucket, "a/b c+d")
     assert await _read(store, ref) == data
     assert await _read(store, ref, (65_000, 140_000)) == data[65_000:140_001]
     async with store.reader.stat(ref) as stored:
@@ -87,38 +78,38 @@ async def test_an_object_written_by_the_layer_reads_back_whole_and_by_range(stor
         assert stored.etag.endswith('-1"')
 
 
-async def test_a_legacy_object_reads_as_it_is_stored(store, plain_bucket, upstream_s3) -> None:
-    upstream_s3.put_object(Bucket=plain_bucket, Key="old", Body=b"legacy bytes")
-    ref = ObjectRef(plain_bucket, "old")
+async def test_a_legacy_object_reads_as_it_is_stored(store, legacy_bucket, upstream_s3) -> None:
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="old", Body=b"legacy bytes")
+    ref = ObjectRef(legacy_bucket, "old")
     assert await _read(store, ref) == b"legacy bytes"
     assert await _read(store, ref, (2, 6)) == b"gacy "
 
 
 @pytest.mark.parametrize("stored_as", ["legacy", "encrypted"])
-async def test_a_ranged_read_after_an_overwrite_fails_instead_of_mixing_versions(store, plain_bucket, upstream_s3,
+async def test_a_ranged_read_after_an_overwrite_fails_instead_of_mixing_versions(store, legacy_bucket, upstream_s3,
                                                                                  stored_as) -> None:
     """The metadata read saw version 1; version 2 (the other kind: ciphertext where plaintext was, or
     the reverse) lands before the body is read: the read is refused, never served."""
     if stored_as == "legacy":
-        upstream_s3.put_object(Bucket=plain_bucket, Key="k", Body=b"x" * 1000)
+        upstream_s3.put_object(Bucket=legacy_bucket, Key="k", Body=b"x" * 1000)
     else:
-        await _put_ssec(store, plain_bucket, "k", b"x" * 1000)
-    async with store.reader.stat(ObjectRef(plain_bucket, "k")) as stored:
+        await _put_ssec(store, legacy_bucket, "k", b"x" * 1000)
+    async with store.reader.stat(ObjectRef(legacy_bucket, "k")) as stored:
         opened = await stored.open(CUSTOMER_KEY if stored.encrypted else None)
         if stored_as == "legacy":
-            await _put_ssec(store, plain_bucket, "k", b"y" * 1000)
+            await _put_ssec(store, legacy_bucket, "k", b"y" * 1000)
         else:
-            upstream_s3.put_object(Bucket=plain_bucket, Key="k", Body=b"y" * 1000)
+            upstream_s3.put_object(Bucket=legacy_bucket, Key="k", Body=b"y" * 1000)
         with pytest.raises(S3Error) as caught:
             _ = [chunk async for chunk in opened.chunks((10, 20))]
     assert (caught.value.code, caught.value.status) == ("InternalError", 500)
     assert caught.value.message == "The object changed while it was being read; retry."
 
 
-async def test_a_legacy_part_read_after_an_overwrite_fails(store, plain_bucket, upstream_s3) -> None:
-    upstream_s3.put_object(Bucket=plain_bucket, Key="k", Body=b"x" * 1000)
-    async with store.reader.stat(ObjectRef(plain_bucket, "k")) as stored:
-        await _put_ssec(store, plain_bucket, "k", b"y" * 1000)
+async def test_a_legacy_part_read_after_an_overwrite_fails(store, legacy_bucket, upstream_s3) -> None:
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="k", Body=b"x" * 1000)
+    async with store.reader.stat(ObjectRef(legacy_bucket, "k")) as stored:
+        await _put_ssec(store, legacy_bucket, "k", b"y" * 1000)
         with pytest.raises(S3Error) as caught:
             async with stored.pinned_get(part_number=1):
                 pass
@@ -134,47 +125,47 @@ async def _upload_two_parts(store: ObjectStore, bucket: str, key: str) -> tuple[
     return upload, etags, parts
 
 
-async def test_racing_completes_with_different_part_lists_leave_one_readable_object(store, plain_bucket) -> None:
-    upload, etags, parts = await _upload_two_parts(store, plain_bucket, "mp")
+async def test_racing_completes_with_different_part_lists_leave_one_readable_object(store, legacy_bucket) -> None:
+    upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp")
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     first_only = [RequestedPart(1, etags[0], {})]
-    outcomes = await asyncio.gather(store.uploads.complete(plain_bucket, "mp", upload, both, CUSTOMER_KEY),
-                                    store.uploads.complete(plain_bucket, "mp", upload, first_only, CUSTOMER_KEY),
+    outcomes = await asyncio.gather(store.uploads.complete(legacy_bucket, "mp", upload, both, CUSTOMER_KEY),
+                                    store.uploads.complete(legacy_bucket, "mp", upload, first_only, CUSTOMER_KEY),
                                     return_exceptions=True)
     succeeded = [index for index, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
     assert len(succeeded) == 1, outcomes
     expected = b"".join(parts) if succeeded == [0] else parts[0]
-    assert await _read(store, ObjectRef(plain_bucket, "mp")) == expected
+    assert await _read(store, ObjectRef(legacy_bucket, "mp")) == expected
 
 
-async def test_a_retried_complete_with_the_same_parts_goes_ahead(store, plain_bucket) -> None:
-    upload, etags, parts = await _upload_two_parts(store, plain_bucket, "mp2")
+async def test_a_retried_complete_with_the_same_parts_goes_ahead(store, legacy_bucket) -> None:
+    upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp2")
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     layout = upload.info.layout
-    object_key = await store.uploads.upload_key(plain_bucket, "mp2", upload, CUSTOMER_KEY)
-    stored = {p.number: p for p in await store.client.list_parts(plain_bucket, "mp2", upload.upstream_id)}
+    object_key = await store.uploads.upload_key(legacy_bucket, "mp2", upload, CUSTOMER_KEY)
+    stored = {p.number: p for p in await store.client.list_parts(legacy_bucket, "mp2", upload.upstream_id)}
     manifest = store.uploads._checked_manifest(upload, both, stored)
-    await store.manifests.create(plain_bucket, layout.upload_tag, object_key, manifest)  # a Complete that died
-    await store.uploads.complete(plain_bucket, "mp2", upload, both, CUSTOMER_KEY)
-    assert await _read(store, ObjectRef(plain_bucket, "mp2")) == b"".join(parts)
+    await store.manifests.create(legacy_bucket, layout.upload_tag, object_key, manifest)  # a Complete that died
+    await store.uploads.complete(legacy_bucket, "mp2", upload, both, CUSTOMER_KEY)
+    assert await _read(store, ObjectRef(legacy_bucket, "mp2")) == b"".join(parts)
 
 
-async def test_a_complete_whose_manifest_is_already_there_with_other_parts_is_refused(store, plain_bucket) -> None:
-    upload, etags, parts = await _upload_two_parts(store, plain_bucket, "mp3")
+async def test_a_complete_whose_manifest_is_already_there_with_other_parts_is_refused(store, legacy_bucket) -> None:
+    upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp3")
     layout = upload.info.layout
-    object_key = await store.uploads.upload_key(plain_bucket, "mp3", upload, CUSTOMER_KEY)
-    stored = {p.number: p for p in await store.client.list_parts(plain_bucket, "mp3", upload.upstream_id)}
+    object_key = await store.uploads.upload_key(legacy_bucket, "mp3", upload, CUSTOMER_KEY)
+    stored = {p.number: p for p in await store.client.list_parts(legacy_bucket, "mp3", upload.upstream_id)}
     first_only = [RequestedPart(1, etags[0], {})]
-    await store.manifests.create(plain_bucket, layout.upload_tag, object_key,
+    await store.manifests.create(legacy_bucket, layout.upload_tag, object_key,
                                  store.uploads._checked_manifest(upload, first_only, stored))
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     with pytest.raises(S3Error) as caught:
-        await store.uploads.complete(plain_bucket, "mp3", upload, both, CUSTOMER_KEY)
+        await store.uploads.complete(legacy_bucket, "mp3", upload, both, CUSTOMER_KEY)
     assert (caught.value.code, caught.value.status) == ("InvalidPart", 400)
     assert "different list of parts" in caught.value.message
 
 
-async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on_s3(store, plain_bucket) -> None:
+async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on_s3(store, legacy_bucket) -> None:
     """S3 refuses SSE-C parameters for an object encrypted otherwise; the gateway never ignores a key."""
     from gateway.crypto.sse import KmsRequest
 
@@ -183,8 +174,8 @@ async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on
             return DataKey(bytes(32), b"wrapped", "arn:aws:kms:us-east-1:111122223333:key/k")
 
     store.keys.kms._provider = OneKeyKms()
-    await store.writer.put(plain_bucket, "kms", {}, KmsRequest(), _chunks(b"data"), 4)
-    async with store.reader.stat(ObjectRef(plain_bucket, "kms")) as stored:
+    await store.writer.put(legacy_bucket, "kms", {}, KmsRequest(), _chunks(b"data"), 4)
+    async with store.reader.stat(ObjectRef(legacy_bucket, "kms")) as stored:
         with pytest.raises(S3Error) as caught:
             await stored.open(CUSTOMER_KEY)
     assert (caught.value.code, caught.value.status, caught.value.message) == (

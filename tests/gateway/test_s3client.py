@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -89,18 +88,11 @@ async def proxied(moto: MotoServer, proxy: FaultProxy) -> AsyncIterator[S3Client
 
 
 @pytest.fixture
-def raw_bucket(upstream_s3) -> str:
-    name = f"client-{uuid.uuid4().hex[:16]}"
-    upstream_s3.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def stored(upstream_s3, raw_bucket) -> tuple[str, str]:
+def stored(upstream_s3, legacy_bucket) -> tuple[str, str]:
     """An object stored straight into moto (never through the client under test)."""
-    upstream_s3.put_object(Bucket=raw_bucket, Key="stored", Body=BODY, ContentType="text/plain",
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="stored", Body=BODY, ContentType="text/plain",
                            Metadata={"colour": "blue"})
-    return raw_bucket, "stored"
+    return legacy_bucket, "stored"
 
 
 # ------------------------------------------------------------------ objects
@@ -115,25 +107,25 @@ async def test_head_object_reports_the_stored_object_exactly(client, upstream_s3
     assert (head.headers["Content-Type"], head.headers["x-amz-meta-colour"]) == ("text/plain", "blue")
 
 
-async def test_head_and_get_of_a_missing_key_or_bucket_are_not_found(client, raw_bucket):
+async def test_head_and_get_of_a_missing_key_or_bucket_are_not_found(client, legacy_bucket):
     with pytest.raises(UpstreamError) as head_err:
-        await client.head_object(raw_bucket, "missing")
+        await client.head_object(legacy_bucket, "missing")
     assert (head_err.value.status, head_err.value.code, head_err.value.body, head_err.value.not_found) == (
         404, None, b"", True)
     assert (head_err.value.s3_error().code, head_err.value.s3_error().status) == ("NotFound", 404)
     with pytest.raises(UpstreamError) as get_err:
-        await client.get_small(raw_bucket, "missing")
+        await client.get_small(legacy_bucket, "missing")
     assert (get_err.value.status, get_err.value.code, get_err.value.not_found) == (404, "NoSuchKey", True)
     assert (get_err.value.s3_error().code, get_err.value.s3_error().status) == ("NoSuchKey", 404)
     with pytest.raises(UpstreamError) as bucket_err:
-        await client.get_small(f"{raw_bucket}-gone", "missing")
+        await client.get_small(f"{legacy_bucket}-gone", "missing")
     assert (bucket_err.value.status, bucket_err.value.code) == (404, "NoSuchBucket")
 
 
-async def test_get_object_streams_the_whole_body_in_chunks_of_at_most_256_kib(client, upstream_s3, raw_bucket):
+async def test_get_object_streams_the_whole_body_in_chunks_of_at_most_256_kib(client, upstream_s3, legacy_bucket):
     data = bytes(range(256)) * 4096 * 3  # 3 MiB
-    upstream_s3.put_object(Bucket=raw_bucket, Key="big", Body=data)
-    async with client.get_object(raw_bucket, "big") as got:
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="big", Body=data)
+    async with client.get_object(legacy_bucket, "big") as got:
         chunks = [chunk async for chunk in got.chunks()]
     assert (got.status, got.head.size, got.head.etag) == (200, len(data), quoted_md5(data))
     assert b"".join(chunks) == data and max(len(c) for c in chunks) <= 256 * 1024
@@ -198,19 +190,19 @@ async def test_get_small_and_read_refuse_a_body_longer_than_the_limit(client, st
     assert (head.size, body) == (len(BODY), BODY)
 
 
-async def test_put_object_of_bytes_and_of_a_stream_store_exactly_that(client, upstream_s3, raw_bucket):
-    put = await client.put_object(raw_bucket, "bytes", BODY, len(BODY), {"content-type": "text/plain",
+async def test_put_object_of_bytes_and_of_a_stream_store_exactly_that(client, upstream_s3, legacy_bucket):
+    put = await client.put_object(legacy_bucket, "bytes", BODY, len(BODY), {"content-type": "text/plain",
                                                                         "x-amz-meta-a": "1"})
-    streamed_put = await client.put_object(raw_bucket, "stream", streamed(BODY), len(BODY), {})
+    streamed_put = await client.put_object(legacy_bucket, "stream", streamed(BODY), len(BODY), {})
     assert (put.etag, put.version_id, streamed_put.etag) == (quoted_md5(BODY), None, quoted_md5(BODY))
-    stored = upstream_s3.get_object(Bucket=raw_bucket, Key="bytes")
+    stored = upstream_s3.get_object(Bucket=legacy_bucket, Key="bytes")
     assert (stored["Body"].read(), stored["ContentType"], stored["Metadata"]) == (BODY, "text/plain", {"a": "1"})
-    assert upstream_s3.get_object(Bucket=raw_bucket, Key="stream")["Body"].read() == BODY
+    assert upstream_s3.get_object(Bucket=legacy_bucket, Key="stream")["Body"].read() == BODY
 
 
-async def test_a_bytes_body_must_be_the_length_it_is_sent_as(client, raw_bucket):
+async def test_a_bytes_body_must_be_the_length_it_is_sent_as(client, legacy_bucket):
     with pytest.raises(ValueError):
-        await client.put_object(raw_bucket, "k", BODY, len(BODY) + 1, {})
+        await client.put_object(legacy_bucket, "k", BODY, len(BODY) + 1, {})
 
 
 async def test_conditional_puts_fail_with_412_when_their_condition_is_false(client, upstream_s3, stored):
@@ -226,17 +218,17 @@ async def test_conditional_puts_fail_with_412_when_their_condition_is_false(clie
     assert (created.etag, replaced.etag) == (quoted_md5(b"new"), quoted_md5(b"y"))
 
 
-async def test_versions_are_reported_and_addressable(client, upstream_s3, raw_bucket):
-    upstream_s3.put_bucket_versioning(Bucket=raw_bucket, VersioningConfiguration={"Status": "Enabled"})
-    first = await client.put_object(raw_bucket, "v", b"first", 5, {})
-    second = await client.put_object(raw_bucket, "v", b"second", 6, {})
+async def test_versions_are_reported_and_addressable(client, upstream_s3, legacy_bucket):
+    upstream_s3.put_bucket_versioning(Bucket=legacy_bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = await client.put_object(legacy_bucket, "v", b"first", 5, {})
+    second = await client.put_object(legacy_bucket, "v", b"second", 6, {})
     assert None not in (first.version_id, second.version_id) and first.version_id != second.version_id
-    head = await client.head_object(raw_bucket, "v", version_id=first.version_id)
+    head = await client.head_object(legacy_bucket, "v", version_id=first.version_id)
     assert (head.version_id, head.size) == (first.version_id, 5)
-    async with client.get_object(raw_bucket, "v", version_id=first.version_id) as got:
+    async with client.get_object(legacy_bucket, "v", version_id=first.version_id) as got:
         assert (got.head.version_id, await got.read(10)) == (first.version_id, b"first")
-    await client.delete_object(raw_bucket, "v", version_id=second.version_id)
-    assert (await client.get_small(raw_bucket, "v"))[1] == b"first"
+    await client.delete_object(legacy_bucket, "v", version_id=second.version_id)
+    assert (await client.get_small(legacy_bucket, "v"))[1] == b"first"
 
 
 async def test_delete_object_removes_it_and_a_missing_key_is_no_error(client, stored):
@@ -257,17 +249,17 @@ async def test_get_object_tagging_lists_the_tags_in_order(client, upstream_s3, s
 
 
 @pytest.mark.parametrize("key", ODD_KEYS)
-async def test_keys_with_odd_characters_round_trip(client, upstream_s3, raw_bucket, key):
-    put = await client.put_object(raw_bucket, key, BODY, len(BODY), {})
-    assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=raw_bucket)["Contents"]] == [key]
-    assert (await client.head_object(raw_bucket, key)).etag == put.etag
-    assert (await client.get_small(raw_bucket, key))[1] == BODY
-    page = await client.list_objects_v2(raw_bucket, prefix=key[:4])
+async def test_keys_with_odd_characters_round_trip(client, upstream_s3, legacy_bucket, key):
+    put = await client.put_object(legacy_bucket, key, BODY, len(BODY), {})
+    assert [o["Key"] for o in upstream_s3.list_objects_v2(Bucket=legacy_bucket)["Contents"]] == [key]
+    assert (await client.head_object(legacy_bucket, key)).etag == put.etag
+    assert (await client.get_small(legacy_bucket, key))[1] == BODY
+    page = await client.list_objects_v2(legacy_bucket, prefix=key[:4])
     assert [entry.key for entry in page.entries] == [key]
-    upstream_s3.put_object_tagging(Bucket=raw_bucket, Key=key, Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
-    assert await client.get_object_tagging(raw_bucket, key) == [("k", "v")]
-    await client.delete_object(raw_bucket, key)
-    assert upstream_s3.list_objects_v2(Bucket=raw_bucket)["KeyCount"] == 0
+    upstream_s3.put_object_tagging(Bucket=legacy_bucket, Key=key, Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+    assert await client.get_object_tagging(legacy_bucket, key) == [("k", "v")]
+    await client.delete_object(legacy_bucket, key)
+    assert upstream_s3.list_objects_v2(Bucket=legacy_bucket)["KeyCount"] == 0
 
 
 def test_object_paths_quote_everything_but_slash_and_tilde():
@@ -277,68 +269,68 @@ def test_object_paths_quote_everything_but_slash_and_tilde():
 # ------------------------------------------------------------------ multipart uploads
 
 
-async def test_a_multipart_upload_from_create_to_complete(client, upstream_s3, raw_bucket):
+async def test_a_multipart_upload_from_create_to_complete(client, upstream_s3, legacy_bucket):
     first, last = bytes([1]) * (5 * MIB), b"the last part"
-    upload_id = await client.create_multipart_upload(raw_bucket, "mp", {"content-type": "text/plain",
+    upload_id = await client.create_multipart_upload(legacy_bucket, "mp", {"content-type": "text/plain",
                                                                         "x-amz-meta-m": "v"})
-    part1 = await client.upload_part(raw_bucket, "mp", upload_id, 1, first, len(first))
-    part2 = await client.upload_part(raw_bucket, "mp", upload_id, 2, streamed(last), len(last))
+    part1 = await client.upload_part(legacy_bucket, "mp", upload_id, 1, first, len(first))
+    part2 = await client.upload_part(legacy_bucket, "mp", upload_id, 2, streamed(last), len(last))
     assert (part1.etag, part2.etag) == (quoted_md5(first), quoted_md5(last))
-    assert await client.list_parts(raw_bucket, "mp", upload_id) == [
+    assert await client.list_parts(legacy_bucket, "mp", upload_id) == [
         StoredPart(1, quoted_md5(first).strip('"'), len(first)), StoredPart(2, quoted_md5(last).strip('"'), len(last))]
-    done = await client.complete_multipart_upload(raw_bucket, "mp", upload_id,
+    done = await client.complete_multipart_upload(legacy_bucket, "mp", upload_id,
                                                   [(1, part1.etag), (2, part2.etag.strip('"'))])
     digest = hashlib.md5(hashlib.md5(first).digest() + hashlib.md5(last).digest()).hexdigest()
     assert (done.etag, done.version_id) == (f'"{digest}-2"', None)
-    stored = upstream_s3.get_object(Bucket=raw_bucket, Key="mp")
+    stored = upstream_s3.get_object(Bucket=legacy_bucket, Key="mp")
     assert (stored["Body"].read(), stored["ETag"], stored["Metadata"]) == (first + last, done.etag, {"m": "v"})
 
 
-async def test_list_parts_reads_every_page(client, raw_bucket):
+async def test_list_parts_reads_every_page(client, legacy_bucket):
     """Numbers without gaps: moto pages by list index, not by part number, and misreports IsTruncated
     after a gap."""
-    upload_id = await client.create_multipart_upload(raw_bucket, "paged", {})
+    upload_id = await client.create_multipart_upload(legacy_bucket, "paged", {})
     for number in (1, 2, 3, 4, 5):
-        await client.upload_part(raw_bucket, "paged", upload_id, number, bytes([number]), 1)
-    parts = await client.list_parts(raw_bucket, "paged", upload_id, page_size=2)
+        await client.upload_part(legacy_bucket, "paged", upload_id, number, bytes([number]), 1)
+    parts = await client.list_parts(legacy_bucket, "paged", upload_id, page_size=2)
     assert [(p.number, p.etag, p.size) for p in parts] == [
         (n, hashlib.md5(bytes([n])).hexdigest(), 1) for n in (1, 2, 3, 4, 5)]
 
 
-async def test_an_aborted_upload_is_gone(client, raw_bucket):
-    upload_id = await client.create_multipart_upload(raw_bucket, "aborted", {})
-    await client.upload_part(raw_bucket, "aborted", upload_id, 1, b"x", 1)
-    await client.abort_multipart_upload(raw_bucket, "aborted", upload_id)
+async def test_an_aborted_upload_is_gone(client, legacy_bucket):
+    upload_id = await client.create_multipart_upload(legacy_bucket, "aborted", {})
+    await client.upload_part(legacy_bucket, "aborted", upload_id, 1, b"x", 1)
+    await client.abort_multipart_upload(legacy_bucket, "aborted", upload_id)
     with pytest.raises(UpstreamError) as err:
-        await client.list_parts(raw_bucket, "aborted", upload_id)
+        await client.list_parts(legacy_bucket, "aborted", upload_id)
     assert (err.value.status, err.value.code, err.value.not_found) == (404, "NoSuchUpload", True)
 
 
-async def test_complete_naming_a_part_never_uploaded_is_invalid_part(client, raw_bucket):
-    upload_id = await client.create_multipart_upload(raw_bucket, "k", {})
-    await client.upload_part(raw_bucket, "k", upload_id, 1, b"x", 1)
+async def test_complete_naming_a_part_never_uploaded_is_invalid_part(client, legacy_bucket):
+    upload_id = await client.create_multipart_upload(legacy_bucket, "k", {})
+    await client.upload_part(legacy_bucket, "k", upload_id, 1, b"x", 1)
     with pytest.raises(UpstreamError) as err:
-        await client.complete_multipart_upload(raw_bucket, "k", upload_id, [(1, quoted_md5(b"y"))])
+        await client.complete_multipart_upload(legacy_bucket, "k", upload_id, [(1, quoted_md5(b"y"))])
     assert (err.value.status, err.value.code, err.value.s3_error().code) == (400, "InvalidPart", "InvalidPart")
 
 
-async def test_abort_of_a_missing_upload_is_no_such_upload(client, raw_bucket):
+async def test_abort_of_a_missing_upload_is_no_such_upload(client, legacy_bucket):
     with pytest.raises(UpstreamError) as err:
-        await client.abort_multipart_upload(raw_bucket, "k", "no-such-upload")
+        await client.abort_multipart_upload(legacy_bucket, "k", "no-such-upload")
     assert (err.value.status, err.value.code, err.value.not_found) == (404, "NoSuchUpload", True)
 
 
 # ------------------------------------------------------------------ listing
 
 
-async def test_list_objects_v2_pages_with_tokens_and_decodes_keys(client, upstream_s3, raw_bucket):
+async def test_list_objects_v2_pages_with_tokens_and_decodes_keys(client, upstream_s3, legacy_bucket):
     keys = sorted(["a/1", "a/2", "b", "c\x01d", "d e+f%"])
     for key in keys:
-        upstream_s3.put_object(Bucket=raw_bucket, Key=key, Body=key.encode())
+        upstream_s3.put_object(Bucket=legacy_bucket, Key=key, Body=key.encode())
     seen: list[ListEntry] = []
     token = None
     while True:
-        page = await client.list_objects_v2(raw_bucket, continuation_token=token, max_keys=2)
+        page = await client.list_objects_v2(legacy_bucket, continuation_token=token, max_keys=2)
         seen.extend(page.entries)
         if not page.truncated:
             assert page.next_token is None
@@ -346,9 +338,9 @@ async def test_list_objects_v2_pages_with_tokens_and_decodes_keys(client, upstre
         token = page.next_token
     assert [(e.key, e.size, e.etag) for e in seen] == [(k, len(k), quoted_md5(k.encode())) for k in keys]
     assert all(e.last_modified.endswith("Z") for e in seen)
-    after = await client.list_objects_v2(raw_bucket, start_after="b")
+    after = await client.list_objects_v2(legacy_bucket, start_after="b")
     assert [e.key for e in after.entries] == ["c\x01d", "d e+f%"]
-    grouped = await client.list_objects_v2(raw_bucket, delimiter="/")
+    grouped = await client.list_objects_v2(legacy_bucket, delimiter="/")
     assert ([e.key for e in grouped.entries], grouped.common_prefixes) == (["b", "c\x01d", "d e+f%"], ["a/"])
 
 
@@ -375,19 +367,19 @@ async def test_head_get_and_put_of_bytes_succeed_after_a_burst_of_server_errors(
     assert proxy.answered == 6
 
 
-async def test_list_and_multipart_calls_succeed_after_a_burst(proxied, proxy, raw_bucket):
-    upload_id = await proxied.create_multipart_upload(raw_bucket, "mp", {})
-    for call in (lambda: proxied.upload_part(raw_bucket, "mp", upload_id, 1, b"part", 4),
-                 lambda: proxied.list_parts(raw_bucket, "mp", upload_id),
-                 lambda: proxied.list_objects_v2(raw_bucket),
-                 lambda: proxied.complete_multipart_upload(raw_bucket, "mp", upload_id, [(1, quoted_md5(b"part"))]),
-                 lambda: proxied.get_object_tagging(raw_bucket, "mp"),
-                 lambda: proxied.delete_object(raw_bucket, "mp")):
+async def test_list_and_multipart_calls_succeed_after_a_burst(proxied, proxy, legacy_bucket):
+    upload_id = await proxied.create_multipart_upload(legacy_bucket, "mp", {})
+    for call in (lambda: proxied.upload_part(legacy_bucket, "mp", upload_id, 1, b"part", 4),
+                 lambda: proxied.list_parts(legacy_bucket, "mp", upload_id),
+                 lambda: proxied.list_objects_v2(legacy_bucket),
+                 lambda: proxied.complete_multipart_upload(legacy_bucket, "mp", upload_id, [(1, quoted_md5(b"part"))]),
+                 lambda: proxied.get_object_tagging(legacy_bucket, "mp"),
+                 lambda: proxied.delete_object(legacy_bucket, "mp")):
         await inject(proxy, burst(2, 503))
         answered = proxy.answered
         await call()
         assert proxy.answered == answered + 2
-    assert (await proxied.list_objects_v2(raw_bucket)).entries == []
+    assert (await proxied.list_objects_v2(legacy_bucket)).entries == []
 
 
 async def test_a_connection_cut_before_the_answer_is_retried(proxied, proxy, caplog, upstream_s3, stored):
@@ -405,19 +397,19 @@ async def test_a_connection_cut_before_the_answer_is_retried(proxied, proxy, cap
     assert upstream_s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"replaced"
 
 
-async def test_a_streamed_put_is_sent_once_whatever_happens(proxied, proxy, caplog, upstream_s3, raw_bucket):
+async def test_a_streamed_put_is_sent_once_whatever_happens(proxied, proxy, caplog, upstream_s3, legacy_bucket):
     caplog.set_level(logging.DEBUG, "gateway.s3client")
     await inject(proxy, burst(3, 503))
     with pytest.raises(UpstreamError) as err:
-        await proxied.put_object(raw_bucket, "s", streamed(BODY), len(BODY), {})
+        await proxied.put_object(legacy_bucket, "s", streamed(BODY), len(BODY), {})
     assert (err.value.status, err.value.code, proxy.answered) == (503, "SlowDown", 1)
     await inject(proxy)
     connections = proxy.connections
-    cuts = cut_next(proxy, f"PUT /{raw_bucket}/s?", 3)
+    cuts = cut_next(proxy, f"PUT /{legacy_bucket}/s?", 3)
     with pytest.raises(aiohttp.ClientError):
-        await proxied.upload_part(raw_bucket, "s", "any-upload", 1, streamed(BODY), len(BODY))
+        await proxied.upload_part(legacy_bucket, "s", "any-upload", 1, streamed(BODY), len(BODY))
     assert (len(cuts), proxy.connections, retries_logged(caplog)) == (1, connections + 1, 0)
-    assert upstream_s3.list_objects_v2(Bucket=raw_bucket)["KeyCount"] == 0
+    assert upstream_s3.list_objects_v2(Bucket=legacy_bucket)["KeyCount"] == 0
 
 
 async def test_client_errors_are_not_retried(proxied, proxy, caplog, stored):
@@ -453,26 +445,26 @@ async def test_retry_after_is_honoured_up_to_its_cap(proxied, proxy, stored):
         assert least <= time.monotonic() - started < most
 
 
-async def test_complete_answering_200_with_an_error_raises_that_error_and_is_retried(proxied, proxy, raw_bucket):
+async def test_complete_answering_200_with_an_error_raises_that_error_and_is_retried(proxied, proxy, legacy_bucket):
     """The fault proxy's 200 burst is S3's failure inside a 200 (<Error><Code>InternalError</Code>)."""
-    upload_id = await proxied.create_multipart_upload(raw_bucket, "mp", {})
-    part = await proxied.upload_part(raw_bucket, "mp", upload_id, 1, b"part", 4)
+    upload_id = await proxied.create_multipart_upload(legacy_bucket, "mp", {})
+    part = await proxied.upload_part(legacy_bucket, "mp", upload_id, 1, b"part", 4)
     await inject(proxy, burst(3, 200))
     with pytest.raises(UpstreamError) as err:
-        await proxied.complete_multipart_upload(raw_bucket, "mp", upload_id, [(1, part.etag)])
+        await proxied.complete_multipart_upload(legacy_bucket, "mp", upload_id, [(1, part.etag)])
     assert (err.value.status, err.value.code, proxy.answered) == (200, "InternalError", 3)
     assert (err.value.s3_error().code, err.value.s3_error().status) == ("InternalError", 500)
     await inject(proxy, burst(1, 200))
-    done = await proxied.complete_multipart_upload(raw_bucket, "mp", upload_id, [(1, part.etag)])
+    done = await proxied.complete_multipart_upload(legacy_bucket, "mp", upload_id, [(1, part.etag)])
     assert isinstance(done, CompleteResult) and done.etag.endswith('-1"')
 
 
-async def test_the_gateways_own_pool_exhaustion_is_never_retried(moto, caplog, upstream_s3, raw_bucket):
+async def test_the_gateways_own_pool_exhaustion_is_never_retried(moto, caplog, upstream_s3, legacy_bucket):
     """A GET whose body is left unread holds the pool's one connection (a small body read whole by
     aiohttp would free it)."""
     caplog.set_level(logging.DEBUG, "gateway.s3client")
-    stored = (raw_bucket, "big")
-    upstream_s3.put_object(Bucket=raw_bucket, Key="big", Body=bytes(8 * MIB))
+    stored = (legacy_bucket, "big")
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="big", Body=bytes(8 * MIB))
     upstream = _upstream(moto.url, moto, pool_size=1, pool_wait=0.3)
     await upstream.start()
     try:
