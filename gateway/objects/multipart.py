@@ -12,17 +12,19 @@ The gateway keeps no state of its own between requests: several processes may se
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from multidict import CIMultiDict, CIMultiDictProxy
 from typing import AsyncIterable, Mapping, Sequence
 
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart
-from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart
+from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart, part_count_from_etag
 from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.sse import CustomerKey, CustomerKeySeal, ObjectKeys, SseRequest, WrongCustomerKey
 from gateway.limits import MIN_PART_SIZE
 from gateway.objects.manifests import Manifests
 from gateway.objects.writing import check_metadata_size
-from gateway.s3client import CompleteResult, S3Client, StoredPart
+from gateway.s3client import CompleteResult, S3Client, StoredPart, UpstreamError
 from gateway.s3errors import entity_too_small, invalid_part, invalid_request
 from gateway.uploads import ForgedToken, LruCache, Upload, UploadTokens
 
@@ -114,10 +116,34 @@ class MultipartWriter:
         assert isinstance(layout, Multipart)
         await self.manifests.create(bucket, layout.upload_tag, object_key, manifest)
         # The manifest stays on failure: a concurrent or retried Complete of this upload may have succeeded with it.
-        result = await self.client.complete_multipart_upload(
-            bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested])
+        try:
+            result = await self.client.complete_multipart_upload(
+                bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested])
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+            result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
         self._upload_keys.pop(upload.client_id)
         return Completed(result, manifest)
+
+    async def _completed_already(self, bucket: str, key: str, tag: str, manifest: Manifest,
+                                 missing: UpstreamError) -> CompleteResult:
+        """NoSuchUpload from the upstream's Complete, after its ListParts found the upload: this very
+        Complete succeeded and its answer was lost (the client retried it), or another Complete of the
+        upload with the same parts (the manifest says so) got there first. Either way the object is
+        there, made of these parts, which the object itself shows: its metadata names this upload's
+        manifest and its size and part count are the manifest's. Otherwise the upload is gone."""
+        try:
+            head = await self.client.head_object(bucket, key)
+        except UpstreamError:
+            raise missing from None
+        info = metadata.decode(head.headers)
+        if (info is None or info.layout != Multipart(tag) or head.size != manifest.stored_size
+                or part_count_from_etag(head.etag) != len(manifest.parts)):
+            raise missing
+        version = {"x-amz-version-id": head.version_id} if head.version_id else {}
+        return CompleteResult(etag=head.etag, version_id=head.version_id,
+                              headers=CIMultiDictProxy(CIMultiDict(version)))
 
     def forget(self, upload: Upload) -> None:
         """An aborted upload: its cached key is of no further use."""

@@ -20,7 +20,7 @@ from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, DataKey, ObjectK
 from gateway.objects.multipart import RequestedPart
 from gateway.objects.reading import ObjectRef
 from gateway.objects.store import ObjectStore
-from gateway.s3client import S3Client
+from gateway.s3client import S3Client, UpstreamError
 from gateway.s3errors import S3Error
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
@@ -180,3 +180,28 @@ async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on
             await stored.open(CUSTOMER_KEY)
     assert (caught.value.code, caught.value.status, caught.value.message) == (
         "InvalidRequest", 400, "The encryption parameters are not applicable to this object.")
+
+
+async def test_a_complete_whose_upload_completed_meanwhile_with_these_parts_succeeds(store, legacy_bucket,
+                                                                                   monkeypatch) -> None:
+    """Between this Complete's ListParts and its upstream Complete, the upload was completed with the same
+    parts (a concurrent Complete, or this one's earlier try whose answer was lost): the upstream says
+    NoSuchUpload, the object is there made of exactly these parts, so the Complete succeeds."""
+    upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp4")
+    both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
+    listed = await store.client.list_parts(legacy_bucket, "mp4", upload.upstream_id)
+    first = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
+
+    async def as_before(bucket, key, upload_id):
+        return listed
+    monkeypatch.setattr(store.client, "list_parts", as_before)
+    again = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
+    assert again.result.etag == first.result.etag
+    assert await _read(store, ObjectRef(legacy_bucket, "mp4")) == b"".join(parts)
+    gone, gone_etags, _ = await _upload_two_parts(store, legacy_bucket, "mp5")
+    listed = await S3Client.list_parts(store.client, legacy_bucket, "mp5", gone.upstream_id)
+    await store.client.abort_multipart_upload(legacy_bucket, "mp5", gone.upstream_id)
+    with pytest.raises(UpstreamError) as caught:  # an upload that is simply gone stays NoSuchUpload
+        await store.uploads.complete(legacy_bucket, "mp5", gone, [RequestedPart(1, gone_etags[0], {}),
+                                                                  RequestedPart(2, gone_etags[1], {})], CUSTOMER_KEY)
+    assert (caught.value.status, caught.value.code) == (404, "NoSuchUpload")
