@@ -182,26 +182,36 @@ async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on
         "InvalidRequest", 400, "The encryption parameters are not applicable to this object.")
 
 
-async def test_a_complete_whose_upload_completed_meanwhile_with_these_parts_succeeds(store, legacy_bucket,
-                                                                                   monkeypatch) -> None:
-    """Between this Complete's ListParts and its upstream Complete, the upload was completed with the same
-    parts (a concurrent Complete, or this one's earlier try whose answer was lost): the upstream says
-    NoSuchUpload, the object is there made of exactly these parts, so the Complete succeeds."""
+NO_SUCH_UPLOAD = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified '
+                  b"upload does not exist.</Message></Error>")
+
+
+async def test_a_complete_whose_answer_was_lost_succeeds_when_the_object_is_made_of_its_parts(
+        store, legacy_bucket, monkeypatch) -> None:
+    """The upstream completed the upload but the answer was lost; the retry finds NoSuchUpload (S3's and
+    Ceph's answer; moto's is a 500 page, so the lost answer is played here). The object is there, made
+    of exactly these parts: the Complete succeeds with its ETag. When the object is something else,
+    NoSuchUpload stands."""
     upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp4")
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
-    listed = await store.client.list_parts(legacy_bucket, "mp4", upload.upstream_id)
-    first = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
+    real_complete = store.client.complete_multipart_upload
 
-    async def as_before(bucket, key, upload_id):
-        return listed
-    monkeypatch.setattr(store.client, "list_parts", as_before)
-    again = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
-    assert again.result.etag == first.result.etag
+    async def completed_then_lost(*args, **kwargs):
+        await real_complete(*args, **kwargs)
+        raise UpstreamError(404, NO_SUCH_UPLOAD)
+    monkeypatch.setattr(store.client, "complete_multipart_upload", completed_then_lost)
+    completed = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
+    async with store.reader.stat(ObjectRef(legacy_bucket, "mp4")) as stored:
+        assert (completed.result.etag, stored.size) == (stored.head.etag, len(b"".join(parts)))
     assert await _read(store, ObjectRef(legacy_bucket, "mp4")) == b"".join(parts)
-    gone, gone_etags, _ = await _upload_two_parts(store, legacy_bucket, "mp5")
-    listed = await S3Client.list_parts(store.client, legacy_bucket, "mp5", gone.upstream_id)
-    await store.client.abort_multipart_upload(legacy_bucket, "mp5", gone.upstream_id)
-    with pytest.raises(UpstreamError) as caught:  # an upload that is simply gone stays NoSuchUpload
-        await store.uploads.complete(legacy_bucket, "mp5", gone, [RequestedPart(1, gone_etags[0], {}),
-                                                                  RequestedPart(2, gone_etags[1], {})], CUSTOMER_KEY)
+
+    other, other_etags, _ = await _upload_two_parts(store, legacy_bucket, "mp5")
+    await _put_ssec(store, legacy_bucket, "mp5", b"another object")
+
+    async def lost(*args, **kwargs):
+        raise UpstreamError(404, NO_SUCH_UPLOAD)
+    monkeypatch.setattr(store.client, "complete_multipart_upload", lost)
+    with pytest.raises(UpstreamError) as caught:
+        await store.uploads.complete(legacy_bucket, "mp5", other, [RequestedPart(1, other_etags[0], {}),
+                                                                   RequestedPart(2, other_etags[1], {})], CUSTOMER_KEY)
     assert (caught.value.status, caught.value.code) == (404, "NoSuchUpload")
