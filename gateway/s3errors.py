@@ -189,6 +189,10 @@ def invalid_part(
     return S3Error("InvalidPart", message, 400)
 
 
+def invalid_uri() -> S3Error:
+    return S3Error("InvalidURI", "Couldn't parse the specified URI.", 400)
+
+
 def invalid_part_number() -> S3Error:
     """GET ?partNumber=N beyond the object's parts."""
     return S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)

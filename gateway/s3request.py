@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import unquote
 
+from gateway.s3errors import invalid_uri
+
 # Bucket sub-resources whose presence names a bucket operation that is not listing.
 _BUCKET_SUBRESOURCES = (
     "acl", "analytics", "cors", "encryption", "intelligent-tiering", "inventory", "lifecycle",
@@ -40,7 +42,17 @@ def split_path(raw_path: str) -> tuple[str, str]:
     path = raw_path.split("?", 1)[0]
     trimmed = path[1:] if path.startswith("/") else path
     bucket, _, key = trimmed.partition("/")
-    return unquote(bucket), unquote(key)
+    return decode_uri_part(bucket), decode_uri_part(key)
+
+
+def decode_uri_part(value: str) -> str:
+    """A percent-encoded path part as text. Bytes that are not UTF-8 are S3's 400 InvalidURI: decoded
+    leniently (each as U+FFFD) two different keys would name one upstream object, and one would
+    overwrite the other."""
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_uri() from None
 
 
 def _service_operation(method: str) -> str:

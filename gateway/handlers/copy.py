@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 
@@ -26,6 +26,7 @@ from gateway.objects.reading import ObjectRef, OpenedObject, StoredObject
 from gateway.ranges import parse_copy_range
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
+from gateway.s3request import decode_uri_part
 from gateway.s3errors import (S3Error, access_denied, entity_too_large, invalid_argument, invalid_request,
                               not_implemented, precondition_failed)
 from gateway.s3xml import render
@@ -41,7 +42,7 @@ _COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
 def parse_copy_source(value: str) -> ObjectRef:
     """``[/]bucket/key[?versionId=v]`` (URL-encoded) -> the source object."""
     raw_path, _, raw_query = value.partition("?")
-    bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+    bucket, _, key = decode_uri_part(raw_path).lstrip("/").partition("/")
     version = parse_qs(raw_query).get("versionId", [""])[0]
     if not bucket or not key:
         raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
@@ -171,7 +172,8 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
             if source.stored.encrypted:
                 raise not_implemented("Copying an encrypted object into an unencrypted multipart upload is not "
                                       "supported")
-            return await forward(gw, ctx)
+            # The upstream copies: only the version checked here (legacy, its conditions met) may be copied.
+            return await forward(gw, ctx, headers={"x-amz-copy-source-if-match": source.stored.head.etag})
         span = parse_copy_range(ctx.request.headers.get("x-amz-copy-source-range"), source.size)
         length = span[1] - span[0] + 1 if span else source.size
         if length > MAX_UPLOAD_SIZE:

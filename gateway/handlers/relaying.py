@@ -165,15 +165,17 @@ def _forwarded_payload(ctx: RequestContext) -> str:
     return signed if _HEX_SHA256.fullmatch(signed) else UNSIGNED_PAYLOAD
 
 
-async def forward(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] | None = None) -> web.StreamResponse:
-    """Forward the request as it is (``query`` replacing its query), re-signed, and relay the answer."""
+async def forward(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]] | None = None, *,
+                  headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """Forward the request as it is (``query`` replacing its query, ``headers`` added to or replacing
+    its own), re-signed, and relay the answer."""
     request = ctx.request
     if "aws-chunked" in request.headers.get("Content-Encoding", ""):
         raise not_implemented("aws-chunked bodies are only accepted for object uploads")
-    headers = forwardable_headers(request.headers, drop=SSE_HEADERS)
-    body = request_chunks(request) if request.body_exists else None  # noqa: the body goes upstream as it came
+    sent = {**forwardable_headers(request.headers, drop=(*SSE_HEADERS, *(headers or {}))), **(headers or {})}
+    body = request_chunks(request) if request.body_exists else None  # the body goes upstream as it came
     upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query if query is None else query,
-                                         headers, body=body,
+                                         sent, body=body,
                                          content_length=request.content_length if body else None,
                                          payload_hash=_forwarded_payload(ctx))
     async with upstream:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from gateway.s3client import S3Client, UpstreamError
 from gateway.s3errors import S3Error
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
+from tests.support.faultproxy import FaultProxy, burst
 from tests.support.moto import MotoServer
 
 SECRET = hashlib.sha256(b"test_objects gateway secret").digest()
@@ -42,8 +43,16 @@ class NoKms:
 
 
 @pytest.fixture
-async def store(moto: MotoServer, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    upstream = Upstream(UpstreamTarget(moto.url, "us-east-1", moto.access_key, moto.secret_key))
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+async def store(moto: MotoServer, proxy: FaultProxy, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    """The object layer over moto, reached through a fault proxy (no fault unless a test sets one)."""
+    upstream = Upstream(UpstreamTarget(proxy.url, "us-east-1", moto.access_key, moto.secret_key))
     await upstream.start()
     client = S3Client(upstream)
     config = GatewayConfig(data_dir=tmp_path, allow_unencrypted_reads=True)
@@ -215,3 +224,34 @@ async def test_a_complete_whose_answer_was_lost_succeeds_when_the_object_is_made
         await store.uploads.complete(legacy_bucket, "mp5", other, [RequestedPart(1, other_etags[0], {}),
                                                                    RequestedPart(2, other_etags[1], {})], CUSTOMER_KEY)
     assert (caught.value.status, caught.value.code) == (404, "NoSuchUpload")
+
+
+async def _manifest_of_two_parts(store: ObjectStore, bucket: str, key: str):
+    upload, etags, parts = await _upload_two_parts(store, bucket, key)
+    both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
+    object_key = await store.uploads.upload_key(bucket, key, upload, CUSTOMER_KEY)
+    stored = {p.number: p for p in await store.client.list_parts(bucket, key, upload.upstream_id)}
+    return upload.info.layout.upload_tag, object_key, store.uploads._checked_manifest(upload, both, stored)
+
+
+async def test_a_manifest_write_that_meets_409_from_a_concurrent_write_waits_and_goes_on(store, legacy_bucket, proxy):
+    """AWS answers overlapping If-None-Match PUTs of one key with 409 ConditionalRequestConflict."""
+    tag, object_key, manifest = await _manifest_of_two_parts(store, legacy_bucket, "c409")
+    proxy.set(burst(2, 409))
+    await store.manifests.create(legacy_bucket, tag, object_key, manifest)
+    assert proxy.answered == 2
+    proxy.clear()
+    store.manifests._cache = type(store.manifests._cache)(8)  # read it back from the upstream
+    assert await store.manifests._existing(legacy_bucket, tag, object_key) == manifest
+    assert store.manifests.conditional
+
+
+async def test_an_upstream_without_conditional_writes_gets_the_manifest_unconditionally(store, legacy_bucket,
+                                                                                        proxy, caplog):
+    tag, object_key, manifest = await _manifest_of_two_parts(store, legacy_bucket, "c501")
+    proxy.set(burst(1, 501))
+    await store.manifests.create(legacy_bucket, tag, object_key, manifest)
+    proxy.clear()
+    assert await store.manifests._existing(legacy_bucket, tag, object_key) == manifest
+    assert not store.manifests.conditional
+    assert "manifests are written unconditionally" in caplog.text

@@ -1,6 +1,7 @@
 """Operation classification from method, path, query and headers."""
 import pytest
 
+from gateway.s3errors import S3Error
 from gateway.s3request import S3Request, classify, split_path
 
 
@@ -44,3 +45,21 @@ def test_bucket_and_key_are_decoded_and_keep_slashes():
 
 def test_split_path_of_bucket_with_trailing_slash_has_empty_key():
     assert split_path("/bkt/") == ("bkt", "")
+
+
+@pytest.mark.parametrize("raw_path", ["/b/x%FF", "/b/x%FE", "/b/%ED%A0%80", "/b%C3/k"])
+def test_a_path_whose_percent_encoding_is_not_utf8_is_400_invalid_uri(raw_path):
+    """Decoded leniently, /b/x%FF and /b/x%FE would both be the key "x\ufffd": one object would
+    overwrite the other."""
+    with pytest.raises(S3Error) as caught:
+        split_path(raw_path)
+    assert (caught.value.code, caught.value.status, caught.value.message) == (
+        "InvalidURI", 400, "Couldn't parse the specified URI.")
+
+
+def test_a_copy_source_whose_percent_encoding_is_not_utf8_is_400_invalid_uri():
+    from gateway.handlers.copy import parse_copy_source
+    with pytest.raises(S3Error) as caught:
+        parse_copy_source("/b/x%FF")
+    assert (caught.value.code, caught.value.status) == ("InvalidURI", 400)
+    assert parse_copy_source("/b/caf%C3%A9?versionId=v1").key == "café"

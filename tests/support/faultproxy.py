@@ -35,8 +35,12 @@ DOWN = "down"  # target -> client
 CHUNK = 16 * 1024
 MAX_HEADER = 64 * 1024
 
-_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {409: "Conflict", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+            503: "Service Unavailable"}
 S3_XML_ERRORS = {
+    409: ("ConditionalRequestConflict", "A conflicting operation occurred. If using PutObject you can retry "
+          "the request."),
+    501: ("NotImplemented", "A header you provided implies functionality that is not implemented."),
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }

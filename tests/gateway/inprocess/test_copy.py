@@ -2,6 +2,8 @@
 directives, the pointless self-copy, copy conditions and a missing source."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.gateway.inprocess.harness import Gateway
@@ -125,3 +127,37 @@ async def test_an_invalid_copy_source_range_is_400_invalid_argument(gw, bucket, 
     assert answer.error() == (400, "InvalidArgument")
     assert answer.xml()["Message"] == message
     assert (answer.xml()["ArgumentName"], answer.xml()["ArgumentValue"]) == ("x-amz-copy-source-range", value)
+
+
+async def test_a_forwarded_upload_part_copy_is_pinned_to_the_source_version_that_was_checked(
+        moto, upstream_s3, tmp_path, clean_environment):
+    """UploadPartCopy into a pass-through upload is left to the upstream, after the gateway checked the
+    source (a legacy object may be read). An encrypted object put in its place in between must not be
+    copied as if it were plaintext: the forwarded copy names the checked version's ETag in
+    x-amz-copy-source-if-match, which S3 and Ceph answer with 412 when it changed (moto ignores it, so
+    this test proves the pin is sent, on the wire, through the fault proxy)."""
+    from dataclasses import replace
+
+    from gateway.app import create_app
+    from gateway.config import BucketPolicy
+    from tests.gateway.inprocess.harness import gateway_config, inprocess, moto_upstream
+    from tests.support.faultproxy import FaultProxy
+
+    source_bucket, plain_bucket = (f"pin-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    for name in (source_bucket, plain_bucket):
+        upstream_s3.create_bucket(Bucket=name)
+    etag = upstream_s3.put_object(Bucket=source_bucket, Key="k", Body=b"legacy plaintext")["ETag"]
+    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
+    pinned: list[bool] = []
+    try:
+        config = gateway_config(replace(moto_upstream(moto), url=proxy.url), tmp_path / "data")
+        config = replace(config, buckets={plain_bucket: BucketPolicy("passthrough")})
+        async with inprocess(create_app(config)) as gw:
+            upload_id = await gw.create_upload(plain_bucket, "dst")
+            proxy.before(f"x-amz-copy-source-if-match: {etag}".encode(), lambda: pinned.append(True))
+            answer = await gw.send("PUT", f"/{plain_bucket}/dst", f"partNumber=1&uploadId={upload_id}",
+                                   headers={"x-amz-copy-source": f"{source_bucket}/k"})
+            assert answer.status == 200, answer.body
+    finally:
+        proxy.stop()
+    assert pinned == [True]

@@ -165,3 +165,11 @@ async def test_if_modified_since_a_later_time_is_304_and_if_unmodified_since_an_
 async def test_head_if_match_another_etag_is_412_without_a_body(gw, stored):
     answer = await gw.send("HEAD", stored, headers={"If-Match": '"0123456789abcdef0123456789abcdef"'})
     assert (answer.status, answer.body) == (412, b"")
+
+
+async def test_keys_whose_encoding_is_not_utf8_are_400_invalid_uri_and_never_stored(gw, bucket):
+    """x%FF and x%FE must not both become one key "x\ufffd" upstream, the second overwriting the first."""
+    for raw in ("x%FF", "x%FE"):
+        answer = await gw.send("PUT", f"/{bucket}/{raw}", body=b"data")
+        assert answer.error() == (400, "InvalidURI")
+    assert (await gw.send("GET", f"/{bucket}/x%EF%BF%BD")).error() == (404, "NoSuchKey")
