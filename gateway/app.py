@@ -175,7 +175,8 @@ async def s3_errors(request: web.Request, handler: web.Handler) -> web.StreamRes
     except S3Error as exc:
         return await _answer_error(exc, request, request_id)
     except UpstreamError as exc:  # the upstream's own answer, relayed as S3 error (gateway/s3client.py)
-        return upstream_error_answer(request, request_id, exc)
+        relayed = upstream_error_answer(request, request_id, exc)
+        return relayed if relayed is not None else await _answer_error(exc.s3_error(), request, request_id)
     except aiohttp.ClientError as exc:
         if request.transport is None or request.transport.is_closing():
             # The client went away mid-upload, which cut the upstream request: not the upstream's failure.

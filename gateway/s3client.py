@@ -372,15 +372,21 @@ class S3Client:
     # ------------------------------------------------------------ objects
 
     async def head_object(self, bucket: str, key: str, *, version_id: str | None = None,
-                          headers: Mapping[str, str] | None = None,
-                          query: Sequence[tuple[str, str]] = ()) -> ObjectHead:
-        """``query``: further parameters the upstream applies to its answer (response-* overrides)."""
-        request = _Request("HEAD", object_path(bucket, key), [*_version_query(version_id), *query],
-                           dict(headers or {}))
+                          headers: Mapping[str, str] | None = None, query: Sequence[tuple[str, str]] = (),
+                          if_match: str | None = None, part_number: int | None = None) -> ObjectHead:
+        """``query``: further parameters the upstream applies to its answer (response-* overrides);
+        ``if_match`` pins the HEAD to one version (another is `ObjectChanged`); ``part_number`` asks about
+        one part of a multipart object (a 206, or a 200 for a single-part object)."""
+        part = [] if part_number is None else [("partNumber", str(part_number))]
+        pin = {} if if_match is None else {"if-match": if_match}
+        request = _Request("HEAD", object_path(bucket, key), [*_version_query(version_id), *query, *part],
+                           {**(headers or {}), **pin})
 
         async def attempt() -> ObjectHead:
             async with await self._send(request) as response:
-                if response.status != 200:
+                if if_match is not None and response.status == 412:
+                    raise ObjectChanged(412, b"", response.headers)
+                if response.status not in ((200, 206) if part_number is not None else (200,)):
                     raise await _error_of(response)
                 return _head_of(response)
         return await self._retrying(request, attempt)

@@ -267,6 +267,7 @@ _STATUS_ERRORS: dict[int, tuple[str, str, int]] = {
     404: ("NotFound", "Not Found", 404),
     405: ("MethodNotAllowed", "The specified method is not allowed against this resource.", 405),
     412: ("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412),
+    416: ("InvalidRange", "The requested range is not satisfiable", 416),
     500: ("InternalError", "We encountered an internal error. Please try again.", 500),
     501: ("NotImplemented", "The upstream store does not implement this request.", 501),
     502: ("ServiceUnavailable", "The upstream store is unavailable. Please try again.", 503),

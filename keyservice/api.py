@@ -46,12 +46,16 @@ class KmsApi:
         self.refuse_unaudited = audit_on_failure == "refuse"
         self._worker = ServiceWorker()
         self._on_worker: set[asyncio.Task[dict[str, Any]]] = set()  # calls in flight there, for close
+        self._closing = False
 
     async def call(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Run one KMS operation for ``ctx``; raises ``KMSError`` (AWS error shapes).
 
         A call the service can answer from memory is answered here; any other runs on the service's
-        thread, shielded: once started it finishes, and is audited, even if its caller goes away."""
+        thread, shielded: once started it finishes, and is audited, even if its caller goes away.
+        Once `close` began, calls are refused (KMSInternalException) rather than met by a closed store."""
+        if self._closing:
+            raise KMSError(INTERNAL_ERROR, "The key service is shutting down.", 500)
         try:
             self._admit(operation, params, ctx)
             result = self._worker.if_idle(lambda: self.service.handle_in_memory(operation, params, ctx))
@@ -128,6 +132,7 @@ class KmsApi:
     async def close(self) -> None:
         """Let the calls in flight finish, close the service and its thread, then the audit log (after
         the batch in flight is written)."""
+        self._closing = True
         if self._on_worker:
             await asyncio.wait(self._on_worker)
         try:

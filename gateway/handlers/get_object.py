@@ -15,7 +15,7 @@ from gateway.crypto.sse import CustomerKey
 
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
-from gateway.handlers.relaying import relay_object, response_headers, send_stream
+from gateway.handlers.relaying import relay_object, response_headers, send_stream, stored_answer
 from gateway.objects.reading import OpenedObject, StoredObject
 from gateway.objects.plaintext import Span
 from gateway.ranges import requested_range
@@ -43,8 +43,7 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         if not_modified is not None:
             return not_modified
         if by_part and not stored.encrypted:
-            async with stored.pinned_get(part_number=ctx.part_number()) as body:
-                return await relay_object(ctx, body, drop=("x-amz-checksum-*",))
+            return await _legacy_part(ctx, stored, ctx.part_number())
         customer_key = ctx.customer_key(gw) if stored.encrypted else None
         opened = await stored.open(customer_key, with_manifest=by_part or not ctx.is_head)
         span = opened.part_span(ctx.part_number()) if by_part else requested_range(
@@ -55,6 +54,18 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
             await response.write_eof()
             return response
         return await send_stream(ctx, response, opened.chunks(span))
+
+
+async def _legacy_part(ctx: RequestContext, stored: StoredObject, number: int) -> web.StreamResponse:
+    """A part of an object the gateway did not encrypt: the upstream knows its parts; read pinned."""
+    if ctx.is_head:
+        head = await stored.pinned_head(number)
+        response = stored_answer(206 if "Content-Range" in head.headers else 200, head.headers, ("x-amz-checksum-*",))
+        await response.prepare(ctx.request)
+        await response.write_eof()
+        return response
+    async with stored.pinned_get(part_number=number) as body:
+        return await relay_object(ctx, body, drop=("x-amz-checksum-*",))
 
 
 def _upstream_headers(ctx: RequestContext) -> dict[str, str]:

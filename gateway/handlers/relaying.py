@@ -67,11 +67,7 @@ async def relay(ctx: RequestContext, upstream: aiohttp.ClientResponse, *,
     `relay_error`."""
     if upstream.status >= 400:
         return await relay_error(ctx, upstream, drop=drop)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=response_headers(upstream.headers, drop))
-    length = upstream.headers.get("Content-Length")
-    if length is not None:
-        response.content_length = int(length)
+    response = stored_answer(upstream.status, upstream.headers, drop, reason=upstream.reason)
     return await send_body(ctx, response, body_chunks(upstream) if ctx.request.method != "HEAD" else None)
 
 
@@ -100,8 +96,12 @@ def error_answer(request: web.Request, request_id: str, status: int, upstream_he
                         content_type="application/xml")
 
 
-def upstream_error_answer(request: web.Request, request_id: str, exc: UpstreamError) -> web.Response:
-    """The answer to an upstream error the object layer raised (see `error_answer`)."""
+def upstream_error_answer(request: web.Request, request_id: str, exc: UpstreamError) -> web.Response | None:
+    """The answer to the upstream's own error (see `error_answer`), or None when ``exc`` is not one to relay:
+    the client's error is then ``exc.s3_error()`` (an object that changed while it was read, an answer
+    too long, a success answer that is not the one asked for; their headers describe no error)."""
+    if type(exc) is not UpstreamError or (exc.status < 400 and parse_s3_error(exc.body) is None):
+        return None
     return error_answer(request, request_id, exc.status, exc.headers, b"" if request.method == "HEAD" else exc.body)
 
 
@@ -118,8 +118,18 @@ def written_headers(written: Written, customer_key: CustomerKey | None,
 
 async def relay_object(ctx: RequestContext, body: ObjectBody, *, drop: Iterable[str] = ()) -> web.StreamResponse:
     """An upstream read of an object relayed as it is (a legacy object's part): status, headers, body."""
-    response = web.StreamResponse(status=body.status, headers=response_headers(body.head.headers, drop))
+    response = stored_answer(body.status, body.head.headers, drop)
     return await send_body(ctx, response, None if ctx.request.method == "HEAD" else body.chunks())
+
+
+def stored_answer(status: int, upstream_headers: Mapping[str, str], drop: Iterable[str] = (), *,
+                  reason: str | None = None) -> web.StreamResponse:
+    """An upstream answer's status and headers, to send as they are, its Content-Length kept."""
+    response = web.StreamResponse(status=status, reason=reason, headers=response_headers(upstream_headers, drop))
+    length = upstream_headers.get("Content-Length")
+    if length is not None:
+        response.content_length = int(length)
+    return response
 
 
 async def send_stream(ctx: RequestContext, response: web.StreamResponse,

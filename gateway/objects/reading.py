@@ -111,7 +111,7 @@ class ObjectReader:
                 if info is not None or no_plaintext is not None or not self.unencrypted.lookup_needed(ref.bucket):
                     if info is None:
                         self.unencrypted.check(ref.bucket, no_plaintext)
-                    yield StoredObject(self, ref, head, info, body)
+                    yield StoredObject(self, ref, head, info, body, headers)
                     return
             # A legacy object and the bucket state unknown: drop this answer (and its connection) before
             # looking the state up, then read the object afresh (it may have changed meanwhile).
@@ -159,12 +159,13 @@ class StoredObject:
     """An object as its metadata read found it: nothing opened or decrypted yet."""
 
     def __init__(self, reader: ObjectReader, ref: ObjectRef, head: ObjectHead, info: EncryptionInfo | None,
-                 body: ObjectBody | None) -> None:
+                 body: ObjectBody | None, headers: Mapping[str, str] | None = None) -> None:
         self._reader = reader
         self.ref = ref
         self.head = head
         self.info = info
         self._body = body
+        self._headers = headers  # what the metadata read sent (requester pays, expected owner): so do the rest
 
     @property
     def encrypted(self) -> bool:
@@ -243,9 +244,19 @@ class StoredObject:
         ref = self.ref
         try:
             async with self._reader.client.get_object(ref.bucket, ref.key, version_id=ref.version_id,
-                                                      query=ref.query, byte_range=byte_range,
+                                                      query=ref.query, byte_range=byte_range, headers=self._headers,
                                                       part_number=part_number, if_match=self.head.etag) as body:
                 yield body
+        except ObjectChanged:
+            raise object_changed() from None
+
+    async def pinned_head(self, part_number: int) -> ObjectHead:
+        """What the upstream says of one part of this very version (a legacy object's part, for HEAD)."""
+        ref = self.ref
+        try:
+            return await self._reader.client.head_object(ref.bucket, ref.key, version_id=ref.version_id,
+                                                         query=ref.query, headers=self._headers,
+                                                         if_match=self.head.etag, part_number=part_number)
         except ObjectChanged:
             raise object_changed() from None
 

@@ -16,6 +16,7 @@ import pytest
 
 from keyservice.api import KmsApi
 from keyservice.audit import AuditLog
+from keyservice.errors import KMSError
 from keyservice.clock import FakeClock
 from keyservice.keys import DAY
 from keyservice.quota import QuotaLimiter
@@ -218,3 +219,13 @@ async def test_a_closed_worker_refuses_work_instead_of_hanging():
     assert closed == ["store"]
     with pytest.raises(WorkerClosed):
         await worker.run(answer())
+
+
+async def test_a_call_that_arrives_once_close_began_is_refused_not_met_by_a_closed_store(api: KmsApi) -> None:
+    key_id = (await api.call("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
+    closing = asyncio.ensure_future(api.close())
+    await asyncio.sleep(0)
+    with pytest.raises(KMSError) as caught:
+        await api.call("GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256"}, CTX)
+    assert (caught.value.type, caught.value.message) == ("KMSInternalException", "The key service is shutting down.")
+    await closing

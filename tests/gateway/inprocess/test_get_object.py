@@ -173,3 +173,20 @@ async def test_keys_whose_encoding_is_not_utf8_are_400_invalid_uri_and_never_sto
         answer = await gw.send("PUT", f"/{bucket}/{raw}", body=b"data")
         assert answer.error() == (400, "InvalidURI")
     assert (await gw.send("GET", f"/{bucket}/x%EF%BF%BD")).error() == (404, "NoSuchKey")
+
+
+async def test_a_legacy_objects_part_is_read_and_headed_as_the_upstream_has_it(gw, upstream_s3):
+    """A part of an object the gateway did not encrypt: status, Content-Length and Content-Range as the
+    upstream gives them (moto serves only part 1 of single-part objects), its bytes exactly, HEAD with
+    no body, both pinned to the version the metadata read saw."""
+    import uuid
+    bucket = f"legacy-parts-{uuid.uuid4().hex[:12]}"
+    upstream_s3.create_bucket(Bucket=bucket)
+    upstream_s3.put_object(Bucket=bucket, Key="old", Body=BODY)
+    direct = upstream_s3.head_object(Bucket=bucket, Key="old", PartNumber=1)["ResponseMetadata"]
+    got = await gw.send("GET", f"/{bucket}/old", "partNumber=1")
+    assert (got.status, got.body, got.headers["Content-Length"]) == (206, BODY, "100")
+    assert got.headers["Content-Range"] == "bytes 0-99/100"
+    head = await gw.send("HEAD", f"/{bucket}/old", "partNumber=1")
+    assert (head.status, head.body, head.headers["Content-Length"]) == (direct["HTTPStatusCode"], b"", "100")
+    assert (await gw.send("GET", f"/{bucket}/old", "partNumber=2")).error() == (416, "InvalidRange")
