@@ -9,7 +9,7 @@
     store.py      ObjectStore, the one object handlers and command-line tools hold
 
 It speaks plaintext terms only (sizes, spans, ETags as clients see them), raises S3Error for what a
-client must be told, and needs no aiohttp request: `gateway migrate` and `rewrap` use it as the
-handlers do. Below it: the typed upstream client (gateway/s3client.py) and the crypto format
+client must be told, and needs no aiohttp request: command-line tools (the legacy-data migration
+and re-wrap of issue 9) use it as the handlers do. Below it: the typed upstream client (gateway/s3client.py) and the crypto format
 (gateway/crypto/).
 """
