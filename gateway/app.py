@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -82,7 +82,8 @@ CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development de
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 KEY_PROVIDER_KEY: web.AppKey[KeyProvider] = web.AppKey("key_provider")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
-REQUEST_ID = "request_id"
+# Typed request keys where aiohttp has them (3.14), plain strings before.
+REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
 
 def new_request_id() -> str:

@@ -62,6 +62,7 @@ def _generated_dev_key(data_dir: Path) -> bytes:
     warning = (f"WARNING: no root key configured; using a generated key in {path}. "
                "This is for DEVELOPMENT ONLY: the key is stored next to the data it protects.")
     log.warning(warning)
-    print(warning, file=sys.stderr)
+    if not log.hasHandlers():  # no logging configured (a library caller): still say it, once
+        print(warning, file=sys.stderr)
     key, _ = create_once(path, lambda: os.urandom(ROOT_KEY_BYTES), size=ROOT_KEY_BYTES)
     return decode_root_key(key, str(path))

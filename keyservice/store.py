@@ -5,11 +5,12 @@ under the root key with the row identity as AAD, so a row copied onto another ro
 Non-secret metadata is stored as JSON; the service keeps it all in memory and writes through.
 """
 
+import fcntl
 import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from common.aead import Aead, AuthenticationFailed, derive
 from common.files import private_dir, touch_private
@@ -43,11 +44,20 @@ class BackingKeyRow:
     material: bytes
 
 
+class StoreInUse(OSError):
+    """Another process has the key store open."""
+
+
 class KeyStore:
-    """The SQLite database at data_dir/keys.db; each write is committed before it returns."""
+    """The SQLite database at data_dir/keys.db; each write is committed before it returns.
+
+    One process at a time: the service keeps every key's state in memory, loaded once, so a second
+    process on the same store would never see the first one's changes (a key disabled there would still
+    encrypt here). An exclusive lock on data_dir/keys.lock, held while the store is open, refuses it."""
 
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
         private_dir(data_dir)
+        self._lock = _exclusive(data_dir / "keys.lock")
         touch_private(data_dir / "keys.db")  # SQLite makes it 0644; its -wal and -shm copy its mode
         self._aead = Aead(root_key)
         # Keys fingerprints of imported material (to recognise a re-import) without storing it.
@@ -59,6 +69,7 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()  # releases the lock
 
     # --- secret wrapping -------------------------------------------------------------------
     # Stored as nonce || AES-256-GCM(root key) with AAD "table|identity": a row copied onto another fails.
@@ -168,3 +179,17 @@ class _Transaction:
 
     def __exit__(self, exc_type: type | None, *_: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _exclusive(path: Path) -> IO[bytes]:
+    """``path`` opened and locked exclusively for this process's lifetime of the store (released on
+    close, or when the process dies): StoreInUse when another process holds it."""
+    touch_private(path)
+    handle = open(path, "rb+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreInUse(f"the key store in {path.parent} is in use by another process: run one key service "
+                         "on it and point the others at it ([kms] endpoint), or give each its own data_dir") from None
+    return handle

@@ -35,7 +35,9 @@ ERROR_BODY_LIMIT = 64 * 1024
 _ERROR_BODY_HEADERS = ("content-length", "content-type", "content-encoding", "content-md5")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream response headers that describe the upstream's own request or connection, not the data.
-_UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server"}
+_UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server", "x-amzn-requestid",
+                               # request headers some stores (moto) echo in their answers
+                               "x-amz-content-sha256", "x-amz-sdk-checksum-algorithm"}
 # Never relayed on any path: the gateway's own metadata (docs/FORMAT.md), whatever the object.
 _NEVER_RELAYED_PREFIXES = (RESERVED_PREFIX,)
 

@@ -9,7 +9,7 @@ upstream discards it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import AsyncIterable, AsyncIterator, Iterator, Mapping
+from typing import Any, AsyncIterable, AsyncIterator, Iterator, Mapping
 
 from aiohttp import web
 
@@ -24,7 +24,8 @@ from gateway.s3errors import (S3Error, entity_too_large, incomplete_body, invali
                               request_timeout)
 
 CHUNK = 256 * 1024
-BODY_STALLED = "gateway.body_stalled"
+# Set on a request whose body stalled (RequestTimeout): its connection is closed after the answer.
+BODY_STALLED: Any = web.RequestKey("gateway.body_stalled", bool) if hasattr(web, "RequestKey") else "gateway.body_stalled"
 
 
 async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:

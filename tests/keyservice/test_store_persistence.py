@@ -117,3 +117,21 @@ async def test_a_truncated_secret_row_is_store_corruption(tmp_path):
     with pytest.raises(StoreCorruption):
         svc.store.backing_keys(key)
     await svc.close()
+
+
+def test_a_second_process_on_an_open_key_store_is_refused_and_may_open_it_once_it_is_closed(tmp_path):
+    """Each process keeps the keys in memory: two on one store would not see each other's changes (a key
+    disabled in one still encrypting in the other). The second is refused, clearly, until the first closes."""
+    import subprocess
+    import sys
+
+    from keyservice.store import KeyStore
+    first = KeyStore(tmp_path, bytes(32))
+    other = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from keyservice.store import "
+                            "KeyStore, StoreInUse\ntry:\n    KeyStore(Path(sys.argv[1]), bytes(32))\n"
+                            "except StoreInUse as e:\n    print(e); sys.exit(3)", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 3, other.stderr
+    assert other.stdout.startswith(f"the key store in {tmp_path} is in use by another process")
+    first.close()
+    KeyStore(tmp_path, bytes(32)).close()
