@@ -8,6 +8,7 @@ stopped again, also when start-up fails half-way.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -83,3 +84,11 @@ async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_co
         log.info("%s received: shutting down", received.name)
     finally:
         await runner.cleanup()
+
+
+async def freeze_startup_objects(app: web.Application) -> None:
+    """An ``on_startup`` hook, last: everything start-up made (modules, botocore's tables, the key
+    service's state) lives as long as the process, so it leaves the garbage collector's reach instead of
+    being scanned again by every full collection (a tenth of a small request's CPU, measured)."""
+    gc.collect()
+    gc.freeze()

@@ -42,7 +42,7 @@ from gateway.objects.store import ObjectStore
 from gateway.s3client import S3Client, UpstreamError
 from gateway.s3request import classify
 from common.serverlog import server_logger
-from common.serving import serve_until_signal, server_ssl_context
+from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.upstream import Upstream, UpstreamTarget
 from gateway.uploads import UploadTokens
@@ -241,6 +241,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG_KEY] = _with_dev_credentials(config)
     app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
     app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
+    app.on_startup.append(freeze_startup_objects)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     return app

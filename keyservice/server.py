@@ -32,7 +32,7 @@ from common import sigv4
 from common.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
                                  send_and_close)
 from common.serverlog import server_logger
-from common.serving import serve_until_signal, server_ssl_context
+from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from keyservice.api import KmsApi
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.errors import KMSError
@@ -232,6 +232,7 @@ def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
     """The aiohttp application; every path and method goes to the one handler."""
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_route("*", "/{tail:.*}", make_handler(api, config))
+    app.on_startup.append(freeze_startup_objects)
     return app
 
 

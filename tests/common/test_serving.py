@@ -78,3 +78,24 @@ def test_without_a_certificate_there_is_no_tls(cert):
 def test_a_missing_certificate_file_fails_before_anything_starts(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         server_ssl_context(tmp_path / "absent.pem", tmp_path / "absent.key")
+
+
+async def test_what_start_up_made_is_out_of_the_collectors_reach_once_started() -> None:
+    """Both servers end start-up with `freeze_startup_objects`: later full collections skip it."""
+    import gc
+
+    from common.serving import freeze_startup_objects
+    gc.unfreeze()
+    made_at_start_up = [{"table": list(range(10))} for _ in range(1000)]
+    await freeze_startup_objects(web.Application())
+    try:
+        assert gc.get_freeze_count() >= len(made_at_start_up)
+    finally:
+        gc.unfreeze()
+
+
+def test_the_gateway_freezes_its_start_up_objects_last() -> None:
+    from common.serving import freeze_startup_objects
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+    assert list(create_app(GatewayConfig()).on_startup)[-1] is freeze_startup_objects
