@@ -157,20 +157,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 @web.middleware
-async def request_ids(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Give every request its id before anything can fail: error bodies name it, the log lines about
-    the request name it, and `_stamp_request_id` puts it on the response."""
-    request[REQUEST_ID] = new_request_id()
-    return await handler(request)
-
-
-@web.middleware
 async def s3_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Render every failure as the S3 error a client expects; nothing escapes as a bare 500.
+    """Give the request its id, then render every failure as the S3 error a client expects; nothing
+    escapes as a bare 500. The id comes first, before anything can fail: error bodies and log lines
+    name it, and `_stamp_request_id` puts it on the response.
 
     A client that went away, a cancelled handler and aiohttp's own HTTP answers (its router's) are
     not failures to render and propagate as they are."""
-    request_id = request[REQUEST_ID]
+    request_id = request[REQUEST_ID] = new_request_id()
     try:
         return await handler(request)
     except S3Error as exc:
@@ -237,7 +231,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     development upstream when no upstream URL is set, the upstream pool, the key provider) and its
     cleanup stops them in reverse order, also when start-up fails half-way (aiohttp's cleanup
     contexts), so tests can run it in-process as `serve()` runs it."""
-    app = web.Application(client_max_size=2**62, middlewares=[request_ids, s3_errors])
+    app = web.Application(client_max_size=2**62, middlewares=[s3_errors])
     app[CONFIG_KEY] = _with_dev_credentials(config)
     app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
     app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started

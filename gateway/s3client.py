@@ -27,7 +27,7 @@ import logging
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import quote, unquote_plus
@@ -525,12 +525,8 @@ class S3Client:
             sent["if-match"] = if_match
         return _Request("GET", object_path(bucket, key), [*_version_query(version_id), *query], sent)
 
-    @asynccontextmanager
-    async def _opened(self, request: _Request, byte_range: tuple[int, int] | None,
-                      pinned: bool) -> AsyncIterator[ObjectBody]:
-        response, head = await self._retrying(request, lambda: self._open(request, byte_range, pinned))
-        async with response:
-            yield ObjectBody(response, head)
+    def _opened(self, request: _Request, byte_range: tuple[int, int] | None, pinned: bool) -> "_OpenedBody":
+        return _OpenedBody(self, request, byte_range, pinned)
 
     async def _open(self, request: _Request, byte_range: tuple[int, int] | None,
                     pinned: bool) -> tuple[aiohttp.ClientResponse, ObjectHead]:
@@ -588,6 +584,27 @@ class S3Client:
         that is longer (capped)."""
         ceiling = self._backoff * 2 ** (number - 1)
         return max(ceiling / 2 + random.uniform(0, ceiling / 2), _retry_after(err))
+
+
+class _OpenedBody:
+    """`S3Client.get_object`'s context: the GET sent (retried until its status is known) on entry, its
+    connection released on exit. A class, not a generator: it is on every read's path."""
+
+    __slots__ = ("_client", "_request", "_range", "_pinned", "_response")
+
+    def __init__(self, client: S3Client, request: _Request, byte_range: tuple[int, int] | None, pinned: bool) -> None:
+        self._client, self._request, self._range, self._pinned = client, request, byte_range, pinned
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> ObjectBody:
+        client, request = self._client, self._request
+        response, head = await client._retrying(request, lambda: client._open(request, self._range, self._pinned))
+        self._response = response
+        return ObjectBody(response, head)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            await self._response.__aexit__(*exc_info)  # type: ignore[arg-type]
 
 
 def _version_query(version_id: str | None) -> list[tuple[str, str]]:

@@ -106,16 +106,32 @@ class ObjectReader:
         S3's error document (what a GET answers). Legacy objects are checked against `UnencryptedReads`."""
         no_plaintext: bool | None = None
         while True:
-            async with self._read_metadata(ref, with_body, error_body, headers) as (head, body):
-                info = self._decode(ref, head)
-                if info is not None or no_plaintext is not None or not self.unencrypted.lookup_needed(ref.bucket):
-                    if info is None:
-                        self.unencrypted.check(ref.bucket, no_plaintext)
-                    yield StoredObject(self, ref, head, info, body, headers)
+            if with_body:
+                async with self.client.get_object(ref.bucket, ref.key, version_id=ref.version_id, query=ref.query,
+                                                  headers=headers) as body:
+                    stored = self._found(ref, body.head, body, no_plaintext, headers)
+                    if stored is not None:
+                        yield stored
+                        return
+            else:
+                stored = self._found(ref, await self._head(ref, error_body, headers), None, no_plaintext, headers)
+                if stored is not None:
+                    yield stored
                     return
             # A legacy object and the bucket state unknown: drop this answer (and its connection) before
             # looking the state up, then read the object afresh (it may have changed meanwhile).
             no_plaintext = await self.unencrypted.states.holds_no_plaintext(ref.bucket)
+
+    def _found(self, ref: ObjectRef, head: ObjectHead, body: ObjectBody | None, no_plaintext: bool | None,
+               headers: Mapping[str, str] | None) -> "StoredObject | None":
+        """The object the metadata read found, or None when it is a legacy object whose bucket state must
+        be looked up first (with no upstream answer held open)."""
+        info = self._decode(ref, head)
+        if info is None and no_plaintext is None and self.unencrypted.lookup_needed(ref.bucket):
+            return None
+        if info is None:
+            self.unencrypted.check(ref.bucket, no_plaintext)
+        return StoredObject(self, ref, head, info, body, headers)
 
     @staticmethod
     def _decode(ref: ObjectRef, head: ObjectHead) -> EncryptionInfo | None:
@@ -124,22 +140,14 @@ class ObjectReader:
         except IntegrityError as exc:
             raise integrity_failure(ref.bucket, ref.key, exc) from None
 
-    @asynccontextmanager
-    async def _read_metadata(self, ref: ObjectRef, with_body: bool, error_body: bool,
-                             headers: Mapping[str, str] | None) -> AsyncIterator[tuple[ObjectHead, ObjectBody | None]]:
-        if with_body:
-            async with self.client.get_object(ref.bucket, ref.key, version_id=ref.version_id, query=ref.query,
-                                              headers=headers) as body:
-                yield body.head, body
-            return
+    async def _head(self, ref: ObjectRef, error_body: bool, headers: Mapping[str, str] | None) -> ObjectHead:
         try:
-            head = await self.client.head_object(ref.bucket, ref.key, version_id=ref.version_id, query=ref.query,
+            return await self.client.head_object(ref.bucket, ref.key, version_id=ref.version_id, query=ref.query,
                                                  headers=headers)
         except UpstreamError as exc:
             if not error_body:
                 raise
             raise await self._error_of_get(ref, exc, headers) from None
-        yield head, None
 
     async def _error_of_get(self, ref: ObjectRef, head_error: UpstreamError,
                             headers: Mapping[str, str] | None) -> Exception:
