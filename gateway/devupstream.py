@@ -67,8 +67,8 @@ class DevUpstream:
         """``configured`` (its region and pool settings) pointed at the development upstream."""
         self._server.start()
         url = f"http://127.0.0.1:{self.port}"
-        log.warning("no upstream.url configured: started a development upstream (moto, in memory: its objects are "
-                    "gone when the gateway stops) at %s, credential %s / %s", url, *DEV_CREDENTIALS)
+        log.warning("no upstream.url configured: started a development upstream (moto) at %s, credential %s / %s; "
+                    "it keeps objects in memory: they are gone when the gateway stops", url, *DEV_CREDENTIALS)
         return replace(configured, url=url, access_key=DEV_CREDENTIALS[0], secret_key=DEV_CREDENTIALS[1])
 
     def stop(self) -> None:

@@ -25,7 +25,9 @@ import requests
 from botocore.exceptions import ClientError
 
 from gateway.crypto.multipart import PART_OVERHEAD
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, Gateway, _start_gateway
+from tests.gateway.conftest import (GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, Gateway, _start_gateway,
+                                    start_gateway_with_remote_kms)
+from tests.keyservice.conftest import kms_client, launch
 from tests.gateway.test_e2e_multipart import _error, _upload
 from tests.gateway.test_e2e_tamper import INTEGRITY_ERROR, read_through_gateway
 from tests.support.clients import s3_client, signed_request, upstream_keys
@@ -186,11 +188,12 @@ def test_ranged_get_inside_a_swapped_part_fails(s3, upstream_s3, three_parts, st
     assert _error(get) == (500, "InternalError")
 
 
-# --- gateways of their own, sharing a data dir ------------------------------------------------
+# --- gateways of their own, sharing a gateway secret and a key service ------------------------
 
 @dataclass
 class GatewayPair:
-    """Two gateway processes on one data dir (one gateway secret, one key store)."""
+    """Two gateway processes as README's several-gateways set-up has them: one data dir (one gateway
+    secret), one key service (`keyservice serve`, reached over the KMS API)."""
 
     first: Server
     second: Server
@@ -201,23 +204,29 @@ class GatewayPair:
 
 
 def start_sharing(moto: MotoServer, workdir: Path) -> Server:
-    """A gateway on ``workdir``'s data dir (``_start_gateway`` derives the data dir from the workdir)."""
+    """A gateway with its embedded key service on ``workdir``'s data dir (``_start_gateway`` derives it)."""
     return _start_gateway(moto, workdir, tls=None)
 
 
 @pytest.fixture(scope="module")
 def gateway_pair(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPair]:
-    """Started one after the other: the first creates the secret and the default KMS key."""
+    """Started one after the other: the first creates the secret the second then reads."""
     workdir = tmp_path_factory.mktemp("gateway-pair")
-    first = start_sharing(moto, workdir)
+    (workdir / "keyservice").mkdir()
+    keyservice = launch(workdir / "keyservice")
     try:
-        second = start_sharing(moto, workdir)
-    except BaseException:
+        key_arn = kms_client(keyservice.url).create_key()["KeyMetadata"]["Arn"]
+        first = start_gateway_with_remote_kms(moto, workdir, keyservice.url, key_arn, {})
+        try:
+            second = start_gateway_with_remote_kms(moto, workdir, keyservice.url, key_arn, {})
+        except BaseException:
+            first.stop()
+            raise
+        yield GatewayPair(first, second)
+        second.stop()
         first.stop()
-        raise
-    yield GatewayPair(first, second)
-    second.stop()
-    first.stop()
+    finally:
+        keyservice.server.stop()
 
 
 def new_bucket(s3) -> str:
