@@ -4,6 +4,7 @@ from __future__ import annotations
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import ObjectKeys
+from gateway.objects.listing import ListingTerms
 from gateway.objects.manifests import Manifests
 from gateway.objects.multipart import MultipartWriter
 from gateway.objects.reading import ObjectReader, UnencryptedReads
@@ -25,3 +26,4 @@ class ObjectStore:
         self.reader = ObjectReader(client, keys, self.manifests, self.unencrypted)
         self.writer = ObjectWriter(client, keys)
         self.uploads = MultipartWriter(client, keys, tokens, self.manifests)
+        self.listing = ListingTerms(client, bucket_states)
