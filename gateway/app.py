@@ -15,38 +15,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.bucketstate import BucketStates
-from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, Credential, GatewayConfig
 from common.connections import ConnectionGuard, GuardedAppRunner, send_and_close
-from gateway.crypto.sse import ObjectKeys
-from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, put_object
-from gateway.handlers.relaying import forward, upstream_error_answer
-from gateway.handlers.request_body import BODY_STALLED
-from gateway.handlers.context import Gateway, RequestContext
-from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, embedded_provider
-from gateway.reserved import refuse_reserved_key
-from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
-from gateway.objects.store import ObjectStore
-from gateway.s3client import S3Client, UpstreamError
-from gateway.s3request import classify
+from common.files import private_dir
 from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
+from gateway.config import Credential, GatewayConfig
+from gateway.devupstream import DevUpstream
+from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, put_object
+from gateway.handlers.context import Gateway, RequestContext
+from gateway.handlers.relaying import forward, upstream_error_answer
+from gateway.handlers.request_body import BODY_STALLED
+from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provider
+from gateway.objects.store import ObjectStore
+from gateway.reserved import refuse_reserved_key
+from gateway.s3client import UpstreamError
+from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
+from gateway.s3request import classify
+from gateway.secret import load_gateway_secret
 from gateway.upstream import Upstream, UpstreamTarget
-from gateway.uploads import UploadTokens
-from common.files import create_once, private_dir
 
 log = logging.getLogger("gateway")
 
@@ -211,21 +207,6 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
     response.headers["x-amz-id-2"] = request_id
 
 
-def load_gateway_secret(path: Path) -> bytes:
-    """The 32-byte secret keying SSE-C key HMACs and upload tokens; generated on first start.
-
-    Several gateways may start at once on an empty data directory: the secret is created whole
-    (temporary file, then linked into place; created exclusively in place where the file system has no
-    hard links, readers then waiting for all 32 bytes) and every process that loses the race uses the
-    winner's, as they must share it."""
-    secret, created = create_once(path, lambda: secrets.token_bytes(32), size=32)
-    if len(secret) != 32:
-        raise ConfigError(f"gateway secret file {path} must hold exactly 32 bytes, it holds {len(secret)}")
-    if created:
-        log.warning("generated a new gateway secret in %s; keep it: SSE-C objects need it", path)
-    return secret
-
-
 def create_app(config: GatewayConfig) -> web.Application:
     """The gateway as an aiohttp application, complete in itself: its start-up starts what it needs (a
     development upstream when no upstream URL is set, the upstream pool, the key provider) and its
@@ -272,7 +253,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
     """The key provider; closing it flushes and closes the embedded key store and audit log."""
-    provider = await _key_provider(app[CONFIG_KEY])
+    provider = await start_key_provider(app[CONFIG_KEY])
     app[KEY_PROVIDER_KEY] = provider
     yield
     await provider.close()
@@ -281,25 +262,8 @@ async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _gateway_state(app: web.Application) -> None:
     """The handlers' view (`Gateway`), built once from what the cleanup contexts started."""
     config, upstream = app[CONFIG_KEY], app[UPSTREAM_KEY]
-    secret = load_gateway_secret(config.secret_path)
-    client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
-    bucket_states = BucketStates(upstream, secret)
-    objects = ObjectStore(config, client, ObjectKeys(app[KEY_PROVIDER_KEY], secret), UploadTokens(secret),
-                          bucket_states)
-    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=bucket_states)
-
-
-async def _key_provider(config: GatewayConfig) -> KeyProvider:
-    """The one place the key provider is chosen (and started): the embedded key service, or the KMS
-    endpoint configured in [kms]."""
-    if not config.kms.endpoint:
-        return await embedded_provider(config)
-    kms = config.kms
-    provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
-                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS,
-                                 timeout=kms.timeout, max_attempts=kms.max_attempts)
-    await provider.start()
-    return provider
+    objects = ObjectStore.over(config, upstream, app[KEY_PROVIDER_KEY], load_gateway_secret(config.secret_path))
+    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states)
 
 
 def _with_dev_credentials(config: GatewayConfig) -> GatewayConfig:

@@ -159,3 +159,16 @@ class RemoteKeyProvider:
     async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
         out = await self._call(self._client.decrypt, CiphertextBlob=ciphertext, EncryptionContext=dict(context))
         return DataKey(out["Plaintext"], ciphertext, out["KeyId"])
+
+
+async def start_key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
+    """The one place the key provider is chosen (and started): the embedded key service, or the KMS
+    endpoint configured in [kms]. The caller closes it."""
+    if not config.kms.endpoint:
+        return await embedded_provider(config)
+    kms = config.kms
+    provider = RemoteKeyProvider(kms.endpoint, kms.region, kms.access_key, kms.secret_key,
+                                 config.default_kms_key_id or DEFAULT_KEY_ALIAS,
+                                 timeout=kms.timeout, max_attempts=kms.max_attempts)
+    await provider.start()
+    return provider

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
-from gateway.crypto.sse import ObjectKeys
+from gateway.crypto.sse import KeyProvider, ObjectKeys
 from gateway.objects.listing import ListingTerms
 from gateway.objects.manifests import Manifests
 from gateway.objects.multipart import MultipartWriter
 from gateway.objects.reading import ObjectReader, UnencryptedReads
 from gateway.objects.writing import ObjectWriter
 from gateway.s3client import S3Client
+from gateway.upstream import Upstream
 from gateway.uploads import UploadTokens
 
 
@@ -18,6 +19,8 @@ class ObjectStore:
 
     def __init__(self, config: GatewayConfig, client: S3Client, keys: ObjectKeys, tokens: UploadTokens,
                  bucket_states: BucketStates) -> None:
+        self.config = config
+        self.bucket_states = bucket_states
         self.client = client
         self.keys = keys
         self.tokens = tokens
@@ -27,3 +30,9 @@ class ObjectStore:
         self.writer = ObjectWriter(client, keys)
         self.uploads = MultipartWriter(client, keys, tokens, self.manifests)
         self.listing = ListingTerms(client, bucket_states)
+
+    @classmethod
+    def over(cls, config: GatewayConfig, upstream: Upstream, provider: KeyProvider, secret: bytes) -> "ObjectStore":
+        """The object layer over a started upstream pool and key provider, keyed by the gateway secret."""
+        client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
+        return cls(config, client, ObjectKeys(provider, secret), UploadTokens(secret), BucketStates(upstream, secret))

@@ -69,7 +69,7 @@ def test_gateway_data_dir_and_secret_are_private_under_umask_000(moto, tmp_path:
 RACER = """
 import sys, time
 from pathlib import Path
-from gateway.app import load_gateway_secret
+from gateway.secret import load_gateway_secret
 start, dirs = float(sys.argv[1]), sys.argv[2:]
 secrets = []
 for i, d in enumerate(dirs):

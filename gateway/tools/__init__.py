@@ -1,0 +1,1 @@
+"""Command-line tools over the object layer (`gateway migrate`, `gateway rewrap`, `gateway keys usage`)."""
