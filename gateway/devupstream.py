@@ -42,11 +42,36 @@ def store_form_typed_bodies_raw() -> None:
     Request._s3gw_raw_put_bodies = True  # type: ignore[attr-defined]
 
 
+def give_completed_uploads_an_acl() -> None:
+    """Give objects completed from a multipart upload created without an ACL header S3's default ACL
+    (private), as S3 does. moto leaves them with none, and GetObjectAcl on them (s3cmd ``info`` and
+    ``cp``) fails with a 500 until the client gives up. Idempotent."""
+    from moto.s3.models import FakeMultipart, get_canned_acl
+
+    if getattr(FakeMultipart, "_s3gw_default_acl", False):
+        return
+    init = FakeMultipart.__init__
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        init(self, *args, **kwargs)
+        if self.acl is None:
+            self.acl = get_canned_acl("private")
+
+    FakeMultipart.__init__ = __init__  # type: ignore[method-assign]
+    FakeMultipart._s3gw_default_acl = True  # type: ignore[attr-defined]
+
+
+def behave_as_s3() -> None:
+    """Where moto differs from S3 in ways that lose data or break clients, make it behave as S3 does."""
+    store_form_typed_bodies_raw()
+    give_completed_uploads_an_acl()
+
+
 def serve_moto(argv: list[str]) -> None:
     """``moto_server`` with PUT bodies kept raw (for a moto process of its own, e.g. the test suite's)."""
     from moto.server import main
 
-    store_form_typed_bodies_raw()
+    behave_as_s3()
     main(argv)
 
 
@@ -59,7 +84,7 @@ class DevUpstream:
         except ImportError:
             raise ConfigError("no upstream.url is set and moto is not installed for the development "
                               "upstream: pip install '.[dev]'") from None
-        store_form_typed_bodies_raw()
+        behave_as_s3()
         self.port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 

@@ -1,4 +1,5 @@
-"""Bodies sent with a form Content-Type are stored whole, whatever the upstream's web framework makes of it.
+"""PUT bodies with a form Content-Type, and the other places where the development upstream (moto)
+is made to behave as S3.
 
 urllib, curl --data and many legacy applications label a PUT body ``application/x-www-form-urlencoded``.
 moto used to parse such bodies as forms and store the object empty while the gateway answered 200: the
@@ -45,3 +46,14 @@ def test_multipart_upload_labelled_as_a_form_round_trips(s3, upstream_s3, bucket
         "Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]})
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"".join(parts)
     assert upstream_keys(upstream_s3, bucket) == ["mp"]
+
+
+def test_an_object_completed_from_parts_has_s3s_default_acl_on_the_development_upstream(s3, bucket):
+    """moto leaves such objects without an ACL and fails GetObjectAcl (s3cmd info/cp) with a 500; the
+    development upstream (and the suite's moto) give them S3's private default, as S3 does."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="parts", UploadId=upload, PartNumber=1, Body=b"only part")["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="parts", UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    grants = s3.get_object_acl(Bucket=bucket, Key="parts")["Grants"]
+    assert [grant["Permission"] for grant in grants] == ["FULL_CONTROL"]
