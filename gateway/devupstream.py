@@ -42,11 +42,42 @@ def store_form_typed_bodies_raw() -> None:
     Request._s3gw_raw_put_bodies = True  # type: ignore[attr-defined]
 
 
+def honour_copy_source_if_match() -> None:
+    """Make moto refuse a CopyObject or UploadPartCopy whose x-amz-copy-source-if-match names another
+    ETag than the source's (412 PreconditionFailed), as S3 does; moto checks only ...-if-none-match.
+    `gateway rewrap` pins its in-place copies with it, so a write it races is never overwritten. Idempotent.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from moto.s3.exceptions import PreconditionFailed
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_s3gw_copy_source_if_match", False):
+        return
+
+    def pinned(method):  # type: ignore[no-untyped-def]
+        def checked(self: S3Response):  # type: ignore[no-untyped-def]
+            wanted = self.headers.get("x-amz-copy-source-if-match")
+            if wanted is not None:
+                source = urlparse(self.headers.get("x-amz-copy-source", ""))
+                bucket, _, key = unquote(source.path).lstrip("/").partition("/")
+                found = self.backend.get_object(bucket, key)
+                if found is not None and found.etag.strip('"') != wanted.strip().strip('"'):
+                    raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+            return method(self)
+        return checked
+
+    S3Response.copy_object = pinned(S3Response.copy_object)  # type: ignore[method-assign]
+    S3Response.upload_part_copy = pinned(S3Response.upload_part_copy)  # type: ignore[method-assign]
+    S3Response._s3gw_copy_source_if_match = True  # type: ignore[attr-defined]
+
+
 def serve_moto(argv: list[str]) -> None:
     """``moto_server`` with PUT bodies kept raw (for a moto process of its own, e.g. the test suite's)."""
     from moto.server import main
 
     store_form_typed_bodies_raw()
+    honour_copy_source_if_match()
     main(argv)
 
 
@@ -60,6 +91,7 @@ class DevUpstream:
             raise ConfigError("no upstream.url is set and moto is not installed for the development "
                               "upstream: pip install '.[dev]'") from None
         store_form_typed_bodies_raw()
+        honour_copy_source_if_match()
         self.port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
