@@ -56,7 +56,8 @@ def world(moto, tmp_path):
     key_a = kms.create_key()["KeyMetadata"]["Arn"]
     key_b = kms.create_key()["KeyMetadata"]["Arn"]
     kms.create_alias(AliasName="alias/rewrap-b", TargetKeyId=key_b)
-    gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_a)
+    gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_a,
+                                            env={"GATEWAY_ALLOW_SSEC_OVER_HTTP": "true"})
     s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
     bucket = f"rewrap-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)

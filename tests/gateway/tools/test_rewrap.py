@@ -114,3 +114,50 @@ def test_an_object_changed_during_the_rewrap_is_skipped_reported_and_kept(world,
 def test_a_usage_error_exits_2(world) -> None:
     done = gateway_tool("rewrap", "not-a-url", "--to-kms-key-id", world.key_b, config=world.config)
     assert done.returncode == 2 and "s3://BUCKET[/PREFIX]" in done.stderr
+
+
+def test_resume_goes_on_after_the_checkpointed_key_and_keeps_the_earlier_tally(world, upstream_s3) -> None:
+    from collections import Counter
+
+    from gateway.tools.rewrap import Checkpoint, Options, Tally
+    from gateway.tools.scan import Target
+
+    target = f"s3://{world.bucket}/docs/"
+    checkpoint = Checkpoint(world.tmp_path / "tool-data", Options(Target.parse(target), world.key_b))
+    checkpoint.save("docs/a.txt", Tally(Counter({"rewrapped": 1}), 600))
+    report = world.tmp_path / "resumed.json"
+    done = gateway_tool("rewrap", target, "--to-kms-key-id", world.key_b, "--resume", "--report", str(report),
+                        config=world.config)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(report.read_text())
+    assert (summary["counts"], summary["kms_calls"]) == ({"rewrapped": 4}, {"Decrypt": 3, "GenerateDataKey": 3})
+    assert upstream_s3.head_object(Bucket=world.bucket, Key="docs/a.txt")["Metadata"]["x-gw-a"] == world.key_a
+    assert upstream_s3.head_object(Bucket=world.bucket, Key="docs/b.bin")["Metadata"]["x-gw-a"] == world.key_b
+    assert not checkpoint.path.exists()
+
+
+def test_objects_newer_than_the_cutoff_are_left_alone(world) -> None:
+    report = world.tmp_path / "older.json"
+    done = gateway_tool("rewrap", f"s3://{world.bucket}", "--to-kms-key-id", world.key_b, "--older-than", "1",
+                        "--report", str(report), config=world.config)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text())["counts"] == {"newer-than-cutoff": 5}
+
+
+def test_an_sse_c_object_is_reported_as_needing_its_customer_key_and_exits_1(world) -> None:
+    import base64
+    import hashlib
+
+    customer_key = bytes(range(32))
+    world.s3.put_object(Bucket=world.bucket, Key="ssec/secret", Body=b"customer keyed", SSECustomerAlgorithm="AES256",
+                        SSECustomerKey=base64.b64encode(customer_key).decode(),
+                        SSECustomerKeyMD5=base64.b64encode(hashlib.md5(customer_key).digest()).decode())
+    report = world.tmp_path / "ssec.json"
+    done = gateway_tool("rewrap", f"s3://{world.bucket}/ssec/", "--to-kms-key-id", world.key_b,
+                        "--report", str(report), config=world.config)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(report.read_text())
+    assert summary["counts"] == {"needs-customer-key": 1}
+    assert summary["problems"] == [{"key": "ssec/secret", "outcome": "needs-customer-key",
+                                    "reason": "an SSE-C object: its customer key is needed to re-key it"}]
+    assert "needs-customer-key: ssec/secret" in done.stdout
