@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from gateway.config import ConfigError, load_config
 from gateway.crypto import metadata
@@ -212,6 +213,10 @@ class Rewrap:
             manifest = await self.store.manifests.load(bucket, info.layout.upload_tag, object_key, stored.head)
             self.tally.upstream_calls["GetObject(manifest)"] += 1
             sizes = [(part.number, part.size + PART_OVERHEAD) for part in manifest.parts]
+            tags = await self.client.get_object_tagging(bucket, stored.key)  # a new upload starts untagged
+            self.tally.upstream_calls["GetObjectTagging"] += 1
+            if tags:
+                headers["x-amz-tagging"] = urlencode(tags)
             await copy_multipart_in_place(self.client, bucket, stored.key, stored.head.etag, headers, sizes,
                                           self.tally.upstream_calls)
         else:

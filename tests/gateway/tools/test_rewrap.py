@@ -10,6 +10,9 @@ from tests.gateway.tools.conftest import MULTIPART_KEY, SMALL, bodies, gateway_t
 
 def test_rewrap_moves_every_object_to_the_target_cmk_and_they_read_the_same_after_the_old_cmk_is_disabled(
         world, moto, upstream_s3) -> None:
+    tags = {"TagSet": [{"Key": "project", "Value": "blue"}]}
+    upstream_s3.put_object_tagging(Bucket=world.bucket, Key=MULTIPART_KEY, Tagging=tags)
+    upstream_s3.put_object_tagging(Bucket=world.bucket, Key="docs/a.txt", Tagging=tags)
     before = {key: upstream_s3.head_object(Bucket=world.bucket, Key=key) for key in bodies()}
     client_heads = {key: world.s3.head_object(Bucket=world.bucket, Key=key) for key in bodies()}
     audit_mark = len(world.keyservice.audit_records())
@@ -26,13 +29,15 @@ def test_rewrap_moves_every_object_to_the_target_cmk_and_they_read_the_same_afte
     assert summary["counts"] == {"rewrapped": 4}
     assert summary["kms_calls"] == {"Decrypt": 4, "GenerateDataKey": 4}
     assert summary["upstream_calls"] == {"CompleteMultipartUpload": 1, "CopyObject": 3, "CreateMultipartUpload": 1,
-                                         "GetObject(manifest)": 1, "HeadObject": 4, "UploadPartCopy": 2}
+                                         "GetObject(manifest)": 1, "GetObjectTagging": 1, "HeadObject": 4,
+                                         "UploadPartCopy": 2}
     audit = [(r["operation"], r["key_arn"]) for r in world.keyservice.audit_records()[audit_mark:]
              if r["operation"] in ("Decrypt", "GenerateDataKey", "DescribeKey")]
     assert sorted(audit) == sorted([("DescribeKey", world.key_b)] + [("Decrypt", world.key_a)] * 4
                                    + [("GenerateDataKey", world.key_b)] * 4)
     moto_lines = moto.server.log()[moto_mark:]
-    body_gets = [line for line in moto_lines.splitlines() if f'"GET /{world.bucket}/docs/' in line]
+    body_gets = [line for line in moto_lines.splitlines()
+                 if f'"GET /{world.bucket}/docs/' in line and "?tagging=" not in line]  # tags are no body
     heads = [line for line in moto_lines.splitlines() if f'"HEAD /{world.bucket}/docs/' in line]
     assert (body_gets, len(heads)) == ([], 4)
 
@@ -47,6 +52,8 @@ def test_rewrap_moves_every_object_to_the_target_cmk_and_they_read_the_same_afte
         assert after["ETag"] == before[key]["ETag"]
         assert after["Metadata"]["owner"] == before[key]["Metadata"]["owner"]
     assert client_heads["docs/a.txt"]["ContentType"] == "text/x-test"
+    for key in (MULTIPART_KEY, "docs/a.txt"):
+        assert upstream_s3.get_object_tagging(Bucket=world.bucket, Key=key)["TagSet"] == tags["TagSet"]
     assert upstream_s3.head_object(Bucket=world.bucket, Key="other/c.txt")["Metadata"]["x-gw-a"] == world.key_a
     print(f"\nrewrap: 4 objects in {elapsed:.2f} s (process), {summary['rewrapped_per_second']}/s in the tool, "
           f"against moto")
