@@ -457,12 +457,14 @@ class S3Client:
         return _put_result(await self._exchange(request))
 
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
-                                        parts: Sequence[tuple[int, str]]) -> CompleteResult:
+                                        parts: Sequence[tuple[int, str]], *,
+                                        if_match: str | None = None) -> CompleteResult:
         """Complete with ``parts`` (number, upstream ETag bare or quoted). S3 may fail after its 200 has
-        started: a 200 whose body is an ``<Error>`` raises UpstreamError with that code."""
+        started: a 200 whose body is an ``<Error>`` raises UpstreamError with that code. ``if_match``:
+        only over the object with that ETag (a 412 otherwise)."""
         body = _complete_body(parts)
-        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)], {}, body, len(body),
-                             None)
+        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)],
+                             {} if if_match is None else {"if-match": if_match}, body, len(body), None)
 
         async def attempt() -> CompleteResult:
             answer = await self._once(request, (200,), XML_LIMIT)

@@ -237,8 +237,8 @@ async def copy_multipart_in_place(client: S3Client, bucket: str, key: str, etag:
                                   parts: list[tuple[int, int]], calls: Counter[str]) -> None:
     """Copy a multipart object onto itself part for part (same numbers, same byte ranges) under new
     metadata, every part pinned to ``etag``; the upload is aborted if anything fails. Same parts give
-    the same ``-k`` ETag. Between the last part copy and Complete, a write of the key would be
-    replaced by this copy: that window is one request long."""
+    the same ``-k`` ETag. Complete is pinned too (If-Match, S3's conditional write), so a write
+    between the part copies and Complete is kept and this copy dropped."""
     upload_id = await client.create_multipart_upload(bucket, key, headers)
     calls["CreateMultipartUpload"] += 1
     try:
@@ -249,7 +249,12 @@ async def copy_multipart_in_place(client: S3Client, bucket: str, key: str, etag:
                                                                  if_match=etag)))
             calls["UploadPartCopy"] += 1
             start += size
-        result = await client.complete_multipart_upload(bucket, key, upload_id, copied)
+        try:
+            result = await client.complete_multipart_upload(bucket, key, upload_id, copied, if_match=etag)
+        except UpstreamError as exc:
+            if exc.precondition_failed:
+                raise ObjectChanged(exc.status, exc.body, exc.headers) from None
+            raise
         calls["CompleteMultipartUpload"] += 1
     except BaseException:
         await client.abort_multipart_upload(bucket, key, upload_id)

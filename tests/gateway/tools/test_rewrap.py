@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.gateway.tools.conftest import MULTIPART_KEY, SMALL, bodies, gateway_tool
 
 def test_rewrap_moves_every_object_to_the_target_cmk_and_they_read_the_same_after_the_old_cmk_is_disabled(
@@ -86,9 +88,9 @@ def test_a_second_run_finds_everything_under_the_target_and_other_cmk_filters_se
     assert json.loads(report.read_text())["counts"] == {"other-cmk": 1}
 
 
-def test_an_object_changed_during_the_rewrap_is_skipped_reported_and_kept(world, upstream_s3) -> None:
-    """The copy is pinned to the ETag read by the HEAD; a write in between wins (simulated with the
-    copy-source pin of a stale ETag through the tool's own upstream client)."""
+def rewrap_racing_a_write(world, key: str, hooked: str):
+    """Rewrap ``key`` in process while a client overwrites it right after the tool's ``hooked`` upstream
+    call (the HEAD it pins its copies to, or the last part copy before Complete); the tally."""
     import asyncio
 
     from gateway.config import load_config
@@ -97,25 +99,34 @@ def test_an_object_changed_during_the_rewrap_is_skipped_reported_and_kept(world,
     from gateway.tools.scan import Target
 
     async def race() -> Tally:
-        config = load_config(str(world.config), {})
-        async with object_store(config) as store:
-            page = (await store.client.list_objects_v2(world.bucket, prefix="docs/a.txt")).entries
+        async with object_store(load_config(str(world.config), {})) as store:
+            entry = (await store.client.list_objects_v2(world.bucket, prefix=key)).entries[0]
             tally = Tally()
-            run = Rewrap(store, Options(Target(world.bucket, "docs/a.txt"), world.key_b), world.key_b, None, tally)
-            original = run.client.head_object
+            run = Rewrap(store, Options(Target(world.bucket, key), world.key_b), world.key_b, None, tally)
+            original = getattr(run.client, hooked)
+            calls = []
 
-            async def head_then_overwrite(*args, **kwargs):
-                head = await original(*args, **kwargs)
-                world.s3.put_object(Bucket=world.bucket, Key="docs/a.txt", Body=b"written meanwhile")
-                return head
-            run.client.head_object = head_then_overwrite
-            await run.entry(page[0])
+            async def then_overwrite(*args, **kwargs):
+                answer = await original(*args, **kwargs)
+                calls.append(hooked)
+                if hooked == "head_object" or len(calls) == 2:  # the multipart object has two parts
+                    world.s3.put_object(Bucket=world.bucket, Key=key, Body=b"written meanwhile")
+                return answer
+            setattr(run.client, hooked, then_overwrite)
+            await run.entry(entry)
             return tally
-    tally = asyncio.run(race())
+    return asyncio.run(race())
+
+
+@pytest.mark.parametrize("key, hooked", [("docs/a.txt", "head_object"), (MULTIPART_KEY, "head_object"),
+                                         (MULTIPART_KEY, "upload_part_copy")])
+def test_an_object_written_during_its_rewrap_is_skipped_reported_and_kept(world, upstream_s3, key, hooked) -> None:
+    tally = rewrap_racing_a_write(world, key, hooked)
     assert dict(tally.counts) == {"changed-during-rewrap": 1}
-    assert tally.problems == [{"key": "docs/a.txt", "outcome": "changed-during-rewrap",
+    assert tally.problems == [{"key": key, "outcome": "changed-during-rewrap",
                                "reason": "the object was written while it was being rewrapped"}]
-    assert world.s3.get_object(Bucket=world.bucket, Key="docs/a.txt")["Body"].read() == b"written meanwhile"
+    assert world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read() == b"written meanwhile"
+    assert upstream_s3.list_multipart_uploads(Bucket=world.bucket).get("Uploads", []) == []
 
 
 def test_a_usage_error_exits_2(world) -> None:
