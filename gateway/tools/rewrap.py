@@ -17,7 +17,6 @@ written meanwhile is skipped and reported, never overwritten with a stale seal.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os
