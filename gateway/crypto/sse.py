@@ -264,6 +264,13 @@ class SseC:
             raise WrongCustomerKey("the customer key does not match the object's key")
         return _unseal(customer_key.kek(seal.salt, bucket, key), seal.sealed_key, SseMode.CUSTOMER)
 
+    def reseal(self, bucket: str, key: str, object_key: ObjectKey, new_key: CustomerKey) -> CustomerKeySeal:
+        """The same OK sealed under another customer key (fresh salt and check value): an SSE-C
+        object re-keyed without its body, which is encrypted under OK, moving."""
+        salt = os.urandom(SSEC_SALT_SIZE)
+        sealed = object_key.seal(new_key.kek(salt, bucket, key), _seal_aad(SseMode.CUSTOMER))
+        return CustomerKeySeal(sealed, salt, new_key.check_value(self._secret, salt))
+
 
 class ObjectKeys:
     """Every SSE mode behind one pair of calls: a fresh key for a request, the key behind a seal."""

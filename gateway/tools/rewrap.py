@@ -17,6 +17,7 @@ written meanwhile is skipped and reported, never overwritten with a stale seal.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -33,7 +34,8 @@ from gateway.config import ConfigError, load_config
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.multipart import PART_OVERHEAD
-from gateway.crypto.sse import CustomerKeySeal, KmsSeal
+from gateway.crypto.objectkey import ObjectKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, Seal, WrongCustomerKey
 from gateway.crypto.stream import IntegrityError
 from gateway.objects.store import ObjectStore
 from gateway.s3client import ListEntry, ObjectChanged, ObjectHead, S3Client, UpstreamError
@@ -55,9 +57,10 @@ OTHER_CMK = "other-cmk"  # --from-kms-key-id names another CMK
 TOO_NEW = "newer-than-cutoff"
 UNENCRYPTED = "unencrypted"
 NEEDS_CUSTOMER_KEY = "needs-customer-key"
+WRONG_CUSTOMER_KEY = "other-customer-key"  # --ssec-old-key is not this SSE-C object's key
 CHANGED = "changed-during-rewrap"
 FAILED = "failed"
-SKIPPED = (NEEDS_CUSTOMER_KEY, CHANGED, FAILED)  # outcomes that make the exit status 1
+SKIPPED = (NEEDS_CUSTOMER_KEY, WRONG_CUSTOMER_KEY, CHANGED, FAILED)  # outcomes that make the exit status 1
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Options:
     resume: bool = False
     concurrency: int = 16
     report: Path | None = None
+    customer_keys: tuple[CustomerKey, CustomerKey] | None = None  # SSE-C objects re-keyed from old to new
 
 
 @dataclass
@@ -191,22 +195,49 @@ class Rewrap:
         if info is None:
             return UNENCRYPTED
         if isinstance(info.seal, CustomerKeySeal):
-            return NEEDS_CUSTOMER_KEY
+            return self._customer_selected(stored.key, info.seal)
         if self.from_arn is not None and info.seal.kms_key_arn != self.from_arn:
             return OTHER_CMK
         if info.seal.kms_key_arn == self.to_arn:
             return ALREADY
         return None
 
-    async def _rewrap(self, stored: Stored) -> None:
-        """Decrypt(old CMK), GenerateDataKey(target CMK), then the metadata replaced in place."""
-        bucket, info = self.options.target.bucket, stored.info
-        assert info is not None and isinstance(info.seal, KmsSeal)
+    def _customer_selected(self, key: str, seal: CustomerKeySeal) -> str | None:
+        """An SSE-C object is re-keyed only with both customer keys given, and when the old one is its key."""
+        if self.options.customer_keys is None:
+            return NEEDS_CUSTOMER_KEY
+        old, new = self.options.customer_keys
+        if self._fits(key, seal, new):
+            return ALREADY
+        return None if self._fits(key, seal, old) else WRONG_CUSTOMER_KEY
+
+    def _fits(self, key: str, seal: CustomerKeySeal, customer_key: CustomerKey) -> bool:
+        try:
+            self.store.keys.customer.open(self.options.target.bucket, key, seal, customer_key)
+        except WrongCustomerKey:
+            return False
+        return True
+
+    async def _new_seal(self, key: str, seal: Seal) -> tuple[ObjectKey, Seal]:
+        """OK and its new seal: Decrypt(old CMK) + GenerateDataKey(target CMK), or the new customer key's."""
+        bucket = self.options.target.bucket
+        if isinstance(seal, CustomerKeySeal):
+            assert self.options.customer_keys is not None
+            old, new = self.options.customer_keys
+            object_key = self.store.keys.customer.open(bucket, key, seal, old)
+            return object_key, self.store.keys.customer.reseal(bucket, key, object_key, new)
         kms = self.store.keys.kms
-        object_key = await kms.open(bucket, stored.key, info.seal)
+        object_key = await kms.open(bucket, key, seal)
         self.tally.kms_calls["Decrypt"] += 1
-        seal = await kms.reseal(bucket, stored.key, object_key, info.seal, self.to_arn)
+        resealed = await kms.reseal(bucket, key, object_key, seal, self.to_arn)
         self.tally.kms_calls["GenerateDataKey"] += 1
+        return object_key, resealed
+
+    async def _rewrap(self, stored: Stored) -> None:
+        """The new seal, then the metadata replaced in place."""
+        bucket, info = self.options.target.bucket, stored.info
+        assert info is not None
+        object_key, seal = await self._new_seal(stored.key, info.seal)
         headers = replaced_headers(stored.head, EncryptionInfo(seal, info.layout))
         if isinstance(info.layout, Multipart):
             manifest = await self.store.manifests.load(bucket, info.layout.upload_tag, object_key, stored.head)
@@ -263,7 +294,26 @@ async def copy_multipart_in_place(client: S3Client, bucket: str, key: str, etag:
 
 
 def _reason(outcome: str) -> str:
-    return {NEEDS_CUSTOMER_KEY: "an SSE-C object: its customer key is needed to re-key it"}.get(outcome, "")
+    return {NEEDS_CUSTOMER_KEY: "an SSE-C object: its customer key is needed to re-key it",
+            WRONG_CUSTOMER_KEY: "an SSE-C object under another customer key than --ssec-old-key"}.get(outcome, "")
+
+
+def customer_keys(old: Path | None, new: Path | None) -> tuple[CustomerKey, CustomerKey] | None:
+    """Both SSE-C key files read, or None; one without the other is a usage error."""
+    if old is None and new is None:
+        return None
+    if old is None or new is None:
+        raise UsageError("--ssec-old-key and --ssec-new-key go together")
+    return _customer_key(old), _customer_key(new)
+
+
+def _customer_key(path: Path) -> CustomerKey:
+    """32 raw bytes, or their base64 (as the x-amz-server-side-encryption-customer-key header has it)."""
+    try:
+        raw = path.read_bytes()
+        return CustomerKey(raw if len(raw) == 32 else base64.b64decode(raw.strip(), validate=True))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a 32-byte customer key ({exc})") from None
 
 
 async def run_rewrap(store: ObjectStore, options: Options, data_dir: Path) -> tuple[Tally, float]:
@@ -310,6 +360,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="go on from the checkpoint of an earlier run")
     parser.add_argument("--concurrency", type=int, default=16, help="objects at a time (default 16)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--ssec-old-key", type=Path, metavar="FILE",
+                        help="re-key SSE-C objects from this customer key (32 bytes, raw or base64) ...")
+    parser.add_argument("--ssec-new-key", type=Path, metavar="FILE", help="... to this one")
     parser.add_argument("--config", help="the gateway's TOML settings file")
 
 
@@ -322,7 +375,8 @@ def main(args: argparse.Namespace) -> int:
         if args.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         options = Options(Target.parse(args.target), args.to_kms_key_id, args.from_kms_key_id, args.older_than,
-                          args.dry_run, args.resume, args.concurrency, args.report)
+                          args.dry_run, args.resume, args.concurrency, args.report,
+                          customer_keys(args.ssec_old_key, args.ssec_new_key))
         config = load_config(args.config, os.environ)
         quiet_logging(config)
     except (UsageError, ConfigError) as exc:

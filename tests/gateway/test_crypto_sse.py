@@ -485,3 +485,14 @@ async def test_sse_s3_honours_the_key_the_caller_picked_and_ignores_a_context(pr
     object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3, OTHER_ARN, {"x": "y"}))
     assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, OTHER_ARN, {})
     assert await mode.open("bkt", "k", seal) == object_key
+
+
+def test_an_sse_c_reseal_keeps_the_object_key_under_the_new_customer_key_only() -> None:
+    mode = SseC(GATEWAY_SECRET)
+    new_key = CustomerKey(bytes(range(32, 64)))
+    object_key, seal = mode.create("bkt", "k", CUSTOMER_KEY)
+    resealed = mode.reseal("bkt", "k", object_key, new_key)
+    assert resealed.salt != seal.salt
+    assert mode.open("bkt", "k", resealed, new_key) == object_key
+    with pytest.raises(WrongCustomerKey):
+        mode.open("bkt", "k", resealed, CUSTOMER_KEY)

@@ -22,10 +22,12 @@ MULTIPART_BODY = os.urandom(5 * MIB) + os.urandom(1234)
 
 
 def tool_config(path: Path, moto, kms_url: str) -> Path:
-    """The settings a tool reads: moto upstream, the shared key service, its own data dir."""
+    """The settings a tool reads: moto upstream, the shared key service, the gateway's secret (SSE-C check
+    values are keyed with it), its own data dir."""
     path.write_text(f'''
 [gateway]
 data_dir = "{path.parent / 'tool-data'}"
+secret_file = "{path.parent / 'gw' / 'gateway.secret'}"
 
 [upstream]
 url = "{moto.url}"

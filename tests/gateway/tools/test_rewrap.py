@@ -162,14 +162,18 @@ def test_objects_newer_than_the_cutoff_are_left_alone(world) -> None:
     assert json.loads(report.read_text())["counts"] == {"newer-than-cutoff": 5}
 
 
-def test_an_sse_c_object_is_reported_as_needing_its_customer_key_and_exits_1(world) -> None:
+def ssec_args(customer_key: bytes) -> dict[str, str]:
     import base64
     import hashlib
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": base64.b64encode(customer_key).decode(),
+            "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(customer_key).digest()).decode()}
 
-    customer_key = bytes(range(32))
-    world.s3.put_object(Bucket=world.bucket, Key="ssec/secret", Body=b"customer keyed", SSECustomerAlgorithm="AES256",
-                        SSECustomerKey=base64.b64encode(customer_key).decode(),
-                        SSECustomerKeyMD5=base64.b64encode(hashlib.md5(customer_key).digest()).decode())
+
+OLD_CK, NEW_CK, OTHER_CK = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
+
+
+def test_an_sse_c_object_is_reported_as_needing_its_customer_key_and_exits_1(world) -> None:
+    world.s3.put_object(Bucket=world.bucket, Key="ssec/secret", Body=b"customer keyed", **ssec_args(OLD_CK))
     report = world.tmp_path / "ssec.json"
     done = gateway_tool("rewrap", f"s3://{world.bucket}/ssec/", "--to-kms-key-id", world.key_b,
                         "--report", str(report), config=world.config)
@@ -179,3 +183,37 @@ def test_an_sse_c_object_is_reported_as_needing_its_customer_key_and_exits_1(wor
     assert summary["problems"] == [{"key": "ssec/secret", "outcome": "needs-customer-key",
                                     "reason": "an SSE-C object: its customer key is needed to re-key it"}]
     assert "needs-customer-key: ssec/secret" in done.stdout
+
+
+def test_sse_c_objects_are_re_keyed_from_the_old_customer_key_to_the_new_one(world) -> None:
+    import base64
+
+    from botocore.exceptions import ClientError
+
+    world.s3.put_object(Bucket=world.bucket, Key="ssec/mine", Body=b"customer keyed", Metadata={"m": "1"},
+                        **ssec_args(OLD_CK))
+    world.s3.put_object(Bucket=world.bucket, Key="ssec/theirs", Body=b"someone else's", **ssec_args(OTHER_CK))
+    (world.tmp_path / "old.key").write_bytes(OLD_CK)
+    (world.tmp_path / "new.key").write_text(base64.b64encode(NEW_CK).decode() + "\n")
+    report = world.tmp_path / "rekey.json"
+    done = gateway_tool("rewrap", f"s3://{world.bucket}/ssec/", "--to-kms-key-id", world.key_b,
+                        "--ssec-old-key", str(world.tmp_path / "old.key"),
+                        "--ssec-new-key", str(world.tmp_path / "new.key"), "--report", str(report),
+                        config=world.config)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(report.read_text())
+    assert (summary["counts"], summary["kms_calls"]) == ({"rewrapped": 1, "other-customer-key": 1}, {})
+    answer = world.s3.get_object(Bucket=world.bucket, Key="ssec/mine", **ssec_args(NEW_CK))
+    assert (answer["Body"].read(), answer["Metadata"]) == (b"customer keyed", {"m": "1"})
+    with pytest.raises(ClientError) as refused:
+        world.s3.get_object(Bucket=world.bucket, Key="ssec/mine", **ssec_args(OLD_CK))
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert world.s3.get_object(Bucket=world.bucket, Key="ssec/theirs", **ssec_args(OTHER_CK))["Body"].read() == \
+        b"someone else's"
+
+
+def test_one_customer_key_without_the_other_is_a_usage_error(world) -> None:
+    (world.tmp_path / "old.key").write_bytes(OLD_CK)
+    done = gateway_tool("rewrap", f"s3://{world.bucket}", "--to-kms-key-id", world.key_b,
+                        "--ssec-old-key", str(world.tmp_path / "old.key"), config=world.config)
+    assert done.returncode == 2 and "go together" in done.stderr
