@@ -1,9 +1,9 @@
-"""`gateway rewrap` throughput: objects/s moved from one CMK to another, in process, against moto.
+"""`gateway rewrap` throughput: objects/s moved from one CMK to another, in process.
 
-    .venv/bin/python -m bench.rewrap_bench [--objects 300] [--concurrency 16]
+    .venv/bin/python -m bench.rewrap_bench [--objects 300] [--concurrency 16] [--upstream fast|moto]
 
-moto (no IAM) is the upstream: the fast bench upstream has no CopyObject, which a rewrap is made of.
-The key service is the embedded one, in this process. Objects are 4 KiB single-part objects; the size
+The upstream is ``bench.fast_upstream`` (its own process) or moto (no IAM). The key service is the
+embedded one, in this process. Objects are 4 KiB single-part objects; the size
 does not matter (no body is read or written by the gateway), only the count of requests per object:
 one HEAD, one CopyObject, one Decrypt and one GenerateDataKey.
 """
@@ -18,7 +18,7 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.support import start_moto_target
+from bench.support import UPSTREAM_KEY, Target as BenchTarget, start_bench_server, start_moto_target
 from gateway.config import GatewayConfig, UpstreamConfig
 from gateway.crypto.sse import KmsRequest
 from gateway.tools.rewrap import REWRAPPED, Options, run_rewrap
@@ -30,7 +30,8 @@ async def _one(data: bytes):
     yield data
 
 
-async def bench(url: str, key: tuple[str, str], objects: int, concurrency: int, workdir: Path) -> None:
+async def bench(upstream: str, url: str, key: tuple[str, str], objects: int, concurrency: int,
+                workdir: Path) -> None:
     config = GatewayConfig(data_dir=workdir, upstream=UpstreamConfig(url=url, access_key=key[0], secret_key=key[1]))
     bucket = f"rewrap-bench-{uuid.uuid4().hex[:8]}"
     async with object_store(config) as store:
@@ -46,7 +47,7 @@ async def bench(url: str, key: tuple[str, str], objects: int, concurrency: int, 
         started = time.monotonic()
         tally, seconds = await run_rewrap(store, Options(Target(bucket), target_arn, concurrency=concurrency), workdir)
         assert tally.counts[REWRAPPED] == objects, tally.counts
-        print(f"rewrap {objects} x 4 KiB objects against moto, concurrency {concurrency}: "
+        print(f"rewrap {objects} x 4 KiB objects against {upstream}, concurrency {concurrency}: "
               f"{objects / seconds:.1f} objects/s ({time.monotonic() - started:.2f} s)")
 
 
@@ -54,10 +55,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--upstream", choices=("fast", "moto"), default="fast")
     args = parser.parse_args()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as workdir:
-        target = start_moto_target(stack)
-        asyncio.run(bench(target.url, target.credentials, args.objects, args.concurrency, Path(workdir)))
+        target = (start_moto_target(stack) if args.upstream == "moto"
+                  else BenchTarget("fast", start_bench_server(stack, "fast_upstream").url, UPSTREAM_KEY))
+        asyncio.run(bench(args.upstream, target.url, target.credentials, args.objects, args.concurrency,
+                          Path(workdir)))
 
 
 if __name__ == "__main__":
