@@ -8,6 +8,7 @@ the gateway authenticates every ciphertext segment, so a synthetic body would fa
 
 Operations: CreateBucket, HeadBucket, ListObjectsV2 (prefix, max-keys), PutObject, GetObject (with
 Range and If-Match), HeadObject, DeleteObject, GetObjectTagging (always empty: what a copy reads),
+CopyObject of an object onto itself with REPLACEd metadata (what `gateway rewrap` makes),
 and multipart uploads: CreateMultipartUpload,
 UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts (max-parts, part-number-marker).
 Path-style addressing only.
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -229,6 +231,8 @@ class FastUpstream:
             return _error("NoSuchBucket", "The specified bucket does not exist", 404)
         if "uploads" in request.query or "uploadId" in request.query:
             return await self._multipart(request, bucket, key)
+        if request.method == "PUT" and "x-amz-copy-source" in request.headers:
+            return self._copy_in_place(request, bucket, key)
         if request.method == "PUT":
             return await self._put(request, bucket, key)
         obj = objects.get(key)
@@ -295,6 +299,21 @@ class FastUpstream:
         obj = await self._receive(request, spool=False)
         self.store.put(bucket, key, obj)
         return web.Response(status=200, headers={"ETag": obj.etag})
+
+    def _copy_in_place(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        """CopyObject of an object onto itself with new metadata (x-amz-metadata-directive: REPLACE), the
+        one copy `gateway rewrap` makes; x-amz-copy-source-if-match is honoured. The body is not touched."""
+        source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0]).lstrip("/")
+        if source != f"{bucket}/{key}" or request.headers.get("x-amz-metadata-directive") != "REPLACE":
+            return _error("NotImplemented", "only a metadata-replacing copy of an object onto itself", 501)
+        obj = self.store.buckets[bucket].get(key)
+        if obj is None:
+            return _error("NoSuchKey", "The specified key does not exist.", 404)
+        pinned = request.headers.get("x-amz-copy-source-if-match")
+        if pinned is not None and pinned.strip().strip('"') != obj.etag.strip('"'):
+            return _error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+        obj.headers, obj.last_modified = _kept_headers(request), formatdate(usegmt=True)
+        return _xml("CopyObjectResult", f"<ETag>{escape(obj.etag)}</ETag>")
 
     async def _multipart(self, request: web.Request, bucket: str, key: str) -> web.Response:
         if request.method == "POST" and "uploads" in request.query:

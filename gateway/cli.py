@@ -16,11 +16,22 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML settings file (GATEWAY_* environment variables override it)")
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
+    _add_key_tools(sub)
     return parser
+
+
+def _add_key_tools(sub: argparse._SubParsersAction) -> None:
+    """``gateway rewrap`` and ``gateway keys usage`` (gateway/tools): their own modules parse and run."""
+    from gateway.tools import keys_usage, rewrap
+    rewrap.add_arguments(sub.add_parser("rewrap", help="seal objects under another CMK without moving data"))
+    keys = sub.add_parser("keys", help="key reports").add_subparsers(dest="keys_command", required=True)
+    keys_usage.add_arguments(keys.add_parser("usage", help="objects only a CMK can read"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("rewrap", "keys"):
+        return _run_key_tool(args)
     try:
         config = load_config(args.config, os.environ, args.listen)
     except ConfigError as exc:
@@ -38,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_key_tool(args: argparse.Namespace) -> int:
+    from gateway.tools import keys_usage, rewrap
+    return rewrap.main(args) if args.command == "rewrap" else keys_usage.main(args)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,55 @@ def give_completed_uploads_an_acl() -> None:
     FakeMultipart._s3gw_default_acl = True  # type: ignore[attr-defined]
 
 
+def honour_copy_source_if_match() -> None:
+    """Make moto refuse a CopyObject or UploadPartCopy whose x-amz-copy-source-if-match names another
+    ETag than the source's, and a CompleteMultipartUpload whose If-Match names another ETag than the
+    object's (412 PreconditionFailed), as S3 does; moto checks neither. `gateway rewrap` pins its
+    in-place copies with them, so a write it races is never overwritten. Idempotent.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from moto.s3.exceptions import PreconditionFailed
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_s3gw_copy_source_if_match", False):
+        return
+
+    def pinned(method):  # type: ignore[no-untyped-def]
+        def checked(self: S3Response):  # type: ignore[no-untyped-def]
+            wanted = self.headers.get("x-amz-copy-source-if-match")
+            if wanted is not None:
+                source = urlparse(self.headers.get("x-amz-copy-source", ""))
+                bucket, _, key = unquote(source.path).lstrip("/").partition("/")
+                found = self.backend.get_object(bucket, key)
+                if found is not None and found.etag.strip('"') != wanted.strip().strip('"'):
+                    raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+            return method(self)
+        return checked
+
+    def complete_pinned(method):  # type: ignore[no-untyped-def]
+        """CompleteMultipartUpload with If-Match: only over the object with that ETag (S3's conditional write)."""
+        def checked(self: S3Response, request, body, bucket_name, query, key_name):  # type: ignore[no-untyped-def]
+            wanted = self.headers.get("If-Match")
+            if wanted is not None and query.get("uploadId"):
+                found = self.backend.get_object(bucket_name, key_name)
+                finished_here = found is not None and found.multipart and found.multipart.id == query["uploadId"][0]
+                if not finished_here and (found is None or found.etag.strip('"') != wanted.strip().strip('"')):
+                    raise PreconditionFailed(failed_condition="If-Match")
+            return method(self, request, body, bucket_name, query, key_name)
+        return checked
+
+    S3Response.copy_object = pinned(S3Response.copy_object)  # type: ignore[method-assign]
+    S3Response.upload_part_copy = pinned(S3Response.upload_part_copy)  # type: ignore[method-assign]
+    S3Response._key_response_post = complete_pinned(S3Response._key_response_post)  # type: ignore[method-assign]
+    S3Response._s3gw_copy_source_if_match = True  # type: ignore[attr-defined]
+
+
 def behave_as_s3() -> None:
     """Where moto differs from S3 in ways that lose data or break clients, make it behave as S3 does."""
     store_form_typed_bodies_raw()
     give_completed_uploads_an_acl()
+    honour_copy_source_if_match()
 
 
 def serve_moto(argv: list[str]) -> None:

@@ -55,6 +55,11 @@ class EmbeddedKeyProvider:
         with _as_s3_errors():
             return _data_key(await self._keys.decrypt(ciphertext, context))
 
+    async def key_arn(self, key_id: str) -> str:
+        """The ARN of the CMK ``key_id`` (id, ARN or alias) names: how tools compare a seal's CMK."""
+        with _as_s3_errors():
+            return await self._keys.key_arn(key_id)
+
     async def ensure_default_key(self) -> str:
         """Create ``alias/s3-gateway-default`` on first start; returns its key ARN."""
         with _as_s3_errors():
@@ -159,6 +164,10 @@ class RemoteKeyProvider:
     async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
         out = await self._call(self._client.decrypt, CiphertextBlob=ciphertext, EncryptionContext=dict(context))
         return DataKey(out["Plaintext"], ciphertext, out["KeyId"])
+
+    async def key_arn(self, key_id: str) -> str:
+        """The ARN of the CMK ``key_id`` (id, ARN or alias) names (DescribeKey)."""
+        return (await self._call(self._client.describe_key, KeyId=key_id))["KeyMetadata"]["Arn"]
 
 
 async def start_key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:

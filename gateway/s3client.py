@@ -457,12 +457,14 @@ class S3Client:
         return _put_result(await self._exchange(request))
 
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
-                                        parts: Sequence[tuple[int, str]]) -> CompleteResult:
+                                        parts: Sequence[tuple[int, str]], *,
+                                        if_match: str | None = None) -> CompleteResult:
         """Complete with ``parts`` (number, upstream ETag bare or quoted). S3 may fail after its 200 has
-        started: a 200 whose body is an ``<Error>`` raises UpstreamError with that code."""
+        started: a 200 whose body is an ``<Error>`` raises UpstreamError with that code. ``if_match``:
+        only over the object with that ETag (a 412 otherwise)."""
         body = _complete_body(parts)
-        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)], {}, body, len(body),
-                             None)
+        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)],
+                             {} if if_match is None else {"if-match": if_match}, body, len(body), None)
 
         async def attempt() -> CompleteResult:
             answer = await self._once(request, (200,), XML_LIMIT)
@@ -584,6 +586,53 @@ class S3Client:
         that is longer (capped)."""
         ceiling = self._backoff * 2 ** (number - 1)
         return max(ceiling / 2 + random.uniform(0, ceiling / 2), _retry_after(err))
+
+    # ------------------------------------------------------------ metadata in place, buckets (tools)
+
+    async def replace_metadata(self, bucket: str, key: str, headers: Mapping[str, str], *,
+                               if_match: str) -> PutResult:
+        """Replace an object's whole metadata set (``headers``: x-amz-meta-* and content headers) with a
+        CopyObject of the object onto itself; no body goes through the gateway. Pinned to ``if_match``:
+        an object changed since it was read is `ObjectChanged`, never overwritten. Retried on transient
+        failures: a second copy of the same source with the same metadata is the same object."""
+        return await self._copy(bucket, key, "PUT", [], {
+            **headers, "x-amz-metadata-directive": "REPLACE"}, if_match, "CopyObjectResult")
+
+    async def upload_part_copy(self, bucket: str, key: str, upload_id: str, part_number: int, *,
+                               source_range: tuple[int, int], if_match: str) -> str:
+        """One part of an upload copied upstream from bytes ``source_range`` (inclusive) of the object at
+        the same key, pinned to ``if_match`` (`ObjectChanged` otherwise); the part's upstream ETag."""
+        query = [("partNumber", str(part_number)), ("uploadId", upload_id)]
+        headers = {"x-amz-copy-source-range": f"bytes={source_range[0]}-{source_range[1]}"}
+        return (await self._copy(bucket, key, "PUT", query, headers, if_match, "CopyPartResult")).etag
+
+    async def list_buckets(self) -> list[str]:
+        """The names of every bucket the upstream credentials list."""
+        root = _xml((await self._exchange(_Request("GET", "/"))).body, "ListAllMyBucketsResult")
+        buckets = child(root, "Buckets")
+        return [] if buckets is None else [text(element, "Name") or "" for element in children(buckets, "Bucket")]
+
+    async def _copy(self, bucket: str, key: str, method: str, query: list[tuple[str, str]],
+                    headers: Mapping[str, str], if_match: str, result: str) -> PutResult:
+        """A server-side copy from the object at ``key`` itself; its result's ETag (S3 may fail a copy
+        after its 200 has started: such an ``<Error>`` body raises UpstreamError with its code)."""
+        if not if_match:
+            raise IntegrityError("a copy of an object is pinned to the ETag it was read with")
+        sent = {**headers, "x-amz-copy-source": object_path(bucket, key), "x-amz-copy-source-if-match": if_match}
+        request = _Request(method, object_path(bucket, key), query, sent)
+
+        async def attempt() -> PutResult:
+            async with await self._send(request) as response:
+                if response.status == 412:
+                    raise ObjectChanged(412, await read_up_to(response, ERROR_BODY_LIMIT), response.headers)
+                if response.status != 200:
+                    raise await _error_of(response)
+                body = await _read_limited(response, XML_LIMIT)
+            if parse_s3_error(body) is not None:
+                raise UpstreamError(200, body, response.headers)
+            etag = text(_xml(body, result), "ETag") or _etag(response.headers)
+            return PutResult(etag=etag, version_id=_version_id(response.headers), headers=response.headers)
+        return await self._retrying(request, attempt)
 
 
 class _OpenedBody:

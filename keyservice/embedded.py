@@ -85,6 +85,10 @@ class EmbeddedKeyService:
         out = await self._call("Decrypt", {"CiphertextBlob": ciphertext_blob, "EncryptionContext": dict(context)})
         return KmsDataKey(out["Plaintext"], ciphertext_blob, out["KeyId"])
 
+    async def key_arn(self, key_id: str) -> str:
+        """The ARN of the key ``key_id`` (id, ARN or alias) names (DescribeKey)."""
+        return (await self._call("DescribeKey", {"KeyId": key_id}))["KeyMetadata"]["Arn"]
+
     async def ensure_alias_key(self, alias: str, description: str) -> str:
         """The ARN of the key ``alias`` names, creating the key and the alias on first use."""
         try:

@@ -65,6 +65,9 @@ class KeyProvider(Protocol):
     async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
         """Unwrap a data key; raises the provider's own error if the context does not match."""
 
+    async def key_arn(self, key_id: str) -> str:
+        """The ARN of the CMK an id, ARN or alias names (DescribeKey): tools compare seals by ARN."""
+
 
 class CustomerKey:
     """An SSE-C key as the client sent it (validated by the protocol layer): never stored, never shown."""
@@ -219,6 +222,22 @@ class SseKms:
             raise IntegrityError("the data key belongs to another KMS key than the metadata names")
         return _unseal(_kek(data_key.plaintext, None, "kms", bucket, key), seal.sealed_key, seal.mode)
 
+    async def key_arn(self, key_id: str) -> str:
+        """The ARN of the CMK ``key_id`` names, as seals record it."""
+        return await self._provider.key_arn(key_id)
+
+    async def reseal(self, bucket: str, key: str, object_key: ObjectKey, seal: KmsSeal, to_key_id: str) -> KmsSeal:
+        """The same OK sealed under a fresh data key of ``to_key_id`` (one GenerateDataKey).
+
+        The body and a multipart manifest are encrypted under OK, not under the data key, so only
+        the seal changes: a rewrap moves no object bytes. Mode and client context are kept, so the
+        new data key is bound to the same encryption context the old one was.
+        """
+        context = s3_context(bucket, key, seal.kms_context)
+        data_key = await self._provider.generate_data_key(to_key_id, context)
+        sealed = object_key.seal(_kek(data_key.plaintext, None, "kms", bucket, key), _seal_aad(seal.mode))
+        return KmsSeal(seal.mode, sealed, data_key.key_arn, data_key.ciphertext, seal.kms_context)
+
 
 class SseC:
     """SSE-C: OK sealed under a key derived from the customer's key and a random salt.
@@ -244,6 +263,13 @@ class SseC:
         if not hmac.compare_digest(customer_key.check_value(self._secret, seal.salt), seal.check):
             raise WrongCustomerKey("the customer key does not match the object's key")
         return _unseal(customer_key.kek(seal.salt, bucket, key), seal.sealed_key, SseMode.CUSTOMER)
+
+    def reseal(self, bucket: str, key: str, object_key: ObjectKey, new_key: CustomerKey) -> CustomerKeySeal:
+        """The same OK sealed under another customer key (fresh salt and check value): an SSE-C
+        object re-keyed without its body, which is encrypted under OK, moving."""
+        salt = os.urandom(SSEC_SALT_SIZE)
+        sealed = object_key.seal(new_key.kek(salt, bucket, key), _seal_aad(SseMode.CUSTOMER))
+        return CustomerKeySeal(sealed, salt, new_key.check_value(self._secret, salt))
 
 
 class ObjectKeys:

@@ -125,6 +125,28 @@ async def test_sse_s3_uses_the_default_key_and_keeps_its_mode_name(provider) -> 
     assert await mode.open("bkt", "k", seal) == object_key
 
 
+async def test_reseal_keeps_the_object_key_and_context_under_the_target_cmk_with_one_kms_call(provider) -> None:
+    mode = SseKms(provider)
+    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
+    params, body = encrypt_body(object_key, b"stays encrypted as it was")
+    provider.calls.clear()
+    resealed = await mode.reseal("bkt", "dir/obj", object_key, seal, DEFAULT_ARN)
+    assert provider.calls == ["GenerateDataKey"]
+    assert (resealed.mode, resealed.kms_key_arn, dict(resealed.kms_context)) == (SseMode.KMS, DEFAULT_ARN,
+                                                                                   {"project": "blue"})
+    assert resealed.wrapped_data_key != seal.wrapped_data_key
+    reopened = await mode.open("bkt", "dir/obj", resealed)
+    assert decrypt_body(reopened, params, 25, body) == b"stays encrypted as it was"
+
+
+async def test_a_resealed_sse_s3_seal_stays_sse_s3(provider) -> None:
+    mode = SseKms(provider)
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3))
+    resealed = await mode.reseal("bkt", "k", object_key, seal, OTHER_ARN)
+    assert (resealed.mode, resealed.kms_key_arn) == (SseMode.S3, OTHER_ARN)
+    assert await mode.open("bkt", "k", resealed) == object_key
+
+
 async def test_each_object_gets_a_fresh_object_key_and_seal(provider) -> None:
     mode = SseKms(provider)
     first_key, first = await mode.create("bkt", "k", KMS_REQUEST)
@@ -463,3 +485,14 @@ async def test_sse_s3_honours_the_key_the_caller_picked_and_ignores_a_context(pr
     object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3, OTHER_ARN, {"x": "y"}))
     assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, OTHER_ARN, {})
     assert await mode.open("bkt", "k", seal) == object_key
+
+
+def test_an_sse_c_reseal_keeps_the_object_key_under_the_new_customer_key_only() -> None:
+    mode = SseC(GATEWAY_SECRET)
+    new_key = CustomerKey(bytes(range(32, 64)))
+    object_key, seal = mode.create("bkt", "k", CUSTOMER_KEY)
+    resealed = mode.reseal("bkt", "k", object_key, new_key)
+    assert resealed.salt != seal.salt
+    assert mode.open("bkt", "k", resealed, new_key) == object_key
+    with pytest.raises(WrongCustomerKey):
+        mode.open("bkt", "k", resealed, CUSTOMER_KEY)
