@@ -410,7 +410,10 @@ async def _migrate_all(store: ObjectStore, target: Target, todo: list[Entry], co
 
         async def one(entry: Entry) -> Outcome:
             async with limit:
-                outcome = await migrate_object(store, target.bucket, entry, request)
+                try:
+                    outcome = await migrate_object(store, target.bucket, entry, request)
+                except Exception as exc:  # the key service refusing, a broken connection: this object only
+                    outcome = Outcome(entry.key, "failed", entry.size, f"{type(exc).__name__}: {exc}")
             progress.advance(entry.size)
             return outcome
         outcomes = await asyncio.gather(*(one(entry) for entry in batch))
@@ -488,6 +491,7 @@ async def run_command(args: argparse.Namespace, config: GatewayConfig, target: T
     report_path = Path(args.report) if args.report else state_dir / (state_name(target) + ".report.json")
     request = kms_request(config, target.bucket, args.kms_key_id)
     async with object_store(config) as store:
+        await _check_bucket(store, target.bucket)
         run = await migrate(store, target, dry_run=args.dry_run, concurrency=args.concurrency, request=request,
                             checkpoint=checkpoint, say=lambda text: print(text, flush=True),
                             progress_stream=sys.stderr)
@@ -495,6 +499,15 @@ async def run_command(args: argparse.Namespace, config: GatewayConfig, target: T
     if not args.dry_run:
         print(summary(run, report_path), flush=True)
     return run.exit_code
+
+
+async def _check_bucket(store: ObjectStore, bucket: str) -> None:
+    """A bucket that is not there (or not ours to list) is a usage error, said before anything starts."""
+    try:
+        await store.client.list_objects_v2(bucket, max_keys=1)
+    except UpstreamError as exc:
+        reason = "does not exist" if exc.not_found else f"cannot be listed (upstream {exc.status})"
+        raise UsageError(f"bucket {bucket} {reason}") from None
 
 
 def main(args: argparse.Namespace) -> int:

@@ -209,6 +209,9 @@ def test_a_prefix_is_migrated_alone_and_does_not_mark_the_bucket(upstream_s3, le
     (["s3://"], "gateway migrate: target 's3://' names no bucket"),
     (["s3://b/.s3gw/x"], "gateway migrate: prefix '.s3gw/x' is reserved by the gateway"),
     (["s3://b", "--concurrency", "0"], "argument --concurrency: must be at least 1"),
+    (["s3://no-such-bucket-for-migrate"], "gateway migrate: bucket no-such-bucket-for-migrate does not exist"),
+    (["s3://b", "--concurrency", "40"], "gateway migrate: --concurrency 40 needs 3 upstream connections per "
+                                        "object; upstream.pool_size is 100"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(config_file, args, message):
     done = migrate(config_file, *args)
