@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.objects.reading import ObjectRef
+from gateway.tools.migrate import Progress
 from gateway.tools.runtime import object_store
 from tests.gateway.conftest import _config_toml
 from tests.support.process import VENV_BIN
@@ -217,3 +219,12 @@ def test_bad_arguments_exit_2_with_a_clear_message(config_file, args, message):
     done = migrate(config_file, *args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_progress_without_a_terminal_is_a_plain_line():
+    stream = io.StringIO()
+    progress = Progress(2, 3 * MiB, stream)
+    progress.advance(MiB)
+    progress.advance(2 * MiB)
+    progress.close()
+    assert stream.getvalue() == "migrated 2/2 objects, 3.0/3.0 MiB\n"
