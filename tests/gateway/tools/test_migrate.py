@@ -228,3 +228,26 @@ def test_progress_without_a_terminal_is_a_plain_line():
     progress.advance(2 * MiB)
     progress.close()
     assert stream.getvalue() == "migrated 2/2 objects, 3.0/3.0 MiB\n"
+
+
+async def test_an_object_overwritten_between_its_read_and_its_write_is_not_clobbered(upstream_s3, legacy_bucket,
+                                                                                     config_file, monkeypatch):
+    """The conditional write itself (moto honours If-Match on PutObject): the overwrite lands after the
+    migration's GET, while it reads the tags, so only the upstream's 412 can save the new content."""
+    from gateway.objects.reading import StoredObject
+    from gateway.tools.migrate import Entry, migrate_object, kms_request
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="raced", Body=b"old content")
+    etag = upstream_s3.head_object(Bucket=legacy_bucket, Key="raced")["ETag"]
+    real_tags = StoredObject.tags
+
+    async def overwrite_then_tags(stored):
+        upstream_s3.put_object(Bucket=legacy_bucket, Key="raced", Body=b"new content")
+        return await real_tags(stored)
+    monkeypatch.setattr(StoredObject, "tags", overwrite_then_tags)
+    config = load_config(config_file, _env())
+    async with object_store(config) as store:
+        outcome = await migrate_object(store, legacy_bucket, Entry("raced", 11, etag, "plaintext"),
+                                       kms_request(config, legacy_bucket, None))
+    assert (outcome.status, outcome.reason) == ("changed", "changed meanwhile (the upstream refused the "
+                                                           "conditional write); left as the other writer stored it")
+    assert upstream_s3.get_object(Bucket=legacy_bucket, Key="raced")["Body"].read() == b"new content"
