@@ -251,3 +251,25 @@ async def test_an_object_overwritten_between_its_read_and_its_write_is_not_clobb
     assert (outcome.status, outcome.reason) == ("changed", "changed meanwhile (the upstream refused the "
                                                            "conditional write); left as the other writer stored it")
     assert upstream_s3.get_object(Bucket=legacy_bucket, Key="raced")["Body"].read() == b"new content"
+
+
+def test_a_gateway_started_on_the_tools_data_dir_serves_the_migrated_objects(upstream_s3, legacy_bucket,
+                                                                              config_file):
+    from tests.support.clients import s3_client
+    from tests.support.process import start_server
+    from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
+    bodies = {"x": b"", "y/z": os.urandom(70_000)}
+    for key, body in bodies.items():
+        upstream_s3.put_object(Bucket=legacy_bucket, Key=key, Body=body, Metadata={"kept": key})
+    assert migrate(config_file, f"s3://{legacy_bucket}").returncode == 0
+    server = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config_file),
+                           "--listen", "127.0.0.1:0"], timeout=60)
+    try:
+        s3 = s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        for key, body in bodies.items():
+            got = s3.get_object(Bucket=legacy_bucket, Key=key)
+            assert (got["Body"].read(), got["Metadata"]) == (body, {"kept": key})
+        listed = s3.list_objects_v2(Bucket=legacy_bucket)["Contents"]
+        assert {entry["Key"]: entry["Size"] for entry in listed} == {"x": 0, "y/z": 70_000}
+    finally:
+        server.stop()
