@@ -273,3 +273,20 @@ def test_a_gateway_started_on_the_tools_data_dir_serves_the_migrated_objects(ups
         assert {entry["Key"]: entry["Size"] for entry in listed} == {"x": 0, "y/z": 70_000}
     finally:
         server.stop()
+
+
+def test_ctrl_c_stops_with_exit_1_and_resume_finishes_the_rest(upstream_s3, legacy_bucket, config_file):
+    bodies = seed_small(upstream_s3, legacy_bucket, 60)
+    checkpoint_dir = config_file.parent / "data" / "migrate"
+    process = start_migrate(config_file, f"s3://{legacy_bucket}", "--concurrency", "1")
+    while not list(checkpoint_dir.glob("*.checkpoint.json")):
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1, output
+    assert "gateway migrate: interrupted; run again with --resume to continue" in output
+    resumed = migrate(config_file, f"s3://{legacy_bucket}", "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert report_of(config_file, legacy_bucket)["counts"]["migrated_earlier"] >= 16
+    assert read_all(config_file, legacy_bucket, bodies) == bodies
