@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto import metadata
@@ -189,7 +189,7 @@ def preserved_headers(head: ObjectHead, tags: list[tuple[str, str]]) -> dict[str
         if lower.startswith("x-amz-meta-") and not metadata.is_reserved(lower):
             headers[lower] = value
     if tags:
-        headers["x-amz-tagging"] = urlencode(tags)
+        headers["x-amz-tagging"] = urlencode(tags, quote_via=quote)  # a space as %20, not +
     storage_class = head.headers.get("x-amz-storage-class")
     if storage_class and storage_class != "STANDARD":
         headers["x-amz-storage-class"] = storage_class

@@ -62,9 +62,12 @@ def seed(upstream_s3, bucket: str) -> dict[str, bytes]:
                                ContentDisposition=f'attachment; filename="{key[2:]}"', CacheControl="max-age=60",
                                Metadata={"owner": "legacy", "n": str(len(body))},
                                Tagging=f"class=legacy&size={len(body)}")
+    upstream_s3.copy_object(Bucket=bucket, Key="b/nineteen", CopySource={"Bucket": bucket, "Key": "b/nineteen"},
+                            StorageClass="STANDARD_IA")  # metadata and tags are copied along
     body = os.urandom(MULTIPART_SIZE)
     upload = upstream_s3.create_multipart_upload(Bucket=bucket, Key=MULTIPART_KEY, ContentType="video/x-test",
-                                                 Metadata={"owner": "legacy"}, Tagging="class=multipart")
+                                                 Metadata={"owner": "legacy"},
+                                                 Tagging="class=multipart&note=a%20b%3Dc%2Bd")
     parts = []
     for number, start in enumerate(range(0, MULTIPART_SIZE, 8 * MiB), 1):
         answer = upstream_s3.upload_part(Bucket=bucket, Key=MULTIPART_KEY, UploadId=upload["UploadId"],
@@ -136,11 +139,12 @@ def test_migrate_encrypts_every_object_in_place_keeping_content_metadata_tags_an
         assert head["Metadata"]["x-gw-v"] == "1" and head["Metadata"]["owner"] == "legacy"
         tags = {t["Key"]: t["Value"] for t in upstream_s3.get_object_tagging(Bucket=legacy_bucket, Key=key)["TagSet"]}
         if key == MULTIPART_KEY:
-            assert head["ContentType"] == "video/x-test" and tags == {"class": "multipart"}
+            assert head["ContentType"] == "video/x-test" and tags == {"class": "multipart", "note": "a b=c+d"}
         else:
             assert head["ContentType"] == "application/x-test" and head["CacheControl"] == "max-age=60"
             assert head["ContentDisposition"] == f'attachment; filename="{key[2:]}"'
             assert head["Metadata"]["n"] == str(len(body)) and tags == {"class": "legacy", "size": str(len(body))}
+            assert head.get("StorageClass") == ("STANDARD_IA" if key == "b/nineteen" else None)
     assert asyncio.run(_marked(config_file, legacy_bucket)) is True
 
     again = migrate(config_file, f"s3://{legacy_bucket}")
