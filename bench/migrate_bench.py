@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,11 @@ async def _seed(target: Target, bucket: str, count: int, size: int, large: int) 
             await client.put(target, f"/{bucket}/large/object", stream(), large)
 
 
+def _peak_rss_mib() -> float:
+    """The largest resident set of any child waited for so far (Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def _timed(config: Path, *args: str) -> float:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "gateway", "migrate", *args, "--config", str(config)],
@@ -73,7 +79,7 @@ def main() -> None:
             whole = _timed(config, f"s3://{bucket}", *concurrency)
             print(f"{bucket}: {amount} {unit} in {whole:.2f} s (dry run {dry:.2f} s): "
                   f"{amount / whole:.1f} {unit}/s overall, {amount / max(whole - dry, 1e-9):.1f} {unit}/s net "
-                  f"of start-up and inventory", flush=True)
+                  f"of start-up and inventory; peak RSS of the tool so far {_peak_rss_mib():.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -236,10 +236,10 @@ async def migrate_object(store: ObjectStore, bucket: str, entry: Entry, request:
                     return Outcome(key, "changed", opened.size, "changed meanwhile (the upstream refused the "
                                    "conditional write); left as the other writer stored it")
                 raise
-            except Exception as exc:
+            except Exception:
                 if _changed(source.failure):
                     return Outcome(key, "changed", opened.size, "changed while it was being read")
-                raise exc
+                raise
             size, digest = opened.size, source.digest.hexdigest()
     except UpstreamError as exc:
         if exc.not_found or exc.precondition_failed:

@@ -179,7 +179,7 @@ def test_resume_after_sigkill_finishes_without_redoing_or_double_encrypting(upst
 
 def test_an_object_overwritten_during_the_migration_is_reported_and_its_new_content_kept(upstream_s3, legacy_bucket,
                                                                                          config_file):
-    bodies = seed_small(upstream_s3, legacy_bucket, 60)
+    seed_small(upstream_s3, legacy_bucket, 60)
     checkpoint_dir = config_file.parent / "data" / "migrate"
     process = start_migrate(config_file, f"s3://{legacy_bucket}", "--concurrency", "1")
     while not list(checkpoint_dir.glob("*.checkpoint.json")):
