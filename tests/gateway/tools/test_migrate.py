@@ -78,8 +78,8 @@ def seed(upstream_s3, bucket: str) -> dict[str, bytes]:
     return {**bodies, MULTIPART_KEY: body}
 
 
-def seed_small(upstream_s3, bucket: str, count: int, size: int = 1024) -> dict[str, bytes]:
-    bodies = {f"k{number:04d}": os.urandom(size) for number in range(count)}
+def seed_small(upstream_s3, bucket: str, count: int, size: int = 1024, prefix: str = "") -> dict[str, bytes]:
+    bodies = {f"{prefix}k{number:04d}": os.urandom(size) for number in range(count)}
     for key, body in bodies.items():
         upstream_s3.put_object(Bucket=bucket, Key=key, Body=body)
     return bodies
@@ -294,3 +294,39 @@ def test_ctrl_c_stops_with_exit_1_and_resume_finishes_the_rest(upstream_s3, lega
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert report_of(config_file, legacy_bucket)["counts"]["migrated_earlier"] >= 16
     assert read_all(config_file, legacy_bucket, bodies) == bodies
+
+
+def test_sigkill_at_random_points_then_resume_loses_nothing_and_encrypts_nothing_twice(upstream_s3, legacy_bucket,
+                                                                                      config_file):
+    """Each run is killed a random moment after its first new checkpoint: in the middle of a batch, in
+    the middle of a large object's stream, between a write and its checkpoint (that object is then
+    found encrypted by the next run, and counted so)."""
+    import random
+    chance = random.Random(9)
+    bodies = {**seed_small(upstream_s3, legacy_bucket, 20, prefix="0/"), **seed(upstream_s3, legacy_bucket),
+              **seed_small(upstream_s3, legacy_bucket, 40)}
+    checkpoint_dir = config_file.parent / "data" / "migrate"
+    finished = 0
+    for _ in range(3):
+        process = start_migrate(config_file, f"s3://{legacy_bucket}", "--resume", "--concurrency", "2")
+        while process.poll() is None and _checkpointed(checkpoint_dir) <= finished:
+            time.sleep(0.005)
+        time.sleep(chance.uniform(0.0, 0.4))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _checkpointed(checkpoint_dir) > finished
+        finished = _checkpointed(checkpoint_dir)
+    assert finished < len(bodies)
+    resumed = migrate(config_file, f"s3://{legacy_bucket}", "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    report = report_of(config_file, legacy_bucket)
+    assert report["counts"]["migrated_earlier"] == finished
+    assert report["marked_no_plaintext"] is True and report["failed"] == [] and report["skipped"] == []
+    assert {key: _digest(body) for key, body in read_all(config_file, legacy_bucket, bodies).items()} == \
+        {key: _digest(body) for key, body in bodies.items()}
+
+
+def _checkpointed(directory: Path) -> int:
+    """Objects the checkpoint names as done (0 before the first one)."""
+    found = list(directory.glob("*.checkpoint.json"))
+    return len(json.loads(found[0].read_text())["done"]) if found else 0
