@@ -6,7 +6,7 @@ service start, inventory HEADs), then the migration (read, encrypt, conditional 
 verify, checkpoint). The migration's rate is given from its whole wall time and net of the dry run.
 fast_upstream ignores If-Match on PUT; the header is still sent, so the work measured is the same.
 
-    .venv/bin/python -m bench.migrate_bench [--objects 2000] [--size 4096] [--large-mib 256] [--concurrency 8]
+    .venv/bin/python -m bench.migrate_bench [--objects 2000] [--size 4096] [--large-mib 256] [--concurrency 8] [--upstream fast|moto]
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.support import (MIB, REPO_ROOT, UPSTREAM_KEY, S3Client, Target, gateway_config, start_bench_server)
+from bench.support import (MIB, REPO_ROOT, UPSTREAM_KEY, S3Client, Target, gateway_config, start_bench_server,
+                           start_moto_target)
 
 
 async def _seed(target: Target, bucket: str, count: int, size: int, large: int) -> None:
@@ -67,10 +68,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--upstream", choices=("fast", "moto"), default="fast")
     args = parser.parse_args()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as workdir:
-        upstream = Target("fast", start_bench_server(stack, "fast_upstream").url, UPSTREAM_KEY)
-        config = gateway_config(Path(workdir), upstream.url, UPSTREAM_KEY)
+        upstream = (Target("fast", start_bench_server(stack, "fast_upstream").url, UPSTREAM_KEY)
+                    if args.upstream == "fast" else start_moto_target(stack))
+        config = gateway_config(Path(workdir), upstream.url, upstream.credentials)
         concurrency = ("--concurrency", str(args.concurrency))
         asyncio.run(_seed(upstream, "small", args.objects, args.size, 0))
         asyncio.run(_seed(upstream, "large", 0, 0, args.large_mib * MIB))
