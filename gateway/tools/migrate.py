@@ -516,6 +516,7 @@ def main(args: argparse.Namespace) -> int:
     from common.logsetup import configure_logging, parse_level
     from gateway.config import secrets_of
     from keyservice.embedded import ConfigError as KeyServiceConfigError
+    from keyservice.store import StoreInUse
     try:
         target = parse_target(args.target)
         config = tool_config(load_config(args.config, os.environ), target.bucket)
@@ -523,6 +524,9 @@ def main(args: argparse.Namespace) -> int:
         return run(run_command(args, config, target))
     except (UsageError, ConfigError, KeyServiceConfigError) as exc:
         print(f"gateway migrate: {exc}", file=sys.stderr)
+        return 2
+    except StoreInUse as exc:  # the gateway runs on this data_dir with its embedded key service
+        print(f"gateway migrate: {exc}; stop the gateway while migrating", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gateway migrate: interrupted; run again with --resume to continue", file=sys.stderr)

@@ -257,7 +257,7 @@ async def test_an_object_overwritten_between_its_read_and_its_write_is_not_clobb
     assert upstream_s3.get_object(Bucket=legacy_bucket, Key="raced")["Body"].read() == b"new content"
 
 
-def test_a_gateway_started_on_the_tools_data_dir_serves_the_migrated_objects(upstream_s3, legacy_bucket,
+def test_a_gateway_started_on_the_tools_data_dir_serves_the_migrated_objects_and_refuses_the_tool_meanwhile(upstream_s3, legacy_bucket,
                                                                               config_file):
     from tests.support.clients import s3_client
     from tests.support.process import start_server
@@ -275,6 +275,10 @@ def test_a_gateway_started_on_the_tools_data_dir_serves_the_migrated_objects(ups
             assert (got["Body"].read(), got["Metadata"]) == (body, {"kept": key})
         listed = s3.list_objects_v2(Bucket=legacy_bucket)["Contents"]
         assert {entry["Key"]: entry["Size"] for entry in listed} == {"x": 0, "y/z": 70_000}
+        refused = migrate(config_file, f"s3://{legacy_bucket}")  # the gateway owns the embedded key store
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "\ngateway migrate: the key store in " in refused.stderr
+        assert refused.stderr.endswith("; stop the gateway while migrating\n")
     finally:
         server.stop()
 
