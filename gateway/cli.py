@@ -1,4 +1,5 @@
-"""``gateway serve --config FILE [--listen HOST:PORT]``: load and validate settings, then serve."""
+"""``gateway serve --config FILE [--listen HOST:PORT]``: load and validate settings, then serve.
+``gateway migrate s3://BUCKET[/PREFIX] ...``: encrypt legacy objects in place (gateway/tools/migrate.py)."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML settings file (GATEWAY_* environment variables override it)")
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
+    from gateway.tools import migrate
+    migrate.add_parser(sub)
     _add_key_tools(sub)
     return parser
 
@@ -30,6 +33,9 @@ def _add_key_tools(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "migrate":
+        from gateway.tools import migrate
+        return migrate.main(args)
     if args.command in ("rewrap", "keys"):
         return _run_key_tool(args)
     try:

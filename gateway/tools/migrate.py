@@ -1,0 +1,533 @@
+"""``gateway migrate s3://BUCKET[/PREFIX]``: encrypt legacy (plaintext) objects in place (issue 9).
+
+    inventory   list the prefix (the reserved ``.s3gw/`` keys skipped), HEAD each object and classify it:
+                plaintext, encrypted (by mode and CMK) or unreadable metadata; --dry-run stops here
+    migrate     each plaintext object read through the object layer (one GET, the body streamed) and
+                written back encrypted with If-Match on the ETag that GET saw, so an object changed
+                meanwhile is never clobbered: the upstream answers 412 (404 if deleted) and the object
+                is reported as changed, with whatever the other writer stored left intact
+    verify      the stored object read back through the object layer; its plaintext SHA-256 must equal
+                the one computed while copying before the object counts as done
+    checkpoint  after every batch, atomically, in data_dir: the keys done; --resume skips them. An
+                object whose write landed but whose batch was not checkpointed is found encrypted by the
+                inventory HEAD and counted as such: nothing is ever encrypted twice
+    mark        a whole bucket migrated with no plaintext left is recorded as holding no plaintext
+
+Tags are read before the write; a tag change between that read and the write is not seen (tags do not
+change the ETag). Memory stays constant per object: bodies are streamed, never held.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote, urlencode
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.crypto import metadata
+from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
+from gateway.crypto.stream import IntegrityError
+from gateway.objects.reading import ObjectRef
+from gateway.objects.store import ObjectStore
+from gateway.reserved import is_reserved_key
+from gateway.s3client import ObjectHead, UpstreamError
+from gateway.s3errors import S3Error
+
+PLAINTEXT = "plaintext"
+UNREADABLE = "unreadable"
+CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
+                   "cache-control", "expires")
+BATCH = 16  # objects per checkpoint: a killed run redoes at most this many HEADs, never a write
+PLAIN_PROGRESS_SECONDS = 5.0
+
+
+class UsageError(Exception):
+    """A bad target or option: exit code 2 with this message."""
+
+
+# ------------------------------------------------------------ arguments and target
+
+@dataclass(frozen=True)
+class Target:
+    bucket: str
+    prefix: str
+
+    @property
+    def whole_bucket(self) -> bool:
+        return not self.prefix
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def parse_target(text: str) -> Target:
+    """``s3://BUCKET[/PREFIX]``; anything else is a usage error naming the expected form."""
+    if not text.startswith("s3://"):
+        raise UsageError(f"target {text!r} must be s3://BUCKET[/PREFIX]")
+    bucket, _, prefix = text[len("s3://"):].partition("/")
+    if not bucket:
+        raise UsageError(f"target {text!r} names no bucket (expected s3://BUCKET[/PREFIX])")
+    if is_reserved_key(prefix):
+        raise UsageError(f"prefix {prefix!r} is reserved by the gateway")
+    return Target(bucket, prefix)
+
+
+def add_parser(sub: Any) -> None:
+    """The ``migrate`` subcommand, added to the gateway's command line (gateway/cli.py)."""
+    parser = sub.add_parser("migrate", help="encrypt legacy plaintext objects in place")
+    parser.add_argument("target", help="s3://BUCKET[/PREFIX]")
+    parser.add_argument("--config", help="TOML settings file (GATEWAY_* environment variables override it)")
+    parser.add_argument("--dry-run", action="store_true", help="inventory and report only; write nothing")
+    parser.add_argument("--concurrency", type=_positive, default=4, help="objects migrated at once (default 4)")
+    parser.add_argument("--kms-key-id", help="CMK to encrypt with (default: the bucket's or gateway's)")
+    parser.add_argument("--resume", action="store_true", help="skip the objects a previous run checkpointed")
+    parser.add_argument("--report", help="JSON report file (default: in data_dir/migrate/)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# ------------------------------------------------------------ inventory
+
+@dataclass
+class Entry:
+    key: str
+    size: int
+    etag: str
+    klass: str
+
+
+def classify(head: ObjectHead) -> str:
+    """plaintext, ``MODE`` or ``MODE:CMK-ARN`` for an encrypted object, or unreadable metadata."""
+    try:
+        info = metadata.decode(head.headers)
+    except (IntegrityError, ValueError):
+        return UNREADABLE
+    if info is None:
+        return PLAINTEXT
+    seal = info.seal
+    if isinstance(seal, KmsSeal):
+        return f"{seal.mode.value}:{seal.kms_key_arn}"
+    return SseMode.CUSTOMER.value
+
+
+async def listed(store: ObjectStore, target: Target) -> AsyncIterator[tuple[str, int, str]]:
+    """Every (key, size, ETag) under the prefix, the gateway's reserved keys left out."""
+    token: str | None = None
+    while True:
+        page = await store.client.list_objects_v2(target.bucket, prefix=target.prefix, continuation_token=token)
+        for entry in page.entries:
+            if not is_reserved_key(entry.key):
+                yield entry.key, entry.size, entry.etag
+        if not page.truncated or not page.next_token:
+            return
+        token = page.next_token
+
+
+async def inventory(store: ObjectStore, target: Target, done: set[str], concurrency: int) -> list[Entry]:
+    """Every object classified by a HEAD, in key order; keys a previous run finished are not HEADed
+    again (they were verified encrypted then)."""
+    limit = asyncio.Semaphore(concurrency * 2)
+
+    async def one(key: str, size: int, etag: str) -> Entry:
+        if key in done:
+            return Entry(key, size, etag, "migrated earlier")
+        async with limit:
+            try:
+                head = await store.client.head_object(target.bucket, key)
+            except UpstreamError as exc:
+                if exc.not_found:  # deleted since it was listed
+                    return Entry(key, 0, etag, "gone")
+                raise
+        return Entry(key, head.size, head.etag, classify(head))
+    found = [item async for item in listed(store, target)]
+    return [entry for entry in await asyncio.gather(*(one(*item) for item in found)) if entry.klass != "gone"]
+
+
+def tally(entries: list[Entry]) -> dict[str, dict[str, int]]:
+    """Objects and bytes per class (a plaintext object's bytes are its size; an encrypted one's stored size)."""
+    classes: dict[str, dict[str, int]] = {}
+    for entry in entries:
+        counts = classes.setdefault(entry.klass, {"objects": 0, "bytes": 0})
+        counts["objects"] += 1
+        counts["bytes"] += entry.size
+    return dict(sorted(classes.items()))
+
+
+# ------------------------------------------------------------ one object
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # done | changed | failed | encrypted (found encrypted when it was read)
+    size: int = 0
+    reason: str = ""
+    sha256: str = ""
+    etag: str = ""
+
+
+def preserved_headers(head: ObjectHead, tags: list[tuple[str, str]]) -> dict[str, str]:
+    """What the rewritten object must keep: content headers, user metadata, tags, storage class."""
+    headers = {name: head.headers[name] for name in CONTENT_HEADERS if name in head.headers}
+    for name, value in head.headers.items():
+        lower = name.lower()
+        if lower.startswith("x-amz-meta-") and not metadata.is_reserved(lower):
+            headers[lower] = value
+    if tags:
+        headers["x-amz-tagging"] = urlencode(tags, quote_via=quote)  # a space as %20, not +
+    storage_class = head.headers.get("x-amz-storage-class")
+    if storage_class and storage_class != "STANDARD":
+        headers["x-amz-storage-class"] = storage_class
+    return headers
+
+
+class _Hashing:
+    """A plaintext stream passed through while its SHA-256 is taken; remembers a source read failure
+    (the object changed under the pinned read), which the upload only sees as a broken body."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.digest = hashlib.sha256()
+        self.failure: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks:
+                self.digest.update(chunk)
+                yield chunk
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+
+async def migrate_object(store: ObjectStore, bucket: str, entry: Entry, request: KmsRequest) -> Outcome:
+    """Encrypt one plaintext object in place, then verify it; never clobbers a newer version. The read
+    is pinned to the version the inventory classified, so what is migrated is what was counted: an
+    object changed since is reported (a later run migrates it), not silently taken as found."""
+    key = entry.key
+    try:
+        async with store.reader.stat(ObjectRef(bucket, key), with_body=True,
+                                     headers={"If-Match": entry.etag}) as stored:
+            if stored.encrypted:
+                return Outcome(key, "encrypted", stored.size)
+            headers = preserved_headers(stored.head, await stored.tags())
+            opened = await stored.open(None)
+            source = _Hashing(opened.chunks())
+            try:
+                written = await store.writer.put(bucket, key, headers, request, source.__aiter__(), opened.size,
+                                                 if_match=stored.head.etag)
+            except UpstreamError as exc:
+                if exc.precondition_failed or exc.not_found:
+                    return Outcome(key, "changed", opened.size, "changed meanwhile (the upstream refused the "
+                                   "conditional write); left as the other writer stored it")
+                raise
+            except Exception:
+                if _changed(source.failure):
+                    return Outcome(key, "changed", opened.size, "changed while it was being read")
+                raise
+            size, digest = opened.size, source.digest.hexdigest()
+    except UpstreamError as exc:
+        if exc.not_found or exc.precondition_failed:
+            return Outcome(key, "changed", entry.size, "changed or deleted since the inventory; left as it is")
+        return Outcome(key, "failed", reason=f"upstream {exc.status}: {exc}")
+    except S3Error as exc:
+        return Outcome(key, "failed", reason=f"{exc.code}: {exc.message}")
+    return await verify(store, bucket, key, size, digest, written.result.etag)
+
+
+def _changed(failure: BaseException | None) -> bool:
+    return isinstance(failure, S3Error) and "changed" in failure.message
+
+
+async def verify(store: ObjectStore, bucket: str, key: str, size: int, digest: str, etag: str) -> Outcome:
+    """Read the migrated object back (that version: If-Match) and compare its plaintext digest."""
+    check = hashlib.sha256()
+    try:
+        async with store.reader.stat(ObjectRef(bucket, key), with_body=True) as stored:
+            if stored.head.etag != etag:
+                return Outcome(key, "changed", size, "overwritten right after it was migrated; not verified")
+            opened = await stored.open(None)
+            async for chunk in opened.chunks():
+                check.update(chunk)
+    except (UpstreamError, S3Error) as exc:
+        return Outcome(key, "failed", size, f"verification read failed: {exc}")
+    if check.hexdigest() != digest:
+        return Outcome(key, "failed", size, "verification failed: the plaintext read back differs")
+    return Outcome(key, "done", size, sha256=digest, etag=etag)
+
+
+# ------------------------------------------------------------ checkpoint, report, progress
+
+def state_name(target: Target) -> str:
+    """A file name per bucket and prefix (the prefix hashed: it may hold any character)."""
+    return f"{target.bucket}-{hashlib.sha256(target.prefix.encode()).hexdigest()[:16]}"
+
+
+def write_atomically(path: Path, document: Any) -> None:
+    """Temp file, fsync, rename: a reader (or a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as out:
+        json.dump(document, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+class Checkpoint:
+    """The keys done so far and the listing position below which every object is finished."""
+
+    def __init__(self, path: Path, target: Target, done: set[str]) -> None:
+        self.path = path
+        self.target = target
+        self.done = done
+        self.position = ""
+
+    @classmethod
+    def load(cls, path: Path, target: Target, resume: bool) -> "Checkpoint":
+        if not resume or not path.exists():
+            return cls(path, target, set())
+        try:
+            document = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UsageError(f"checkpoint {path} is unreadable ({exc}); run without --resume") from None
+        if document.get("target") != str(target):
+            raise UsageError(f"checkpoint {path} is for {document.get('target')}, not {target}")
+        return cls(path, target, set(document.get("done", [])))
+
+    def save(self) -> None:
+        write_atomically(self.path, {"target": str(self.target), "position": self.position,
+                                     "done": sorted(self.done)})
+
+
+class Progress:
+    """A tqdm bar (objects, bytes, rate, ETA) on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, objects: int, total_bytes: int, stream: TextIO) -> None:
+        self.objects, self.total_bytes, self.stream = objects, total_bytes, stream
+        self.count = self.bytes = 0
+        self._bar = None
+        self._last = time.monotonic()
+        if stream.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=stream,
+                             desc=f"0/{objects} objects")
+
+    def advance(self, size: int) -> None:
+        self.count += 1
+        self.bytes += size
+        if self._bar is not None:
+            self._bar.set_description(f"{self.count}/{self.objects} objects", refresh=False)
+            self._bar.update(size)
+        elif time.monotonic() - self._last >= PLAIN_PROGRESS_SECONDS:
+            self._line()
+
+    def _line(self) -> None:
+        self._last = time.monotonic()
+        print(f"migrated {self.count}/{self.objects} objects, {self.bytes / 2**20:.1f}/"
+              f"{self.total_bytes / 2**20:.1f} MiB", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.objects:
+            self._line()
+
+
+# ------------------------------------------------------------ the run
+
+@dataclass
+class Run:
+    target: Target
+    dry_run: bool
+    inventory: dict[str, dict[str, int]] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    earlier: int = 0
+    marked_no_plaintext: bool = False
+
+    def of(self, status: str) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == status]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.of("failed") or self.of("changed") else 0
+
+    def report(self) -> dict[str, Any]:
+        def listing(status: str) -> list[dict[str, Any]]:
+            return [{"key": o.key, "bytes": o.size, **({"reason": o.reason} if o.reason else {})}
+                    for o in self.of(status)]
+        counts = {status: {"objects": len(self.of(status)), "bytes": sum(o.size for o in self.of(status))}
+                  for status in ("done", "changed", "failed", "encrypted")}
+        return {"target": str(self.target), "dry_run": self.dry_run, "inventory": self.inventory,
+                "counts": {**counts, "migrated_earlier": self.earlier}, "done": listing("done"),
+                "skipped": listing("changed"), "failed": listing("failed"),
+                "marked_no_plaintext": self.marked_no_plaintext, "exit_code": self.exit_code}
+
+
+async def migrate(store: ObjectStore, target: Target, *, dry_run: bool, concurrency: int, request: KmsRequest,
+                  checkpoint: Checkpoint, say: Callable[[str], None], progress_stream: TextIO) -> Run:
+    """Inventory, then (unless ``dry_run``) migrate, verify, checkpoint and mark the bucket."""
+    run = Run(target, dry_run)
+    entries = await inventory(store, target, checkpoint.done, concurrency)
+    run.inventory = tally(entries)
+    run.earlier = sum(1 for entry in entries if entry.key in checkpoint.done)
+    say(_inventory_text(target, run.inventory))
+    if dry_run:
+        return run
+    todo = [entry for entry in entries if entry.klass == PLAINTEXT]
+    progress = Progress(len(todo), sum(entry.size for entry in todo), progress_stream)
+    try:
+        await _migrate_all(store, target, todo, concurrency, request, checkpoint, run, progress)
+    finally:
+        progress.close()
+    if target.whole_bucket and run.exit_code == 0 and await _no_plaintext_left(store, target, entries, run):
+        await store.bucket_states.record_no_plaintext(target.bucket)
+        run.marked_no_plaintext = True
+    return run
+
+
+async def _migrate_all(store: ObjectStore, target: Target, todo: list[Entry], concurrency: int,
+                       request: KmsRequest, checkpoint: Checkpoint, run: Run, progress: Progress) -> None:
+    """``concurrency`` objects at a time, a checkpoint after every BATCH objects."""
+    for start in range(0, len(todo), BATCH):
+        batch = todo[start:start + BATCH]
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(entry: Entry) -> Outcome:
+            async with limit:
+                try:
+                    outcome = await migrate_object(store, target.bucket, entry, request)
+                except Exception as exc:  # the key service refusing, a broken connection: this object only
+                    outcome = Outcome(entry.key, "failed", entry.size, f"{type(exc).__name__}: {exc}")
+            progress.advance(entry.size)
+            return outcome
+        outcomes = await asyncio.gather(*(one(entry) for entry in batch))
+        run.outcomes.extend(outcomes)
+        checkpoint.done.update(outcome.key for outcome in outcomes if outcome.status in ("done", "encrypted"))
+        checkpoint.position = batch[-1].key
+        checkpoint.save()
+
+
+async def _no_plaintext_left(store: ObjectStore, target: Target, before: list[Entry], run: Run) -> bool:
+    """A fresh listing finds every object either as it was known encrypted, or as migrated; any other
+    version is HEADed, and one plaintext object left means the bucket is not marked."""
+    known = {entry.key: entry.etag for entry in before if entry.klass not in (PLAINTEXT, "migrated earlier")}
+    known.update({outcome.key: outcome.etag for outcome in run.of("done")})
+    earlier = {entry.key for entry in before if entry.klass == "migrated earlier"}
+    async for key, _, etag in listed(store, target):
+        if known.get(key) == etag:
+            continue
+        head = await store.client.head_object(target.bucket, key)
+        if classify(head) == PLAINTEXT:
+            return False
+        if key not in earlier and head.etag != etag:
+            return False  # changed as we looked: not sure
+    return True
+
+
+def _inventory_text(target: Target, classes: Mapping[str, Mapping[str, int]]) -> str:
+    lines = [f"inventory of {target}:"]
+    lines += [f"  {name}: {counts['objects']} objects, {counts['bytes']} bytes" for name, counts in classes.items()]
+    if not classes:
+        lines.append("  no objects")
+    return "\n".join(lines)
+
+
+def summary(run: Run, report_path: Path) -> str:
+    report = run.report()
+    counts = report["counts"]
+    lines = [f"migrated and verified {counts['done']['objects']} objects ({counts['done']['bytes']} bytes); "
+             f"{counts['encrypted']['objects']} found already encrypted; "
+             f"{counts['migrated_earlier']} migrated by an earlier run",
+             f"skipped (changed meanwhile): {counts['changed']['objects']}; failed: {counts['failed']['objects']}"]
+    lines += [f"  skipped {item['key']}: {item['reason']}" for item in report["skipped"]]
+    lines += [f"  failed {item['key']}: {item['reason']}" for item in report["failed"]]
+    if run.marked_no_plaintext:
+        lines.append(f"bucket {run.target.bucket} holds no plaintext now and is marked so: the gateway refuses "
+                     "every unencrypted read there from now on")
+    lines.append(f"report: {report_path}")
+    return "\n".join(lines)
+
+
+def tool_config(config: GatewayConfig, bucket: str) -> GatewayConfig:
+    """The tool reads legacy objects whatever ``allow_unencrypted_reads`` says for clients (that is its
+    job); a bucket known to hold no plaintext still refuses them (stripped metadata, not plaintext)."""
+    if config.bucket_policy(bucket).encryption == "passthrough":
+        raise UsageError(f"bucket {bucket} is a pass-through bucket: the gateway does not encrypt it")
+    return replace(config, allow_unencrypted_reads=True)
+
+
+def kms_request(config: GatewayConfig, bucket: str, key_id: str | None) -> KmsRequest:
+    """--kms-key-id, else the bucket's policy (its CMK, SSE-S3 or SSE-KMS), else the gateway's default."""
+    policy = config.bucket_policy(bucket)
+    if key_id:
+        return KmsRequest(key_id=key_id)
+    mode = SseMode.S3 if policy.encryption == SseMode.S3.value else SseMode.KMS
+    return KmsRequest(mode=mode, key_id=policy.kms_key_id or None)
+
+
+async def run_command(args: argparse.Namespace, config: GatewayConfig, target: Target) -> int:
+    from gateway.tools.runtime import object_store
+    if args.concurrency * 3 > config.upstream.pool_size:
+        raise UsageError(f"--concurrency {args.concurrency} needs 3 upstream connections per object; "
+                         f"upstream.pool_size is {config.upstream.pool_size}")
+    state_dir = config.data_dir / "migrate"
+    checkpoint = Checkpoint.load(state_dir / (state_name(target) + ".checkpoint.json"), target, args.resume)
+    report_path = Path(args.report) if args.report else state_dir / (state_name(target) + ".report.json")
+    request = kms_request(config, target.bucket, args.kms_key_id)
+    async with object_store(config) as store:
+        await _check_bucket(store, target.bucket)
+        run = await migrate(store, target, dry_run=args.dry_run, concurrency=args.concurrency, request=request,
+                            checkpoint=checkpoint, say=lambda text: print(text, flush=True),
+                            progress_stream=sys.stderr)
+    write_atomically(report_path, run.report())
+    if not args.dry_run:
+        print(summary(run, report_path), flush=True)
+    return run.exit_code
+
+
+async def _check_bucket(store: ObjectStore, bucket: str) -> None:
+    """A bucket that is not there (or not ours to list) is a usage error, said before anything starts."""
+    try:
+        await store.client.list_objects_v2(bucket, max_keys=1)
+    except UpstreamError as exc:
+        reason = "does not exist" if exc.not_found else f"cannot be listed (upstream {exc.status})"
+        raise UsageError(f"bucket {bucket} {reason}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    """The ``migrate`` subcommand: 0 all done, 1 some objects failed or were skipped, 2 usage/config."""
+    from common.eventloop import run
+    from common.logsetup import configure_logging, parse_level
+    from gateway.config import secrets_of
+    from keyservice.embedded import ConfigError as KeyServiceConfigError
+    from keyservice.store import StoreInUse
+    try:
+        target = parse_target(args.target)
+        config = tool_config(load_config(args.config, os.environ), target.bucket)
+        configure_logging(parse_level(config.log_level), secrets_of(config))
+        return run(run_command(args, config, target))
+    except (UsageError, ConfigError, KeyServiceConfigError) as exc:
+        print(f"gateway migrate: {exc}", file=sys.stderr)
+        return 2
+    except StoreInUse as exc:  # the gateway runs on this data_dir with its embedded key service
+        print(f"gateway migrate: {exc}; stop the gateway while migrating", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gateway migrate: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 1
