@@ -16,13 +16,13 @@ from urllib.parse import parse_qs, urlencode
 from aiohttp import web
 
 from gateway.checksums import BodyChecks
-from gateway.crypto import metadata
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, written_headers
 from gateway.handlers.request_body import BodyOutcome, checked, refuse_reserved
 from gateway.limits import MAX_UPLOAD_SIZE
 from gateway.objects.reading import ObjectRef, OpenedObject, StoredObject
+from gateway.objects.writing import CONTENT_HEADERS, object_headers
 from gateway.ranges import parse_copy_range
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
@@ -33,8 +33,6 @@ from gateway.s3xml import render
 from gateway.sseheaders import DESTINATION_SSE_HEADERS, SSE_HEADERS, decide_put, mode_headers
 from gateway.upstream import forwardable_headers
 
-_CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
-                    "cache-control", "expires", "x-amz-website-redirect-location")
 _COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
                     for name in ("match", "none-match", "modified-since", "unmodified-since")}
 
@@ -103,12 +101,8 @@ def _destination_headers(ctx: RequestContext, source: StoredObject) -> dict[str,
     if directive == "REPLACE":
         return headers
     headers = {name: value for name, value in headers.items()
-               if not name.startswith("x-amz-meta-") and name not in _CONTENT_HEADERS}
-    for name, value in source.head.headers.items():
-        lname = name.lower()
-        if (lname.startswith("x-amz-meta-") and not metadata.is_reserved(lname)) or lname in _CONTENT_HEADERS:
-            headers[lname] = value
-    return headers
+               if not name.startswith("x-amz-meta-") and name not in CONTENT_HEADERS}
+    return {**headers, **object_headers(source.head.headers)}
 
 
 async def _with_tags(ctx: RequestContext, source: StoredObject,

@@ -20,6 +20,8 @@ from gateway.s3client import PutResult, S3Client
 from gateway.s3errors import S3Error
 
 USER_METADATA_LIMIT = 2048
+CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
+                   "cache-control", "expires", "x-amz-website-redirect-location")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,17 @@ class Written:
 
     result: PutResult
     info: EncryptionInfo | None
+
+
+def object_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
+    """What describes a stored object's content and goes with it when it is copied or rewritten: its
+    content headers and user metadata (x-amz-meta-*, never the gateway's reserved ones), lower-case."""
+    kept: dict[str, str] = {}
+    for name, value in upstream_headers.items():
+        lower = name.lower()
+        if lower in CONTENT_HEADERS or (lower.startswith("x-amz-meta-") and not metadata.is_reserved(lower)):
+            kept[lower] = value
+    return kept
 
 
 def check_metadata_size(upstream_headers: Mapping[str, str]) -> None:

@@ -37,47 +37,16 @@ from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
 from gateway.crypto.stream import IntegrityError
 from gateway.objects.reading import ObjectRef
 from gateway.objects.store import ObjectStore
-from gateway.reserved import is_reserved_key
+from gateway.objects.writing import object_headers
 from gateway.s3client import ObjectHead, UpstreamError
 from gateway.s3errors import S3Error
+from gateway.tools import scan
+from gateway.tools.scan import Target, UsageError
 
 PLAINTEXT = "plaintext"
 UNREADABLE = "unreadable"
-CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
-                   "cache-control", "expires")
 BATCH = 16  # objects per checkpoint: a killed run redoes at most this many HEADs, never a write
 PLAIN_PROGRESS_SECONDS = 5.0
-
-
-class UsageError(Exception):
-    """A bad target or option: exit code 2 with this message."""
-
-
-# ------------------------------------------------------------ arguments and target
-
-@dataclass(frozen=True)
-class Target:
-    bucket: str
-    prefix: str
-
-    @property
-    def whole_bucket(self) -> bool:
-        return not self.prefix
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-
-def parse_target(text: str) -> Target:
-    """``s3://BUCKET[/PREFIX]``; anything else is a usage error naming the expected form."""
-    if not text.startswith("s3://"):
-        raise UsageError(f"target {text!r} must be s3://BUCKET[/PREFIX]")
-    bucket, _, prefix = text[len("s3://"):].partition("/")
-    if not bucket:
-        raise UsageError(f"target {text!r} names no bucket (expected s3://BUCKET[/PREFIX])")
-    if is_reserved_key(prefix):
-        raise UsageError(f"prefix {prefix!r} is reserved by the gateway")
-    return Target(bucket, prefix)
 
 
 def add_parser(sub: Any) -> None:
@@ -128,15 +97,9 @@ def classify(head: ObjectHead) -> str:
 
 async def listed(store: ObjectStore, target: Target) -> AsyncIterator[tuple[str, int, str]]:
     """Every (key, size, ETag) under the prefix, the gateway's reserved keys left out."""
-    token: str | None = None
-    while True:
-        page = await store.client.list_objects_v2(target.bucket, prefix=target.prefix, continuation_token=token)
-        for entry in page.entries:
-            if not is_reserved_key(entry.key):
-                yield entry.key, entry.size, entry.etag
-        if not page.truncated or not page.next_token:
-            return
-        token = page.next_token
+    async for page in scan.listed(store.client, target):
+        for entry in page:
+            yield entry.key, entry.size, entry.etag
 
 
 async def inventory(store: ObjectStore, target: Target, done: set[str], concurrency: int) -> list[Entry]:
@@ -183,11 +146,7 @@ class Outcome:
 
 def preserved_headers(head: ObjectHead, tags: list[tuple[str, str]]) -> dict[str, str]:
     """What the rewritten object must keep: content headers, user metadata, tags, storage class."""
-    headers = {name: head.headers[name] for name in CONTENT_HEADERS if name in head.headers}
-    for name, value in head.headers.items():
-        lower = name.lower()
-        if lower.startswith("x-amz-meta-") and not metadata.is_reserved(lower):
-            headers[lower] = value
+    headers = object_headers(head.headers)
     if tags:
         headers["x-amz-tagging"] = urlencode(tags, quote_via=quote)  # a space as %20, not +
     storage_class = head.headers.get("x-amz-storage-class")
@@ -518,7 +477,7 @@ def main(args: argparse.Namespace) -> int:
     from keyservice.embedded import ConfigError as KeyServiceConfigError
     from keyservice.store import StoreInUse
     try:
-        target = parse_target(args.target)
+        target = Target.parse(args.target)
         config = tool_config(load_config(args.config, os.environ), target.bucket)
         configure_logging(parse_level(config.log_level), secrets_of(config))
         return run(run_command(args, config, target))

@@ -38,15 +38,15 @@ from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.sse import CustomerKey, CustomerKeySeal, Seal, WrongCustomerKey
 from gateway.crypto.stream import IntegrityError
 from gateway.objects.store import ObjectStore
+from gateway.objects.writing import object_headers
 from gateway.s3client import ListEntry, ObjectChanged, ObjectHead, S3Client, UpstreamError
 from gateway.s3errors import S3Error
 from gateway.tools.scan import Stored, Target, UsageError, quiet_logging, bounded, last_modified, listed, say, stat
 
-# Headers a metadata-replacing copy must send again, or S3 resets them (content headers, storage
-# class, the upstream's own at-rest encryption). Tags are kept by the copy itself (tagging directive COPY).
-KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language", "cache-control",
-                "expires", "x-amz-website-redirect-location", "x-amz-storage-class",
-                "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+# Headers a metadata-replacing copy must send again besides the object's own (objects/writing.py
+# object_headers), or S3 resets them: storage class, the upstream's own at-rest encryption. Tags are kept
+# by the copy itself (tagging directive COPY).
+KEPT_HEADERS = ("x-amz-storage-class", "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
                 "x-amz-server-side-encryption-bucket-key-enabled")
 PROGRESS_EVERY = 5.0  # seconds between plain progress lines
 
@@ -257,8 +257,7 @@ class Rewrap:
 def replaced_headers(head: ObjectHead, info: EncryptionInfo) -> dict[str, str]:
     """The object's whole metadata set with its reserved headers re-encoded from ``info``: the client's
     x-amz-meta-* and the headers a replacing copy would otherwise reset."""
-    kept = {name.lower(): value for name, value in head.headers.items()
-            if name.lower().startswith("x-amz-meta-") and not metadata.is_reserved(name)}
+    kept = object_headers(head.headers)
     kept.update({name: head.headers[name] for name in KEPT_HEADERS if name in head.headers})
     return {**kept, **metadata.encode(info)}
 

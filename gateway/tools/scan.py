@@ -38,11 +38,17 @@ class Target:
 
     @classmethod
     def parse(cls, value: str) -> "Target":
-        """``s3://BUCKET[/PREFIX]``."""
+        """``s3://BUCKET[/PREFIX]``; anything else, or a prefix in the gateway's reserved keys, is a usage error."""
         if not value.startswith(S3_SCHEME) or not value[len(S3_SCHEME):].split("/", 1)[0]:
-            raise UsageError(f"{value!r} is not s3://BUCKET[/PREFIX]")
+            raise UsageError(f"target {value!r} must be s3://BUCKET[/PREFIX]")
         bucket, _, prefix = value[len(S3_SCHEME):].partition("/")
+        if is_reserved_key(prefix):
+            raise UsageError(f"prefix {prefix!r} is reserved by the gateway")
         return cls(bucket, prefix)
+
+    @property
+    def whole_bucket(self) -> bool:
+        return not self.prefix
 
     def __str__(self) -> str:
         return f"{S3_SCHEME}{self.bucket}/{self.prefix}"

@@ -212,7 +212,7 @@ def test_a_prefix_is_migrated_alone_and_does_not_mark_the_bucket(upstream_s3, le
 
 @pytest.mark.parametrize("args, message", [
     (["bucket-without-scheme"], "gateway migrate: target 'bucket-without-scheme' must be s3://BUCKET[/PREFIX]"),
-    (["s3://"], "gateway migrate: target 's3://' names no bucket"),
+    (["s3://"], "gateway migrate: target 's3://' must be s3://BUCKET[/PREFIX]"),
     (["s3://b/.s3gw/x"], "gateway migrate: prefix '.s3gw/x' is reserved by the gateway"),
     (["s3://b", "--concurrency", "0"], "argument --concurrency: must be at least 1"),
     (["s3://no-such-bucket-for-migrate"], "gateway migrate: bucket no-such-bucket-for-migrate does not exist"),
