@@ -60,6 +60,10 @@ class EmbeddedKeyProvider:
         with _as_s3_errors():
             return await self._keys.key_arn(key_id)
 
+    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
+        with _as_s3_errors():
+            await self._keys.tag_key(key_id, tags)
+
     async def ensure_default_key(self) -> str:
         """Create ``alias/s3-gateway-default`` on first start; returns its key ARN."""
         with _as_s3_errors():
@@ -168,6 +172,11 @@ class RemoteKeyProvider:
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the CMK ``key_id`` (id, ARN or alias) names (DescribeKey)."""
         return (await self._call(self._client.describe_key, KeyId=key_id))["KeyMetadata"]["Arn"]
+
+    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
+        """TagResource on the key ``key_id`` names."""
+        await self._call(self._client.tag_resource, KeyId=key_id,
+                         Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])
 
 
 async def start_key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:

@@ -47,6 +47,7 @@ class AuditContext(Protocol):
     source: str | None
     request_id: str
     key_arn: str | None
+    warning: str | None
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,7 +65,7 @@ def iso_time(epoch: float) -> str:
 def build_record(ctx: AuditContext, operation: str, params: dict[str, Any], outcome: str,
                  epoch: float) -> dict[str, Any]:
     """The audit record of one call; only these fields, never a parameter value but the context."""
-    return {
+    record = {
         "time": iso_time(epoch),
         "request_id": ctx.request_id,
         "principal": ctx.principal_arn,
@@ -75,6 +76,10 @@ def build_record(ctx: AuditContext, operation: str, params: dict[str, Any], outc
         "outcome": outcome,
         "source": ctx.source,
     }
+    warning = getattr(ctx, "warning", None)
+    if warning:
+        record["warning"] = warning
+    return record
 
 
 def _encryption_context(params: dict[str, Any]) -> dict[str, str] | None:

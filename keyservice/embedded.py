@@ -85,6 +85,11 @@ class EmbeddedKeyService:
         out = await self._call("Decrypt", {"CiphertextBlob": ciphertext_blob, "EncryptionContext": dict(context)})
         return KmsDataKey(out["Plaintext"], ciphertext_blob, out["KeyId"])
 
+    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
+        """TagResource: set (or replace) tags on the key ``key_id`` names."""
+        await self._call("TagResource", {"KeyId": key_id,
+                                         "Tags": [{"TagKey": k, "TagValue": v} for k, v in tags.items()]})
+
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the key ``key_id`` (id, ARN or alias) names (DescribeKey)."""
         return (await self._call("DescribeKey", {"KeyId": key_id}))["KeyMetadata"]["Arn"]

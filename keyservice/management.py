@@ -1,5 +1,6 @@
 """Key management operations: keys, aliases, rotation, key policies and tags."""
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 _ALIAS_RE = re.compile(r"^alias/[a-zA-Z0-9/_-]+$")
 MAX_TAGS = 50
 MAX_ON_DEMAND_ROTATIONS = 10
+
+log = logging.getLogger(__name__)
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -119,8 +122,21 @@ def schedule_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallC
     rec.deletion_date = svc.now() + window * DAY
     rec.pending_window = window
     svc.save(rec)
+    _warn_of_known_usage(svc, rec, ctx)
     return {"KeyId": rec.arn, "DeletionDate": rec.deletion_date, "KeyState": rec.state,
             "PendingWindowInDays": window}
+
+
+USAGE_TAG = "s3gw:usage"  # written by `gateway keys usage --record`: the objects only this key reads
+
+
+def _warn_of_known_usage(svc: "KeyService", rec: KeyRecord, ctx: "CallContext") -> None:
+    """A key whose usage a gateway recorded (its USAGE_TAG) and that still protects objects: the deletion
+    goes ahead, as in AWS, but its audit record and the log say what it will make unreadable."""
+    usage = svc.tags.get(rec.key_id, {}).get(USAGE_TAG, "")
+    if usage and not usage.startswith("0 objects"):
+        ctx.warning = f"scheduled for deletion while objects need it: {usage}"
+        log.warning("key %s %s", rec.arn, ctx.warning)
 
 
 def cancel_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:

@@ -44,6 +44,7 @@ class CallContext:
     access_key: str | None = None
     source: str | None = None
     key_arn: str | None = None
+    warning: str | None = None  # what the audit record of the call should also say (a deletion's known usage)
 
 
 Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] | Awaitable[dict[str, Any]]]

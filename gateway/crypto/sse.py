@@ -68,6 +68,9 @@ class KeyProvider(Protocol):
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the CMK an id, ARN or alias names (DescribeKey): tools compare seals by ARN."""
 
+    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
+        """Set tags on a CMK (TagResource): `gateway keys usage --record` notes there what the key protects."""
+
 
 class CustomerKey:
     """An SSE-C key as the client sent it (validated by the protocol layer): never stored, never shown."""
@@ -225,6 +228,9 @@ class SseKms:
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the CMK ``key_id`` names, as seals record it."""
         return await self._provider.key_arn(key_id)
+
+    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
+        await self._provider.tag_key(key_id, tags)
 
     async def reseal(self, bucket: str, key: str, object_key: ObjectKey, seal: KmsSeal, to_key_id: str) -> KmsSeal:
         """The same OK sealed under a fresh data key of ``to_key_id`` (one GenerateDataKey).

@@ -8,6 +8,7 @@ Only current object versions are looked at.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to look (default: every bucket)")
     parser.add_argument("--list", action="store_true", help="name every object")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--record", action="store_true",
+                        help=f"note the result on the key (tag {USAGE_TAG}): the key service warns in its audit "
+                             "log when the key is then scheduled for deletion")
     parser.add_argument("--config", help="the gateway's TOML settings file")
 
 
@@ -107,7 +111,10 @@ def main(args: argparse.Namespace) -> int:
     async def go() -> tuple[str, list[Usage]]:
         async with object_store(config) as store:
             key_arn = await store.keys.kms.key_arn(args.key_id)
-            return key_arn, [await usage_of(store, key_arn, target) for target in await targets_of(store, args.targets)]
+            usages = [await usage_of(store, key_arn, target) for target in await targets_of(store, args.targets)]
+            if args.record:
+                await store.keys.kms.tag_key(key_arn, {USAGE_TAG: usage_note(usages)})
+            return key_arn, usages
     try:
         key_arn, usages = run(go())
     except (S3Error, UpstreamError, ConfigError) as exc:
@@ -121,6 +128,18 @@ def main(args: argparse.Namespace) -> int:
     else:
         _print_human(report, args.list)
     return 1 if any(u.unreadable for u in usages) else 0
+
+
+USAGE_TAG = "s3gw:usage"  # read by the key service at ScheduleKeyDeletion (keyservice/management.py)
+
+
+def usage_note(usages: list[Usage]) -> str:
+    """The tag value: counts, bytes, where, when (a KMS tag value holds at most 256 characters)."""
+    objects, size = sum(len(u.keys) for u in usages), sum(u.plaintext_bytes for u in usages)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    where = ", ".join(str(u.target) for u in usages)
+    note = f"{objects} objects, {size} bytes in {where} (gateway keys usage, {when})"
+    return note if len(note) <= 256 else f"{objects} objects, {size} bytes (gateway keys usage, {when})"
 
 
 def _print_human(report: dict[str, Any], with_keys: bool) -> None:

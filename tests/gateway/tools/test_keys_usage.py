@@ -40,3 +40,27 @@ def test_usage_without_a_bucket_looks_at_every_bucket_and_prints_a_summary(world
 def test_an_unknown_key_is_a_usage_error(world) -> None:
     done = gateway_tool("keys", "usage", "--key-id", "alias/nothing-here", config=world.config)
     assert done.returncode == 2 and "gateway keys usage:" in done.stderr
+
+
+def test_a_recorded_usage_is_warned_of_in_the_audit_log_when_the_key_is_scheduled_for_deletion(world) -> None:
+    """`--record` notes the usage on the key; ScheduleKeyDeletion still goes ahead (as in AWS), but its
+    audit record and the key service's log say what the deletion will make unreadable."""
+    recorded = gateway_tool("keys", "usage", "--key-id", world.key_a, f"s3://{world.bucket}", "--record",
+                            config=world.config)
+    assert recorded.returncode == 0, recorded.stderr
+    tags = {t["TagKey"]: t["TagValue"] for t in world.kms.list_resource_tags(KeyId=world.key_a)["Tags"]}
+    assert tags["s3gw:usage"].startswith(f"5 objects, {sum(map(len, SMALL.values())) + len(MULTIPART_BODY)} bytes "
+                                         f"in s3://{world.bucket}/ (gateway keys usage, ")
+    world.kms.schedule_key_deletion(KeyId=world.key_a, PendingWindowInDays=7)
+    records = [json.loads(line) for line in world.keyservice.audit_log.read_text().splitlines()]
+    deletion = [r for r in records if r["operation"] == "ScheduleKeyDeletion"][-1]
+    assert (deletion["outcome"], deletion["warning"]) == (
+        "ok", f"scheduled for deletion while objects need it: {tags['s3gw:usage']}")
+    world.kms.cancel_key_deletion(KeyId=world.key_a)
+    world.kms.enable_key(KeyId=world.key_a)
+
+
+def test_a_key_without_a_recorded_usage_is_deleted_without_a_warning(world) -> None:
+    world.kms.schedule_key_deletion(KeyId=world.key_b, PendingWindowInDays=7)
+    records = [json.loads(line) for line in world.keyservice.audit_log.read_text().splitlines()]
+    assert "warning" not in [r for r in records if r["operation"] == "ScheduleKeyDeletion"][-1]
