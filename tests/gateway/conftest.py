@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import Endpoint, s3_client
+from tests.support.faultproxy import FaultProxy
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
@@ -106,6 +107,14 @@ def s3(gateway: Gateway):
 def upstream_s3(moto: MotoServer):
     """boto3 S3 client straight to moto, to inspect (and tamper with) what the gateway stored."""
     return s3_client(moto.url, moto.access_key, moto.secret_key)
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injecting TCP proxy in front of the session's moto (no fault until a test sets one)."""
+    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -40,13 +40,6 @@ class NoKms:
 
     async def decrypt_data_key(self, ciphertext, context) -> DataKey:
         raise AssertionError("no KMS call expected")
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -66,13 +66,6 @@ async def client(moto: MotoServer) -> AsyncIterator[S3Client]:
     await upstream.start()
     yield S3Client(upstream)
     await upstream.close()
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    proxy = FaultProxy("127.0.0.1", int(moto.url.rsplit(":", 1)[1])).start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture
