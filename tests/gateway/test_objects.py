@@ -167,23 +167,6 @@ async def test_a_complete_whose_manifest_is_already_there_with_other_parts_is_re
     assert "different list of parts" in caught.value.message
 
 
-async def test_an_sse_c_key_sent_for_an_object_not_stored_under_one_is_400_as_on_s3(store, legacy_bucket) -> None:
-    """S3 refuses SSE-C parameters for an object encrypted otherwise; the gateway never ignores a key."""
-    from gateway.crypto.sse import KmsRequest
-
-    class OneKeyKms(NoKms):
-        async def generate_data_key(self, key_id, context) -> DataKey:
-            return DataKey(bytes(32), b"wrapped", "arn:aws:kms:us-east-1:111122223333:key/k")
-
-    store.keys.kms._provider = OneKeyKms()
-    await store.writer.put(legacy_bucket, "kms", {}, KmsRequest(), _chunks(b"data"), 4)
-    async with store.reader.stat(ObjectRef(legacy_bucket, "kms")) as stored:
-        with pytest.raises(S3Error) as caught:
-            await stored.open(CUSTOMER_KEY)
-    assert (caught.value.code, caught.value.status, caught.value.message) == (
-        "InvalidRequest", 400, "The encryption parameters are not applicable to this object.")
-
-
 NO_SUCH_UPLOAD = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified '
                   b"upload does not exist.</Message></Error>")
 

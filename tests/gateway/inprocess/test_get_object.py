@@ -190,3 +190,16 @@ async def test_a_legacy_objects_part_is_read_and_headed_as_the_upstream_has_it(g
     head = await gw.send("HEAD", f"/{bucket}/old", "partNumber=1")
     assert (head.status, head.body, head.headers["Content-Length"]) == (direct["HTTPStatusCode"], b"", "100")
     assert (await gw.send("GET", f"/{bucket}/old", "partNumber=2")).error() == (416, "InvalidRange")
+
+
+async def test_sse_c_headers_on_an_object_not_stored_under_a_customer_key_are_400_as_on_s3(gw, stored):
+    """S3 refuses SSE-C parameters for an object encrypted otherwise; the gateway never ignores a key."""
+    import base64
+    import hashlib
+    key = bytes(range(32))
+    headers = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+               "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+               "x-amz-server-side-encryption-customer-key-md5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    answer = await gw.send("GET", stored, headers=headers)
+    assert answer.error() == (400, "InvalidRequest")
+    assert answer.xml()["Message"] == "The encryption parameters are not applicable to this object."
