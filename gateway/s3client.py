@@ -606,6 +606,12 @@ class S3Client:
         headers = {"x-amz-copy-source-range": f"bytes={source_range[0]}-{source_range[1]}"}
         return (await self._copy(bucket, key, "PUT", query, headers, if_match, "CopyPartResult")).etag
 
+    async def bucket_versioning(self, bucket: str) -> str | None:
+        """GetBucketVersioning: "Enabled", "Suspended", or None when versioning was never turned on."""
+        root = _xml((await self._exchange(_Request("GET", bucket_path(bucket), [("versioning", "")]))).body,
+                    "VersioningConfiguration", "GetBucketVersioningResponse")  # S3's name, moto's
+        return text(root, "Status") or None
+
     async def list_buckets(self) -> list[str]:
         """The names of every bucket the upstream credentials list."""
         root = _xml((await self._exchange(_Request("GET", "/"))).body, "ListAllMyBucketsResult")

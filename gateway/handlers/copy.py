@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from aiohttp import web
 
@@ -115,7 +115,7 @@ async def _with_tags(ctx: RequestContext, source: StoredObject,
         return headers
     tags = await source.tags()
     headers = {name: value for name, value in headers.items() if name != "x-amz-tagging"}
-    return {**headers, "x-amz-tagging": urlencode(tags)} if tags else headers
+    return {**headers, "x-amz-tagging": urlencode(tags, quote_via=quote)} if tags else headers
 
 
 def _refuse_pointless_self_copy(ctx: RequestContext, source: ObjectRef) -> None:

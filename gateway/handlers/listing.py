@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -70,7 +70,7 @@ class ListingPage:
     def _key(self, element: ET.Element, name: str = "Key") -> str:
         found = child(element, name)
         value = (found.text or "") if found is not None else ""
-        return unquote(value) if self._url_encoded else value
+        return unquote_plus(value) if self._url_encoded else value  # S3 writes a space as "+"
 
     def _listed(self, element: ET.Element) -> ListedObject | None:
         size, etag = child(element, "Size"), child(element, "ETag")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gateway.bucketstate import BucketStates
 from gateway.crypto import metadata
@@ -56,9 +56,11 @@ class Shown:
 class ListingTerms:
     """Classifies listing entries, with the fewest upstream requests that make them exact."""
 
-    def __init__(self, client: S3Client, states: BucketStates, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(self, client: S3Client, states: BucketStates, passthrough: Callable[[str], bool],
+                 cache_size: int = CACHE_SIZE) -> None:
         self._client = client
         self._states = states
+        self._passthrough = passthrough
         self._cache: LruCache[tuple[str, str, str | None, str, int], Shown] = LruCache(cache_size)
         self.heads = 0  # HEADs made, for tests and benches
 
@@ -76,8 +78,8 @@ class ListingTerms:
                 results[index] = None if cached is _AS_STORED else cached
                 continue
             if no_plaintext is None:
-                no_plaintext = await self._states.holds_no_plaintext(bucket)
-            if no_plaintext:
+                no_plaintext = await self._holds_no_plaintext(bucket)
+            if no_plaintext and entry.version_id is None:  # a version may predate the bucket's mark
                 results[index] = computed
             else:
                 unknown.append(index)
@@ -87,6 +89,12 @@ class ListingTerms:
             for index, shown in zip(unknown, found):
                 results[index] = shown
         return results
+
+    async def _holds_no_plaintext(self, bucket: str) -> bool:
+        """The bucket's mark, which a pass-through bucket ignores (its objects are stored as sent)."""
+        if self._passthrough(bucket):
+            return False
+        return await self._states.holds_no_plaintext(bucket)
 
     @staticmethod
     def _key(bucket: str, entry: ListedObject) -> tuple[str, str, str | None, str, int]:
@@ -107,7 +115,7 @@ class ListingTerms:
                 raise
         try:
             info = metadata.decode(head.headers)
-        except IntegrityError as exc:
+        except (IntegrityError, ValueError) as exc:
             log.error("listing %s/%s: its gateway metadata is unreadable (%s); listed as stored", bucket,
                       entry.key, exc)
             return None

@@ -29,7 +29,8 @@ class ObjectStore:
         self.reader = ObjectReader(client, keys, self.manifests, self.unencrypted)
         self.writer = ObjectWriter(client, keys)
         self.uploads = MultipartWriter(client, keys, tokens, self.manifests)
-        self.listing = ListingTerms(client, bucket_states)
+        self.listing = ListingTerms(client, bucket_states,
+                                    lambda bucket: config.bucket_policy(bucket).encryption == "passthrough")
 
     @classmethod
     def over(cls, config: GatewayConfig, upstream: Upstream, provider: KeyProvider, secret: bytes) -> "ObjectStore":

@@ -113,7 +113,8 @@ def main(args: argparse.Namespace) -> int:
             key_arn = await store.keys.kms.key_arn(args.key_id)
             usages = [await usage_of(store, key_arn, target) for target in await targets_of(store, args.targets)]
             if args.record:
-                await store.keys.kms.tag_key(key_arn, {USAGE_TAG: usage_note(usages)})
+                complete = not args.targets and not await _any_versioned(store, usages)
+                await store.keys.kms.tag_key(key_arn, {USAGE_TAG: usage_note(usages, complete)})
             return key_arn, usages
     try:
         key_arn, usages = run(go())
@@ -133,13 +134,26 @@ def main(args: argparse.Namespace) -> int:
 USAGE_TAG = "s3gw:usage"  # read by the key service at ScheduleKeyDeletion (keyservice/management.py)
 
 
-def usage_note(usages: list[Usage]) -> str:
-    """The tag value: counts, bytes, where, when (a KMS tag value holds at most 256 characters)."""
+def usage_note(usages: list[Usage], complete: bool) -> str:
+    """The tag value: counts, bytes, where, when (a KMS tag value holds at most 256 characters). A scan
+    that could not see everything (some buckets or prefixes only, objects not examined, older versions
+    not looked at) says "at least", so a zero from it never reads as "nothing needs this key"."""
     objects, size = sum(len(u.keys) for u in usages), sum(u.plaintext_bytes for u in usages)
+    unexamined = sum(len(u.unreadable) for u in usages)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    count = f"{objects} objects, {size} bytes" if complete and not unexamined else (
+        f"at least {objects} objects, {size} bytes ({unexamined} not examined)")
     where = ", ".join(str(u.target) for u in usages)
-    note = f"{objects} objects, {size} bytes in {where} (gateway keys usage, {when})"
-    return note if len(note) <= 256 else f"{objects} objects, {size} bytes (gateway keys usage, {when})"
+    note = f"{count} in {where} (gateway keys usage, {when})"
+    return note if len(note) <= 256 else f"{count} (gateway keys usage, {when})"
+
+
+async def _any_versioned(store: ObjectStore, usages: list[Usage]) -> bool:
+    """Whether a scanned bucket ever had versioning (its older versions were not looked at)."""
+    for bucket in {u.target.bucket for u in usages}:
+        if await store.client.bucket_versioning(bucket) is not None:
+            return True
+    return False
 
 
 def _print_human(report: dict[str, Any], with_keys: bool) -> None:

@@ -384,14 +384,23 @@ async def _migrate_all(store: ObjectStore, target: Target, todo: list[Entry], co
 
 async def _no_plaintext_left(store: ObjectStore, target: Target, before: list[Entry], run: Run) -> bool:
     """A fresh listing finds every object either as it was known encrypted, or as migrated; any other
-    version is HEADed, and one plaintext object left means the bucket is not marked."""
+    version is HEADed, and one plaintext object left means the bucket is not marked. A bucket that ever
+    had versioning is never marked: its older versions (the plaintext the migration replaced among them)
+    are still stored, and marking it would hide them behind made-up listing terms."""
+    if await store.client.bucket_versioning(target.bucket) is not None:
+        return False
     known = {entry.key: entry.etag for entry in before if entry.klass not in (PLAINTEXT, "migrated earlier")}
     known.update({outcome.key: outcome.etag for outcome in run.of("done")})
     earlier = {entry.key for entry in before if entry.klass == "migrated earlier"}
     async for key, _, etag in listed(store, target):
         if known.get(key) == etag:
             continue
-        head = await store.client.head_object(target.bucket, key)
+        try:
+            head = await store.client.head_object(target.bucket, key)
+        except UpstreamError as exc:
+            if exc.status == 404:
+                continue  # deleted since the listing: nothing left to encrypt
+            raise
         if classify(head) == PLAINTEXT:
             return False
         if key not in earlier and head.etag != etag:

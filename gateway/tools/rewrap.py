@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from gateway.config import ConfigError, load_config
 from gateway.crypto import metadata
@@ -246,7 +246,7 @@ class Rewrap:
             tags = await self.client.get_object_tagging(bucket, stored.key)  # a new upload starts untagged
             self.tally.upstream_calls["GetObjectTagging"] += 1
             if tags:
-                headers["x-amz-tagging"] = urlencode(tags)
+                headers["x-amz-tagging"] = urlencode(tags, quote_via=quote)
             await copy_multipart_in_place(self.client, bucket, stored.key, stored.head.etag, headers, sizes,
                                           self.tally.upstream_calls)
         else:

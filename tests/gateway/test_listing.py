@@ -59,3 +59,12 @@ def test_object_versions_are_rewritten():
 
 def test_unparseable_body_is_returned_unchanged():
     assert rewrite_listing(b"not xml", all_encrypted) == b"not xml"
+
+
+def test_url_encoded_keys_are_read_as_s3_writes_them_a_space_as_plus():
+    """S3 answers encoding-type=url with a space as "+": the object looked up is "a b", not "a+b"."""
+    from gateway.handlers.listing import ListingPage
+    body = (b"<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>dir/a+b%2Bc</Key><Size>5</Size>"
+            b"<ETag>\"e\"</ETag></Contents></ListBucketResult>")
+    page = ListingPage.parse(body, url_encoded=True)
+    assert [entry.key for entry in page.objects] == ["dir/a b+c"]

@@ -49,8 +49,9 @@ def test_a_recorded_usage_is_warned_of_in_the_audit_log_when_the_key_is_schedule
                             config=world.config)
     assert recorded.returncode == 0, recorded.stderr
     tags = {t["TagKey"]: t["TagValue"] for t in world.kms.list_resource_tags(KeyId=world.key_a)["Tags"]}
-    assert tags["s3gw:usage"].startswith(f"5 objects, {sum(map(len, SMALL.values())) + len(MULTIPART_BODY)} bytes "
-                                         f"in s3://{world.bucket}/ (gateway keys usage, ")
+    # one bucket named, not every bucket: what was found is a lower bound
+    assert tags["s3gw:usage"].startswith(f"at least 5 objects, {sum(map(len, SMALL.values())) + len(MULTIPART_BODY)} "
+                                         f"bytes (0 not examined) in s3://{world.bucket}/ (gateway keys usage, ")
     world.kms.schedule_key_deletion(KeyId=world.key_a, PendingWindowInDays=7)
     records = [json.loads(line) for line in world.keyservice.audit_log.read_text().splitlines()]
     deletion = [r for r in records if r["operation"] == "ScheduleKeyDeletion"][-1]

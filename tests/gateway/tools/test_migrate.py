@@ -334,3 +334,13 @@ def _checkpointed(directory: Path) -> int:
     """Objects the checkpoint names as done (0 before the first one)."""
     found = list(directory.glob("*.checkpoint.json"))
     return len(json.loads(found[0].read_text())["done"]) if found else 0
+
+
+def test_a_bucket_that_has_versioning_is_never_marked_as_holding_no_plaintext(upstream_s3, legacy_bucket, config_file):
+    """Its older versions (the plaintext each in-place write replaced) are still stored."""
+    upstream_s3.put_bucket_versioning(Bucket=legacy_bucket, VersioningConfiguration={"Status": "Enabled"})
+    seed_small(upstream_s3, legacy_bucket, 3)
+    done = migrate(config_file, f"s3://{legacy_bucket}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is marked so" not in done.stdout
+    assert not asyncio.run(_marked(config_file, legacy_bucket))
