@@ -10,6 +10,7 @@ find it empty or short for a moment: readers wait for the whole of it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -117,6 +118,24 @@ def _read_whole(path: Path, size: int) -> bytes:
             return content
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Replace ``path`` with ``content`` whole: a private temporary file beside it, fsync'd, renamed over
+    it, the directory synced. A reader, or a run resumed after a crash, never sees half a file."""
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _sync_dir(path.parent)
 
 
 def _sync_dir(path: Path) -> None:

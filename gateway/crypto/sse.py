@@ -41,11 +41,6 @@ class SseMode(enum.Enum):
     S3 = "AES256"  # SSE-S3: served like SSE-KMS with the caller's (or the default) key, no client context
     CUSTOMER = "SSE-C"
 
-    @property
-    def header_value(self) -> str:
-        """x-amz-server-side-encryption (SSE-C answers carry the customer-algorithm header instead)."""
-        return self.value
-
 
 @dataclass(frozen=True)
 class DataKey:

@@ -88,7 +88,7 @@ class Manifests:
                     self._no_conditional_writes(exc)
                     await self._put(bucket, tag, sealed, conditional=False)
                     break
-                if exc.status != 412:
+                if not exc.precondition_failed:
                     log.error("storing manifest %s/%s failed: %s %s", bucket, tag, exc.status, exc.code)
                     raise
                 if await self._existing(bucket, tag, object_key) != manifest:

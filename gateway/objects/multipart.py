@@ -120,7 +120,7 @@ class MultipartWriter:
             result = await self.client.complete_multipart_upload(
                 bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested])
         except UpstreamError as exc:
-            if exc.status != 404:
+            if not exc.not_found:
                 raise
             result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
         self._upload_keys.pop(upload.client_id)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
+from common.files import write_atomically
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto import metadata
 from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
@@ -237,15 +238,8 @@ def state_name(target: Target) -> str:
     return f"{target.bucket}-{hashlib.sha256(target.prefix.encode()).hexdigest()[:16]}"
 
 
-def write_atomically(path: Path, document: Any) -> None:
-    """Temp file, fsync, rename: a reader (or a resumed run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as out:
-        json.dump(document, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+def write_json(path: Path, document: Any) -> None:
+    write_atomically(path, json.dumps(document, indent=1, sort_keys=True).encode())
 
 
 class Checkpoint:
@@ -270,7 +264,7 @@ class Checkpoint:
         return cls(path, target, set(document.get("done", [])))
 
     def save(self) -> None:
-        write_atomically(self.path, {"target": str(self.target), "position": self.position,
+        write_json(self.path, {"target": str(self.target), "position": self.position,
                                      "done": sorted(self.done)})
 
 
@@ -398,7 +392,7 @@ async def _no_plaintext_left(store: ObjectStore, target: Target, before: list[En
         try:
             head = await store.client.head_object(target.bucket, key)
         except UpstreamError as exc:
-            if exc.status == 404:
+            if exc.not_found:
                 continue  # deleted since the listing: nothing left to encrypt
             raise
         if classify(head) == PLAINTEXT:
@@ -463,7 +457,7 @@ async def run_command(args: argparse.Namespace, config: GatewayConfig, target: T
         run = await migrate(store, target, dry_run=args.dry_run, concurrency=args.concurrency, request=request,
                             checkpoint=checkpoint, say=lambda text: print(text, flush=True),
                             progress_stream=sys.stderr)
-    write_atomically(report_path, run.report())
+    write_json(report_path, run.report())
     if not args.dry_run:
         print(summary(run, report_path), flush=True)
     return run.exit_code

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from common.files import write_atomically
 from gateway.config import ConfigError, load_config
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart
@@ -125,10 +126,7 @@ class Checkpoint:
         return data["after"], Tally.from_json(data["tally"])
 
     def save(self, after: str, tally: Tally) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"after": after, "tally": tally.as_json()}))
-        os.replace(temporary, self.path)
+        write_atomically(self.path, json.dumps({"after": after, "tally": tally.as_json()}).encode())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -98,3 +98,13 @@ def test_other_link_errors_are_not_taken_for_a_missing_feature(tmp_path: Path, m
     with pytest.raises(PermissionError):
         create_once(tmp_path / "gateway.secret", lambda: b"s" * 32, size=32)
     assert os.listdir(tmp_path) == []
+
+
+def test_an_atomic_write_replaces_the_file_whole_privately_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    from common.files import write_atomically
+    path = tmp_path / "state" / "checkpoint.json"
+    write_atomically(path, b"first")
+    write_atomically(path, b"second, longer")
+    assert path.read_bytes() == b"second, longer"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(path.parent) == ["checkpoint.json"]
