@@ -26,8 +26,8 @@ SSE_CONTEXT = "x-amz-server-side-encryption-context"
 SSEC_ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 SSEC_KEY = "x-amz-server-side-encryption-customer-key"
 SSEC_KEY_MD5 = "x-amz-server-side-encryption-customer-key-md5"
-DESTINATION_SSE_HEADERS = (SSE, SSE_KMS_KEY, SSE_CONTEXT, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5,
-                           "x-amz-server-side-encryption-bucket-key-enabled")
+SSE_BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
+DESTINATION_SSE_HEADERS = (SSE, SSE_KMS_KEY, SSE_CONTEXT, SSEC_ALGORITHM, SSEC_KEY, SSEC_KEY_MD5, SSE_BUCKET_KEY)
 COPY_SOURCE_SSEC_PREFIX = "x-amz-copy-source-server-side-encryption-customer-"
 # Every SSE header the gateway consumes; none is ever sent upstream (customer keys above all).
 SSE_HEADERS = (*DESTINATION_SSE_HEADERS,

@@ -107,6 +107,9 @@ class KmsRequest:
     mode: SseMode = SseMode.KMS
     key_id: str | None = None
     context: Mapping[str, str] = field(default_factory=dict)
+    # S3 Bucket Keys: derive the object's key from a bucket-level data key (docs/FORMAT.md, version 2);
+    # applies to aws:kms only, as in S3 (SSE-S3 ignores it).
+    bucket_key: bool = False
 
     def __post_init__(self) -> None:
         if self.mode is SseMode.CUSTOMER:
