@@ -6,6 +6,7 @@ surfacing as a confusing error on the first request.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Credential:
+    """A client's SigV4 key pair and the IAM principal the gateway uses KMS keys as for it."""
+
     access_key: str
     secret_key: str
+    principal: str = ""  # empty: arn:aws:iam::ACCOUNT:user/ACCESS_KEY (``principal_in``)
+
+    def principal_in(self, account_id: str) -> str:
+        """The principal ARN key policies and grants name this credential by: the configured one, else
+        one IAM user per access key in the key service's account."""
+        return self.principal or f"arn:aws:iam::{account_id}:user/{self.access_key}"
 
 
 @dataclass(frozen=True)
@@ -263,13 +272,29 @@ def _credentials(table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Cred
     for i, entry in enumerate(table.get("credentials", [])):
         if not isinstance(entry, dict) or not entry.get("access_key") or not entry.get("secret_key"):
             raise ConfigError(f"gateway.credentials[{i}] needs access_key and secret_key")
+        if set(entry) - {"access_key", "secret_key", "principal"}:
+            raise ConfigError(f"gateway.credentials[{i}] takes only access_key, secret_key and principal")
         creds.append(Credential(_as_str("access_key", entry["access_key"]),
-                                _as_str("secret_key", entry["secret_key"])))
+                                _as_str("secret_key", entry["secret_key"]),
+                                _principal(f"gateway.credentials[{i}].principal", entry.get("principal", ""))))
     if env.get("GATEWAY_ACCESS_KEY") or env.get("GATEWAY_SECRET_KEY"):
         if not (env.get("GATEWAY_ACCESS_KEY") and env.get("GATEWAY_SECRET_KEY")):
             raise ConfigError("GATEWAY_ACCESS_KEY and GATEWAY_SECRET_KEY must be set together")
-        creds.append(Credential(env["GATEWAY_ACCESS_KEY"], env["GATEWAY_SECRET_KEY"]))
+        creds.append(Credential(env["GATEWAY_ACCESS_KEY"], env["GATEWAY_SECRET_KEY"],
+                                _principal("GATEWAY_PRINCIPAL", env.get("GATEWAY_PRINCIPAL", ""))))
     return tuple(creds)
+
+
+_PRINCIPAL = re.compile(r"arn:aws:(?:iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+")
+
+
+def _principal(name: str, value: Any) -> str:
+    """An IAM or STS principal ARN (the account is taken from it), or empty for the default."""
+    value = _as_str(name, value)
+    if value and not _PRINCIPAL.fullmatch(value):
+        raise ConfigError(f"{name} must be an IAM or STS principal ARN such as "
+                          f"arn:aws:iam::111122223333:user/app1, got {value!r}")
+    return value
 
 
 def _buckets(table: Mapping[str, Any]) -> dict[str, BucketPolicy]:

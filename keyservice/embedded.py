@@ -66,6 +66,15 @@ class EmbeddedKeyService:
         config = KeyServiceConfig.load(config_path, env, default_data_dir=default_data_dir)
         return cls(await asyncio.to_thread(build_api, config), config, source=source)
 
+    @property
+    def account_id(self) -> str:
+        """The account the key service hosts: the default principal of a gateway credential is a user of it."""
+        return self._config.account_id
+
+    @property
+    def region(self) -> str:
+        return self._config.region
+
     async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         ctx = CallContext(principal_arn=self._principal, account_id=self._config.account_id,
                           request_id=str(uuid.uuid4()), access_key=None, source=self._source)
