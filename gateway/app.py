@@ -30,6 +30,7 @@ from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
+from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, put_object
 from gateway.handlers.context import Gateway, RequestContext
@@ -261,9 +262,20 @@ async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _gateway_state(app: web.Application) -> None:
     """The handlers' view (`Gateway`), built once from what the cleanup contexts started."""
-    config, upstream = app[CONFIG_KEY], app[UPSTREAM_KEY]
-    objects = ObjectStore.over(config, upstream, app[KEY_PROVIDER_KEY], load_gateway_secret(config.secret_path))
-    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states)
+    config, upstream, provider = app[CONFIG_KEY], app[UPSTREAM_KEY], app[KEY_PROVIDER_KEY]
+    objects = ObjectStore.over(config, upstream, provider, load_gateway_secret(config.secret_path))
+    app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
+                               requesters=requesters(config.credentials, provider.account_id))
+
+
+def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> dict[str, Requester]:
+    """Each credential's principal by access key. With the embedded key service (``account_id`` known) a
+    credential without a configured principal is a user of its account; a remote KMS sees the gateway's
+    own [kms] credentials whoever the client is, so there a credential acts as the gateway unless it
+    names a principal (which then only scopes the gateway's caches)."""
+    return {c.access_key: Requester(c.principal_in(account_id) if account_id else (c.principal or None),
+                                    c.access_key)
+            for c in credentials}
 
 
 def _with_dev_credentials(config: GatewayConfig) -> GatewayConfig:

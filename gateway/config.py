@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from common.logsetup import parse_level
 from common.connections import ServerLimits
 from common.digits import parse_decimal
+from gateway.datakeys import CacheLimits
 
 ENCRYPTION_MODES = ("aws:kms", "passthrough")
 DEFAULT_KEY_ALIAS = "alias/s3-gateway-default"
@@ -70,6 +71,18 @@ class KmsConfig:
     secret_key: str = ""
     timeout: float = 5.0     # seconds one remote KMS call may take in all, retries included
     max_attempts: int = 3    # attempts per remote KMS call (first try included), within ``timeout``
+    # Data-key caching (Bucket Keys on writes, unwrapped data keys on reads; gateway/datakeys.py), for the
+    # embedded and a remote key service alike: a cached key is used for at most this many seconds (0: no
+    # caching), objects and plaintext bytes. A disabled CMK or revoked grant takes effect within max_age.
+    data_key_max_age: float = 60.0
+    data_key_max_objects: int = 10_000
+    data_key_max_bytes: int = 1 << 40
+    throttle_budget: float = 2.0  # seconds a throttled KMS call is retried for before 503 SlowDown
+
+    @property
+    def cache_limits(self) -> CacheLimits:
+        return CacheLimits(max_age=self.data_key_max_age, max_objects=self.data_key_max_objects,
+                           max_bytes=self.data_key_max_bytes, throttle_budget=self.throttle_budget)
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,9 @@ _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
                                        "pool_size": int, "pool_wait": float,
                                        "read_timeout": float, "max_attempts": int}),
     "kms": ("GATEWAY_KMS_", {"endpoint": str, "region": str, "access_key": str, "secret_key": str,
-                             "timeout": float, "max_attempts": int}),
+                             "timeout": float, "max_attempts": int, "data_key_max_age": Rate,
+                             "data_key_max_objects": Count, "data_key_max_bytes": Count,
+                             "throttle_budget": Rate}),
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

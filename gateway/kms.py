@@ -19,13 +19,17 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import DEFAULT_KEY_ALIAS, GatewayConfig
-from gateway.crypto.sse import DataKey
 from gateway.crypto.stream import IntegrityError
-from gateway.s3errors import from_kms_error, service_unavailable
-from keyservice.embedded import EmbeddedKeyService, KeyServiceError, KmsDataKey
+from gateway.datakeys import DataKey, Requester, Throttled
+from gateway.s3errors import S3Error, from_kms_error, service_unavailable
+from keyservice.embedded import Caller, EmbeddedKeyService, KeyServiceError, KmsDataKey
 
 log = logging.getLogger("gateway.kms")
 CONNECT_TIMEOUT = 1.0  # seconds; a key service on the network accepts a connection far faster
+
+
+class KmsThrottled(S3Error, Throttled):
+    """The key service throttled the call: S3's 503 SlowDown, once the retry budget is spent (gateway/datakeys.py)."""
 
 
 def s3_error_for_kms(error_type: str, message: str) -> Exception:
@@ -33,6 +37,8 @@ def s3_error_for_kms(error_type: str, message: str) -> Exception:
     if error_type == "InvalidCiphertextException":
         return IntegrityError(f"the object's data key does not decrypt: {message}")
     error = from_kms_error(error_type, message)
+    if error_type == "ThrottlingException":
+        return KmsThrottled(error.code, error.message, error.status)
     if error.status == 500:
         log.error("unexpected KMS error %s: %s", error_type, message)
     elif error.code == "ServiceUnavailable":
@@ -43,17 +49,31 @@ def s3_error_for_kms(error_type: str, message: str) -> Exception:
 class EmbeddedKeyProvider:
     """The embedded key service (``keyservice.embedded``), its refusals mapped to S3 errors."""
 
-    def __init__(self, keys: EmbeddedKeyService, default_key_id: str) -> None:
+    def __init__(self, keys: EmbeddedKeyService, default_key_id: str, region: str = "us-east-1") -> None:
         self._keys = keys
         self.default_key_id = default_key_id
+        self.via_service = f"s3.{region}.amazonaws.com"  # kms:ViaService of the calls made for clients
 
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
-        with _as_s3_errors():
-            return _data_key(await self._keys.generate_data_key(key_id or self.default_key_id, context))
+    @property
+    def account_id(self) -> str:
+        """The key service's account: a client credential's default principal is a user of it."""
+        return self._keys.account_id
 
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+    def _caller(self, requester: Requester) -> Caller | None:
+        if requester.principal is None:
+            return None
+        return Caller(requester.principal, requester.access_key, self.via_service)
+
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str], *,
+                                requester: Requester) -> DataKey:
         with _as_s3_errors():
-            return _data_key(await self._keys.decrypt(ciphertext, context))
+            return _data_key(await self._keys.generate_data_key(key_id or self.default_key_id, context,
+                                                                self._caller(requester)))
+
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str], *,
+                               requester: Requester) -> DataKey:
+        with _as_s3_errors():
+            return _data_key(await self._keys.decrypt(ciphertext, context, self._caller(requester)))
 
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the CMK ``key_id`` (id, ARN or alias) names: how tools compare a seal's CMK."""
@@ -80,7 +100,7 @@ async def embedded_provider(config: GatewayConfig) -> EmbeddedKeyProvider:
     names one), its periodic work (scheduled deletions, rotations) running."""
     keys = await EmbeddedKeyService.open(config.config_path, os.environ, config.data_dir / "keyservice",
                                          source="gateway")
-    provider = EmbeddedKeyProvider(keys, config.default_kms_key_id or DEFAULT_KEY_ALIAS)
+    provider = EmbeddedKeyProvider(keys, config.default_kms_key_id or DEFAULT_KEY_ALIAS, config.region)
     try:
         if not config.default_kms_key_id:
             await provider.ensure_default_key()
@@ -121,6 +141,7 @@ class RemoteKeyProvider:
             config=AioConfig(connect_timeout=min(timeout, CONNECT_TIMEOUT), read_timeout=timeout,
                              retries={"mode": "standard", "total_max_attempts": max_attempts}))
         self.endpoint = endpoint
+        self.account_id: str | None = None  # unknown: the remote KMS authorizes the gateway's own credentials
         self.timeout = timeout
         self.default_key_id = default_key_id
         self._stack: Any = None
@@ -160,12 +181,16 @@ class RemoteKeyProvider:
             self._down = False
             log.warning("the key service at %s answers again", self.endpoint)
 
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str], *,
+                                requester: Requester) -> DataKey:
+        """GenerateDataKey with the gateway's own [kms] credentials: a remote KMS sees the gateway, not the
+        client (``requester`` is only honoured by the embedded key service)."""
         out = await self._call(self._client.generate_data_key, KeyId=key_id or self.default_key_id,
                                KeySpec="AES_256", EncryptionContext=dict(context))
         return DataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
 
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str], *,
+                               requester: Requester) -> DataKey:
         out = await self._call(self._client.decrypt, CiphertextBlob=ciphertext, EncryptionContext=dict(context))
         return DataKey(out["Plaintext"], ciphertext, out["KeyId"])
 

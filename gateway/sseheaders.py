@@ -139,5 +139,6 @@ def mode_headers(info: EncryptionInfo | None, customer_key: CustomerKey | None) 
     if info.mode is SseMode.CUSTOMER:
         return {SSEC_ALGORITHM: "AES256", SSEC_KEY_MD5: customer_key.md5_b64} if customer_key else {}
     if info.mode is SseMode.KMS:
-        return {SSE: SseMode.KMS.value, SSE_KMS_KEY: info.kms_key_arn or ""}
+        bucket_key = {SSE_BUCKET_KEY: "true"} if info.bucket_key else {}
+        return {SSE: SseMode.KMS.value, SSE_KMS_KEY: info.kms_key_arn or "", **bucket_key}
     return {SSE: SseMode.S3.value}

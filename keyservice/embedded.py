@@ -21,9 +21,10 @@ from typing import Any
 from keyservice.api import KmsApi
 from keyservice.config import ConfigError, KeyServiceConfig, build_api, log_secrets
 from keyservice.errors import KMSError
+from keyservice.principals import principal_account
 from keyservice.service import CallContext
 
-__all__ = ["ConfigError", "EmbeddedKeyService", "KeyServiceError", "KmsDataKey", "settings_secrets"]
+__all__ = ["Caller", "ConfigError", "EmbeddedKeyService", "KeyServiceError", "KmsDataKey", "settings_secrets"]
 log = logging.getLogger("keyservice.embedded")
 _SECRET_VARIABLES = ("KEYSERVICE_ROOT_KEY", "KEYSERVICE_ROOT_PASSPHRASE", "KEYSERVICE_SECRET_KEY")
 
@@ -44,6 +45,23 @@ class KmsDataKey:
     plaintext: bytes
     ciphertext_blob: bytes
     key_arn: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal the host calls the key service for (a client of the gateway), and the AWS service it
+    calls through (``kms:ViaService``, e.g. ``s3.us-east-1.amazonaws.com``) for key policies to test."""
+
+    principal: str
+    access_key: str | None = None
+    via_service: str | None = None
+
+    @property
+    def account_id(self) -> str:
+        account = principal_account(self.principal)
+        if account is None:
+            raise ValueError(f"{self.principal!r} is not an IAM or STS principal ARN")
+        return account
 
 
 class EmbeddedKeyService:
@@ -75,23 +93,34 @@ class EmbeddedKeyService:
     def region(self) -> str:
         return self._config.region
 
-    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        ctx = CallContext(principal_arn=self._principal, account_id=self._config.account_id,
-                          request_id=str(uuid.uuid4()), access_key=None, source=self._source)
+    async def _call(self, operation: str, params: dict[str, Any], on_behalf: Caller | None = None) -> dict[str, Any]:
+        """``operation`` as the account root, or as ``on_behalf``'s principal (its account taken from its
+        ARN, so another account's principal is a cross-account caller), with its kms:ViaService."""
+        if on_behalf is None:
+            ctx = CallContext(principal_arn=self._principal, account_id=self._config.account_id,
+                              request_id=str(uuid.uuid4()), access_key=None, source=self._source)
+        else:
+            ctx = CallContext(principal_arn=on_behalf.principal, account_id=on_behalf.account_id,
+                              request_id=str(uuid.uuid4()), access_key=on_behalf.access_key, source=self._source,
+                              via_service=on_behalf.via_service)
         try:
             return await self._api.call(operation, params, ctx)
         except KMSError as exc:
             raise KeyServiceError(exc.type, exc.message) from None
 
-    async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> KmsDataKey:
-        """A fresh 256-bit data key under ``key_id`` (id, ARN or alias), bound to ``context``."""
+    async def generate_data_key(self, key_id: str, context: Mapping[str, str],
+                                on_behalf: Caller | None = None) -> KmsDataKey:
+        """A fresh 256-bit data key under ``key_id`` (id, ARN or alias), bound to ``context``; asked for
+        by ``on_behalf`` (key policy and grants decide), else by the account root."""
         out = await self._call("GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256",
-                                                    "EncryptionContext": dict(context)})
+                                                    "EncryptionContext": dict(context)}, on_behalf)
         return KmsDataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"])
 
-    async def decrypt(self, ciphertext_blob: bytes, context: Mapping[str, str]) -> KmsDataKey:
+    async def decrypt(self, ciphertext_blob: bytes, context: Mapping[str, str],
+                      on_behalf: Caller | None = None) -> KmsDataKey:
         """Unwrap a data key made by ``generate_data_key`` with the same ``context``."""
-        out = await self._call("Decrypt", {"CiphertextBlob": ciphertext_blob, "EncryptionContext": dict(context)})
+        out = await self._call("Decrypt", {"CiphertextBlob": ciphertext_blob, "EncryptionContext": dict(context)},
+                               on_behalf)
         return KmsDataKey(out["Plaintext"], ciphertext_blob, out["KeyId"])
 
     async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:

@@ -45,6 +45,7 @@ class CallContext:
     source: str | None = None
     key_arn: str | None = None
     warning: str | None = None  # what the audit record of the call should also say (a deletion's known usage)
+    via_service: str | None = None  # kms:ViaService: the AWS service that called on the principal's behalf
 
 
 Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] | Awaitable[dict[str, Any]]]
@@ -366,6 +367,8 @@ def _condition_keys(ctx: CallContext, context: dict[str, str] | None) -> dict[st
     A context whose keys differ only in case is refused: otherwise the caller would choose which of
     the values a policy condition sees, while the ciphertext stays bound to both."""
     keys: dict[str, Any] = {"kms:calleraccount": ctx.account_id}
+    if ctx.via_service:
+        keys["kms:viaservice"] = ctx.via_service
     if context:
         keys["kms:encryptioncontextkeys"] = list(context)
         for k, v in context.items():

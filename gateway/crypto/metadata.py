@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from gateway.crypto.sse import (
+    BUCKET_KEY_FORMAT_VERSION,
+    BUCKET_KEY_SALT_SIZE,
     FORMAT_VERSION,
     SEALED_KEY_SIZE,
     SSEC_CHECK_SIZE,
@@ -38,8 +40,9 @@ KMS_CONTEXT = RESERVED_PREFIX + "c"
 SSEC_SALT = RESERVED_PREFIX + "cs"
 SSEC_CHECK = RESERVED_PREFIX + "cc"
 UPLOAD_TAG = RESERVED_PREFIX + "u"
+BUCKET_KEY_SALT = RESERVED_PREFIX + "b"
 UPLOAD_TAG_SIZE = 16
-SUPPORTED_VERSIONS = frozenset({"1"})
+SUPPORTED_VERSIONS = frozenset({"1", "2"})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -70,11 +73,21 @@ class EncryptionInfo:
 
     seal: Seal
     layout: SingleStream | Multipart
-    version: int = FORMAT_VERSION
+    version: int = 0  # 0: the version the seal is written in (2 under a Bucket Key, else 1)
 
     def __post_init__(self) -> None:
+        if not self.version:
+            object.__setattr__(self, "version", _version_of(self.seal))
         if str(self.version) not in SUPPORTED_VERSIONS:
             raise ValueError(f"format version {self.version} cannot be written or read")
+        if self.version != _version_of(self.seal):
+            raise ValueError(f"format version {self.version} does not fit the seal "
+                             "(version 2 is exactly the objects under a Bucket Key)")
+
+    @property
+    def bucket_key(self) -> bool:
+        """The object's key is derived from a Bucket Key (S3 echoes x-amz-server-side-encryption-bucket-key-enabled)."""
+        return isinstance(self.seal, KmsSeal) and self.seal.bucket_key
 
     @property
     def mode(self) -> SseMode:
@@ -83,6 +96,10 @@ class EncryptionInfo:
     @property
     def kms_key_arn(self) -> str | None:
         return self.seal.kms_key_arn if isinstance(self.seal, KmsSeal) else None
+
+
+def _version_of(seal: Seal) -> int:
+    return BUCKET_KEY_FORMAT_VERSION if isinstance(seal, KmsSeal) and seal.bucket_key else FORMAT_VERSION
 
 
 def encode(info: EncryptionInfo) -> dict[str, str]:
@@ -100,6 +117,8 @@ def encode(info: EncryptionInfo) -> dict[str, str]:
         if seal.kms_context:
             headers[KMS_CONTEXT] = b64u(json.dumps(dict(seal.kms_context), sort_keys=True,
                                                    separators=(",", ":")).encode())
+        if seal.bucket_key_salt is not None:
+            headers[BUCKET_KEY_SALT] = b64u(seal.bucket_key_salt)
     else:
         headers[SSEC_SALT] = b64u(seal.salt)
         headers[SSEC_CHECK] = b64u(seal.check)
@@ -124,6 +143,9 @@ def decode(headers: Mapping[str, str]) -> EncryptionInfo | None:
         raise IntegrityError(f"unknown encryption mode {ours[MODE]!r}") from None
     sealed = _sized(ours, SEALED_KEY, SEALED_KEY_SIZE)
     seal = _ssec_seal(sealed, ours) if mode is SseMode.CUSTOMER else _kms_seal(mode, sealed, ours)
+    if int(version) != _version_of(seal):
+        raise IntegrityError(f"format version {version} does not fit the metadata: version 2 objects, and only "
+                             "they, carry a Bucket Key salt")
     return EncryptionInfo(seal=seal, layout=_layout(ours), version=int(version))
 
 
@@ -141,10 +163,15 @@ def _kms_seal(mode: SseMode, sealed: bytes, ours: Mapping[str, str]) -> KmsSeal:
     wrapped = unb64u(_required(ours, WRAPPED_DATA_KEY))
     if not wrapped:
         raise IntegrityError("empty wrapped data key")
-    return KmsSeal(mode, sealed, _required(ours, KMS_KEY_ARN), wrapped, _context(ours.get(KMS_CONTEXT)))
+    salt = _sized(ours, BUCKET_KEY_SALT, BUCKET_KEY_SALT_SIZE) if BUCKET_KEY_SALT in ours else None
+    if salt is not None and mode is not SseMode.KMS:
+        raise IntegrityError("only aws:kms objects are sealed under a Bucket Key")
+    return KmsSeal(mode, sealed, _required(ours, KMS_KEY_ARN), wrapped, _context(ours.get(KMS_CONTEXT)), salt)
 
 
 def _ssec_seal(sealed: bytes, ours: Mapping[str, str]) -> CustomerKeySeal:
+    if BUCKET_KEY_SALT in ours:
+        raise IntegrityError("only aws:kms objects are sealed under a Bucket Key")
     return CustomerKeySeal(sealed, _sized(ours, SSEC_SALT, SSEC_SALT_SIZE), _sized(ours, SSEC_CHECK, SSEC_CHECK_SIZE))
 
 

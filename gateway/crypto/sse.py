@@ -1,13 +1,17 @@
 """The SSE modes: make and open the per-object key OK (docs/FORMAT.md §1), one small type each.
 
     SSE-KMS / SSE-S3:  DK, W = KMS.GenerateDataKey(CMK, ctx)    KEK = HKDF(DK, none, "s3gw/v1/kms/" B "/" K)
+    SSE-KMS, Bucket Key (format version 2):
+                       BK, W = KMS.GenerateDataKey(CMK, ctx_B)  (shared by a bucket's writes, gateway/datakeys.py)
+                       salt random                               KEK = HKDF(BK, salt, "s3gw/v2/kms-bucket-key/" B "/" K)
     SSE-C:             CK from the client, salt random           KEK = HKDF(CK, salt, "s3gw/v1/ssec/" B "/" K)
                        kcv = HMAC(gateway secret, "s3gw/v1/ssec-check" || salt || CK)   (tells a wrong CK)
-    both:              sealed = n || GCM(KEK, n, OK, "s3gw/v1/object-key/" MODE)
+    all:               sealed = n || GCM(KEK, n, OK, "s3gw/v1/object-key/" MODE)   (v2: "s3gw/v2/object-key/" MODE)
 
 Each mode's seal is its own record type (`KmsSeal`, `CustomerKeySeal`) with exactly the fields it
 has; `ObjectKeys` picks the mode from the request or the seal, so no caller dispatches on strings.
-The customer key is never the data key and is never stored; one KMS call per object.
+The customer key is never the data key and is never stored. Every KMS call names the ``Requester``
+it is made for, so key policies and grants decide per client.
 """
 from __future__ import annotations
 
@@ -18,19 +22,24 @@ import hmac
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Protocol
+from typing import Mapping
 
 from common.aead import Aead, AuthenticationFailed
 from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import IntegrityError
+from gateway.datakeys import NO_CACHE, CacheLimits, DataKey, DataKeys, KeyProvider, Requester
 
+__all__ = ["DataKey", "KeyProvider", "Requester"]  # re-exported: the seals' callers need no other module
 FORMAT_VERSION = 1
+BUCKET_KEY_FORMAT_VERSION = 2  # objects sealed under a Bucket Key; every other object is still written as 1
+BUCKET_KEY_SALT_SIZE = 16
 SEALED_KEY_SIZE = 12 + 32 + 16
 SSEC_SALT_SIZE = 32
 SSEC_CHECK_SIZE = 32
 CUSTOMER_KEY_SIZE = 32
 S3_ARN_CONTEXT_KEY = "aws:s3:arn"
 _SEAL_AAD = b"s3gw/v1/object-key/"
+_BUCKET_KEY_SEAL_AAD = b"s3gw/v2/object-key/"
 _SSEC_CHECK_LABEL = b"s3gw/v1/ssec-check"
 
 
@@ -40,31 +49,6 @@ class SseMode(enum.Enum):
     KMS = "aws:kms"
     S3 = "AES256"  # SSE-S3: served like SSE-KMS with the caller's (or the default) key, no client context
     CUSTOMER = "SSE-C"
-
-
-@dataclass(frozen=True)
-class DataKey:
-    """A KMS data key: plaintext, the KMS ciphertext blob, and the ARN of the CMK that made it."""
-
-    plaintext: bytes = field(repr=False)
-    ciphertext: bytes
-    key_arn: str
-
-
-class KeyProvider(Protocol):
-    """What the gateway needs from a KMS (embedded or remote)."""
-
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
-        """A fresh AES-256 data key; key_id None means the gateway's default key."""
-
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
-        """Unwrap a data key; raises the provider's own error if the context does not match."""
-
-    async def key_arn(self, key_id: str) -> str:
-        """The ARN of the CMK an id, ARN or alias names (DescribeKey): tools compare seals by ARN."""
-
-    async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
-        """Set tags on a CMK (TagResource): `gateway keys usage --record` notes there what the key protects."""
 
 
 class CustomerKey:
@@ -144,11 +128,34 @@ class KmsSeal:
     kms_key_arn: str
     wrapped_data_key: bytes
     kms_context: Mapping[str, str] = field(default_factory=dict)
+    # Set for an object sealed under a Bucket Key: W then wraps the bucket's key, bound to the bucket's
+    # ARN, and this random salt makes the object's KEK its own (format version 2).
+    bucket_key_salt: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.mode is SseMode.CUSTOMER:
             raise ValueError("a KMS seal cannot be of mode SSE-C")
+        if self.bucket_key_salt is not None and len(self.bucket_key_salt) != BUCKET_KEY_SALT_SIZE:
+            raise ValueError(f"a Bucket Key salt is {BUCKET_KEY_SALT_SIZE} bytes")
         object.__setattr__(self, "kms_context", MappingProxyType(dict(self.kms_context)))
+
+    @property
+    def bucket_key(self) -> bool:
+        return self.bucket_key_salt is not None
+
+    def context(self, bucket: str, key: str) -> dict[str, str]:
+        """The KMS encryption context W is bound to, rebuilt from where the object is read: the object's
+        ARN, or the bucket's under a Bucket Key (so a copy elsewhere fails at KMS Decrypt)."""
+        if self.bucket_key:
+            return bucket_context(bucket, self.kms_context)
+        return s3_context(bucket, key, self.kms_context)
+
+    def kek(self, data_key: bytes, bucket: str, key: str) -> Aead:
+        return _kms_kek(data_key, self.bucket_key_salt, bucket, key)
+
+    @property
+    def aad(self) -> bytes:
+        return _seal_aad(self.mode, bucket_key=self.bucket_key)
 
 
 @dataclass(frozen=True)
@@ -180,67 +187,101 @@ def s3_context(bucket: str, key: str, client_context: Mapping[str, str]) -> dict
     return {**client_context, S3_ARN_CONTEXT_KEY: f"arn:aws:s3:::{bucket}/{key}"}
 
 
-def _kek(ikm: bytes, salt: bytes | None, label: str, bucket: str, key: str) -> Aead:
-    """KEK = HKDF-SHA256(ikm, salt, info = "s3gw/v1/<label>/" || bucket || "/" || key)."""
-    return Aead.derived(ikm, salt=salt, info=f"s3gw/v1/{label}/{bucket}/{key}".encode())
+def bucket_context(bucket: str, client_context: Mapping[str, str]) -> dict[str, str]:
+    """A Bucket Key's encryption context: the client's pairs plus the bucket's ARN, as S3 uses it."""
+    if S3_ARN_CONTEXT_KEY in client_context:
+        raise ValueError(f"the encryption context may not set {S3_ARN_CONTEXT_KEY}")
+    return {**client_context, S3_ARN_CONTEXT_KEY: f"arn:aws:s3:::{bucket}"}
 
 
-def _seal_aad(mode: SseMode) -> bytes:
-    """Binds the sealed key to the format version and the mode it was made for."""
+def _kek(ikm: bytes, salt: bytes | None, label: str, bucket: str, key: str, *, version: int = 1) -> Aead:
+    """KEK = HKDF-SHA256(ikm, salt, info = "s3gw/v<version>/<label>/" || bucket || "/" || key)."""
+    return Aead.derived(ikm, salt=salt, info=f"s3gw/v{version}/{label}/{bucket}/{key}".encode())
+
+
+def _kms_kek(data_key: bytes, bucket_key_salt: bytes | None, bucket: str, key: str) -> Aead:
+    """The KEK of a KMS seal: from the object's own data key, or from a Bucket Key and the object's salt."""
+    if bucket_key_salt is not None:
+        return _kek(data_key, bucket_key_salt, "kms-bucket-key", bucket, key, version=2)
+    return _kek(data_key, None, "kms", bucket, key)
+
+
+def _seal_aad(mode: SseMode, *, bucket_key: bool = False) -> bytes:
+    """Binds the sealed key to the format version and the mode it was made for (and, in version 2, to
+    its Bucket Key: a seal cannot be passed off as the other kind)."""
+    if bucket_key:
+        return _BUCKET_KEY_SEAL_AAD + mode.value.encode() + b"/bucket-key"
     return _SEAL_AAD + mode.value.encode()
 
 
-def _unseal(kek: Aead, sealed: bytes, mode: SseMode) -> ObjectKey:
+def _unseal(kek: Aead, sealed: bytes, aad: bytes) -> ObjectKey:
     if len(sealed) != SEALED_KEY_SIZE:
         raise IntegrityError("sealed object key has the wrong length")
     try:
-        return ObjectKey.unseal(kek, sealed, _seal_aad(mode))
+        return ObjectKey.unseal(kek, sealed, aad)
     except AuthenticationFailed:
         raise IntegrityError("sealed object key failed authentication") from None
 
 
 class SseKms:
-    """SSE-KMS and SSE-S3: OK sealed under a key derived from a per-object KMS data key."""
+    """SSE-KMS and SSE-S3: OK sealed under a key derived from a KMS data key, the object's own or,
+    with a Bucket Key, its bucket's (one GenerateDataKey for many writes)."""
 
-    def __init__(self, provider: KeyProvider) -> None:
-        self._provider = provider
+    def __init__(self, provider: KeyProvider | DataKeys, cache: CacheLimits = NO_CACHE) -> None:
+        self.data_keys = provider if isinstance(provider, DataKeys) else DataKeys(provider, cache)
 
-    async def create(self, bucket: str, key: str, request: KmsRequest) -> tuple[ObjectKey, KmsSeal]:
+    async def create(self, bucket: str, key: str, request: KmsRequest, requester: Requester, *,
+                     size: int = 0) -> tuple[ObjectKey, KmsSeal]:
+        """A fresh OK and its seal; ``size`` (the plaintext bytes, when known) counts against a Bucket
+        Key's byte limit."""
         client_context = {} if request.mode is SseMode.S3 else dict(request.context)
-        data_key = await self._provider.generate_data_key(request.key_id, s3_context(bucket, key, client_context))
         object_key = ObjectKey.generate()
-        sealed = object_key.seal(_kek(data_key.plaintext, None, "kms", bucket, key), _seal_aad(request.mode))
-        return object_key, KmsSeal(request.mode, sealed, data_key.key_arn, data_key.ciphertext, client_context)
+        if request.bucket_key and request.mode is SseMode.KMS:
+            data_key = await self.data_keys.bucket_key(request.key_id, bucket_context(bucket, client_context),
+                                                       requester, size)
+            salt: bytes | None = os.urandom(BUCKET_KEY_SALT_SIZE)
+        else:
+            data_key = await self.data_keys.fresh(request.key_id, s3_context(bucket, key, client_context), requester)
+            salt = None
+        return object_key, self._sealed(bucket, key, object_key, request.mode, data_key, client_context, salt)
 
-    async def open(self, bucket: str, key: str, seal: KmsSeal) -> ObjectKey:
-        """One KMS Decrypt; the context is rebuilt from the path, so a copied object fails here."""
+    @staticmethod
+    def _sealed(bucket: str, key: str, object_key: ObjectKey, mode: SseMode, data_key: DataKey,
+                client_context: Mapping[str, str], salt: bytes | None) -> KmsSeal:
+        sealed = object_key.seal(_kms_kek(data_key.plaintext, salt, bucket, key),
+                                 _seal_aad(mode, bucket_key=salt is not None))
+        return KmsSeal(mode, sealed, data_key.key_arn, data_key.ciphertext, client_context, salt)
+
+    async def open(self, bucket: str, key: str, seal: KmsSeal, requester: Requester, *, size: int = 0) -> ObjectKey:
+        """One KMS Decrypt (or a cached one); the context is rebuilt from the path, so a copied object
+        fails here."""
         try:
-            context = s3_context(bucket, key, seal.kms_context)
+            context = seal.context(bucket, key)
         except ValueError as exc:
             raise IntegrityError(str(exc)) from None
-        data_key = await self._provider.decrypt_data_key(seal.wrapped_data_key, context)
+        data_key = await self.data_keys.unwrap(seal.wrapped_data_key, context, requester, size)
         if data_key.key_arn != seal.kms_key_arn:
             raise IntegrityError("the data key belongs to another KMS key than the metadata names")
-        return _unseal(_kek(data_key.plaintext, None, "kms", bucket, key), seal.sealed_key, seal.mode)
+        return _unseal(seal.kek(data_key.plaintext, bucket, key), seal.sealed_key, seal.aad)
 
     async def key_arn(self, key_id: str) -> str:
         """The ARN of the CMK ``key_id`` names, as seals record it."""
-        return await self._provider.key_arn(key_id)
+        return await self.data_keys.key_arn(key_id)
 
     async def tag_key(self, key_id: str, tags: dict[str, str]) -> None:
-        await self._provider.tag_key(key_id, tags)
+        await self.data_keys.tag_key(key_id, tags)
 
-    async def reseal(self, bucket: str, key: str, object_key: ObjectKey, seal: KmsSeal, to_key_id: str) -> KmsSeal:
+    async def reseal(self, bucket: str, key: str, object_key: ObjectKey, seal: KmsSeal, to_key_id: str,
+                     requester: Requester) -> KmsSeal:
         """The same OK sealed under a fresh data key of ``to_key_id`` (one GenerateDataKey).
 
         The body and a multipart manifest are encrypted under OK, not under the data key, so only
         the seal changes: a rewrap moves no object bytes. Mode and client context are kept, so the
-        new data key is bound to the same encryption context the old one was.
+        new data key is bound to the same encryption context the old one was; an object under a
+        Bucket Key gets a data key of its own (version 1), never the bucket's cached one.
         """
-        context = s3_context(bucket, key, seal.kms_context)
-        data_key = await self._provider.generate_data_key(to_key_id, context)
-        sealed = object_key.seal(_kek(data_key.plaintext, None, "kms", bucket, key), _seal_aad(seal.mode))
-        return KmsSeal(seal.mode, sealed, data_key.key_arn, data_key.ciphertext, seal.kms_context)
+        data_key = await self.data_keys.fresh(to_key_id, s3_context(bucket, key, seal.kms_context), requester)
+        return self._sealed(bucket, key, object_key, seal.mode, data_key, seal.kms_context, None)
 
 
 class SseC:
@@ -266,7 +307,7 @@ class SseC:
             raise MissingCustomerKey("the object is encrypted with a customer key; none was given")
         if not hmac.compare_digest(customer_key.check_value(self._secret, seal.salt), seal.check):
             raise WrongCustomerKey("the customer key does not match the object's key")
-        return _unseal(customer_key.kek(seal.salt, bucket, key), seal.sealed_key, SseMode.CUSTOMER)
+        return _unseal(customer_key.kek(seal.salt, bucket, key), seal.sealed_key, _seal_aad(SseMode.CUSTOMER))
 
     def reseal(self, bucket: str, key: str, object_key: ObjectKey, new_key: CustomerKey) -> CustomerKeySeal:
         """The same OK sealed under another customer key (fresh salt and check value): an SSE-C
@@ -279,17 +320,19 @@ class SseC:
 class ObjectKeys:
     """Every SSE mode behind one pair of calls: a fresh key for a request, the key behind a seal."""
 
-    def __init__(self, provider: KeyProvider, gateway_secret: bytes) -> None:
-        self.kms = SseKms(provider)
+    def __init__(self, provider: KeyProvider | DataKeys, gateway_secret: bytes, cache: CacheLimits = NO_CACHE) -> None:
+        self.kms = SseKms(provider, cache)
         self.customer = SseC(gateway_secret)
 
-    async def create(self, bucket: str, key: str, request: SseRequest) -> tuple[ObjectKey, Seal]:
+    async def create(self, bucket: str, key: str, request: SseRequest, requester: Requester, *,
+                     size: int = 0) -> tuple[ObjectKey, Seal]:
         if isinstance(request, CustomerKeyRequest):
             return self.customer.create(bucket, key, request.key)
-        return await self.kms.create(bucket, key, request)
+        return await self.kms.create(bucket, key, request, requester, size=size)
 
-    async def open(self, bucket: str, key: str, seal: Seal, customer_key: CustomerKey | None) -> ObjectKey:
+    async def open(self, bucket: str, key: str, seal: Seal, customer_key: CustomerKey | None,
+                   requester: Requester, *, size: int = 0) -> ObjectKey:
         """OK of a stored object; SSE-C needs the client's key (Missing/WrongCustomerKey otherwise)."""
         if isinstance(seal, CustomerKeySeal):
             return self.customer.open(bucket, key, seal, customer_key)
-        return await self.kms.open(bucket, key, seal)
+        return await self.kms.open(bucket, key, seal, requester, size=size)

@@ -2,6 +2,7 @@
 with the accessors of what several handlers read from a request (SSE-C keys, part numbers, UploadIds)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from aiohttp import web
 from common.sigv4 import AuthResult
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
-from gateway.crypto.sse import CustomerKey
+from gateway.crypto.sse import CustomerKey, Requester
 from gateway.objects.reading import ObjectRef
 from gateway.objects.store import ObjectStore
 from gateway.ranges import parse_part_number
@@ -31,6 +32,7 @@ class Gateway:
     upstream: Upstream
     objects: ObjectStore
     bucket_states: BucketStates
+    requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
 
 
 @dataclass
@@ -40,6 +42,10 @@ class RequestContext:
     auth: AuthResult
     request_id: str
     secure: bool
+
+    def requester(self, gw: Gateway) -> Requester:
+        """The principal the request's credential maps to: KMS keys are used on its behalf."""
+        return gw.requesters[self.auth.access_key]
 
     @property
     def raw_path(self) -> str:

@@ -65,7 +65,7 @@ async def _source(gw: Gateway, ctx: RequestContext, *, whole: bool) -> AsyncIter
                 raise invalid_request("The specified copy source is larger than the maximum allowable size for "
                                       f"a copy source: {MAX_UPLOAD_SIZE}")
             customer_key = ctx.copy_source_customer_key(gw) if stored.encrypted else None
-            yield await stored.open(customer_key)
+            yield await stored.open(customer_key, requester=ctx.requester(gw))
     except UpstreamError as exc:
         if found:  # not the source's HEAD: an error of the copy itself
             raise
@@ -151,7 +151,8 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         outcome = BodyOutcome()
         with outcome.reported():
             written = await gw.objects.writer.put(ctx.s3.bucket, ctx.s3.key, headers, sse,
-                                                  _copied(source, None, source.size, outcome), source.size)
+                                                  _copied(source, None, source.size, outcome), source.size,
+                                                  requester=ctx.requester(gw))
         answer = written_headers(written, ctx.customer_key(gw), {})
         result = render("CopyObjectResult", {"LastModified": _now(), "ETag": answer.pop("ETag")})
         return web.Response(status=200, body=result, content_type="application/xml",
@@ -177,7 +178,7 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
         with outcome.reported():
             etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number,
                                                      _copied(source, span, length, outcome), length, customer_key,
-                                                     outcome.echoed)
+                                                     outcome.echoed, requester=ctx.requester(gw))
         result = render("CopyPartResult", {"LastModified": _now(), "ETag": etag})
         return web.Response(status=200, body=result, content_type="application/xml",
                             headers={**mode_headers(upload.info, customer_key), **_source_version_header(source.stored)})

@@ -45,7 +45,8 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         if by_part and not stored.encrypted:
             return await _legacy_part(ctx, stored, ctx.part_number())
         customer_key = ctx.customer_key(gw) if stored.encrypted else None
-        opened = await stored.open(customer_key, with_manifest=by_part or not ctx.is_head)
+        opened = await stored.open(customer_key, requester=ctx.requester(gw),
+                                   with_manifest=by_part or not ctx.is_head)
         span = opened.part_span(ctx.part_number()) if by_part else requested_range(
             ctx.request.headers.get("range"), opened.size)
         response = web.StreamResponse(**_answer(opened, span, customer_key, by_part))

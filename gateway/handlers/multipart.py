@@ -36,7 +36,7 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
     if sse is None:
         return await forward(gw, ctx)
     headers = forwardable_headers(request.headers, drop=_UPLOAD_HEADERS_DROPPED)
-    created = await gw.objects.uploads.create(s3.bucket, s3.key, headers, sse)
+    created = await gw.objects.uploads.create(s3.bucket, s3.key, headers, sse, requester=ctx.requester(gw))
     body = render("InitiateMultipartUploadResult", {"Bucket": s3.bucket, "Key": s3.key, "UploadId": created.upload_id})
     out = mode_headers(created.info, ctx.customer_key(gw))
     if "x-amz-checksum-algorithm" in request.headers:
@@ -58,7 +58,7 @@ async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     customer_key = ctx.customer_key(gw)
     with outcome.reported():
         etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number, body, length,
-                                                 customer_key, outcome.echoed)
+                                                 customer_key, outcome.echoed, requester=ctx.requester(gw))
     return web.Response(status=200, headers={"ETag": etag, **outcome.echoed, **mode_headers(upload.info, customer_key)})
 
 
@@ -89,7 +89,8 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     s3 = ctx.s3
     requested = parse_complete(await read_body(ctx, MAX_COMPLETE_BODY))
     customer_key = ctx.customer_key(gw)
-    completed = await gw.objects.uploads.complete(s3.bucket, s3.key, upload, requested, customer_key)
+    completed = await gw.objects.uploads.complete(s3.bucket, s3.key, upload, requested, customer_key,
+                                                  requester=ctx.requester(gw))
     headers = {**mode_headers(upload.info, customer_key),
                **response_headers(completed.result.headers, drop=("content-*", "etag", "x-amz-server-side-*"))}
     location = f"{ctx.request.scheme}://{ctx.request.host}/{s3.bucket}/{s3.key}"
@@ -101,7 +102,7 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
 async def abort_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = ctx.upload(gw, carries_data=False)
     if upload is not None:
-        gw.objects.uploads.forget(upload)
+        gw.objects.uploads.forget(upload, ctx.requester(gw))
     return await forward(gw, ctx, ctx.upstream_query(upload))
 
 

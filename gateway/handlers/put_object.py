@@ -23,5 +23,6 @@ async def put_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
     with outcome.reported():
-        written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length)
+        written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length,
+                                              requester=ctx.requester(gw))
     return web.Response(status=200, headers=written_headers(written, ctx.customer_key(gw), outcome.echoed))

@@ -20,7 +20,7 @@ from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart, part_count_from_etag
 from gateway.crypto.objectkey import ObjectKey
-from gateway.crypto.sse import CustomerKey, CustomerKeySeal, ObjectKeys, SseRequest, WrongCustomerKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, ObjectKeys, Requester, SseRequest, WrongCustomerKey
 from gateway.limits import MIN_PART_SIZE
 from gateway.objects.manifests import Manifests
 from gateway.objects.writing import check_metadata_size
@@ -62,11 +62,13 @@ class MultipartWriter:
         self.keys = keys
         self.tokens = tokens
         self.manifests = manifests
-        self._upload_keys: LruCache[str, ObjectKey] = LruCache(4096)
+        self._upload_keys: LruCache[tuple[str, str | None], ObjectKey] = LruCache(4096)
 
-    async def create(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest) -> Created:
-        """Open the upload upstream with the object's encryption metadata (one KMS call for SSE-KMS)."""
-        object_key, seal = await self.keys.create(bucket, key, request)
+    async def create(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest, *,
+                     requester: Requester) -> Created:
+        """Open the upload upstream with the object's encryption metadata (one KMS call for SSE-KMS, made
+        for ``requester``; none under a cached Bucket Key)."""
+        object_key, seal = await self.keys.create(bucket, key, request, requester)
         info = EncryptionInfo(seal=seal, layout=Multipart(metadata.new_upload_tag()))
         fields = metadata.encode(info)
         stored_headers = {**headers, **fields}
@@ -74,42 +76,47 @@ class MultipartWriter:
         upstream_id = await self.client.create_multipart_upload(bucket, key, stored_headers)
         client_id = self.tokens.issue_upload_id(bucket, key, upstream_id, fields)
         if not isinstance(seal, CustomerKeySeal):
-            self._upload_keys.put(client_id, object_key)
+            self._upload_keys.put((client_id, requester.principal), object_key)
         return Created(client_id, info)
 
-    async def upload_key(self, bucket: str, key: str, upload: Upload, customer_key: CustomerKey | None) -> ObjectKey:
+    async def upload_key(self, bucket: str, key: str, upload: Upload, customer_key: CustomerKey | None,
+                         requester: Requester) -> ObjectKey:
         """The upload's object key: SSE-C uploads need the customer key on every part (checked against the
-        stored check value); KMS uploads cost one KMS Decrypt per upload per gateway process."""
+        stored check value); KMS uploads cost one KMS Decrypt per upload per gateway process and principal
+        (as S3, which needs kms:Decrypt of whoever uploads a part: a principal the key service refuses
+        never gets the key another principal unwrapped)."""
         seal = upload.info.seal
         if isinstance(seal, CustomerKeySeal):
             if customer_key is None:
                 raise invalid_request(MISSING_SSEC)
             try:
-                return await self.keys.open(bucket, key, seal, customer_key)
+                return await self.keys.open(bucket, key, seal, customer_key, requester)
             except WrongCustomerKey:
                 raise invalid_request(WRONG_SSEC) from None
         if customer_key is not None:
             raise invalid_request(WRONG_SSEC)
-        cached = self._upload_keys.get(upload.client_id)
+        slot = (upload.client_id, requester.principal)
+        cached = self._upload_keys.get(slot)
         if cached is None:
-            cached = await self.keys.open(bucket, key, seal, None)
-            self._upload_keys.put(upload.client_id, cached)
+            cached = await self.keys.open(bucket, key, seal, None, requester)
+            self._upload_keys.put(slot, cached)
         return cached
 
     async def put_part(self, bucket: str, key: str, upload: Upload, number: int, body: AsyncIterable[bytes],
-                       length: int, customer_key: CustomerKey | None, verified: Mapping[str, str]) -> str:
+                       length: int, customer_key: CustomerKey | None, verified: Mapping[str, str], *,
+                       requester: Requester) -> str:
         """Encrypt and store one part; its client ETag. ``verified``: the checksum headers verified on the
         body, which the body stream fills in as it ends (gateway/handlers/request_body.py): read only
         once the part is stored, they go into the ETag so Complete can check the client's checksums."""
-        object_key = await self.upload_key(bucket, key, upload, customer_key)
+        object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
         part = EncryptedPart(body, object_key, number, length)
         result = await self.client.upload_part(bucket, key, upload.upstream_id, number, part, part.stored_size)
         return self.tokens.issue_part_etag(upload, number, result.etag, part.params, verified)
 
     async def complete(self, bucket: str, key: str, upload: Upload, requested: Sequence[RequestedPart],
-                       customer_key: CustomerKey | None) -> Completed:
+                       customer_key: CustomerKey | None, *, requester: Requester) -> Completed:
         """Check the client's part list, store the manifest (conditionally), complete upstream."""
-        object_key = await self.upload_key(bucket, key, upload, customer_key)
+        object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
         stored = {part.number: part for part in await self.client.list_parts(bucket, key, upload.upstream_id)}
         manifest = self._checked_manifest(upload, requested, stored)
         layout = upload.info.layout
@@ -123,7 +130,7 @@ class MultipartWriter:
             if not exc.not_found:
                 raise
             result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
-        self._upload_keys.pop(upload.client_id)
+        self._upload_keys.pop((upload.client_id, requester.principal))
         return Completed(result, manifest)
 
     async def _completed_already(self, bucket: str, key: str, tag: str, manifest: Manifest,
@@ -145,9 +152,9 @@ class MultipartWriter:
         return CompleteResult(etag=head.etag, version_id=head.version_id,
                               headers=CIMultiDictProxy(CIMultiDict(version)))
 
-    def forget(self, upload: Upload) -> None:
-        """An aborted upload: its cached key is of no further use."""
-        self._upload_keys.pop(upload.client_id)
+    def forget(self, upload: Upload, requester: Requester) -> None:
+        """An aborted upload: its cached key (``requester``'s) is of no further use."""
+        self._upload_keys.pop((upload.client_id, requester.principal))
 
     def _checked_manifest(self, upload: Upload, requested: Sequence[RequestedPart],
                           stored: Mapping[int, StoredPart]) -> Manifest:

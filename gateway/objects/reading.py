@@ -25,7 +25,7 @@ from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_parts, object_plaintext_size,
                                       part_count_from_etag, plan_reads)
 from gateway.crypto.objectkey import ObjectKey
-from gateway.crypto.sse import CustomerKey, CustomerKeySeal, MissingCustomerKey, ObjectKeys, WrongCustomerKey
+from gateway.crypto.sse import CustomerKey, CustomerKeySeal, MissingCustomerKey, ObjectKeys, Requester, WrongCustomerKey
 from gateway.crypto.stream import IntegrityError, StreamDecryptor, ciphertext_size, decrypt_stream, plan_range
 from gateway.etag import client_etag
 from gateway.objects.manifests import Manifests
@@ -204,13 +204,15 @@ class StoredObject:
         except (ValueError, IntegrityError) as exc:
             raise self.integrity_failure(exc) from None
 
-    async def open(self, customer_key: CustomerKey | None, *, with_manifest: bool = True) -> "OpenedObject":
-        """Open the object key and (``with_manifest``) a multipart object's manifest; a legacy object
-        opens as it is. SSE-C objects need the client's key; a missing or wrong one is refused."""
+    async def open(self, customer_key: CustomerKey | None, *, requester: Requester,
+                   with_manifest: bool = True) -> "OpenedObject":
+        """Open the object key (KMS keys used on ``requester``'s behalf) and (``with_manifest``) a multipart
+        object's manifest; a legacy object opens as it is. SSE-C objects need the client's key; a missing
+        or wrong one is refused."""
         size = self.size
         if self.info is None:
             return OpenedObject(self, None, size, None)
-        object_key = await self._object_key(customer_key)
+        object_key = await self._object_key(customer_key, requester, size)
         manifest = None
         if with_manifest and isinstance(self.info.layout, Multipart):
             try:
@@ -220,12 +222,13 @@ class StoredObject:
                 raise self.integrity_failure(exc) from None
         return OpenedObject(self, object_key, size, manifest)
 
-    async def _object_key(self, customer_key: CustomerKey | None) -> ObjectKey:
+    async def _object_key(self, customer_key: CustomerKey | None, requester: Requester, size: int) -> ObjectKey:
         assert self.info is not None
         if customer_key is not None and not isinstance(self.info.seal, CustomerKeySeal):
             raise invalid_request("The encryption parameters are not applicable to this object.")
         try:
-            return await self._reader.keys.open(self.ref.bucket, self.ref.key, self.info.seal, customer_key)
+            return await self._reader.keys.open(self.ref.bucket, self.ref.key, self.info.seal, customer_key,
+                                                requester, size=size)
         except MissingCustomerKey:
             raise invalid_request("The object was stored using a form of Server Side Encryption. The correct "
                                   "parameters must be provided to retrieve the object.") from None

@@ -36,4 +36,5 @@ class ObjectStore:
     def over(cls, config: GatewayConfig, upstream: Upstream, provider: KeyProvider, secret: bytes) -> "ObjectStore":
         """The object layer over a started upstream pool and key provider, keyed by the gateway secret."""
         client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
-        return cls(config, client, ObjectKeys(provider, secret), UploadTokens(secret), BucketStates(upstream, secret))
+        keys = ObjectKeys(provider, secret, config.kms.cache_limits)
+        return cls(config, client, keys, UploadTokens(secret), BucketStates(upstream, secret))

@@ -14,7 +14,7 @@ from typing import AsyncIterable, Mapping
 
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, SingleStream
-from gateway.crypto.sse import ObjectKeys, SseRequest
+from gateway.crypto.sse import ObjectKeys, Requester, SseRequest
 from gateway.crypto.stream import StreamEncryptor, ciphertext_size, encrypt_stream
 from gateway.s3client import PutResult, S3Client
 from gateway.s3errors import S3Error
@@ -60,8 +60,10 @@ class ObjectWriter:
         self.keys = keys
 
     async def put(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest | None,
-                  body: AsyncIterable[bytes], length: int, *, if_match: str | None = None) -> Written:
-        """Store ``length`` plaintext bytes, encrypted as ``request`` asks (None: as they are).
+                  body: AsyncIterable[bytes], length: int, *, requester: Requester,
+                  if_match: str | None = None) -> Written:
+        """Store ``length`` plaintext bytes, encrypted as ``request`` asks (None: as they are), with KMS keys
+        used on ``requester``'s behalf.
 
         ``headers``: the upstream request headers (content type, user metadata, tagging ...) without any
         SSE header. ``if_match``: replace only that version of the object (the tools' rewrite in place)."""
@@ -69,7 +71,7 @@ class ObjectWriter:
             check_metadata_size(headers)
             result = await self.client.put_object(bucket, key, body, length, headers, if_match=if_match)
             return Written(result, None)
-        object_key, seal = await self.keys.create(bucket, key, request)
+        object_key, seal = await self.keys.create(bucket, key, request, requester, size=length)
         encryptor = StreamEncryptor(object_key)
         info = EncryptionInfo(seal=seal, layout=SingleStream(encryptor.params, length))
         stored_headers = {**headers, **metadata.encode(info)}

@@ -35,6 +35,7 @@ from common.files import write_atomically
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto import metadata
 from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
+from gateway.datakeys import GATEWAY
 from gateway.crypto.stream import IntegrityError
 from gateway.objects.reading import ObjectRef
 from gateway.objects.store import ObjectStore
@@ -186,11 +187,11 @@ async def migrate_object(store: ObjectStore, bucket: str, entry: Entry, request:
             if stored.encrypted:
                 return Outcome(key, "encrypted", stored.size)
             headers = preserved_headers(stored.head, await stored.tags())
-            opened = await stored.open(None)
+            opened = await stored.open(None, requester=GATEWAY)
             source = _Hashing(opened.chunks())
             try:
                 written = await store.writer.put(bucket, key, headers, request, source.__aiter__(), opened.size,
-                                                 if_match=stored.head.etag)
+                                                 requester=GATEWAY, if_match=stored.head.etag)
             except UpstreamError as exc:
                 if exc.precondition_failed or exc.not_found:
                     return Outcome(key, "changed", opened.size, "changed meanwhile (the upstream refused the "
@@ -221,7 +222,7 @@ async def verify(store: ObjectStore, bucket: str, key: str, size: int, digest: s
         async with store.reader.stat(ObjectRef(bucket, key), with_body=True) as stored:
             if stored.head.etag != etag:
                 return Outcome(key, "changed", size, "overwritten right after it was migrated; not verified")
-            opened = await stored.open(None)
+            opened = await stored.open(None, requester=GATEWAY)
             async for chunk in opened.chunks():
                 check.update(chunk)
     except (UpstreamError, S3Error) as exc:

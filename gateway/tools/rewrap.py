@@ -37,6 +37,7 @@ from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.multipart import PART_OVERHEAD
 from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.sse import CustomerKey, CustomerKeySeal, Seal, WrongCustomerKey
+from gateway.datakeys import GATEWAY
 from gateway.crypto.stream import IntegrityError
 from gateway.objects.store import ObjectStore
 from gateway.objects.writing import object_headers
@@ -225,9 +226,9 @@ class Rewrap:
             object_key = self.store.keys.customer.open(bucket, key, seal, old)
             return object_key, self.store.keys.customer.reseal(bucket, key, object_key, new)
         kms = self.store.keys.kms
-        object_key = await kms.open(bucket, key, seal)
+        object_key = await kms.open(bucket, key, seal, GATEWAY)
         self.tally.kms_calls["Decrypt"] += 1
-        resealed = await kms.reseal(bucket, key, object_key, seal, self.to_arn)
+        resealed = await kms.reseal(bucket, key, object_key, seal, self.to_arn, GATEWAY)
         self.tally.kms_calls["GenerateDataKey"] += 1
         return object_key, resealed
 

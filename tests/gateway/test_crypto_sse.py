@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.datakeys import GATEWAY
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, SingleStream
 from gateway.crypto.objectkey import ObjectKey
@@ -57,14 +58,14 @@ class LocalKeyProvider:
         self._master = AESGCM(os.urandom(32))
         self.calls: list[str] = []
 
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str], *, requester=None) -> DataKey:
         self.calls.append("GenerateDataKey")
         arn = key_id or DEFAULT_ARN
         plaintext, nonce = os.urandom(32), os.urandom(12)
         sealed = self._master.encrypt(nonce, plaintext, self._aad(arn, context))
         return DataKey(plaintext, arn.encode() + b"\n" + nonce + sealed, arn)
 
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str], *, requester=None) -> DataKey:
         self.calls.append("Decrypt")
         arn_raw, _, rest = ciphertext.partition(b"\n")
         arn = arn_raw.decode()
@@ -108,49 +109,49 @@ KMS_REQUEST = KmsRequest(SseMode.KMS, key_id=OTHER_ARN, context={"project": "blu
 
 async def test_kms_object_key_round_trips_with_one_kms_call_each_way(provider) -> None:
     mode = SseKms(provider)
-    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
+    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST, GATEWAY)
     assert provider.calls == ["GenerateDataKey"]
     assert isinstance(object_key, ObjectKey) and isinstance(seal, KmsSeal)
     assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.KMS, OTHER_ARN, {"project": "blue"})
-    assert await mode.open("bkt", "dir/obj", seal) == object_key
+    assert await mode.open("bkt", "dir/obj", seal, GATEWAY) == object_key
     assert provider.calls == ["GenerateDataKey", "Decrypt"]
 
 
 async def test_sse_s3_uses_the_default_key_and_keeps_its_mode_name(provider) -> None:
     mode = SseKms(provider)
-    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3))
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3), GATEWAY)
     assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, DEFAULT_ARN, {})
     info, _ = stored_info(seal, object_key, b"")
     assert metadata.encode(info)[metadata.MODE] == "AES256"
-    assert await mode.open("bkt", "k", seal) == object_key
+    assert await mode.open("bkt", "k", seal, GATEWAY) == object_key
 
 
 async def test_reseal_keeps_the_object_key_and_context_under_the_target_cmk_with_one_kms_call(provider) -> None:
     mode = SseKms(provider)
-    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
+    object_key, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST, GATEWAY)
     params, body = encrypt_body(object_key, b"stays encrypted as it was")
     provider.calls.clear()
-    resealed = await mode.reseal("bkt", "dir/obj", object_key, seal, DEFAULT_ARN)
+    resealed = await mode.reseal("bkt", "dir/obj", object_key, seal, DEFAULT_ARN, GATEWAY)
     assert provider.calls == ["GenerateDataKey"]
     assert (resealed.mode, resealed.kms_key_arn, dict(resealed.kms_context)) == (SseMode.KMS, DEFAULT_ARN,
                                                                                    {"project": "blue"})
     assert resealed.wrapped_data_key != seal.wrapped_data_key
-    reopened = await mode.open("bkt", "dir/obj", resealed)
+    reopened = await mode.open("bkt", "dir/obj", resealed, GATEWAY)
     assert decrypt_body(reopened, params, 25, body) == b"stays encrypted as it was"
 
 
 async def test_a_resealed_sse_s3_seal_stays_sse_s3(provider) -> None:
     mode = SseKms(provider)
-    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3))
-    resealed = await mode.reseal("bkt", "k", object_key, seal, OTHER_ARN)
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3), GATEWAY)
+    resealed = await mode.reseal("bkt", "k", object_key, seal, OTHER_ARN, GATEWAY)
     assert (resealed.mode, resealed.kms_key_arn) == (SseMode.S3, OTHER_ARN)
-    assert await mode.open("bkt", "k", resealed) == object_key
+    assert await mode.open("bkt", "k", resealed, GATEWAY) == object_key
 
 
 async def test_each_object_gets_a_fresh_object_key_and_seal(provider) -> None:
     mode = SseKms(provider)
-    first_key, first = await mode.create("bkt", "k", KMS_REQUEST)
-    second_key, second = await mode.create("bkt", "k", KMS_REQUEST)
+    first_key, first = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
+    second_key, second = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
     assert first_key != second_key
     assert first.sealed_key[:12] != second.sealed_key[:12]
     assert first.wrapped_data_key != second.wrapped_data_key
@@ -189,16 +190,16 @@ def test_a_kms_seal_cannot_claim_sse_c() -> None:
 @pytest.mark.parametrize("bucket, key", [("other", "dir/obj"), ("bkt", "dir/obj2"), ("bkt", "dir")])
 async def test_kms_object_copied_to_another_bucket_or_key_is_refused_by_kms(provider, bucket, key) -> None:
     mode = SseKms(provider)
-    _, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST)
+    _, seal = await mode.create("bkt", "dir/obj", KMS_REQUEST, GATEWAY)
     with pytest.raises(InvalidCiphertext):
-        await mode.open(bucket, key, seal)
+        await mode.open(bucket, key, seal, GATEWAY)
 
 
 async def test_kms_altered_client_context_is_refused_by_kms(provider) -> None:
     mode = SseKms(provider)
-    _, seal = await mode.create("bkt", "k", KMS_REQUEST)
+    _, seal = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
     with pytest.raises(InvalidCiphertext):
-        await mode.open("bkt", "k", replace(seal, kms_context={"project": "red"}))
+        await mode.open("bkt", "k", replace(seal, kms_context={"project": "red"}), GATEWAY)
 
 
 @pytest.mark.parametrize("change", [
@@ -208,40 +209,41 @@ async def test_kms_altered_client_context_is_refused_by_kms(provider) -> None:
 ])
 async def test_kms_altered_metadata_fields_raise_integrity_error(provider, change) -> None:
     mode = SseKms(provider)
-    _, seal = await mode.create("bkt", "k", KmsRequest(SseMode.KMS, key_id=OTHER_ARN))
+    _, seal = await mode.create("bkt", "k", KmsRequest(SseMode.KMS, key_id=OTHER_ARN), GATEWAY)
     with pytest.raises(IntegrityError):
-        await mode.open("bkt", "k", replace(seal, **change))
+        await mode.open("bkt", "k", replace(seal, **change), GATEWAY)
 
 
-@pytest.mark.parametrize("version", ["2", "0"])
+@pytest.mark.parametrize("version", ["3", "0", "2"])
 async def test_an_unknown_format_version_is_refused_before_any_key_use(provider, version: str) -> None:
     """The version lives in EncryptionInfo now, not in the seal: metadata.decode refuses it, so no
-    seal of an unknown version ever reaches a KMS call or an unseal."""
+    seal of an unknown version ever reaches a KMS call or an unseal. Version 2 exists, but only for
+    seals under a Bucket Key: a seal without one relabelled 2 is refused too."""
     keys = ObjectKeys(provider, GATEWAY_SECRET)
     for request in (KMS_REQUEST, CustomerKeyRequest(CUSTOMER_KEY)):
-        object_key, seal = await keys.create("bkt", "k", request)
+        object_key, seal = await keys.create("bkt", "k", request, GATEWAY)
         headers = metadata.encode(stored_info(seal, object_key, b"x")[0])
         headers[metadata.VERSION] = version
         with pytest.raises(IntegrityError):
             metadata.decode(headers)
         with pytest.raises(ValueError):  # nor can one be written
-            replace(stored_info(seal, object_key, b"x")[0], version=int(version))
+            replace(stored_info(seal, object_key, b"x")[0], version=int(version) or 4)
 
 
 @pytest.mark.parametrize("index", [0, 11, 12, 43, 59])
 async def test_kms_flipped_bit_in_sealed_key_raises_integrity_error(provider, index: int) -> None:
     mode = SseKms(provider)
-    _, seal = await mode.create("bkt", "k", KMS_REQUEST)
+    _, seal = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
     sealed = bytearray(seal.sealed_key)
     sealed[index] ^= 1
     with pytest.raises(IntegrityError):
-        await mode.open("bkt", "k", replace(seal, sealed_key=bytes(sealed)))
+        await mode.open("bkt", "k", replace(seal, sealed_key=bytes(sealed)), GATEWAY)
 
 
 async def test_metadata_swapped_between_two_versions_of_an_object_fails_the_stream(provider) -> None:
     mode = SseKms(provider)
-    key_a, seal_a = await mode.create("bkt", "k", KMS_REQUEST)
-    key_b, seal_b = await mode.create("bkt", "k", KMS_REQUEST)
+    key_a, seal_a = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
+    key_b, seal_b = await mode.create("bkt", "k", KMS_REQUEST, GATEWAY)
     size = SEGMENT_SIZE + 1
     params_a, body_a = encrypt_body(key_a, os.urandom(size))
     params_b, _ = encrypt_body(key_b, os.urandom(size))
@@ -249,7 +251,7 @@ async def test_metadata_swapped_between_two_versions_of_an_object_fails_the_stre
                          (replace(seal_a, sealed_key=seal_b.sealed_key, wrapped_data_key=seal_b.wrapped_data_key),
                           params_a),
                          (seal_a, params_b)):
-        opened = await mode.open("bkt", "k", seal)
+        opened = await mode.open("bkt", "k", seal, GATEWAY)
         with pytest.raises(IntegrityError):
             decrypt_body(opened, params, size, body_a)
 
@@ -287,7 +289,7 @@ async def test_ssec_object_read_without_a_key_raises_missing_customer_key(provid
     with pytest.raises(MissingCustomerKey):
         mode.open("bkt", "k", seal, None)
     with pytest.raises(MissingCustomerKey):
-        await ObjectKeys(provider, GATEWAY_SECRET).open("bkt", "k", seal, None)
+        await ObjectKeys(provider, GATEWAY_SECRET).open("bkt", "k", seal, None, GATEWAY)
     assert provider.calls == []
 
 
@@ -335,11 +337,11 @@ async def test_ssec_object_relabelled_as_kms_raises_integrity_error(provider) ->
     headers[metadata.MODE] = "aws:kms"
     with pytest.raises(IntegrityError):
         metadata.decode(headers)
-    _, kms_seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.KMS))
+    _, kms_seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.KMS), GATEWAY)
     for mode in (SseMode.KMS, SseMode.S3):
         relabelled = replace(kms_seal, mode=mode, sealed_key=seal.sealed_key)
         with pytest.raises(IntegrityError):
-            await SseKms(provider).open("bkt", "k", relabelled)
+            await SseKms(provider).open("bkt", "k", relabelled, GATEWAY)
 
 
 def test_ssec_refuses_a_short_key_and_a_short_secret() -> None:
@@ -356,49 +358,49 @@ async def test_ssec_create_refuses_a_missing_key() -> None:
     with pytest.raises((TypeError, AttributeError)):
         SseC(GATEWAY_SECRET).create("b", "k", None)
     with pytest.raises((TypeError, AttributeError)):
-        await ObjectKeys(LocalKeyProvider(), GATEWAY_SECRET).create("b", "k", CustomerKeyRequest(None))
+        await ObjectKeys(LocalKeyProvider(), GATEWAY_SECRET).create("b", "k", CustomerKeyRequest(None), GATEWAY)
 
 
 async def test_modes_refuse_requests_and_seals_of_another_mode(provider) -> None:
     with pytest.raises(ValueError):
         KmsRequest(SseMode.CUSTOMER)
     with pytest.raises((TypeError, AttributeError)):
-        await SseKms(provider).create("b", "k", CustomerKeyRequest(CUSTOMER_KEY))
+        await SseKms(provider).create("b", "k", CustomerKeyRequest(CUSTOMER_KEY), GATEWAY)
     with pytest.raises((TypeError, AttributeError)):
         SseC(GATEWAY_SECRET).create("b", "k", KMS_REQUEST)
-    _, kms_seal = await SseKms(provider).create("b", "k", KMS_REQUEST)
+    _, kms_seal = await SseKms(provider).create("b", "k", KMS_REQUEST, GATEWAY)
     _, ssec_seal = SseC(GATEWAY_SECRET).create("b", "k", CUSTOMER_KEY)
     with pytest.raises((TypeError, AttributeError)):
         SseC(GATEWAY_SECRET).open("b", "k", kms_seal, CUSTOMER_KEY)
     with pytest.raises((TypeError, AttributeError)):
-        await SseKms(provider).open("b", "k", ssec_seal)
+        await SseKms(provider).open("b", "k", ssec_seal, GATEWAY)
 
 
 # --- ObjectKeys: one pair of calls for every mode -----------------------------------------------
 
 async def test_object_keys_dispatch_requests_and_seals_by_their_type(provider) -> None:
     keys = ObjectKeys(provider, GATEWAY_SECRET)
-    kms_key, kms_seal = await keys.create("bkt", "k", KMS_REQUEST)
+    kms_key, kms_seal = await keys.create("bkt", "k", KMS_REQUEST, GATEWAY)
     assert isinstance(kms_seal, KmsSeal) and kms_seal.mode is SseMode.KMS
-    s3_key, s3_seal = await keys.create("bkt", "k", KmsRequest(SseMode.S3))
+    s3_key, s3_seal = await keys.create("bkt", "k", KmsRequest(SseMode.S3), GATEWAY)
     assert isinstance(s3_seal, KmsSeal) and s3_seal.mode is SseMode.S3
     assert provider.calls == ["GenerateDataKey"] * 2
-    ssec_key, ssec_seal = await keys.create("bkt", "k", CustomerKeyRequest(CUSTOMER_KEY))
+    ssec_key, ssec_seal = await keys.create("bkt", "k", CustomerKeyRequest(CUSTOMER_KEY), GATEWAY)
     assert isinstance(ssec_seal, CustomerKeySeal) and ssec_seal.mode is SseMode.CUSTOMER
     assert provider.calls == ["GenerateDataKey"] * 2  # SSE-C makes no KMS call
 
-    assert await keys.open("bkt", "k", kms_seal, None) == kms_key
-    assert await keys.open("bkt", "k", s3_seal, None) == s3_key
+    assert await keys.open("bkt", "k", kms_seal, None, GATEWAY) == kms_key
+    assert await keys.open("bkt", "k", s3_seal, None, GATEWAY) == s3_key
     assert provider.calls == ["GenerateDataKey"] * 2 + ["Decrypt"] * 2
-    assert await keys.open("bkt", "k", ssec_seal, CUSTOMER_KEY) == ssec_key
+    assert await keys.open("bkt", "k", ssec_seal, CUSTOMER_KEY, GATEWAY) == ssec_key
     assert provider.calls == ["GenerateDataKey"] * 2 + ["Decrypt"] * 2
     with pytest.raises(MissingCustomerKey):
-        await keys.open("bkt", "k", ssec_seal, None)
+        await keys.open("bkt", "k", ssec_seal, None, GATEWAY)
     with pytest.raises(WrongCustomerKey):
-        await keys.open("bkt", "k", ssec_seal, CustomerKey(os.urandom(32)))
+        await keys.open("bkt", "k", ssec_seal, CustomerKey(os.urandom(32)), GATEWAY)
     # what each mode's own type opens, ObjectKeys opens the same
     assert SseC(GATEWAY_SECRET).open("bkt", "k", ssec_seal, CUSTOMER_KEY) == ssec_key
-    assert await SseKms(provider).open("bkt", "k", kms_seal) == kms_key
+    assert await SseKms(provider).open("bkt", "k", kms_seal, GATEWAY) == kms_key
 
 
 async def test_object_keys_round_trip_through_the_stored_metadata(provider) -> None:
@@ -406,11 +408,11 @@ async def test_object_keys_round_trip_through_the_stored_metadata(provider) -> N
     for request, customer_key in ((KMS_REQUEST, None), (KmsRequest(SseMode.S3), None),
                                   (CustomerKeyRequest(CUSTOMER_KEY), CUSTOMER_KEY)):
         plaintext = os.urandom(100)
-        object_key, seal = await keys.create("bkt", "k", request)
+        object_key, seal = await keys.create("bkt", "k", request, GATEWAY)
         info, body = stored_info(seal, object_key, plaintext)
         read = metadata.decode(metadata.encode(info))
         assert read == info and type(read.seal) is type(seal)
-        opened = await keys.open("bkt", "k", read.seal, customer_key)
+        opened = await keys.open("bkt", "k", read.seal, customer_key, GATEWAY)
         assert decrypt_body(opened, read.layout.params, read.layout.plaintext_size, body) == plaintext
 
 
@@ -457,14 +459,14 @@ async def independent_decrypt(headers: Mapping[str, str], body: bytes, bucket: s
 @pytest.mark.parametrize("size", [0, 1, 2 * SEGMENT_SIZE, 2 * SEGMENT_SIZE + 5])
 async def test_documented_format_decrypts_kms_objects_independently(provider, size: int) -> None:
     plaintext = os.urandom(size)
-    object_key, seal = await SseKms(provider).create("bkt", "a/ü b", KMS_REQUEST)
+    object_key, seal = await SseKms(provider).create("bkt", "a/ü b", KMS_REQUEST, GATEWAY)
     info, body = stored_info(seal, object_key, plaintext)
     assert await independent_decrypt(metadata.encode(info), body, "bkt", "a/ü b", provider=provider) == plaintext
 
 
 async def test_documented_format_decrypts_sse_s3_and_sse_c_objects_independently(provider) -> None:
     plaintext = os.urandom(SEGMENT_SIZE + 77)
-    object_key, seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.S3))
+    object_key, seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.S3), GATEWAY)
     info, body = stored_info(seal, object_key, plaintext)
     assert await independent_decrypt(metadata.encode(info), body, "bkt", "k", provider=provider) == plaintext
     object_key, seal = SseC(GATEWAY_SECRET).create("bkt", "k", CUSTOMER_KEY)
@@ -474,7 +476,7 @@ async def test_documented_format_decrypts_sse_s3_and_sse_c_objects_independently
 
 
 async def test_kms_object_metadata_stays_far_below_the_2kb_limit(provider) -> None:
-    _, seal = await SseKms(provider).create("bkt", "k", KMS_REQUEST)
+    _, seal = await SseKms(provider).create("bkt", "k", KMS_REQUEST, GATEWAY)
     headers = metadata.encode(EncryptionInfo(seal, SingleStream(StreamParams.new(), 123456789)))
     total = sum(len(name) + len(value) for name, value in headers.items())
     assert total < 700, total
@@ -482,9 +484,9 @@ async def test_kms_object_metadata_stays_far_below_the_2kb_limit(provider) -> No
 
 async def test_sse_s3_honours_the_key_the_caller_picked_and_ignores_a_context(provider) -> None:
     mode = SseKms(provider)
-    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3, OTHER_ARN, {"x": "y"}))
+    object_key, seal = await mode.create("bkt", "k", KmsRequest(SseMode.S3, OTHER_ARN, {"x": "y"}), GATEWAY)
     assert (seal.mode, seal.kms_key_arn, dict(seal.kms_context)) == (SseMode.S3, OTHER_ARN, {})
-    assert await mode.open("bkt", "k", seal) == object_key
+    assert await mode.open("bkt", "k", seal, GATEWAY) == object_key
 
 
 def test_an_sse_c_reseal_keeps_the_object_key_under_the_new_customer_key_only() -> None:

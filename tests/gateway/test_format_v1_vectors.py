@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Mapping
 import pytest
 
 from common.aead import Aead
+from gateway.datakeys import GATEWAY
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import HEADER_SIZE, PartRead, decrypt_parts, open_manifest, plan_reads
@@ -58,10 +59,10 @@ class VectorKms:
         self._aead = Aead(bytes.fromhex(kms["backing_key_hex"]))
         self._arn = kms["key_arn"]
 
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str], *, requester=None) -> DataKey:
         raise AssertionError("reading never makes a data key")
 
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str], *, requester=None) -> DataKey:
         header = blob.parse_header(ciphertext)
         assert header.key_id == VECTORS["kms"]["key_id"]
         plaintext = blob.open_blob(self._aead, ciphertext, header, blob.canonical_context(dict(context)))
@@ -79,11 +80,11 @@ async def _object_key(vector: Mapping[str, Any]) -> ObjectKey:
     seal = _info(vector).seal
     customer_key = CustomerKey(CUSTOMER_KEY) if isinstance(seal, CustomerKeySeal) else None
     object_key = await ObjectKeys(VectorKms(), GATEWAY_SECRET).open(vector["bucket"], vector["key"], seal,
-                                                                    customer_key)
+                                                                    customer_key, GATEWAY)
     if isinstance(seal, CustomerKeySeal):
         assert SseC(GATEWAY_SECRET).open(vector["bucket"], vector["key"], seal, customer_key) == object_key
     else:
-        assert await SseKms(VectorKms()).open(vector["bucket"], vector["key"], seal) == object_key
+        assert await SseKms(VectorKms()).open(vector["bucket"], vector["key"], seal, GATEWAY) == object_key
     return object_key
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.datakeys import GATEWAY
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, DataKey, ObjectKeys
@@ -35,10 +36,10 @@ MIB = 1024 * 1024
 class NoKms:
     """These tests use SSE-C and legacy objects only: a KMS call is a test bug."""
 
-    async def generate_data_key(self, key_id, context) -> DataKey:
+    async def generate_data_key(self, key_id, context, *, requester=None) -> DataKey:
         raise AssertionError("no KMS call expected")
 
-    async def decrypt_data_key(self, ciphertext, context) -> DataKey:
+    async def decrypt_data_key(self, ciphertext, context, *, requester=None) -> DataKey:
         raise AssertionError("no KMS call expected")
 
 
@@ -61,12 +62,12 @@ async def _chunks(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
 
 async def _read(store: ObjectStore, ref: ObjectRef, span=None) -> bytes:
     async with store.reader.stat(ref, with_body=span is None) as stored:
-        opened = await stored.open(CUSTOMER_KEY if stored.encrypted else None)
+        opened = await stored.open(CUSTOMER_KEY if stored.encrypted else None, requester=GATEWAY)
         return b"".join([chunk async for chunk in opened.chunks(span)])
 
 
 async def _put_ssec(store: ObjectStore, bucket: str, key: str, data: bytes) -> None:
-    await store.writer.put(bucket, key, {}, CustomerKeyRequest(CUSTOMER_KEY), _chunks(data), len(data))
+    await store.writer.put(bucket, key, {}, CustomerKeyRequest(CUSTOMER_KEY), _chunks(data), len(data), requester=GATEWAY)
 
 
 async def test_an_object_written_by_the_layer_reads_back_whole_and_by_range(store, legacy_bucket) -> None:
@@ -97,7 +98,7 @@ async def test_a_ranged_read_after_an_overwrite_fails_instead_of_mixing_versions
     else:
         await _put_ssec(store, legacy_bucket, "k", b"x" * 1000)
     async with store.reader.stat(ObjectRef(legacy_bucket, "k")) as stored:
-        opened = await stored.open(CUSTOMER_KEY if stored.encrypted else None)
+        opened = await stored.open(CUSTOMER_KEY if stored.encrypted else None, requester=GATEWAY)
         if stored_as == "legacy":
             await _put_ssec(store, legacy_bucket, "k", b"y" * 1000)
         else:
@@ -119,10 +120,10 @@ async def test_a_legacy_part_read_after_an_overwrite_fails(store, legacy_bucket,
 
 
 async def _upload_two_parts(store: ObjectStore, bucket: str, key: str) -> tuple[object, list[str], list[bytes]]:
-    created = await store.uploads.create(bucket, key, {}, CustomerKeyRequest(CUSTOMER_KEY))
+    created = await store.uploads.create(bucket, key, {}, CustomerKeyRequest(CUSTOMER_KEY), requester=GATEWAY)
     upload = store.tokens.parse_upload_id(bucket, key, created.upload_id)
     parts = [os.urandom(5 * MIB), os.urandom(1000)]
-    etags = [await store.uploads.put_part(bucket, key, upload, number, _chunks(data), len(data), CUSTOMER_KEY, {})
+    etags = [await store.uploads.put_part(bucket, key, upload, number, _chunks(data), len(data), CUSTOMER_KEY, {}, requester=GATEWAY)
              for number, data in enumerate(parts, 1)]
     return upload, etags, parts
 
@@ -131,8 +132,8 @@ async def test_racing_completes_with_different_part_lists_leave_one_readable_obj
     upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp")
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     first_only = [RequestedPart(1, etags[0], {})]
-    outcomes = await asyncio.gather(store.uploads.complete(legacy_bucket, "mp", upload, both, CUSTOMER_KEY),
-                                    store.uploads.complete(legacy_bucket, "mp", upload, first_only, CUSTOMER_KEY),
+    outcomes = await asyncio.gather(store.uploads.complete(legacy_bucket, "mp", upload, both, CUSTOMER_KEY, requester=GATEWAY),
+                                    store.uploads.complete(legacy_bucket, "mp", upload, first_only, CUSTOMER_KEY, requester=GATEWAY),
                                     return_exceptions=True)
     succeeded = [index for index, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
     assert len(succeeded) == 1, outcomes
@@ -144,25 +145,25 @@ async def test_a_retried_complete_with_the_same_parts_goes_ahead(store, legacy_b
     upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp2")
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     layout = upload.info.layout
-    object_key = await store.uploads.upload_key(legacy_bucket, "mp2", upload, CUSTOMER_KEY)
+    object_key = await store.uploads.upload_key(legacy_bucket, "mp2", upload, CUSTOMER_KEY, GATEWAY)
     stored = {p.number: p for p in await store.client.list_parts(legacy_bucket, "mp2", upload.upstream_id)}
     manifest = store.uploads._checked_manifest(upload, both, stored)
     await store.manifests.create(legacy_bucket, layout.upload_tag, object_key, manifest)  # a Complete that died
-    await store.uploads.complete(legacy_bucket, "mp2", upload, both, CUSTOMER_KEY)
+    await store.uploads.complete(legacy_bucket, "mp2", upload, both, CUSTOMER_KEY, requester=GATEWAY)
     assert await _read(store, ObjectRef(legacy_bucket, "mp2")) == b"".join(parts)
 
 
 async def test_a_complete_whose_manifest_is_already_there_with_other_parts_is_refused(store, legacy_bucket) -> None:
     upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "mp3")
     layout = upload.info.layout
-    object_key = await store.uploads.upload_key(legacy_bucket, "mp3", upload, CUSTOMER_KEY)
+    object_key = await store.uploads.upload_key(legacy_bucket, "mp3", upload, CUSTOMER_KEY, GATEWAY)
     stored = {p.number: p for p in await store.client.list_parts(legacy_bucket, "mp3", upload.upstream_id)}
     first_only = [RequestedPart(1, etags[0], {})]
     await store.manifests.create(legacy_bucket, layout.upload_tag, object_key,
                                  store.uploads._checked_manifest(upload, first_only, stored))
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
     with pytest.raises(S3Error) as caught:
-        await store.uploads.complete(legacy_bucket, "mp3", upload, both, CUSTOMER_KEY)
+        await store.uploads.complete(legacy_bucket, "mp3", upload, both, CUSTOMER_KEY, requester=GATEWAY)
     assert (caught.value.code, caught.value.status) == ("InvalidPart", 400)
     assert "different list of parts" in caught.value.message
 
@@ -185,7 +186,7 @@ async def test_a_complete_whose_answer_was_lost_succeeds_when_the_object_is_made
         await real_complete(*args, **kwargs)
         raise UpstreamError(404, NO_SUCH_UPLOAD)
     monkeypatch.setattr(store.client, "complete_multipart_upload", completed_then_lost)
-    completed = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY)
+    completed = await store.uploads.complete(legacy_bucket, "mp4", upload, both, CUSTOMER_KEY, requester=GATEWAY)
     async with store.reader.stat(ObjectRef(legacy_bucket, "mp4")) as stored:
         assert (completed.result.etag, stored.size) == (stored.head.etag, len(b"".join(parts)))
     assert await _read(store, ObjectRef(legacy_bucket, "mp4")) == b"".join(parts)
@@ -198,14 +199,14 @@ async def test_a_complete_whose_answer_was_lost_succeeds_when_the_object_is_made
     monkeypatch.setattr(store.client, "complete_multipart_upload", lost)
     with pytest.raises(UpstreamError) as caught:
         await store.uploads.complete(legacy_bucket, "mp5", other, [RequestedPart(1, other_etags[0], {}),
-                                                                   RequestedPart(2, other_etags[1], {})], CUSTOMER_KEY)
+                                                                   RequestedPart(2, other_etags[1], {})], CUSTOMER_KEY, requester=GATEWAY)
     assert (caught.value.status, caught.value.code) == (404, "NoSuchUpload")
 
 
 async def _manifest_of_two_parts(store: ObjectStore, bucket: str, key: str):
     upload, etags, parts = await _upload_two_parts(store, bucket, key)
     both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
-    object_key = await store.uploads.upload_key(bucket, key, upload, CUSTOMER_KEY)
+    object_key = await store.uploads.upload_key(bucket, key, upload, CUSTOMER_KEY, GATEWAY)
     stored = {p.number: p for p in await store.client.list_parts(bucket, key, upload.upstream_id)}
     return upload.info.layout.upload_tag, object_key, store.uploads._checked_manifest(upload, both, stored)
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.aead import Aead  # noqa: E402
+from gateway.datakeys import GATEWAY
 from gateway.crypto import metadata  # noqa: E402
 from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream  # noqa: E402
 from gateway.crypto.multipart import EncryptedPart, Manifest, ManifestPart, seal_manifest  # noqa: E402
@@ -56,13 +57,13 @@ class FixedKms:
         self.data_key = hashlib.sha256(b"s3gw format v1 vector data key").digest()
         self.contexts: list[dict[str, str]] = []
 
-    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str]) -> DataKey:
+    async def generate_data_key(self, key_id: str | None, context: Mapping[str, str], *, requester=None) -> DataKey:
         self.contexts.append(dict(context))
         wrapped = blob.seal(Aead(self.material), self.key_id, self.backing_id, self.data_key,
                             blob.canonical_context(dict(context)))
         return DataKey(self.data_key, wrapped, CMK_ARN)
 
-    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str]) -> DataKey:
+    async def decrypt_data_key(self, ciphertext: bytes, context: Mapping[str, str], *, requester=None) -> DataKey:
         raise NotImplementedError
 
 
@@ -77,7 +78,7 @@ async def _one(items: list[bytes]):
 
 async def single(mode_name: str, key: str, size: int, request: SseRequest, keys: ObjectKeys) -> dict[str, Any]:
     data = plaintext(size, f"{key}")
-    object_key, seal = await keys.create(BUCKET, key, request)
+    object_key, seal = await keys.create(BUCKET, key, request, GATEWAY)
     encryptor = StreamEncryptor(object_key)
     body = await _collect(encrypt_stream(_one([data]), encryptor))
     info = EncryptionInfo(seal, SingleStream(encryptor.params, size))
@@ -90,7 +91,7 @@ async def single(mode_name: str, key: str, size: int, request: SseRequest, keys:
 async def multipart(mode_name: str, key: str, parts: list[tuple[int, int, bool]], request: SseRequest,
                     keys: ObjectKeys) -> dict[str, Any]:
     """parts: (part number, plaintext size, pinned in the manifest)."""
-    object_key, seal = await keys.create(BUCKET, key, request)
+    object_key, seal = await keys.create(BUCKET, key, request, GATEWAY)
     tag = metadata.new_upload_tag()
     info = EncryptionInfo(seal, Multipart(tag))
     body, entries, whole = bytearray(), [], bytearray()

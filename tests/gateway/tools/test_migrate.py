@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.datakeys import GATEWAY
 from gateway.config import load_config
 from gateway.objects.reading import ObjectRef
 from gateway.tools.migrate import Progress
@@ -93,7 +94,7 @@ async def _read_all(config_file: Path, bucket: str, keys) -> dict[str, bytes]:
         for key in keys:
             async with store.reader.stat(ObjectRef(bucket, key), with_body=True) as stored:
                 assert stored.encrypted, key
-                opened = await stored.open(None)
+                opened = await stored.open(None, requester=GATEWAY)
                 out[key] = b"".join([chunk async for chunk in opened.chunks()])
     return out
 

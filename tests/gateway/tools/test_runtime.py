@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.datakeys import GATEWAY
 from gateway.config import ConfigError, GatewayConfig, UpstreamConfig
 from gateway.crypto.sse import KmsRequest
 from gateway.objects.reading import ObjectRef
@@ -25,9 +26,9 @@ async def test_a_tool_writes_and_reads_encrypted_objects_with_the_gateways_setti
     config = GatewayConfig(data_dir=tmp_path, upstream=UpstreamConfig(url=moto.url, access_key=moto.access_key,
                                                                        secret_key=moto.secret_key))
     async with object_store(config) as store:
-        await store.writer.put(bucket, "k", {}, KmsRequest(), _one(b"tool data"), 9)
+        await store.writer.put(bucket, "k", {}, KmsRequest(), _one(b"tool data"), 9, requester=GATEWAY)
         async with store.reader.stat(ObjectRef(bucket, "k"), with_body=True) as stored:
-            opened = await stored.open(None)
+            opened = await stored.open(None, requester=GATEWAY)
             assert b"".join([c async for c in opened.chunks()]) == b"tool data"
     assert upstream_s3.head_object(Bucket=bucket, Key="k")["Metadata"]["x-gw-m"] == "aws:kms"
 
