@@ -192,34 +192,25 @@ class DataKeys:
 
     async def _cached(self, cache: KeyCache, slot: tuple, size: int,
                       ask: Callable[[], Awaitable[DataKey]]) -> DataKey:
+        """The cached key of ``slot``, else ``ask()``'s, cached; callers arriving while it is asked for
+        wait for that one answer (a burst makes one KMS call), and ask themselves if it fails."""
         if not self.limits.caching:
             return await self._retrying(ask)
-        while True:
-            key = cache.take(slot, size)
-            if key is not None:
-                return key
-            pending = self._pending.get(slot)
-            if pending is None:
-                break
-            try:
-                await asyncio.shield(pending)
-            except Exception:
-                pass  # the first caller's failure is its own; this one asks again (its principal is the same)
-        future: asyncio.Future[DataKey] = asyncio.get_running_loop().create_future()
-        self._pending[slot] = future
+        while (key := cache.take(slot, size)) is None and (pending := self._pending.get(slot)) is not None:
+            await asyncio.wait([pending])  # its outcome is its caller's; this one looks again
+        if key is not None:
+            return key
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[slot] = done
         generation = self._generation
         try:
             key = await self._retrying(ask)
-        except BaseException as exc:
-            future.set_exception(exc) if not isinstance(exc, asyncio.CancelledError) else future.cancel()
-            future.exception() if not future.cancelled() else None  # retrieved: waiters retry on their own
-            raise
+            if generation == self._generation:  # not across a clear(): the key may predate the change
+                cache.put(slot, key, size)
+            return key
         finally:
-            self._pending.pop(slot, None)
-        if generation == self._generation:
-            cache.put(slot, key, size)
-        future.set_result(key)
-        return key
+            del self._pending[slot]
+            done.set_result(None)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, retried with jittered exponential backoff while the key service throttles it, for at

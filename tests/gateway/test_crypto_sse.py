@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.datakeys import GATEWAY
+from gateway.datakeys import GATEWAY, CacheLimits
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, SingleStream
 from gateway.crypto.objectkey import ObjectKey
@@ -430,8 +430,10 @@ async def independent_decrypt(headers: Mapping[str, str], body: bytes, bucket: s
                               provider: LocalKeyProvider | None = None, customer_key: bytes | None = None) -> bytes:
     """Follows section 2 'Decrypting' of docs/FORMAT.md using only cryptography primitives."""
     h = {name.lower(): value for name, value in headers.items()}
-    assert h["x-amz-meta-x-gw-v"] == "1"
+    version = h["x-amz-meta-x-gw-v"]
+    assert version in ("1", "2") and (version == "2") == ("x-amz-meta-x-gw-b" in h)
     mode = h["x-amz-meta-x-gw-m"]
+    aad = b"s3gw/v1/object-key/" + mode.encode()
     params, sealed, size = _unb64u(h["x-amz-meta-x-gw-p"]), _unb64u(h["x-amz-meta-x-gw-k"]), int(h["x-amz-meta-x-gw-s"])
     path = f"{bucket}/{key}".encode()
     if mode == "SSE-C":
@@ -441,11 +443,15 @@ async def independent_decrypt(headers: Mapping[str, str], body: bytes, bucket: s
         kek = _hkdf(customer_key, salt, b"s3gw/v1/ssec/" + path)
     else:
         context = json.loads(_unb64u(h["x-amz-meta-x-gw-c"])) if "x-amz-meta-x-gw-c" in h else {}
-        context["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}"
+        context["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}" if version == "1" else f"arn:aws:s3:::{bucket}"
         data_key = await provider.decrypt_data_key(_unb64u(h["x-amz-meta-x-gw-d"]), context)
         assert data_key.key_arn == h["x-amz-meta-x-gw-a"]
-        kek = _hkdf(data_key.plaintext, None, b"s3gw/v1/kms/" + path)
-    object_key = AESGCM(kek).decrypt(sealed[:12], sealed[12:], b"s3gw/v1/object-key/" + mode.encode())
+        if version == "1":
+            kek = _hkdf(data_key.plaintext, None, b"s3gw/v1/kms/" + path)
+        else:
+            kek = _hkdf(data_key.plaintext, _unb64u(h["x-amz-meta-x-gw-b"]), b"s3gw/v2/kms-bucket-key/" + path)
+            aad = b"s3gw/v2/object-key/" + mode.encode() + b"/bucket-key"
+    object_key = AESGCM(kek).decrypt(sealed[:12], sealed[12:], aad)
     segment_key = AESGCM(_hkdf(object_key, params[:16], b"s3gw/v1/segment" + struct.pack(">I", 0)))
     count = max(1, -(-size // 65536))
     assert len(body) == size + 16 * count
@@ -498,3 +504,78 @@ def test_an_sse_c_reseal_keeps_the_object_key_under_the_new_customer_key_only() 
     assert mode.open("bkt", "k", resealed, new_key) == object_key
     with pytest.raises(WrongCustomerKey):
         mode.open("bkt", "k", resealed, CUSTOMER_KEY)
+
+
+# --- Bucket Keys (format version 2) ------------------------------------------------------------
+
+BUCKET_KEY_REQUEST = replace(KMS_REQUEST, bucket_key=True)
+
+
+async def test_objects_under_a_bucket_key_share_one_generate_data_key_and_each_has_its_own_kek(provider) -> None:
+    mode = SseKms(provider, CacheLimits(max_age=60))
+    made = [await mode.create("bkt", f"k{i}", BUCKET_KEY_REQUEST, GATEWAY) for i in range(20)]
+    assert provider.calls == ["GenerateDataKey"]
+    seals = [seal for _, seal in made]
+    assert len({seal.wrapped_data_key for seal in seals}) == 1
+    assert len({seal.bucket_key_salt for seal in seals}) == 20
+    for i, (object_key, seal) in enumerate(made):
+        assert await mode.open("bkt", f"k{i}", seal, GATEWAY) == object_key
+    assert provider.calls == ["GenerateDataKey", "Decrypt"]  # the bucket key's one unwrap, cached
+
+
+async def test_a_bucket_key_object_is_version_2_and_decrypts_from_the_documented_format(provider) -> None:
+    plaintext = os.urandom(SEGMENT_SIZE + 3)
+    object_key, seal = await SseKms(provider).create("bkt", "a/ü b", BUCKET_KEY_REQUEST, GATEWAY)
+    info, body = stored_info(seal, object_key, plaintext)
+    headers = metadata.encode(info)
+    assert (headers["x-amz-meta-x-gw-v"], info.version, info.bucket_key) == ("2", 2, True)
+    assert len(_unb64u(headers["x-amz-meta-x-gw-b"])) == 16
+    assert metadata.decode(headers) == info
+    assert await independent_decrypt(headers, body, "bkt", "a/ü b", provider=provider) == plaintext
+
+
+async def test_sse_s3_ignores_the_bucket_key_flag_as_s3_does(provider) -> None:
+    _, seal = await SseKms(provider).create("bkt", "k", KmsRequest(SseMode.S3, bucket_key=True), GATEWAY)
+    assert not seal.bucket_key
+    assert metadata.encode(EncryptionInfo(seal, SingleStream(StreamParams(b"s" * 16, b"p" * 7), 0)))[
+        metadata.VERSION] == "1"
+
+
+@pytest.mark.parametrize("where", [("bkt", "other-key"), ("other-bkt", "k")])
+async def test_a_bucket_key_object_moved_elsewhere_does_not_open(provider, where: tuple[str, str]) -> None:
+    mode = SseKms(provider)
+    _, seal = await mode.create("bkt", "k", BUCKET_KEY_REQUEST, GATEWAY)
+    with pytest.raises((IntegrityError, InvalidCiphertext)):
+        await mode.open(*where, seal, GATEWAY)
+
+
+async def test_a_bucket_key_seal_stripped_of_its_salt_or_given_another_does_not_open(provider) -> None:
+    mode = SseKms(provider)
+    _, seal = await mode.create("bkt", "k", BUCKET_KEY_REQUEST, GATEWAY)
+    with pytest.raises((IntegrityError, InvalidCiphertext)):
+        await mode.open("bkt", "k", replace(seal, bucket_key_salt=None), GATEWAY)
+    with pytest.raises(IntegrityError):
+        await mode.open("bkt", "k", replace(seal, bucket_key_salt=os.urandom(16)), GATEWAY)
+
+
+async def test_bucket_key_metadata_that_does_not_fit_its_version_is_refused(provider) -> None:
+    object_key, seal = await SseKms(provider).create("bkt", "k", BUCKET_KEY_REQUEST, GATEWAY)
+    headers = metadata.encode(stored_info(seal, object_key, b"x")[0])
+    for change in ({metadata.VERSION: "1"}, {metadata.BUCKET_KEY_SALT: "c2FsdA"}):
+        with pytest.raises(IntegrityError):
+            metadata.decode({**headers, **change})
+    without_salt = {k: v for k, v in headers.items() if k != metadata.BUCKET_KEY_SALT}
+    with pytest.raises(IntegrityError):
+        metadata.decode(without_salt)  # version 2 without its salt
+    ssec_key, ssec_seal = SseC(GATEWAY_SECRET).create("bkt", "k", CUSTOMER_KEY)
+    ssec = metadata.encode(stored_info(ssec_seal, ssec_key, b"x")[0])
+    with pytest.raises(IntegrityError):
+        metadata.decode({**ssec, metadata.BUCKET_KEY_SALT: headers[metadata.BUCKET_KEY_SALT]})
+
+
+async def test_a_rewrap_gives_a_bucket_key_object_a_data_key_of_its_own(provider) -> None:
+    mode = SseKms(provider)
+    object_key, seal = await mode.create("bkt", "k", BUCKET_KEY_REQUEST, GATEWAY)
+    resealed = await mode.reseal("bkt", "k", object_key, seal, DEFAULT_ARN, GATEWAY)
+    assert not resealed.bucket_key and resealed.kms_context == seal.kms_context
+    assert await mode.open("bkt", "k", resealed, GATEWAY) == object_key
