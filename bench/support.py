@@ -224,8 +224,9 @@ class S3Client:
         _UnsignedPayloadSigner(Credentials(*target.credentials), "s3", REGION).add_auth(request)
         return dict(request.headers.items())
 
-    async def put(self, target: Target, path: str, body: bytes | AsyncIterator[bytes], size: int) -> None:
-        headers = self.signed(target, "PUT", path, {"Content-Length": str(size)})
+    async def put(self, target: Target, path: str, body: bytes | AsyncIterator[bytes], size: int,
+                  extra_headers: Mapping[str, str] | None = None) -> None:
+        headers = self.signed(target, "PUT", path, {"Content-Length": str(size), **(extra_headers or {})})
         async with self.session.put(f"{target.url}{path}", data=body, headers=headers) as response:
             await _expect(response, 200, f"PUT {target.name}{path}")
 
