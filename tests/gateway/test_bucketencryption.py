@@ -13,7 +13,7 @@ import pytest
 from gateway.bucketencryption import (CONFIG_KEY, CONFIG_LABEL, BucketDefaults, BucketEncryption, EncryptionConfig,
                                       defaults_of, toml_defaults)
 from gateway.bucketstate import RecordError, new_record, open_fields, open_record, seal_record
-from gateway.config import BucketPolicy, GatewayConfig, UpstreamConfig
+from gateway.config import BucketPolicy, ConfigError, GatewayConfig, UpstreamConfig, load_config
 from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, KmsRequest, SseMode
 from gateway.handlers.bucket_encryption import parse_configuration, render_configuration
 from gateway.s3errors import S3Error
@@ -188,6 +188,16 @@ def test_sse_c_is_403_access_denied_where_blocked_and_allowed_elsewhere():
 
 
 # ------------------------------------------------------------------ the store and its cache
+
+
+def test_bucket_config_ttl_defaults_to_5_s_and_comes_from_the_file_or_the_environment(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text("[gateway]\nbucket_config_ttl = 2\n")
+    assert (load_config(None, {}).bucket_config_ttl, load_config(path, {}).bucket_config_ttl) == (5.0, 2.0)
+    assert load_config(path, {"GATEWAY_BUCKET_CONFIG_TTL": "0"}).bucket_config_ttl == 0.0
+    with pytest.raises(ConfigError, match="bucket_config_ttl"):
+        load_config(None, {"GATEWAY_BUCKET_CONFIG_TTL": "-1"})
+
 
 
 class _Clock:
