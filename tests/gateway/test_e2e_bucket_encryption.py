@@ -363,3 +363,31 @@ def test_a_passthrough_bucket_forwards_the_calls_unchanged(s3, upstream_s3):
     s3.delete_bucket_encryption(Bucket=PASSTHROUGH)
     assert _error(lambda: upstream_s3.get_bucket_encryption(Bucket=PASSTHROUGH)) == (
         404, "ServerSideEncryptionConfigurationNotFoundError")
+
+
+# ------------------------------------------------------------------ DeleteBucket refused upstream
+
+
+def test_a_delete_bucket_refused_upstream_writes_the_configuration_back(moto, proxy, upstream_s3, tmp_path):
+    """An object races in between the gateway removing the reserved keys and the upstream DeleteBucket: the
+    client gets 409 BucketNotEmpty and the configuration is back, byte for byte, and still applies."""
+    from tests.gateway.conftest import _config_toml
+
+    (tmp_path / "gateway.toml").write_text(_config_toml(moto, tmp_path / "data", None).replace(moto.url, proxy.url))
+    server = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(tmp_path / "gateway.toml"),
+                           "--listen", "127.0.0.1:0"], cwd=tmp_path, timeout=60)
+    try:
+        s3 = s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        bucket = f"enc-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        record = upstream_s3.get_object(Bucket=bucket, Key=RECORD)["Body"].read()
+        proxy.before(f"DELETE /{bucket} HTTP/1.1".encode(),
+                     lambda: upstream_s3.put_object(Bucket=bucket, Key="raced", Body=b"raced in"))
+        assert _error(lambda: s3.delete_bucket(Bucket=bucket)) == (409, "BucketNotEmpty")
+        assert upstream_s3.get_object(Bucket=bucket, Key=RECORD)["Body"].read() == record
+        assert f"bucket {bucket}: DeleteBucket failed upstream (409); its encryption configuration" in server.log()
+        assert s3.put_object(Bucket=bucket, Key="after", Body=b"x")["ServerSideEncryption"] == "AES256"
+    finally:
+        assert server.stop() == 0, server.log()
