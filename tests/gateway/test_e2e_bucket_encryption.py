@@ -237,6 +237,12 @@ KMS_RULE = "<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSE
     (f"<ServerSideEncryptionConfiguration {NS}><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms"
      "</SSEAlgorithm><KMSMasterKeyID>alias/no-such-key</KMSMasterKeyID></ApplyServerSideEncryptionByDefault>"
      "</Rule></ServerSideEncryptionConfiguration>".encode(), (400, "KMS.NotFoundException")),
+    (f"<ServerSideEncryptionConfiguration {NS}><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms"
+     "</SSEAlgorithm><KMSMasterKeyID>no key id at all</KMSMasterKeyID></ApplyServerSideEncryptionByDefault>"
+     "</Rule></ServerSideEncryptionConfiguration>".encode(), (400, "KMS.NotFoundException")),
+    (f"<ServerSideEncryptionConfiguration {NS}><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>"
+     "aws:kms:dsse</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>"
+     "</ServerSideEncryptionConfiguration>".encode(), (400, "InvalidArgument")),
 ])
 def test_invalid_configurations_get_s3s_error_and_change_nothing(setup, s3, bucket, body, expected):
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=_kms_rule("alias/bucket-app"))
