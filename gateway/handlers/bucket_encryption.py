@@ -120,7 +120,8 @@ def render_configuration(config: EncryptionConfig) -> bytes:
 
 async def check_bucket_key(gw: Gateway, key_id: str) -> str:
     """The ARN of the CMK ``key_id`` names, the proof that it exists: a key id no key can have, or one the
-    key service does not know, is S3's 400 KMS.NotFoundException (other KMS errors as S3 reports them)."""
+    key service does not know, is S3's 400 KMS.NotFoundException (other KMS errors as S3 reports them).
+    The one call into the key provider here (DescribeKey), so a change of its signature lands in one place."""
     check_kms_key_id(key_id)
     return await gw.objects.keys.kms.key_arn(key_id)
 
@@ -147,7 +148,7 @@ async def get_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.StreamR
     config = await gw.bucket_encryption.stored(bucket)
     if config is None:
         key_id = toml_defaults(gw.config, bucket).kms_key_id or DEFAULT_KEY_ALIAS
-        config = EncryptionConfig(KMS, await gw.objects.keys.kms.key_arn(key_id))
+        config = EncryptionConfig(KMS, await check_bucket_key(gw, key_id))
     return web.Response(status=200, body=render_configuration(config), content_type="application/xml")
 
 
