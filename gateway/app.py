@@ -32,7 +32,8 @@ from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
-from gateway.handlers import buckets, copy, get_object, lifecycle, listing, multipart, put_object
+from gateway.bucketencryption import BucketEncryption
+from gateway.handlers import bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
@@ -73,6 +74,9 @@ HANDLERS: dict[str, Handler] = {
     "CreateBucket": buckets.create_bucket,
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
+    "PutBucket:encryption": bucket_encryption.put_bucket_encryption,
+    "GetBucket:encryption": bucket_encryption.get_bucket_encryption,
+    "DeleteBucket:encryption": bucket_encryption.delete_bucket_encryption,
 }
 KeyProvider = EmbeddedKeyProvider | RemoteKeyProvider
 CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development defaults filled in
@@ -263,8 +267,10 @@ async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _gateway_state(app: web.Application) -> None:
     """The handlers' view (`Gateway`), built once from what the cleanup contexts started."""
     config, upstream, provider = app[CONFIG_KEY], app[UPSTREAM_KEY], app[KEY_PROVIDER_KEY]
-    objects = ObjectStore.over(config, upstream, provider, load_gateway_secret(config.secret_path))
+    secret = load_gateway_secret(config.secret_path)
+    objects = ObjectStore.over(config, upstream, provider, secret)
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
+                               bucket_encryption=BucketEncryption(upstream, secret, config),
                                requesters=requesters(config.credentials, provider.account_id))
 
 

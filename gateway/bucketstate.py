@@ -62,37 +62,47 @@ class BucketRecord:
     fields: dict[str, Any]
 
 
-def _record_key(secret: bytes, bucket: str) -> bytes:
-    """K_b = HKDF(gateway secret, info = "s3gw/v1/bucket-state/" BUCKET): one MAC key per bucket name."""
+def _record_key(secret: bytes, bucket: str, label: bytes) -> bytes:
+    """K_b = HKDF(gateway secret, info = LABEL BUCKET): one MAC key per bucket name and per record kind
+    (``label``: "s3gw/v1/bucket-state/" for this record), so records of two kinds cannot be swapped."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=_KEY_INFO + bucket.encode()).derive(secret)
+                info=label + bucket.encode()).derive(secret)
 
 
-def _mac(secret: bytes, bucket: str, record: bytes) -> bytes:
-    return hmac.new(_record_key(secret, bucket), record, hashlib.sha256).digest()
+def _mac(secret: bytes, bucket: str, record: bytes, label: bytes) -> bytes:
+    return hmac.new(_record_key(secret, bucket, label), record, hashlib.sha256).digest()
 
 
-def seal_record(secret: bytes, bucket: str, fields: dict[str, Any]) -> bytes:
+def seal_record(secret: bytes, bucket: str, fields: dict[str, Any], *, label: bytes = _KEY_INFO) -> bytes:
     """The stored object: the record as one line of JSON, then b64u(HMAC-SHA256(K_b, that line))."""
     record = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return record + b"\n" + b64u(_mac(secret, bucket, record)).encode() + b"\n"
+    return record + b"\n" + b64u(_mac(secret, bucket, record, label)).encode() + b"\n"
 
 
-def open_record(secret: bytes, bucket: str, body: bytes) -> BucketRecord:
-    """The record of ``body`` if it authenticates for ``bucket``; RecordError otherwise."""
+def open_fields(secret: bytes, bucket: str, body: bytes, *, label: bytes = _KEY_INFO) -> dict[str, Any]:
+    """The JSON object of a sealed record if it authenticates for ``bucket`` under ``label``; RecordError
+    otherwise. Versions are the caller's to check."""
     record, _, rest = body.partition(b"\n")
     try:
         tag = unb64u(rest.strip().decode("ascii"))
     except (IntegrityError, UnicodeDecodeError):
         raise RecordError("the record's MAC is not base64url") from None
-    if not hmac.compare_digest(tag, _mac(secret, bucket, record)):
+    if not hmac.compare_digest(tag, _mac(secret, bucket, record, label)):
         raise RecordError("the record does not authenticate for this bucket")
     try:
         fields = json.loads(record)
     except ValueError:
         raise RecordError("the record is not JSON") from None
-    if not isinstance(fields, dict) or fields.get("v") != RECORD_VERSION:
-        raise RecordError(f"unknown record version {fields.get('v') if isinstance(fields, dict) else None!r}")
+    if not isinstance(fields, dict):
+        raise RecordError("the record is not a JSON object")
+    return fields
+
+
+def open_record(secret: bytes, bucket: str, body: bytes) -> BucketRecord:
+    """The record of ``body`` if it authenticates for ``bucket``; RecordError otherwise."""
+    fields = open_fields(secret, bucket, body)
+    if fields.get("v") != RECORD_VERSION:
+        raise RecordError(f"unknown record version {fields.get('v')!r}")
     return BucketRecord(no_plaintext=fields.get("no_plaintext") is True, since=str(fields.get("since", "")),
                         fields=fields)
 

@@ -106,6 +106,9 @@ class GatewayConfig:
     max_connections: int = ServerLimits.max_connections
     body_min_rate: float = ServerLimits.body_min_rate
     max_connections_per_ip: int = ServerLimits.max_connections_per_ip
+    # Seconds a process trusts its cached copy of a bucket's encryption configuration (set through the S3
+    # API by another process); 0 reads it for every write (gateway/bucketencryption.py).
+    bucket_config_ttl: float = 5.0
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -161,6 +164,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "body_min_rate": ("GATEWAY_BODY_MIN_RATE", Rate),
     "max_connections_per_ip": ("GATEWAY_MAX_CONNECTIONS_PER_IP", Count),
     "log_level": ("GATEWAY_LOG_LEVEL", str),
+    "bucket_config_ttl": ("GATEWAY_BUCKET_CONFIG_TTL", Rate),
 }
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,

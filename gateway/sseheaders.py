@@ -14,11 +14,12 @@ import json
 import re
 from typing import Mapping
 
+from gateway.bucketencryption import BucketDefaults, toml_defaults
 from gateway.config import GatewayConfig
 from gateway.crypto.metadata import EncryptionInfo
 from gateway.crypto.sse import (S3_ARN_CONTEXT_KEY, CustomerKey, CustomerKeyRequest, KmsRequest, SseMode,
                                 SseRequest)
-from gateway.s3errors import S3Error
+from gateway.s3errors import S3Error, access_denied
 
 SSE = "x-amz-server-side-encryption"
 SSE_KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
@@ -80,7 +81,7 @@ def copy_source_customer_key(headers: Mapping[str, str], *, secure: bool, allow_
     return customer_key(renamed, secure=secure, allow_http=allow_http)
 
 
-def _check_kms_key_id(key_id: str) -> None:
+def check_kms_key_id(key_id: str) -> None:
     """A key id no KMS key can have is S3's 400 KMS.NotFoundException ("Invalid keyId ..."), found here
     rather than passed to the key service (whose ValidationException would be a 500); junk is not echoed."""
     if not _KMS_KEY_ID.fullmatch(key_id):
@@ -103,32 +104,55 @@ def _kms_context(headers: Mapping[str, str]) -> dict[str, str]:
     return value
 
 
-def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, secure: bool) -> SseRequest | None:
-    """The encryption for a PutObject, or None to store the body unchanged (a pass-through bucket)."""
+def _bucket_key(headers: Mapping[str, str], default: bool) -> bool:
+    """x-amz-server-side-encryption-bucket-key-enabled: "true" or "false" (any case), else S3's 400
+    InvalidArgument; the bucket's BucketKeyEnabled when the request does not say."""
+    value = headers.get(SSE_BUCKET_KEY)
+    if value is None:
+        return default
+    if value.strip().lower() not in ("true", "false"):
+        raise _invalid("The header x-amz-server-side-encryption-bucket-key-enabled must be true or false.",
+                       SSE_BUCKET_KEY, value)
+    return value.strip().lower() == "true"
+
+
+def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, secure: bool,
+               defaults: BucketDefaults | None = None) -> SseRequest | None:
+    """The encryption for a PutObject, or None to store the body unchanged (a pass-through bucket).
+
+    The request's headers win; what they leave open comes from ``defaults``, the bucket's effective
+    default encryption (gateway/bucketencryption.py: its S3 API configuration, else the TOML settings),
+    or from the TOML settings alone when None. A bucket whose configuration blocks SSE-C refuses SSE-C
+    writes with 403 AccessDenied, as S3 does."""
+    if defaults is None:
+        defaults = toml_defaults(cfg, bucket)
     key = customer_key(headers, secure=secure, allow_http=cfg.allow_ssec_over_http)
     requested = headers.get(SSE)
     if key is not None:
         if requested is not None or SSE_KMS_KEY in headers:
             raise _invalid("Server Side Encryption with Customer provided key is incompatible with the "
                            "encryption method specified", SSE, requested or "")
+        if defaults.block_ssec:
+            raise access_denied("Requests specifying Server Side Encryption with Customer provided keys are "
+                                "blocked for this bucket (BlockedEncryptionTypes SSE-C).")
         return CustomerKeyRequest(key)
     if requested is None and SSE_KMS_KEY in headers:
         raise _invalid("Server Side Encryption with AWS KMS managed key requires HTTP header "
                        "x-amz-server-side-encryption : aws:kms", SSE_KMS_KEY, headers[SSE_KMS_KEY])
-    policy = cfg.bucket_policy(bucket)
+    bucket_key = _bucket_key(headers, defaults.bucket_key)
     if requested is None:
-        if policy.encryption == "passthrough":
+        if defaults.mode is None:
             return None
-        requested = "aws:kms"
+        requested = defaults.mode.value
     if requested not in (SseMode.KMS.value, SseMode.S3.value):
         raise _invalid("The encryption method specified is not supported", SSE, requested)
     mode = SseMode(requested)
     key_id = headers.get(SSE_KMS_KEY) if mode is SseMode.KMS else None
     if key_id:
-        _check_kms_key_id(key_id)
+        check_kms_key_id(key_id)
     context = _kms_context(headers)  # checked for SSE-S3 too, though S3 has no context for it
-    return KmsRequest(mode, key_id or policy.kms_key_id or cfg.default_kms_key_id or None,
-                      context if mode is SseMode.KMS else {})
+    return KmsRequest(mode, key_id or defaults.kms_key_id or None, context if mode is SseMode.KMS else {},
+                      bucket_key=bucket_key and mode is SseMode.KMS)
 
 
 def mode_headers(info: EncryptionInfo | None, customer_key: CustomerKey | None) -> dict[str, str]:

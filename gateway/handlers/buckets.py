@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.bucketencryption import CONFIG_KEY
 from gateway.bucketstate import STATE_KEY
 from gateway.checksums import STRIPPED_HEADERS
 from gateway.handlers.context import Gateway, RequestContext
@@ -109,6 +110,8 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     bucket = ctx.s3.bucket
     reserved = await _reserved_versions(gw, ctx) or []
     record = await gw.bucket_states.read_stored(bucket) if STATE_KEY in (key for key, _ in reserved) else None
+    encryption = (await gw.bucket_encryption.read_stored(bucket)
+                  if CONFIG_KEY in (key for key, _ in reserved) else None)
     for start in range(0, len(reserved), _DELETE_BATCH):
         await _delete_batch(gw, ctx, reserved[start:start + _DELETE_BATCH])
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
@@ -116,10 +119,13 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     async with upstream:
         if upstream.status < 300:
             gw.bucket_states.forget(bucket)
+            gw.bucket_encryption.forget(bucket)
             return await relay(ctx, upstream)
         status, answer_headers, body = upstream.status, upstream.headers.copy(), await read_error_body(upstream)
     if record is not None:
         await _restore_record(gw, bucket, record, status)
+    if encryption is not None:
+        await _restore_encryption(gw, bucket, encryption, status)
     return error_answer(ctx.request, ctx.request_id, status, answer_headers, body)
 
 
@@ -134,6 +140,19 @@ async def _restore_record(gw: Gateway, bucket: str, record: bytes, status: int) 
     else:
         log.info("bucket %s: DeleteBucket failed upstream (%s); its state record %s was written back",
                  bucket, status, STATE_KEY)
+
+
+async def _restore_encryption(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
+    """The bucket's encryption configuration (gateway/bucketencryption.py) written back as it was."""
+    try:
+        await _with_retries(lambda: gw.bucket_encryption.write_stored(bucket, record))
+    except Exception as exc:
+        log.error("bucket %s: DeleteBucket failed upstream (%s) after the gateway removed its encryption "
+                  "configuration %s, and writing it back failed: %s. Writes without SSE headers get the TOML "
+                  "defaults until PutBucketEncryption is sent again.", bucket, status, CONFIG_KEY, exc)
+    else:
+        log.info("bucket %s: DeleteBucket failed upstream (%s); its encryption configuration %s was written back",
+                 bucket, status, CONFIG_KEY)
 
 
 async def _with_retries(write: Callable[[], Awaitable[None]]) -> None:

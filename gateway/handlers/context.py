@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from common.sigv4 import AuthResult
+from gateway.bucketencryption import BucketEncryption
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, Requester
@@ -26,12 +27,14 @@ _NOT_OURS = ("This upload was not started through the gateway, so the gateway ca
 
 @dataclass
 class Gateway:
-    """Long-lived state built once at start: settings, the upstream pool, the object layer."""
+    """Long-lived state built once at start: settings, the upstream pool, the object layer, what the gateway
+    keeps about buckets (their state, their default encryption)."""
 
     config: GatewayConfig
     upstream: Upstream
     objects: ObjectStore
     bucket_states: BucketStates
+    bucket_encryption: BucketEncryption
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
 
 

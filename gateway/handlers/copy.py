@@ -144,9 +144,10 @@ def _copied(source: OpenedObject, span: tuple[int, int] | None, length: int, out
 
 async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     refuse_reserved(ctx.request.headers)
+    defaults = await gw.bucket_encryption.defaults(ctx.s3.bucket)  # before the source holds a connection
     async with _source(gw, ctx, whole=True) as source:
         _refuse_pointless_self_copy(ctx, source.stored.ref)
-        sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure)
+        sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure, defaults=defaults)
         headers = await _with_tags(ctx, source.stored, _destination_headers(ctx, source.stored))
         outcome = BodyOutcome()
         with outcome.reported():

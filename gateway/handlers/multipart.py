@@ -32,7 +32,8 @@ _UPLOAD_HEADERS_DROPPED = (*SSE_HEADERS, *STRIPPED_HEADERS, "x-amz-checksum-algo
 async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     request, s3 = ctx.request, ctx.s3
     refuse_reserved(request.headers)
-    sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure)
+    sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
+                     defaults=await gw.bucket_encryption.defaults(s3.bucket))
     if sse is None:
         return await forward(gw, ctx)
     headers = forwardable_headers(request.headers, drop=_UPLOAD_HEADERS_DROPPED)

@@ -17,7 +17,8 @@ async def put_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     framed = is_framed(ctx)
     length = plaintext_length(request.headers, framed)
     refuse_reserved(request.headers)
-    sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure)
+    sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
+                     defaults=await gw.bucket_encryption.defaults(s3.bucket))
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
     headers = forwardable_headers(request.headers, drop=(*SSE_HEADERS, *checks.header_names_to_strip))
     outcome = BodyOutcome()

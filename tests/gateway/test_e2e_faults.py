@@ -65,12 +65,16 @@ def faulty(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     key_arn = kms_client(keyservice.url).create_key()["KeyMetadata"]["Arn"]
     upstream, kms = _proxy_to(moto.url), _proxy_to(keyservice.url)
     gateway = start_gateway_with_remote_kms(moto, workdir, kms.url, key_arn,
-                                            {"GATEWAY_KMS_TIMEOUT": str(KMS_TIMEOUT)}, upstream_url=upstream.url,
+                                            # The bucket's encryption configuration is read once and kept,
+                                            # so each path's first upstream request is its own.
+                                            {"GATEWAY_KMS_TIMEOUT": str(KMS_TIMEOUT),
+                                             "GATEWAY_BUCKET_CONFIG_TTL": "86400"}, upstream_url=upstream.url,
                                             upstream_settings=f"read_timeout = {READ_TIMEOUT}\nmax_attempts = {UPSTREAM_ATTEMPTS}")
     s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, read_timeout=30, connect_timeout=5,
                    retries=NO_RETRIES)
     bucket = f"faults-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
+    s3.get_bucket_encryption(Bucket=bucket)  # caches the bucket's (default) encryption configuration
     try:
         direct = s3_client(moto.url, moto.access_key, moto.secret_key)
         yield Faulty(gateway, upstream, kms, s3, direct, bucket)
