@@ -237,3 +237,27 @@ def test_multipart_uploads_and_copies_under_a_bucket_key_echo_it(keyed_gateway, 
                              ServerSideEncryption="aws:kms", SSEKMSKeyId=gw.keys["key1"])
     assert "BucketKeyEnabled" not in plain
     assert Counter(r["outcome"] for r in gw.audit("GenerateDataKey"))["ok"] >= 1
+
+
+def test_a_bucket_default_names_only_a_key_the_requester_may_use_and_header_less_puts_get_it(
+        keyed_gateway, shared_bucket, upstream_s3):
+    """The legacy application's path: no SSE header at all, the bucket's configured key (and Bucket Key)."""
+    gw = keyed_gateway
+    app1 = gw.client("app1")
+
+    def configure(key: str):
+        return app1.put_bucket_encryption(Bucket=shared_bucket, ServerSideEncryptionConfiguration={"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+            "BucketKeyEnabled": True}]})
+
+    status, code, message = _refused(lambda: configure(gw.keys["key2"]))
+    assert (status, code) == (403, "AccessDenied") and "kms:GenerateDataKey" in message
+    configure(gw.keys["key1"])
+    answer = app1.put_object(Bucket=shared_bucket, Key="legacy-app", Body=b"no header")
+    assert (answer["ServerSideEncryption"], answer["SSEKMSKeyId"], answer["BucketKeyEnabled"]) == (
+        "aws:kms", gw.keys["key1"], True)
+    stored = upstream_s3.head_object(Bucket=shared_bucket, Key="legacy-app")["Metadata"]
+    assert (stored["x-gw-v"], stored["x-gw-a"]) == ("2", gw.keys["key1"])
+    assert _refused(lambda: gw.client("app2").put_object(Bucket=shared_bucket, Key="app2-legacy",
+                                                         Body=b"x"))[:2] == (403, "AccessDenied")
+    assert gw.client("reader").get_object(Bucket=shared_bucket, Key="legacy-app")["Body"].read() == b"no header"
