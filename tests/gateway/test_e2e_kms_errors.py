@@ -93,3 +93,46 @@ def test_key_service_throttling_is_503_slow_down(moto, tmp_path):
         assert stored == outcomes.count("ok")
     finally:
         assert gateway.stop() == 0, gateway.log()
+
+
+def test_a_throttled_burst_is_waited_out_within_the_retry_budget(moto, tmp_path):
+    """A 3/s symmetric quota and 6 concurrent PUTs: the key service throttles half of them, the gateway
+    backs off and retries within its 2 s budget ([kms] throttle_budget), and every PUT succeeds."""
+    gateway = _start_gateway(moto, tmp_path, tls=None, tables="[keyservice.quotas]\nsymmetric = 3\n")
+    try:
+        s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        bucket = f"throttle-wait-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        time.sleep(1.1)  # the alias lookup at start drew on the quota
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"burst-{i}", Body=b"x"), range(6)))
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 6
+        records = [json.loads(line) for line in (tmp_path / "data" / "keyservice" / "audit.log").read_text().splitlines()]
+        outcomes = [r["outcome"] for r in records if r["operation"] == "GenerateDataKey"]
+        assert outcomes.count("ok") == 6 and "ThrottlingException" in outcomes
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+
+
+def test_a_disabled_cmk_takes_effect_within_the_data_key_cache_age(moto, tmp_path):
+    """A remote key service cannot tell the gateway that a key changed: a cached data key serves reads
+    for at most [kms] data_key_max_age seconds (1 here), then the disabled CMK refuses them."""
+    keyservice = launch(tmp_path)
+    kms = kms_client(keyservice.url)
+    key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+    gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_arn,
+                                            {"GATEWAY_KMS_DATA_KEY_MAX_AGE": "1"})
+    try:
+        s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+        bucket = f"cache-age-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="k", Body=b"cached")
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"cached"
+        kms.disable_key(KeyId=key_arn)
+        disabled_at = time.monotonic()
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"cached"  # within the stated bound
+        time.sleep(max(0.0, disabled_at + 1.05 - time.monotonic()))
+        assert _error(lambda: s3.get_object(Bucket=bucket, Key="k")) == (400, "KMS.DisabledException")
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+        assert keyservice.server.stop() == 0
