@@ -132,9 +132,7 @@ def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, s
         if requested is not None or SSE_KMS_KEY in headers:
             raise _invalid("Server Side Encryption with Customer provided key is incompatible with the "
                            "encryption method specified", SSE, requested or "")
-        if defaults.block_ssec:
-            raise access_denied("Requests specifying Server Side Encryption with Customer provided keys are "
-                                "blocked for this bucket (BlockedEncryptionTypes SSE-C).")
+        refuse_blocked_ssec(defaults)
         return CustomerKeyRequest(key)
     if requested is None and SSE_KMS_KEY in headers:
         raise _invalid("Server Side Encryption with AWS KMS managed key requires HTTP header "
@@ -153,6 +151,15 @@ def decide_put(cfg: GatewayConfig, bucket: str, headers: Mapping[str, str], *, s
     context = _kms_context(headers)  # checked for SSE-S3 too, though S3 has no context for it
     return KmsRequest(mode, key_id or defaults.kms_key_id or None, context if mode is SseMode.KMS else {},
                       bucket_key=bucket_key and mode is SseMode.KMS)
+
+
+def refuse_blocked_ssec(defaults: BucketDefaults) -> None:
+    """S3's 403 for an SSE-C write (PutObject, CopyObject, CreateMultipartUpload, UploadPart, UploadPartCopy)
+    into a bucket whose encryption configuration blocks SSE-C: an upload begun before the block gets no
+    further parts either."""
+    if defaults.block_ssec:
+        raise access_denied("Requests specifying Server Side Encryption with Customer provided keys are "
+                            "blocked for this bucket (BlockedEncryptionTypes SSE-C).")
 
 
 def mode_headers(info: EncryptionInfo | None, customer_key: CustomerKey | None) -> dict[str, str]:

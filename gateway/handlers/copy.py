@@ -30,7 +30,7 @@ from gateway.s3request import decode_uri_part
 from gateway.s3errors import (S3Error, access_denied, entity_too_large, invalid_argument, invalid_request,
                               not_implemented, precondition_failed)
 from gateway.s3xml import render
-from gateway.sseheaders import DESTINATION_SSE_HEADERS, SSE_HEADERS, decide_put, mode_headers
+from gateway.sseheaders import DESTINATION_SSE_HEADERS, SSE_HEADERS, decide_put, mode_headers, refuse_blocked_ssec
 from gateway.upstream import forwardable_headers
 
 _COPY_CONDITIONS = {f"x-amz-copy-source-if-{name}": f"if-{name}"
@@ -163,6 +163,8 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
 async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = ctx.upload(gw, carries_data=True)
     number = ctx.part_number()
+    if ctx.customer_key(gw) is not None:  # before the source is opened: no upstream read held meanwhile
+        refuse_blocked_ssec(await gw.bucket_encryption.defaults(ctx.s3.bucket))
     async with _source(gw, ctx, whole=False) as source:
         if upload is None:
             if source.stored.encrypted:

@@ -21,7 +21,7 @@ from gateway.objects.multipart import RequestedPart
 from gateway.objects.plaintext import part_plaintext_size
 from gateway.s3errors import malformed_xml, invalid_part_order
 from gateway.s3xml import child, children, local, parse_request, parse_response, render, serialize, text
-from gateway.sseheaders import SSE_HEADERS, decide_put, mode_headers
+from gateway.sseheaders import SSE_HEADERS, decide_put, mode_headers, refuse_blocked_ssec
 from gateway.upstream import forwardable_headers
 
 MAX_COMPLETE_BODY = 16 * 1024 * 1024
@@ -57,6 +57,8 @@ async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
     customer_key = ctx.customer_key(gw)
+    if customer_key is not None:
+        refuse_blocked_ssec(await gw.bucket_encryption.defaults(ctx.s3.bucket))
     with outcome.reported():
         etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number, body, length,
                                                  customer_key, outcome.echoed, requester=ctx.requester(gw))

@@ -354,6 +354,19 @@ def test_blocked_sse_c_writes_are_403_and_store_nothing_while_reads_still_work(s
     assert s3.head_object(Bucket=bucket, Key="kms-copy")["ServerSideEncryption"] == "aws:kms"
 
 
+def test_an_sse_c_upload_begun_before_the_block_gets_no_further_parts(s3, bucket):
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp", **SSEC)["UploadId"]
+    s3.put_object(Bucket=bucket, Key="source", Body=b"copy source")
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=_kms_rule(blocked=["SSE-C"]))
+    assert _error(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"x",
+                                         **SSEC)) == (403, "AccessDenied")
+    assert _error(lambda: s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1,
+                                              CopySource={"Bucket": bucket, "Key": "source"}, **SSEC)) == (
+        403, "AccessDenied")
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
+
+
 # ------------------------------------------------------------------ pass-through buckets
 
 
