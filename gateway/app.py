@@ -32,7 +32,6 @@ from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
-from gateway.bucketencryption import BucketEncryption
 from gateway.handlers import bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart, put_object
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, upstream_error_answer
@@ -270,7 +269,7 @@ async def _gateway_state(app: web.Application) -> None:
     secret = load_gateway_secret(config.secret_path)
     objects = ObjectStore.over(config, upstream, provider, secret)
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
-                               bucket_encryption=BucketEncryption(upstream, secret, config),
+                               bucket_encryption=objects.bucket_encryption,
                                requesters=requesters(config.credentials, provider.account_id))
 
 

@@ -1,6 +1,7 @@
 """ObjectStore: the object layer as one object, built once per process from its parts."""
 from __future__ import annotations
 
+from gateway.bucketencryption import BucketEncryption
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import KeyProvider, ObjectKeys
@@ -18,9 +19,10 @@ class ObjectStore:
     """Reading, writing and multipart uploads of objects over one upstream client and one set of keys."""
 
     def __init__(self, config: GatewayConfig, client: S3Client, keys: ObjectKeys, tokens: UploadTokens,
-                 bucket_states: BucketStates) -> None:
+                 bucket_states: BucketStates, bucket_encryption: BucketEncryption) -> None:
         self.config = config
         self.bucket_states = bucket_states
+        self.bucket_encryption = bucket_encryption  # what a write without SSE headers gets (S3 API or TOML)
         self.client = client
         self.keys = keys
         self.tokens = tokens
@@ -37,4 +39,5 @@ class ObjectStore:
         """The object layer over a started upstream pool and key provider, keyed by the gateway secret."""
         client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
         keys = ObjectKeys(provider, secret, config.kms.cache_limits)
-        return cls(config, client, keys, UploadTokens(secret), BucketStates(upstream, secret))
+        return cls(config, client, keys, UploadTokens(secret), BucketStates(upstream, secret),
+                   BucketEncryption(upstream, secret, config))

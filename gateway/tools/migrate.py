@@ -34,6 +34,7 @@ from urllib.parse import quote, urlencode
 from common.files import write_atomically
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto import metadata
+from gateway.bucketencryption import BucketDefaults
 from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
 from gateway.datakeys import GATEWAY
 from gateway.crypto.stream import IntegrityError
@@ -435,13 +436,14 @@ def tool_config(config: GatewayConfig, bucket: str) -> GatewayConfig:
     return replace(config, allow_unencrypted_reads=True)
 
 
-def kms_request(config: GatewayConfig, bucket: str, key_id: str | None) -> KmsRequest:
-    """--kms-key-id, else the bucket's policy (its CMK, SSE-S3 or SSE-KMS), else the gateway's default."""
-    policy = config.bucket_policy(bucket)
+def kms_request(defaults: BucketDefaults, key_id: str | None) -> KmsRequest:
+    """--kms-key-id, else the bucket's default encryption as a header-less PUT gets it (its S3 API
+    configuration: SSE-S3 or SSE-KMS, its CMK and Bucket Key; else the TOML settings), else the gateway's
+    default CMK. With a Bucket Key, a migration makes one KMS call per data_key_max_objects objects."""
     if key_id:
-        return KmsRequest(key_id=key_id)
-    mode = SseMode.S3 if policy.encryption == SseMode.S3.value else SseMode.KMS
-    return KmsRequest(mode=mode, key_id=policy.kms_key_id or None)
+        return KmsRequest(key_id=key_id, bucket_key=defaults.bucket_key)
+    mode = defaults.mode if defaults.mode is SseMode.S3 else SseMode.KMS
+    return KmsRequest(mode=mode, key_id=defaults.kms_key_id or None, bucket_key=defaults.bucket_key)
 
 
 async def run_command(args: argparse.Namespace, config: GatewayConfig, target: Target) -> int:
@@ -452,9 +454,9 @@ async def run_command(args: argparse.Namespace, config: GatewayConfig, target: T
     state_dir = config.data_dir / "migrate"
     checkpoint = Checkpoint.load(state_dir / (state_name(target) + ".checkpoint.json"), target, args.resume)
     report_path = Path(args.report) if args.report else state_dir / (state_name(target) + ".report.json")
-    request = kms_request(config, target.bucket, args.kms_key_id)
     async with object_store(config) as store:
         await _check_bucket(store, target.bucket)
+        request = kms_request(await store.bucket_encryption.defaults(target.bucket), args.kms_key_id)
         run = await migrate(store, target, dry_run=args.dry_run, concurrency=args.concurrency, request=request,
                             checkpoint=checkpoint, say=lambda text: print(text, flush=True),
                             progress_stream=sys.stderr)

@@ -136,3 +136,13 @@ def test_a_disabled_cmk_takes_effect_within_the_data_key_cache_age(moto, tmp_pat
     finally:
         assert gateway.stop() == 0, gateway.log()
         assert keyservice.server.stop() == 0
+
+
+def test_a_bucket_configuration_naming_a_disabled_cmk_is_refused(remote_kms_gateway):
+    s3, kms, key_arn, bucket = remote_kms_gateway
+    kms.disable_key(KeyId=key_arn)
+    rule = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]}
+    assert _error(lambda: s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=rule)) == (
+        400, "KMS.DisabledException")
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.datakeys import GATEWAY
+from gateway.bucketencryption import BucketEncryption
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, DataKey, ObjectKeys
@@ -51,7 +52,8 @@ async def store(moto: MotoServer, proxy: FaultProxy, tmp_path: Path) -> AsyncIte
     client = S3Client(upstream)
     config = GatewayConfig(data_dir=tmp_path, allow_unencrypted_reads=True)
     states = BucketStates(upstream, SECRET)
-    yield ObjectStore(config, client, ObjectKeys(NoKms(), SECRET), UploadTokens(SECRET), states)
+    yield ObjectStore(config, client, ObjectKeys(NoKms(), SECRET), UploadTokens(SECRET), states,
+                      BucketEncryption(upstream, SECRET, config))
     await upstream.close()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.datakeys import GATEWAY
-from gateway.config import load_config
+from gateway.config import DEFAULT_KEY_ALIAS, load_config
 from gateway.objects.reading import ObjectRef
 from gateway.tools.migrate import Progress
 from gateway.tools.runtime import object_store
@@ -155,6 +155,29 @@ def test_migrate_encrypts_every_object_in_place_keeping_content_metadata_tags_an
     assert sum(counts["objects"] for counts in second["inventory"].values()) == 6
 
 
+async def _configure(config_file: Path, bucket: str, encryption) -> None:
+    async with object_store(load_config(config_file, _env())) as store:
+        await store.bucket_encryption.put(bucket, encryption)
+
+
+def test_migrate_encrypts_as_the_buckets_s3_api_configuration_says_with_one_kms_call_under_a_bucket_key(
+        upstream_s3, legacy_bucket, config_file):
+    """The default a header-less PUT gets is what migrate writes: the bucket's CMK, under a Bucket Key, so
+    40 objects make one GenerateDataKey (the audit log of the tool's key service says so)."""
+    from gateway.bucketencryption import KMS, EncryptionConfig
+    bodies = seed_small(upstream_s3, legacy_bucket, 40)
+    asyncio.run(_configure(config_file, legacy_bucket, EncryptionConfig(KMS, DEFAULT_KEY_ALIAS, bucket_key=True)))
+    audit = load_config(config_file, _env()).data_dir / "keyservice" / "audit.log"
+    before = audit.read_text().count('"operation":"GenerateDataKey"') if audit.exists() else 0
+    done = migrate(config_file, f"s3://{legacy_bucket}", "--concurrency", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert audit.read_text().count('"operation":"GenerateDataKey"') - before == 1
+    for key in bodies:
+        stored = upstream_s3.head_object(Bucket=legacy_bucket, Key=key)["Metadata"]
+        assert stored["x-gw-v"] == "2" and "x-gw-b" in stored
+    assert read_all(config_file, legacy_bucket, bodies) == bodies
+
+
 def test_resume_after_sigkill_finishes_without_redoing_or_double_encrypting(upstream_s3, legacy_bucket,
                                                                             config_file):
     bodies = seed_small(upstream_s3, legacy_bucket, 80)
@@ -252,7 +275,7 @@ async def test_an_object_overwritten_between_its_read_and_its_write_is_not_clobb
     config = load_config(config_file, _env())
     async with object_store(config) as store:
         outcome = await migrate_object(store, legacy_bucket, Entry("raced", 11, etag, "plaintext"),
-                                       kms_request(config, legacy_bucket, None))
+                                       kms_request(await store.bucket_encryption.defaults(legacy_bucket), None))
     assert (outcome.status, outcome.reason) == ("changed", "changed meanwhile (the upstream refused the "
                                                            "conditional write); left as the other writer stored it")
     assert upstream_s3.get_object(Bucket=legacy_bucket, Key="raced")["Body"].read() == b"new content"
