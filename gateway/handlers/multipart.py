@@ -104,8 +104,6 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
 
 async def abort_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = ctx.upload(gw, carries_data=False)
-    if upload is not None:
-        gw.objects.uploads.forget(upload, ctx.requester(gw))
     return await forward(gw, ctx, ctx.upstream_query(upload))
 
 

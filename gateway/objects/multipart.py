@@ -26,7 +26,7 @@ from gateway.objects.manifests import Manifests
 from gateway.objects.writing import check_metadata_size
 from gateway.s3client import CompleteResult, S3Client, StoredPart, UpstreamError
 from gateway.s3errors import entity_too_small, invalid_part, invalid_request
-from gateway.uploads import ForgedToken, LruCache, Upload, UploadTokens
+from gateway.uploads import ForgedToken, Upload, UploadTokens
 
 MISSING_SSEC = ("The multipart upload initiate requested encryption. Subsequent part requests must include "
                 "the appropriate encryption parameters.")
@@ -62,7 +62,6 @@ class MultipartWriter:
         self.keys = keys
         self.tokens = tokens
         self.manifests = manifests
-        self._upload_keys: LruCache[tuple[str, str | None], ObjectKey] = LruCache(4096)
 
     async def create(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest, *,
                      requester: Requester) -> Created:
@@ -75,16 +74,15 @@ class MultipartWriter:
         check_metadata_size(stored_headers)
         upstream_id = await self.client.create_multipart_upload(bucket, key, stored_headers)
         client_id = self.tokens.issue_upload_id(bucket, key, upstream_id, fields)
-        if not isinstance(seal, CustomerKeySeal):
-            self._upload_keys.put((client_id, requester.principal), object_key)
         return Created(client_id, info)
 
     async def upload_key(self, bucket: str, key: str, upload: Upload, customer_key: CustomerKey | None,
                          requester: Requester) -> ObjectKey:
         """The upload's object key: SSE-C uploads need the customer key on every part (checked against the
-        stored check value); KMS uploads cost one KMS Decrypt per upload per gateway process and principal
-        (as S3, which needs kms:Decrypt of whoever uploads a part: a principal the key service refuses
-        never gets the key another principal unwrapped)."""
+        stored check value); KMS uploads unwrap the upload's data key for the requester, as S3 needs
+        kms:Decrypt of whoever uploads a part. The data-key cache (gateway/datakeys.py) makes that one KMS
+        call per upload, process and principal, within its limits: a CMK disabled meanwhile stops the
+        upload's further parts within data_key_max_age."""
         seal = upload.info.seal
         if isinstance(seal, CustomerKeySeal):
             if customer_key is None:
@@ -95,12 +93,7 @@ class MultipartWriter:
                 raise invalid_request(WRONG_SSEC) from None
         if customer_key is not None:
             raise invalid_request(WRONG_SSEC)
-        slot = (upload.client_id, requester.principal)
-        cached = self._upload_keys.get(slot)
-        if cached is None:
-            cached = await self.keys.open(bucket, key, seal, None, requester)
-            self._upload_keys.put(slot, cached)
-        return cached
+        return await self.keys.open(bucket, key, seal, None, requester)
 
     async def put_part(self, bucket: str, key: str, upload: Upload, number: int, body: AsyncIterable[bytes],
                        length: int, customer_key: CustomerKey | None, verified: Mapping[str, str], *,
@@ -130,7 +123,6 @@ class MultipartWriter:
             if not exc.not_found:
                 raise
             result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
-        self._upload_keys.pop((upload.client_id, requester.principal))
         return Completed(result, manifest)
 
     async def _completed_already(self, bucket: str, key: str, tag: str, manifest: Manifest,
@@ -151,10 +143,6 @@ class MultipartWriter:
         version = {"x-amz-version-id": head.version_id} if head.version_id else {}
         return CompleteResult(etag=head.etag, version_id=head.version_id,
                               headers=CIMultiDictProxy(CIMultiDict(version)))
-
-    def forget(self, upload: Upload, requester: Requester) -> None:
-        """An aborted upload: its cached key (``requester``'s) is of no further use."""
-        self._upload_keys.pop((upload.client_id, requester.principal))
 
     def _checked_manifest(self, upload: Upload, requested: Sequence[RequestedPart],
                           stored: Mapping[int, StoredPart]) -> Manifest:
