@@ -11,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.crypto.sse import CustomerKey
+from gateway.crypto.multipart import Manifest
+from gateway.crypto.sse import CustomerKey, KmsSeal
 
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import relay_object, response_headers, send_stream, stored_answer
-from gateway.objects.reading import OpenedObject, StoredObject
+from gateway.objects.reading import StoredObject
 from gateway.objects.plaintext import Span
 from gateway.ranges import requested_range
 from gateway.s3errors import invalid_request, precondition_failed
@@ -45,16 +46,28 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         if by_part and not stored.encrypted:
             return await _legacy_part(ctx, stored, ctx.part_number())
         customer_key = ctx.customer_key(gw) if stored.encrypted else None
+        if ctx.is_head and not by_part and customer_key is None and stored.info is not None \
+                and isinstance(stored.info.seal, KmsSeal):
+            # S3 asks no kms:Decrypt of a HEAD: nothing is unwrapped, the metadata (its size checked
+            # against the stored length) answers it
+            span = requested_range(ctx.request.headers.get("range"), stored.size)
+            return await _head_answer(ctx, _answer(stored, stored.size, None, span, customer_key, by_part))
         opened = await stored.open(customer_key, requester=ctx.requester(gw),
                                    with_manifest=by_part or not ctx.is_head)
         span = opened.part_span(ctx.part_number()) if by_part else requested_range(
             ctx.request.headers.get("range"), opened.size)
-        response = web.StreamResponse(**_answer(opened, span, customer_key, by_part))
+        answer = _answer(stored, opened.size, opened.manifest, span, customer_key, by_part)
         if ctx.is_head:
-            await response.prepare(ctx.request)
-            await response.write_eof()
-            return response
+            return await _head_answer(ctx, answer)
+        response = web.StreamResponse(**answer)
         return await send_stream(ctx, response, opened.chunks(span))
+
+
+async def _head_answer(ctx: RequestContext, answer: dict[str, Any]) -> web.StreamResponse:
+    response = web.StreamResponse(**answer)
+    await response.prepare(ctx.request)
+    await response.write_eof()
+    return response
 
 
 async def _legacy_part(ctx: RequestContext, stored: StoredObject, number: int) -> web.StreamResponse:
@@ -88,18 +101,17 @@ def _check_conditions(ctx: RequestContext, stored: StoredObject) -> web.Response
     return None
 
 
-def _answer(opened: OpenedObject, span: Span | None, customer_key: CustomerKey | None,
-            by_part: bool) -> dict[str, Any]:
+def _answer(stored: StoredObject, size: int, manifest: Manifest | None, span: Span | None,
+            customer_key: CustomerKey | None, by_part: bool) -> dict[str, Any]:
     """Status and headers of the plaintext answer: sizes, range, ETag and SSE headers in plaintext terms."""
-    stored = opened.stored
     headers = response_headers(stored.head.headers, drop=_CIPHERTEXT_HEADERS if stored.encrypted else _STORED_HEADERS)
     headers.update({"ETag": stored.etag, "Accept-Ranges": "bytes", **mode_headers(stored.info, customer_key)})
-    if by_part and opened.manifest is not None:
-        headers["x-amz-mp-parts-count"] = str(len(opened.manifest.parts))
+    if by_part and manifest is not None:
+        headers["x-amz-mp-parts-count"] = str(len(manifest.parts))
     if span is None:
-        headers["Content-Length"] = str(opened.size)
+        headers["Content-Length"] = str(size)
         return {"status": 200, "headers": headers}
     headers["Content-Length"] = str(span[1] - span[0] + 1)
     if span[1] >= span[0]:  # an empty part has no range to name
-        headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{opened.size}"
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{size}"
     return {"status": 206, "headers": headers}

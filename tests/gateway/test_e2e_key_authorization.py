@@ -261,3 +261,16 @@ def test_a_bucket_default_names_only_a_key_the_requester_may_use_and_header_less
     assert _refused(lambda: gw.client("app2").put_object(Bucket=shared_bucket, Key="app2-legacy",
                                                          Body=b"x"))[:2] == (403, "AccessDenied")
     assert gw.client("reader").get_object(Bucket=shared_bucket, Key="legacy-app")["Body"].read() == b"no header"
+
+
+def test_head_needs_no_decrypt_permission_as_on_s3_and_makes_no_kms_call(keyed_gateway, shared_bucket):
+    gw = keyed_gateway
+    gw.client("app1").put_object(Bucket=shared_bucket, Key="headed", Body=b"12345", ServerSideEncryption="aws:kms",
+                                 SSEKMSKeyId=gw.keys["key1"])
+    decrypts = len(gw.audit("Decrypt"))
+    head = gw.client("app2").head_object(Bucket=shared_bucket, Key="headed")
+    assert (head["ContentLength"], head["ServerSideEncryption"], head["SSEKMSKeyId"]) == (5, "aws:kms",
+                                                                                          gw.keys["key1"])
+    assert len(gw.audit("Decrypt")) == decrypts
+    assert _refused(lambda: gw.client("app2").get_object(Bucket=shared_bucket, Key="headed"))[:2] == (
+        403, "AccessDenied")
