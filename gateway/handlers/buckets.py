@@ -130,29 +130,29 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
 
 
 async def _restore_record(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
-    try:
-        await _with_retries(lambda: gw.bucket_states.write_stored(bucket, record))
-    except Exception as exc:
-        log.error("bucket %s: DeleteBucket failed upstream (%s) after the gateway removed its state record %s, "
-                  "and writing the record back failed: %s. Gateways that have not cached the bucket's state "
-                  "will serve objects without gateway metadata there as plaintext (allow_unencrypted_reads).",
-                  bucket, status, STATE_KEY, exc)
-    else:
-        log.info("bucket %s: DeleteBucket failed upstream (%s); its state record %s was written back",
-                 bucket, status, STATE_KEY)
+    await _write_back(bucket, status, lambda: gw.bucket_states.write_stored(bucket, record), f"state record {STATE_KEY}",
+                      "Gateways that have not cached the bucket's state will serve objects without gateway metadata "
+                      "there as plaintext (allow_unencrypted_reads).")
 
 
 async def _restore_encryption(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
     """The bucket's encryption configuration (gateway/bucketencryption.py) written back as it was."""
+    await _write_back(bucket, status, lambda: gw.bucket_encryption.write_stored(bucket, record),
+                      f"encryption configuration {CONFIG_KEY}",
+                      "Writes without SSE headers get the TOML defaults until PutBucketEncryption is sent again.")
+
+
+async def _write_back(bucket: str, status: int, write: Callable[[], Awaitable[None]], what: str,
+                      if_lost: str) -> None:
+    """A reserved record DeleteBucket removed before the upstream refused it, written back (retried); ``if_lost``
+    says in the log what follows when even that fails."""
     try:
-        await _with_retries(lambda: gw.bucket_encryption.write_stored(bucket, record))
+        await _with_retries(write)
     except Exception as exc:
-        log.error("bucket %s: DeleteBucket failed upstream (%s) after the gateway removed its encryption "
-                  "configuration %s, and writing it back failed: %s. Writes without SSE headers get the TOML "
-                  "defaults until PutBucketEncryption is sent again.", bucket, status, CONFIG_KEY, exc)
+        log.error("bucket %s: DeleteBucket failed upstream (%s) after the gateway removed its %s, and writing it "
+                  "back failed: %s. %s", bucket, status, what, exc, if_lost)
     else:
-        log.info("bucket %s: DeleteBucket failed upstream (%s); its encryption configuration %s was written back",
-                 bucket, status, CONFIG_KEY)
+        log.info("bucket %s: DeleteBucket failed upstream (%s); its %s was written back", bucket, status, what)
 
 
 async def _with_retries(write: Callable[[], Awaitable[None]]) -> None:
