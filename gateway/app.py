@@ -278,6 +278,9 @@ def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> d
     credential without a configured principal is a user of its account; a remote KMS sees the gateway's
     own [kms] credentials whoever the client is, so there a credential acts as the gateway unless it
     names a principal (which then only scopes the gateway's caches)."""
+    if account_id is None and any(c.principal for c in credentials):
+        log.warning("client credentials name principals, but the key service is a remote KMS ([kms] endpoint): "
+                    "it authorizes the gateway's own [kms] credentials, so key policies cannot tell clients apart")
     return {c.access_key: Requester(c.principal_in(account_id) if account_id else (c.principal or None),
                                     c.access_key)
             for c in credentials}

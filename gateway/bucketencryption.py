@@ -180,6 +180,12 @@ class BucketEncryption:
             self._remember(bucket, found)
         return found
 
+    def _changed(self, bucket: str, config: EncryptionConfig | None) -> None:
+        """A change made here is stored: this process uses it from now on. The generation is bumped again
+        after the write, so a lookup that began during it (and may have read the old record) caches nothing."""
+        self._generation[bucket] = self._generation.get(bucket, 0) + 1
+        self._remember(bucket, config)
+
     def _remember(self, bucket: str, config: EncryptionConfig | None) -> None:
         self._cache[bucket] = _Cached(config, self._clock() + self._ttl)
 
@@ -206,7 +212,7 @@ class BucketEncryption:
             await self._client.put_object(bucket, CONFIG_KEY, body, len(body), {"content-type": "application/json"})
         except UpstreamError as exc:
             raise exc.s3_error() from None
-        self._remember(bucket, config)
+        self._changed(bucket, config)
 
     async def delete(self, bucket: str) -> None:
         """Remove the bucket's configuration (none is no error, as S3's 204 for a repeated delete)."""
@@ -216,7 +222,7 @@ class BucketEncryption:
             await self._client.delete_object(bucket, CONFIG_KEY)
         except UpstreamError as exc:
             raise exc.s3_error() from None
-        self._remember(bucket, None)
+        self._changed(bucket, None)
 
     async def write_stored(self, bucket: str, body: bytes) -> None:
         """Write bytes `read_stored` returned back (a DeleteBucket the upstream refused)."""
@@ -225,6 +231,7 @@ class BucketEncryption:
             await self._client.put_object(bucket, CONFIG_KEY, body, len(body), {"content-type": "application/json"})
         except UpstreamError as exc:
             raise exc.s3_error() from None
+        self.forget(bucket)  # a lookup begun during the write may have read the record before it
 
     def forget(self, bucket: str) -> None:
         """The bucket was deleted (or its record rewritten): the next lookup reads upstream."""

@@ -214,7 +214,7 @@ def _as_positive(name: str, value: Any, kind: type) -> float | int:
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
     if kind in (Rate, Count):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {value!r}")
+            raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
         if kind is Count:
             if value != int(value):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}")

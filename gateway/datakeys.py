@@ -192,25 +192,37 @@ class DataKeys:
 
     async def _cached(self, cache: KeyCache, slot: tuple, size: int,
                       ask: Callable[[], Awaitable[DataKey]]) -> DataKey:
-        """The cached key of ``slot``, else ``ask()``'s, cached; callers arriving while it is asked for
-        wait for that one answer (a burst makes one KMS call), and ask themselves if it fails."""
+        """The cached key of ``slot``, else ``ask()``'s, cached. Callers arriving while it is asked for wait
+        for that one answer (a burst makes one KMS call) and share its failure too: the slot names one
+        principal, so the refusal is theirs as well, and a burst stays within one retry budget instead of
+        retrying one after another. Only a cancelled asker leaves its waiters to ask again."""
         if not self.limits.caching:
             return await self._retrying(ask)
         while (key := cache.take(slot, size)) is None and (pending := self._pending.get(slot)) is not None:
-            await asyncio.wait([pending])  # its outcome is its caller's; this one looks again
+            await asyncio.wait([pending])
+            if not pending.cancelled() and (failure := pending.exception()) is not None:
+                raise failure
         if key is not None:
             return key
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[slot] = done
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[slot] = outcome
         generation = self._generation
         try:
             key = await self._retrying(ask)
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        except Exception as exc:
+            outcome.set_exception(exc)
+            outcome.exception()  # retrieved: there may be no waiter
+            raise
+        else:
             if generation == self._generation:  # not across a clear(): the key may predate the change
                 cache.put(slot, key, size)
+            outcome.set_result(None)
             return key
         finally:
             del self._pending[slot]
-            done.set_result(None)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, retried with jittered exponential backoff while the key service throttles it, for at

@@ -81,7 +81,7 @@ def parse_configuration(body: bytes) -> EncryptionConfig:
                       "use AES256 or aws:kms.", 400, ArgumentName="SSEAlgorithm", ArgumentValue=algorithm)
     if algorithm not in (SSE_S3, KMS):
         raise malformed_xml()
-    key_id = (default["KMSMasterKeyID"][0].text or "") if "KMSMasterKeyID" in default else None
+    key_id = (default["KMSMasterKeyID"][0].text or "").strip() if "KMSMasterKeyID" in default else None
     if key_id is not None and algorithm != KMS:
         raise S3Error("InvalidArgument", "a KMSMasterKeyID is not applicable if the default sse algorithm is "
                       "not aws:kms or aws:kms:dsse", 400, ArgumentName="ApplyServerSideEncryptionByDefault")
@@ -126,6 +126,27 @@ async def check_bucket_key(gw: Gateway, ctx: RequestContext, key_id: str) -> str
     another usage or one the requester may not use is refused as S3 reports those KMS errors (400
     KMS.DisabledException, 400 KMS.InvalidKeyUsageException, 403 AccessDenied)."""
     check_kms_key_id(key_id)
+    return await _usable_key_arn(gw, ctx, key_id)
+
+
+async def check_may_change(gw: Gateway, ctx: RequestContext) -> None:
+    """Who may change or remove a bucket's default encryption: a principal that may use the key new objects
+    get there now (the same data-key test as ``check_bucket_key``). The gateway has no S3 authorization of
+    its own, so without this any credential could move another application's header-less writes to a key
+    it can read; a refusal is 403 AccessDenied and nothing changes. A stored configuration that does not
+    authenticate names no key anyone may trust: then the TOML default's key decides (a repair is possible)."""
+    try:
+        current = await gw.bucket_encryption.defaults(ctx.s3.bucket)
+    except S3Error as exc:
+        if exc.code != "InternalError":
+            raise
+        current = toml_defaults(gw.config, ctx.s3.bucket)
+    await _usable_key_arn(gw, ctx, current.kms_key_id)
+
+
+async def _usable_key_arn(gw: Gateway, ctx: RequestContext, key_id: str | None) -> str:
+    """A data key made under ``key_id`` (None: the default CMK) for the requester, with the bucket's ARN as
+    context; its CMK's ARN."""
     context = bucket_context(ctx.s3.bucket, {})
     return (await gw.objects.keys.kms.data_keys.fresh(key_id, context, ctx.requester(gw))).key_arn
 
@@ -150,6 +171,7 @@ async def put_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.StreamR
     body = await read_body(ctx, MAX_CONFIGURATION_BODY)  # Content-MD5 or x-amz-checksum-* verified
     await gw.bucket_encryption.read_stored(bucket)  # 404 NoSuchBucket first, as S3 answers
     config = parse_configuration(body)
+    await check_may_change(gw, ctx)
     if config.kms_key_id is not None:
         await check_bucket_key(gw, ctx, config.kms_key_id)
     await gw.bucket_encryption.put(bucket, config)
@@ -173,5 +195,6 @@ async def delete_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.Stre
     bucket = ctx.s3.bucket
     if is_passthrough(gw.config, bucket):
         return await forward(gw, ctx)
+    await check_may_change(gw, ctx)
     await gw.bucket_encryption.delete(bucket)
     return web.Response(status=204)

@@ -456,7 +456,12 @@ async def run_command(args: argparse.Namespace, config: GatewayConfig, target: T
     report_path = Path(args.report) if args.report else state_dir / (state_name(target) + ".report.json")
     async with object_store(config) as store:
         await _check_bucket(store, target.bucket)
-        request = kms_request(await store.bucket_encryption.defaults(target.bucket), args.kms_key_id)
+        try:
+            defaults = await store.bucket_encryption.defaults(target.bucket)
+        except S3Error as exc:
+            raise UsageError(f"bucket {target.bucket}: its encryption configuration cannot be read ({exc.code}: "
+                             f"{exc.message}); fix it with PutBucketEncryption through the gateway first") from None
+        request = kms_request(defaults, args.kms_key_id)
         run = await migrate(store, target, dry_run=args.dry_run, concurrency=args.concurrency, request=request,
                             checkpoint=checkpoint, say=lambda text: print(text, flush=True),
                             progress_stream=sys.stderr)

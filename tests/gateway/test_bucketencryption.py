@@ -274,3 +274,28 @@ async def test_a_missing_bucket_is_404_no_such_bucket(stores):
     with pytest.raises(S3Error) as info:
         await a.stored(f"missing-{uuid.uuid4().hex[:12]}")
     assert (info.value.code, info.value.status) == ("NoSuchBucket", 404)
+
+
+async def test_a_lookup_that_read_the_old_record_during_a_change_does_not_undo_it_here(stores):
+    """A lookup begun while PutBucketEncryption's write is on its way reads the old record and ends after
+    the write: it must not cache what it read over the new configuration."""
+    (a, _), _, _, bucket = stores
+    read_first, write_first = a._client.get_small, a._client.put_object
+
+    async def slow_read(*args, **kwargs):
+        answer = await read_first(*args, **kwargs)
+        await asyncio.sleep(0.2)
+        return answer
+
+    async def slow_write(*args, **kwargs):
+        await asyncio.sleep(0.05)
+        return await write_first(*args, **kwargs)
+    a._client.get_small, a._client.put_object = slow_read, slow_write
+    new = EncryptionConfig("aws:kms", "alias/new", blocked=("SSE-C",))
+    change = asyncio.ensure_future(a.put(bucket, new))
+    await asyncio.sleep(0.01)
+    during = asyncio.ensure_future(a.stored(bucket))
+    await change
+    assert await during is None  # what it read, answered to its own caller only
+    assert await a.stored(bucket) == new
+    assert (await a.defaults(bucket)).block_ssec is True

@@ -147,7 +147,7 @@ async def test_no_caching_with_max_age_zero_and_fresh_keys_are_never_cached() ->
     assert provider.total("Decrypt") == 3 and provider.total("GenerateDataKey") == 6
 
 
-async def test_a_failed_first_call_is_not_cached_and_waiters_ask_for_themselves() -> None:
+async def test_callers_waiting_on_a_refused_call_share_its_refusal_and_a_later_call_asks_again() -> None:
     class Refusing(CountingProvider):
         async def decrypt_data_key(self, ciphertext, context, *, requester):
             await super().decrypt_data_key(ciphertext, context, requester=requester)
@@ -156,8 +156,34 @@ async def test_a_failed_first_call_is_not_cached_and_waiters_ask_for_themselves(
     provider = Refusing(delay=0.01)
     keys = DataKeys(provider, LIMITS)
     results = await asyncio.gather(*(keys.unwrap(b"w", CONTEXT, ALICE) for _ in range(3)), return_exceptions=True)
-    assert [type(r) for r in results] == [S3Error] * 3
-    assert provider.total("Decrypt") == 3
+    assert [(type(r), r.code) for r in results] == [(S3Error, "AccessDenied")] * 3
+    assert provider.total("Decrypt") == 1
+    with pytest.raises(S3Error):
+        await keys.unwrap(b"w", CONTEXT, ALICE)
+    assert provider.total("Decrypt") == 2
+
+
+async def test_a_throttled_burst_ends_within_one_retry_budget() -> None:
+    provider = CountingProvider(throttle_first=10_000)
+    keys = DataKeys(provider, CacheLimits(max_age=60, throttle_budget=0.3))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await asyncio.gather(*(keys.bucket_key(None, CONTEXT, ALICE, 1) for _ in range(10)),
+                                   return_exceptions=True)
+    assert [type(r) for r in results] == [ThrottledError] * 10
+    assert loop.time() - started < 0.5
+
+
+async def test_waiters_of_a_cancelled_call_ask_for_themselves() -> None:
+    provider = CountingProvider(delay=0.05)
+    keys = DataKeys(provider, LIMITS)
+    first = asyncio.ensure_future(keys.unwrap(b"w", CONTEXT, ALICE))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(keys.unwrap(b"w", CONTEXT, ALICE))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert (await second).ciphertext == b"w"
+    assert provider.total("Decrypt") == 2
 
 
 async def test_a_throttled_call_is_retried_within_the_budget() -> None:

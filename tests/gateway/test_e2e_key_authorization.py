@@ -274,3 +274,22 @@ def test_head_needs_no_decrypt_permission_as_on_s3_and_makes_no_kms_call(keyed_g
     assert len(gw.audit("Decrypt")) == decrypts
     assert _refused(lambda: gw.client("app2").get_object(Bucket=shared_bucket, Key="headed"))[:2] == (
         403, "AccessDenied")
+
+
+def test_only_a_principal_that_may_use_the_buckets_key_changes_or_removes_its_default(
+        keyed_gateway, shared_bucket, upstream_s3):
+    """No IAM here: without this, app2 could move app1's header-less writes to a key app2 can read."""
+    gw = keyed_gateway
+    app1, app2 = gw.client("app1"), gw.client("app2")
+    rule = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                              "KMSMasterKeyID": gw.keys["key1"]}}]}
+    app1.put_bucket_encryption(Bucket=shared_bucket, ServerSideEncryptionConfiguration=rule)
+    aes = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+    assert _refused(lambda: app2.put_bucket_encryption(Bucket=shared_bucket, ServerSideEncryptionConfiguration=aes))[
+        :2] == (403, "AccessDenied")
+    assert _refused(lambda: app2.delete_bucket_encryption(Bucket=shared_bucket))[:2] == (403, "AccessDenied")
+    got = app1.get_bucket_encryption(Bucket=shared_bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert got["ApplyServerSideEncryptionByDefault"] == rule["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    app1.put_object(Bucket=shared_bucket, Key="still-key1", Body=b"x")
+    assert upstream_s3.head_object(Bucket=shared_bucket, Key="still-key1")["Metadata"]["x-gw-a"] == gw.keys["key1"]
+    app1.delete_bucket_encryption(Bucket=shared_bucket)
