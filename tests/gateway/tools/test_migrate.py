@@ -368,3 +368,16 @@ def test_a_bucket_that_has_versioning_is_never_marked_as_holding_no_plaintext(up
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is marked so" not in done.stdout
     assert not asyncio.run(_marked(config_file, legacy_bucket))
+
+
+def test_a_bucket_whose_encryption_configuration_does_not_authenticate_is_a_usage_error(upstream_s3, legacy_bucket,
+                                                                                      config_file):
+    seed_small(upstream_s3, legacy_bucket, 2)
+    upstream_s3.put_object(Bucket=legacy_bucket, Key=".s3gw/bucket-encryption", Body=b'{"v":1}\nforged\n')
+    done = migrate(config_file, f"s3://{legacy_bucket}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"bucket {legacy_bucket}: its encryption configuration cannot be read (InternalError: We encountered an "
+        "internal error. Please try again.); fix it with PutBucketEncryption through the gateway first")
+    assert all("x-gw-v" not in upstream_s3.head_object(Bucket=legacy_bucket, Key=f"k{n:04d}")["Metadata"]
+               for n in range(2))
