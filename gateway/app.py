@@ -37,6 +37,7 @@ from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provider
+from gateway.kmsendpoint import KmsEndpoint, endpoint_for, is_kms_request
 from gateway.objects.store import ObjectStore
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
@@ -82,6 +83,7 @@ CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development de
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 KEY_PROVIDER_KEY: web.AppKey[KeyProvider] = web.AppKey("key_provider")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+KMS_ENDPOINT_KEY: web.AppKey[KmsEndpoint] = web.AppKey("kms_endpoint")
 # Typed request keys where aiohttp has them (3.14), plain strings before.
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
@@ -152,7 +154,11 @@ async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Every request's handler: the pipeline (failures are the `s3_errors` middleware's to render)."""
+    """Every request's handler: an AWS KMS JSON call goes to the KMS endpoint (gateway/kmsendpoint.py),
+    which authenticates and answers it itself; anything else is S3, through the pipeline (failures are
+    the `s3_errors` middleware's to render)."""
+    if is_kms_request(request):
+        return await request.app[KMS_ENDPOINT_KEY].handle(request)
     return await _handle(request.app[GATEWAY_KEY], request, request[REQUEST_ID])
 
 
@@ -220,6 +226,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG_KEY] = _with_dev_credentials(config)
     app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
     app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
+    app.on_startup.append(_kms_endpoint_state)
     app.on_startup.append(freeze_startup_objects)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
@@ -284,6 +291,11 @@ def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> d
     return {c.access_key: Requester(c.principal_in(account_id) if account_id else (c.principal or None),
                                     c.access_key)
             for c in credentials}
+
+
+async def _kms_endpoint_state(app: web.Application) -> None:
+    """The KMS API on this listener, accepting the client credentials in effect (the development one too)."""
+    app[KMS_ENDPOINT_KEY] = endpoint_for(app[KEY_PROVIDER_KEY], app[CONFIG_KEY])
 
 
 def _with_dev_credentials(config: GatewayConfig) -> GatewayConfig:

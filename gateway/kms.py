@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.config import DEFAULT_KEY_ALIAS, GatewayConfig
+from gateway.config import DEFAULT_KEY_ALIAS, ConfigError, GatewayConfig
 from gateway.crypto.stream import IntegrityError
 from gateway.datakeys import DataKey, Requester, Throttled
 from gateway.s3errors import S3Error, from_kms_error, service_unavailable
@@ -152,6 +152,73 @@ class RemoteKeyProvider:
         self._stack = AsyncExitStack()
         self._client = await self._stack.enter_async_context(get_session().create_client("kms", **self._client_args))
 
+    async def check_at_start(self) -> None:
+        """Refuse to start (``ConfigError``, one line naming what to fix) unless the key service answers
+        within ``timeout``, accepts the [kms] credential and has a usable default key -- rather than
+        start and answer every SSE-KMS request with an error. The default alias, when missing, is
+        created (CreateKey, CreateAlias) if the key service allows this credential to."""
+        try:
+            meta = await self._start_call("DescribeKey", KeyId=self.default_key_id)
+        except _Refused as refused:
+            if refused.code != "NotFoundException":
+                raise self._start_refusal(refused) from None
+            if self.default_key_id != DEFAULT_KEY_ALIAS:
+                raise ConfigError(f"the default KMS key {self.default_key_id} (default_kms_key_id) does not "
+                                  f"exist at the key service at {self.endpoint}") from None
+            meta = await self._create_default_key()
+        if meta is None:
+            return  # DescribeKey denied by the key policy: whether GenerateDataKey is allowed shows on use
+        state = meta["KeyMetadata"]["KeyState"]
+        if state != "Enabled":
+            raise ConfigError(f"the default KMS key {self.default_key_id} is {state} at the key service at "
+                              f"{self.endpoint}: enable it or set GATEWAY_DEFAULT_KMS_KEY_ID to another key")
+
+    async def _create_default_key(self) -> dict[str, Any]:
+        """Create the default alias and its key; a race with another gateway creating it is no error."""
+        try:
+            created = await self._start_call("CreateKey", Description="S3 gateway default key")
+            key_id = created["KeyMetadata"]["KeyId"]
+            await self._start_call("CreateAlias", AliasName=DEFAULT_KEY_ALIAS, TargetKeyId=key_id)
+        except _Refused as refused:
+            if refused.code == "AlreadyExistsException":
+                return await self._start_call("DescribeKey", KeyId=DEFAULT_KEY_ALIAS)
+            if refused.code == "AccessDeniedException":
+                raise ConfigError(f"the default KMS key {DEFAULT_KEY_ALIAS} does not exist at the key service at "
+                                  f"{self.endpoint} and the [kms] credential may not create it: create it there "
+                                  f"(aws kms create-key, then create-alias --alias-name {DEFAULT_KEY_ALIAS}) "
+                                  "or set GATEWAY_DEFAULT_KMS_KEY_ID to an existing key") from None
+            raise self._start_refusal(refused) from None
+        log.info("created the default KMS key %s as %s at %s", created["KeyMetadata"]["Arn"], DEFAULT_KEY_ALIAS,
+                 self.endpoint)
+        return created
+
+    async def _start_call(self, operation: str, **params: Any) -> Any:
+        """One KMS call at start: the key service's refusal as ``_Refused``, no answer as ``ConfigError``.
+        ``None`` for a DescribeKey the key policy denies."""
+        method = getattr(self._client, _snake_case(operation))
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await method(**params)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = err.get("Code", "KMSInternalException")
+            if code == "AccessDeniedException" and operation == "DescribeKey":
+                log.warning("the key policy of %s denies the [kms] credential DescribeKey: not checked at start",
+                            self.default_key_id)
+                return None
+            raise _Refused(code, err.get("Message", "")) from None
+        except (BotoConnectionError, HTTPClientError, TimeoutError) as exc:
+            raise ConfigError(f"the key service at {self.endpoint} cannot be reached: no answer within "
+                              f"{self.timeout:g} s ({type(exc).__name__}); check [kms] endpoint "
+                              "(GATEWAY_KMS_ENDPOINT)") from None
+
+    def _start_refusal(self, refused: "_Refused") -> ConfigError:
+        if refused.code in _CREDENTIAL_REFUSALS:
+            return ConfigError(f"the key service at {self.endpoint} refused the [kms] access_key/secret_key "
+                               f"({refused.code}): check GATEWAY_KMS_ACCESS_KEY and GATEWAY_KMS_SECRET_KEY")
+        return ConfigError(f"the key service at {self.endpoint} refused the start-up check of the default KMS key "
+                           f"{self.default_key_id}: {refused.code}: {refused.message}")
+
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
@@ -204,9 +271,29 @@ class RemoteKeyProvider:
                          Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])
 
 
+class _Refused(Exception):
+    """A KMS error answer to a start-up call."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# The refusals that mean the key service does not accept the credential (or its signature).
+_CREDENTIAL_REFUSALS = frozenset({"UnrecognizedClientException", "InvalidSignatureException",
+                                  "IncompleteSignatureException", "MissingAuthenticationTokenException",
+                                  "InvalidClientTokenId", "SignatureDoesNotMatch"})
+
+
+def _snake_case(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+
+
 async def start_key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | RemoteKeyProvider:
     """The one place the key provider is chosen (and started): the embedded key service, or the KMS
-    endpoint configured in [kms]. The caller closes it."""
+    endpoint configured in [kms], checked before it is used (``RemoteKeyProvider.check_at_start``:
+    ``ConfigError`` when it cannot serve). The caller closes it."""
     if not config.kms.endpoint:
         return await embedded_provider(config)
     kms = config.kms
@@ -214,4 +301,9 @@ async def start_key_provider(config: GatewayConfig) -> EmbeddedKeyProvider | Rem
                                  config.default_kms_key_id or DEFAULT_KEY_ALIAS,
                                  timeout=kms.timeout, max_attempts=kms.max_attempts)
     await provider.start()
+    try:
+        await provider.check_at_start()
+    except BaseException:
+        await provider.close()
+        raise
     return provider

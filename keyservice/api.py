@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from keyservice.audit import AuditLog, AuditUnavailable
@@ -29,6 +30,15 @@ from keyservice.service import CallContext, KeyService
 from keyservice.worker import ServiceWorker
 
 INTERNAL_ERROR = "KMSInternalException"
+# Operations that change nothing about whether or how a key may be used: reads, listings and the
+# cryptographic operations. Every other operation, including any added later, is announced to the
+# change listeners after it succeeds (a listener dropping a cache entry too often costs little; one
+# told too rarely serves a disabled key).
+READ_ONLY_OPERATIONS = frozenset({
+    "DescribeKey", "ListKeys", "ListAliases", "GetKeyRotationStatus", "ListKeyRotations", "GetKeyPolicy",
+    "ListKeyPolicies", "ListResourceTags", "ListGrants", "ListRetirableGrants", "GetParametersForImport",
+})
+ChangeListener = Callable[[str, "str | None"], None]
 AUDIT_POLICIES = ("refuse", "warn")
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,16 @@ class KmsApi:
         self._worker = ServiceWorker()
         self._on_worker: set[asyncio.Task[dict[str, Any]]] = set()  # calls in flight there, for close
         self._closing = False
+        self._listeners: list[ChangeListener] = []
+        # The operations announced to change listeners when they succeed (see READ_ONLY_OPERATIONS).
+        self.change_operations = service.OPERATIONS - READ_ONLY_OPERATIONS - service.CRYPTOGRAPHIC_OPERATIONS
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(operation, key_arn)`` after every successful key-changing call, whoever made
+        it, and after every time-driven change (``DeleteKey``, ``RotateKey``, ``DeleteExpiredKeyMaterial``,
+        CloudTrail's names for them) applied in a purge or lazily in a call. ``key_arn`` is None when a
+        call names no single key. Listeners run on the caller's event loop and must not block."""
+        self._listeners.append(listener)
 
     async def call(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Run one KMS operation for ``ctx``; raises ``KMSError`` (AWS error shapes).
@@ -77,7 +97,8 @@ class KmsApi:
 
     async def _answer(self, operation: str, params: dict[str, Any], ctx: CallContext, *,
                       result: dict[str, Any] | None = None, error: Exception | None = None) -> dict[str, Any]:
-        """Write the call's one audit record, then return its result or raise its error."""
+        """Write the call's one audit record, announce changes, then return its result or raise its error."""
+        self._announce_maintenance()
         if error is not None:
             outcome = error.type if isinstance(error, KMSError) else INTERNAL_ERROR
             await self._audit(ctx, operation, params, outcome, required=False)
@@ -85,7 +106,22 @@ class KmsApi:
         await self._audit(ctx, operation, params, "ok",
                           required=operation in self.service.CRYPTOGRAPHIC_OPERATIONS)
         assert result is not None
+        if operation in self.change_operations:
+            self._announce(operation, ctx.key_arn)
         return result
+
+    def _announce_maintenance(self) -> None:
+        events = self.service.maintenance_events
+        while events:
+            self._announce(*events.popleft())
+
+    def _announce(self, operation: str, key_arn: str | None) -> None:
+        """Tell every listener; one that fails is logged and does not fail the call (its change is made)."""
+        for listener in self._listeners:
+            try:
+                listener(operation, key_arn)
+            except Exception:
+                log.exception("a key change listener failed on %s of %s", operation, key_arn)
 
     async def _audit(self, ctx: CallContext, operation: str, params: dict[str, Any], outcome: str, *,
                      required: bool) -> None:
@@ -113,7 +149,10 @@ class KmsApi:
 
     async def purge_due_keys(self) -> None:
         """The service's periodic maintenance (deletions, rotations), on the service's thread."""
-        await self._worker.run(self._purge())
+        try:
+            await self._worker.run(self._purge())
+        finally:
+            self._announce_maintenance()
 
     async def _purge(self) -> None:
         result = self.service.purge_due_keys()

@@ -13,18 +13,20 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keyservice.api import KmsApi
-from keyservice.config import ConfigError, KeyServiceConfig, build_api, log_secrets
+from keyservice.config import ConfigError, Credential, KeyServiceConfig, build_api, log_secrets
 from keyservice.errors import KMSError
 from keyservice.principals import principal_account
+from keyservice.server import KmsFrontend
 from keyservice.service import CallContext
 
-__all__ = ["Caller", "ConfigError", "EmbeddedKeyService", "KeyServiceError", "KmsDataKey", "settings_secrets"]
+__all__ = ["Caller", "ConfigError", "EmbeddedKeyService", "KeyServiceError", "KmsDataKey", "KmsFrontend",
+           "settings_secrets"]
 log = logging.getLogger("keyservice.embedded")
 _SECRET_VARIABLES = ("KEYSERVICE_ROOT_KEY", "KEYSERVICE_ROOT_PASSPHRASE", "KEYSERVICE_SECRET_KEY")
 
@@ -143,6 +145,37 @@ class EmbeddedKeyService:
         await self._call("CreateAlias", {"AliasName": alias, "TargetKeyId": meta["KeyId"]})
         log.info("created the key %s as %s", meta["Arn"], alias)
         return meta["Arn"]
+
+    def on_change(self, callback: Callable[[str, str | None], None]) -> None:
+        """Call ``callback(operation, key_arn)`` after every successful call that can change whether or
+        how a key may be used -- made by the host, by the KMS API on the host's listener or by the
+        periodic maintenance -- so the host can drop what it cached about the key. The operations are
+        ``KmsApi.change_operations`` (every one but the reads, listings and cryptographic ones), plus
+        ``DeleteKey``, ``RotateKey`` and ``DeleteExpiredKeyMaterial`` for the time-driven changes.
+        ``key_arn`` is None when the call names no single key. Runs on the event loop: must not block."""
+        self._api.add_change_listener(callback)
+
+    def kms_frontend(self, extra_credentials: Iterable[tuple[str, str, str]] = ()) -> KmsFrontend:
+        """The KMS JSON API over this key service, for the host's own HTTP listener: answered exactly as
+        ``keyservice serve`` answers (its ``handle(request)``), SigV4 in this service's region.
+
+        It accepts the key service's own credentials and ``extra_credentials`` (access key, secret key,
+        principal ARN): the host's clients, each acting as its principal, which key policies judge. An
+        access key in both with another secret is a ``ConfigError`` (which secret signs would be a
+        guess); with the same secret the key service's own entry, and principal, is used."""
+        own = {c.access_key: c for c in self._config.credentials}
+        merged = dict(own)
+        for access_key, secret_key, principal in extra_credentials:
+            mine = own.get(access_key)
+            if mine is not None:
+                if mine.secret_key != secret_key:
+                    raise ConfigError(f"access key {access_key} is both a gateway credential and a [keyservice] "
+                                      "credential, with different secret keys: give it one secret or rename one")
+                continue
+            cred = Credential(access_key, secret_key, principal)
+            _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
+            merged[access_key] = cred
+        return KmsFrontend(self._api, merged.values(), self._config.region)
 
     def start_maintenance(self) -> None:
         """Run the periodic work (scheduled deletions, rotations) every ``purge_interval`` seconds, as

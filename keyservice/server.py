@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import botocore.session
@@ -147,8 +147,8 @@ _AUTH_ERRORS = {
 }
 
 
-def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Credential],
-                 config: KeyServiceConfig, request_id: str) -> CallContext:
+def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Credential], region: str,
+                 request_id: str) -> CallContext:
     """Verify the SigV4 Authorization header, which signs the body's hash (KMS has no presigned
     requests); the caller's principal comes from the matching configured credential, and its
     account from that principal's ARN (another account's principal is a cross-account caller)."""
@@ -158,7 +158,7 @@ def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Cr
     try:
         result = sigv4.verify(request.method, raw_path, raw_query, request.headers,
                               lambda access_key: _secret_of(credentials, access_key),
-                              service="kms", now=time.time(), region=config.region,
+                              service="kms", now=time.time(), region=region,
                               payload_hash=hashlib.sha256(body).hexdigest())
     except sigv4.AuthError as e:
         type_, message = _AUTH_ERRORS.get(e.code, ("IncompleteSignatureException", e.message))
@@ -203,17 +203,28 @@ async def read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
-def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request], Any]:
-    credentials = {c.access_key: c for c in config.credentials}
+class KmsFrontend:
+    """The whole per-request pipeline of the KMS JSON API, for any aiohttp server to answer with.
 
-    async def handle(request: web.Request) -> web.Response:
+    ``keyservice serve`` routes every request here; the gateway hands it the requests that are KMS
+    calls on its own listener (``EmbeddedKeyService.kms_frontend``), so both answer exactly alike:
+    body limit and timeout, SigV4 for service ``kms`` in ``region``, botocore-model validation,
+    ``KmsApi.call`` (quotas, audit), the AWS error shapes and ``x-amzn-RequestId``."""
+
+    def __init__(self, api: KmsApi, credentials: Iterable[Credential], region: str) -> None:
+        self._api = api
+        self._credentials = {c.access_key: c for c in credentials}
+        self._region = region
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one request; never raises for a client's mistake or an internal failure."""
         request_id = str(uuid.uuid4())
         try:
             body = await read_body(request)
-            ctx = authenticate(request, body, credentials, config, request_id)
+            ctx = authenticate(request, body, self._credentials, self._region, request_id)
             operation = operation_of(request)
             params = parse_params(operation, body)
-            result = await api.call(operation, params, ctx)
+            result = await self._api.call(operation, params, ctx)
             return json_response(result, 200, request_id)
         except BodyStalled as e:
             return await send_and_close(request, error_response(e, request_id))
@@ -225,13 +236,12 @@ def make_handler(api: KmsApi, config: KeyServiceConfig) -> Callable[[web.Request
             log.exception("internal error in request %s", request_id)
             return error_response(KMSError("KMSInternalException", "An internal error occurred", 500),
                                   request_id)
-    return handle
 
 
 def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
     """The aiohttp application; every path and method goes to the one handler."""
     app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_route("*", "/{tail:.*}", make_handler(api, config))
+    app.router.add_route("*", "/{tail:.*}", KmsFrontend(api, config.credentials, config.region).handle)
     app.on_startup.append(freeze_startup_objects)
     return app
 

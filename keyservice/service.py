@@ -12,6 +12,7 @@ needs no store and ``handle_in_memory`` answers it without leaving the caller's 
 """
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -88,6 +89,10 @@ class KeyService:
         self._policies: dict[str, CompiledPolicy] = {}
         self._material: dict[str, dict[str, Any]] = {}
         self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+        # Time-driven changes applied (CloudTrail's event name, key ARN), for the API layer to announce:
+        # they happen on the service's thread, in purges and lazily in any call; a deque, as the API
+        # layer drains it from the caller's loop.
+        self.maintenance_events: collections.deque[tuple[str, str]] = collections.deque()
 
     @classmethod
     def open(cls, data_dir: Path, root_key: bytes, *, account_id: str = "111122223333",
@@ -303,11 +308,14 @@ class KeyService:
         now = self.clock.now()
         if _deletion_due(rec, now):
             self._destroy(rec)
+            self.maintenance_events.append(("DeleteKey", rec.arn))
             return False
         if _expiry_due(rec, now):
             self.drop_material(rec)
+            self.maintenance_events.append(("DeleteExpiredKeyMaterial", rec.arn))
         if _rotation_due(rec, now):
             self._rotate_automatically(rec, now)
+            self.maintenance_events.append(("RotateKey", rec.arn))
         return True
 
     def _rotate_automatically(self, rec: KeyRecord, now: float) -> None:
