@@ -32,9 +32,10 @@ def test_put_is_503_within_the_bound_while_the_key_service_is_down_and_works_onc
     (tmp_path / "ks").mkdir()
     keyservice = launch(tmp_path / "ks", listen=listen)
     key_arn = kms_client(keyservice.url).create_key()["KeyMetadata"]["Arn"]
-    assert keyservice.server.stop() == 0
+    # started while the key service is up (its start-up check needs it), which then goes down
     gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_arn,
                                             env={"GATEWAY_KMS_TIMEOUT": str(BOUND)})
+    assert keyservice.server.stop() == 0
     try:
         s3 = single_try_client(gateway.url)
         bucket = f"kms-down-{uuid.uuid4().hex[:12]}"
