@@ -152,7 +152,10 @@ class EmbeddedKeyService:
         periodic maintenance -- so the host can drop what it cached about the key. The operations are
         ``KmsApi.change_operations`` (every one but the reads, listings and cryptographic ones), plus
         ``DeleteKey``, ``RotateKey`` and ``DeleteExpiredKeyMaterial`` for the time-driven changes.
-        ``key_arn`` is None when the call names no single key. Runs on the event loop: must not block."""
+        ``key_arn`` is None when the call names no single key; for an alias operation it is the key the
+        alias names after it (before it, for DeleteAlias): the key an alias named before UpdateAlias is
+        not given, so a cache keyed by alias name drops its alias entries on any alias operation.
+        Runs on the event loop: must not block."""
         self._api.add_change_listener(callback)
 
     def kms_frontend(self, extra_credentials: Iterable[tuple[str, str, str]] = ()) -> KmsFrontend:

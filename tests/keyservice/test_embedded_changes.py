@@ -107,7 +107,12 @@ async def test_grant_and_policy_changes_are_announced(keys, front):
     policy = (await front.call("GetKeyPolicy", {"KeyId": arn, "PolicyName": "default"}))[1]["Policy"]
     assert (await front.call("PutKeyPolicy", {"KeyId": arn, "PolicyName": "default", "Policy": policy}))[0] == 200
     assert (await front.call("RevokeGrant", {"KeyId": arn, "GrantId": grant}))[0] == 200
-    assert seen == [("CreateGrant", arn), ("PutKeyPolicy", arn), ("RevokeGrant", arn)]
+    token = (await front.call("CreateGrant", {"KeyId": arn, "GranteePrincipal": "arn:aws:iam::111122223333:user/b",
+                                              "RetiringPrincipal": "arn:aws:iam::111122223333:user/host",
+                                              "Operations": ["Decrypt"]}))[1]["GrantToken"]
+    assert (await front.call("RetireGrant", {"GrantToken": token}))[0] == 200
+    assert seen == [("CreateGrant", arn), ("PutKeyPolicy", arn), ("RevokeGrant", arn), ("CreateGrant", arn),
+                    ("RetireGrant", arn)]
 
 
 async def test_a_refused_change_is_not_announced(keys, front):

@@ -2,6 +2,7 @@
 embedded key service behind it, requests signed by botocore for service ``kms`` as SDKs sign them."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from gateway.app import create_app
 from gateway.config import Credential, GatewayConfig
 from keyservice.embedded import ConfigError
 from tests.gateway.inprocess.harness import Gateway, gateway_config, inprocess, moto_upstream
+from tests.gateway.inprocess.test_app import STALLING, _stall, guarded
 from tests.support.moto import MotoServer
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, KEYSERVICE_ALICE
 
@@ -189,3 +191,17 @@ async def test_a_gateway_credential_with_a_principal_of_no_account_refuses_the_s
     config = GatewayConfig(**{**base.__dict__, "credentials": (Credential("AKIDODD", "s", "not-an-arn"),)})
     with pytest.raises(ConfigError, match="credential AKIDODD: principal 'not-an-arn' is not an IAM"):
         await serve_until_signal(web.AppRunner(create_app(config)), "127.0.0.1", 0, None, logging.getLogger("test"))
+
+
+async def test_a_stalled_kms_body_is_request_timeout_exception_and_its_connection_closed(
+        moto: MotoServer, tmp_path: Path, clean_environment):
+    """Under the runner `serve()` uses, the gateway's body timeout holds for KMS requests too."""
+    async with guarded(create_app(gateway_config(moto_upstream(moto), tmp_path / "data")), STALLING) as url:
+        host = url.removeprefix("http://")
+        head = (f"POST / HTTP/1.1\r\nHost: {host}\r\nX-Amz-Target: TrentService.ListKeys\r\n"
+                "Content-Type: application/x-amz-json-1.1\r\nContent-Length: 100000\r\n\r\n").encode()
+        status, body, closed = await asyncio.to_thread(_stall, url, head)
+    assert (status, json.loads(body)) == (408, {
+        "__type": "RequestTimeoutException",
+        "message": "The request body was not received within the timeout period; idle connections are closed."})
+    assert closed is not None and closed < 1
