@@ -21,13 +21,14 @@ MULTIPART_KEY = "docs/big.bin"
 MULTIPART_BODY = os.urandom(5 * MIB) + os.urandom(1234)
 
 
-def tool_config(path: Path, moto, kms_url: str) -> Path:
+def tool_config(path: Path, moto, kms_url: str, default_key: str = "") -> Path:
     """The settings a tool reads: moto upstream, the shared key service, the gateway's secret (SSE-C check
-    values are keyed with it), its own data dir."""
+    values are keyed with it), its own data dir, the gateway's default CMK (checked at start)."""
     path.write_text(f'''
 [gateway]
 data_dir = "{path.parent / 'tool-data'}"
 secret_file = "{path.parent / 'gw' / 'gateway.secret'}"
+default_kms_key_id = "{default_key}"
 
 [upstream]
 url = "{moto.url}"
@@ -75,7 +76,7 @@ def world(moto, tmp_path):
         parts.append({"PartNumber": number, "ETag": etag})
     s3.complete_multipart_upload(Bucket=bucket, Key=MULTIPART_KEY, UploadId=upload["UploadId"],
                                  MultipartUpload={"Parts": parts})
-    config = tool_config(tmp_path / "tool.toml", moto, keyservice.url)
+    config = tool_config(tmp_path / "tool.toml", moto, keyservice.url, key_a)
     try:
         yield type("World", (), dict(keyservice=keyservice, kms=kms, key_a=key_a, key_b=key_b, gateway=gateway,
                                      s3=s3, bucket=bucket, config=config, tmp_path=tmp_path))
