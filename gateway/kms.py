@@ -208,9 +208,8 @@ class RemoteKeyProvider:
                 return None
             raise _Refused(code, err.get("Message", "")) from None
         except (BotoConnectionError, HTTPClientError, TimeoutError) as exc:
-            raise ConfigError(f"the key service at {self.endpoint} cannot be reached: no answer within "
-                              f"{self.timeout:g} s ({type(exc).__name__}); check [kms] endpoint "
-                              "(GATEWAY_KMS_ENDPOINT)") from None
+            raise ConfigError(f"the key service at {self.endpoint} cannot be reached within {self.timeout:g} s "
+                              f"({type(exc).__name__}); check [kms] endpoint (GATEWAY_KMS_ENDPOINT)") from None
 
     def _start_refusal(self, refused: "_Refused") -> ConfigError:
         if refused.code in _CREDENTIAL_REFUSALS:
