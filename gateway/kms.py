@@ -208,8 +208,10 @@ class RemoteKeyProvider:
                 return None
             raise _Refused(code, err.get("Message", "")) from None
         except (BotoConnectionError, HTTPClientError, TimeoutError) as exc:
-            raise ConfigError(f"the key service at {self.endpoint} cannot be reached within {self.timeout:g} s "
-                              f"({type(exc).__name__}); check [kms] endpoint (GATEWAY_KMS_ENDPOINT)") from None
+            # Not naming the exception: a refused connection retried past the timeout is a TimeoutError too.
+            log.debug("start-up %s at %s failed: %s", operation, self.endpoint, type(exc).__name__)
+            raise ConfigError(f"the key service at {self.endpoint} cannot be reached within {self.timeout:g} s; "
+                              "check [kms] endpoint (GATEWAY_KMS_ENDPOINT)") from None
 
     def _start_refusal(self, refused: "_Refused") -> ConfigError:
         if refused.code in _CREDENTIAL_REFUSALS:

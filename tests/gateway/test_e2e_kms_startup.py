@@ -5,7 +5,6 @@ it may create is created. Such a gateway answers KMS requests on its own endpoin
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import time
@@ -65,8 +64,8 @@ def keyservice(tmp_path: Path):
 def test_an_unreachable_key_service_refuses_the_start_naming_it(moto, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     assert refused_start(moto, tmp_path, url, "") == (
-        2, f"gateway: the key service at {url} cannot be reached within 2 s (EndpointConnectionError); "
-           "check [kms] endpoint (GATEWAY_KMS_ENDPOINT)")
+        2, f"gateway: the key service at {url} cannot be reached within 2 s; check [kms] endpoint "
+           "(GATEWAY_KMS_ENDPOINT)")
 
 
 def test_a_key_service_that_accepts_and_never_answers_refuses_the_start_within_its_timeout(moto, tmp_path):
@@ -75,9 +74,8 @@ def test_a_key_service_that_accepts_and_never_answers_refuses_the_start_within_i
         started = time.monotonic()
         code, line = refused_start(moto, tmp_path, url, "")
         elapsed = time.monotonic() - started
-    assert (code, re.fullmatch(rf"gateway: the key service at {url} cannot be reached within 2 s "
-                               r"\((ReadTimeoutError|TimeoutError)\); check \[kms\] endpoint \(GATEWAY_KMS_ENDPOINT\)",
-                               line) is not None) == (2, True), line
+    assert (code, line) == (2, f"gateway: the key service at {url} cannot be reached within 2 s; check [kms] "
+                               "endpoint (GATEWAY_KMS_ENDPOINT)")
     assert elapsed < TIMEOUT + 10  # the process's own start-up included
 
 
