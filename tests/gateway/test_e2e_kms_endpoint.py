@@ -4,6 +4,8 @@ disabling the key through the gateway refuses the next PUT; boto3's KMS client w
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import boto3
@@ -11,9 +13,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import Gateway, _start_gateway
+from tests.gateway.conftest import Gateway, _config_toml, _start_gateway
 from tests.keyservice.conftest import raw_post
 from tests.support.clients import aws
+from tests.support.process import VENV_BIN
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, KEYSERVICE_ALICE
 
 
@@ -105,3 +108,15 @@ def test_a_keyservice_credential_denied_by_a_key_policy_is_access_denied_on_the_
     assert (error["Error"]["Code"], error["Error"]["Message"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
         "AccessDeniedException", f"User: {alice_arn} is not authorized to perform: kms:DisableKey on resource: {arn} "
                                  "with an explicit deny in a resource-based policy", 400)
+
+
+def test_an_access_key_with_another_secret_in_keyservice_refuses_the_start_in_one_line(moto, tmp_path: Path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(_config_toml(moto, tmp_path / "data", tls=None))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KEYSERVICE_"))},
+           "KEYSERVICE_ACCESS_KEY": GATEWAY_ACCESS_KEY, "KEYSERVICE_SECRET_KEY": "another-secret"}
+    proc = subprocess.run([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (
+        2, f"gateway: access key {GATEWAY_ACCESS_KEY} is both a gateway credential and a [keyservice] credential, "
+           "with different secret keys: give it one secret or rename one")
