@@ -163,3 +163,12 @@ async def test_the_periodic_maintenance_announces_a_key_it_deletes_and_one_it_ro
     finally:
         await keys.close()
     assert sorted(seen) == [("DeleteKey", doomed), ("RotateKey", rotated)]
+
+
+async def test_a_deletion_applied_lazily_by_a_call_is_announced_though_the_call_fails(keys, front, tmp_path: Path):
+    arn = (await front.call("CreateKey", {}))[1]["KeyMetadata"]["Arn"]
+    assert (await front.call("ScheduleKeyDeletion", {"KeyId": arn, "PendingWindowInDays": 7}))[0] == 200
+    seen = recorder(keys)
+    (tmp_path / "clock").write_text(str(8 * DAY))
+    status, body = await front.call("DescribeKey", {"KeyId": arn})
+    assert (status, body["__type"], seen) == (400, "NotFoundException", [("DeleteKey", arn)])
