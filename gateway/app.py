@@ -275,6 +275,10 @@ async def _gateway_state(app: web.Application) -> None:
     config, upstream, provider = app[CONFIG_KEY], app[UPSTREAM_KEY], app[KEY_PROVIDER_KEY]
     secret = load_gateway_secret(config.secret_path)
     objects = ObjectStore.over(config, upstream, provider, secret)
+    if isinstance(provider, EmbeddedKeyProvider):
+        # A key, alias, policy or grant changed (through the gateway's KMS endpoint, or the key service's own
+        # maintenance): no cached data key outlives it (gateway/datakeys.py).
+        provider.keys.on_change(lambda operation, key_arn: objects.keys.kms.data_keys.clear())
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
                                bucket_encryption=objects.bucket_encryption,
                                requesters=requesters(config.credentials, provider.account_id))

@@ -59,6 +59,11 @@ class EmbeddedKeyProvider:
         """The key service's account: a client credential's default principal is a user of it."""
         return self._keys.account_id
 
+    @property
+    def keys(self) -> EmbeddedKeyService:
+        """The key service itself: its KMS front for the gateway's listener, its change notifications."""
+        return self._keys
+
     def _caller(self, requester: Requester) -> Caller | None:
         if requester.principal is None:
             return None

@@ -40,11 +40,10 @@ def is_kms_request(request: web.Request) -> bool:
 
 
 def endpoint_for(provider: EmbeddedKeyProvider | RemoteKeyProvider, config: GatewayConfig) -> KmsEndpoint:
-    """The KMS endpoint of a gateway running with ``provider``. (``EmbeddedKeyProvider`` has no public
-    accessor of its key service yet: its class is being changed concurrently, so it is read here.)"""
+    """The KMS endpoint of a gateway running with ``provider``."""
     if isinstance(provider, RemoteKeyProvider):
-        return RemoteKeysEndpoint(provider.endpoint)
-    return embedded_endpoint(provider._keys, config)
+        return RemoteKeysEndpoint()
+    return embedded_endpoint(provider.keys, config)
 
 
 def embedded_endpoint(keys: EmbeddedKeyService, config: GatewayConfig) -> KmsEndpoint:
@@ -57,8 +56,9 @@ def embedded_endpoint(keys: EmbeddedKeyService, config: GatewayConfig) -> KmsEnd
 class RemoteKeysEndpoint:
     """The answer to KMS requests when the gateway's keys live in a remote key service: where to send them."""
 
-    def __init__(self, kms_endpoint: str) -> None:
-        self.message = (f"This gateway's keys are managed by the key service at {kms_endpoint}; "
+    def __init__(self) -> None:
+        # The endpoint's address is not told: the request is not authenticated, and the operator knows it.
+        self.message = ("This gateway's keys are managed by a remote key service (its [kms] endpoint); "
                         "send KMS requests there.")
 
     async def handle(self, request: web.Request) -> web.Response:

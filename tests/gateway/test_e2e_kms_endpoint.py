@@ -120,3 +120,25 @@ def test_an_access_key_with_another_secret_in_keyservice_refuses_the_start_in_on
     assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (
         2, f"gateway: access key {GATEWAY_ACCESS_KEY} is both a gateway credential and a [keyservice] credential, "
            "with different secret keys: give it one secret or rename one")
+
+
+def test_a_key_disabled_through_the_gateway_takes_effect_at_once_despite_the_data_key_caches(
+        gateway: Gateway, s3, bucket):
+    """The caches hold the bucket key and the unwrapped data key for a minute; a change made through the
+    gateway's own key service empties them, so the very next PUT and GET are refused."""
+    kms = gateway_kms(gateway)
+    arn = kms.create_key(Description="cached")["KeyMetadata"]["Arn"]
+    for key in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"cached", ServerSideEncryption="aws:kms", SSEKMSKeyId=arn,
+                      BucketKeyEnabled=True)
+    assert s3.get_object(Bucket=bucket, Key="a")["Body"].read() == b"cached"  # the bucket key, unwrapped
+    kms.disable_key(KeyId=arn)
+    for call in (lambda: s3.get_object(Bucket=bucket, Key="b"),
+                 lambda: s3.put_object(Bucket=bucket, Key="c", Body=b"x", ServerSideEncryption="aws:kms",
+                                       SSEKMSKeyId=arn, BucketKeyEnabled=True)):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert (refused.value.response["ResponseMetadata"]["HTTPStatusCode"],
+                refused.value.response["Error"]["Code"]) == (400, "KMS.DisabledException")
+    kms.enable_key(KeyId=arn)
+    assert s3.get_object(Bucket=bucket, Key="b")["Body"].read() == b"cached"

@@ -128,6 +128,7 @@ def test_a_missing_default_alias_is_created_at_start_and_kms_requests_to_the_gat
         assert gateway.stop() == 0, gateway.log()
     assert (status, headers["content-type"], body) == (400, "application/x-amz-json-1.1", {
         "__type": "UnsupportedOperationException",
-        "message": f"This gateway's keys are managed by the key service at {keyservice.url}; send KMS requests there."})
+        "message": "This gateway's keys are managed by a remote key service (its [kms] endpoint); send KMS "
+                   "requests there."})
     assert f"created the default KMS key {arn} as {DEFAULT_KMS_ALIAS} at {keyservice.url}" in gateway.log()
     assert len(kms_client(keyservice.url).list_keys()["Keys"]) == 1
