@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -156,27 +156,34 @@ class DataKeys:
         self.limits = limits
         self._bucket_keys = KeyCache(limits, clock)
         self._unwrapped = KeyCache(limits, clock)
-        self._pending: dict[tuple, asyncio.Future[DataKey]] = {}
+        self._pending: dict[tuple, asyncio.Future[None]] = {}
+        self.calls: Counter[str] = Counter()  # the key provider's calls by operation, retries included
         self._generation = 0  # bumped by clear(): a call in flight across a clear is not cached
 
     async def fresh(self, key_id: str | None, context: Mapping[str, str], requester: Requester) -> DataKey:
         """A new data key for one object (GenerateDataKey), never cached."""
-        return await self._retrying(lambda: self.provider.generate_data_key(key_id, context, requester=requester))
+        return await self._retrying(lambda: self._generate(key_id, context, requester))
 
     async def bucket_key(self, key_id: str | None, context: Mapping[str, str], requester: Requester,
                          size: int) -> DataKey:
         """A Bucket Key: a data key for ``context`` (the bucket's) shared by the objects written within the
         limits; concurrent first uses share one GenerateDataKey."""
         slot = ("generate", requester.principal, key_id, tuple(sorted(context.items())))
-        return await self._cached(self._bucket_keys, slot, size,
-                                  lambda: self.provider.generate_data_key(key_id, context, requester=requester))
+        return await self._cached(self._bucket_keys, slot, size, lambda: self._generate(key_id, context, requester))
 
     async def unwrap(self, ciphertext: bytes, context: Mapping[str, str], requester: Requester,
                      size: int = 0) -> DataKey:
         """The plaintext of a wrapped data key (Decrypt), cached for ``requester`` within the limits."""
         slot = ("decrypt", requester.principal, ciphertext, tuple(sorted(context.items())))
-        return await self._cached(self._unwrapped, slot, size,
-                                  lambda: self.provider.decrypt_data_key(ciphertext, context, requester=requester))
+        return await self._cached(self._unwrapped, slot, size, lambda: self._decrypt(ciphertext, context, requester))
+
+    def _generate(self, key_id: str | None, context: Mapping[str, str], requester: Requester) -> Awaitable[DataKey]:
+        self.calls["GenerateDataKey"] += 1
+        return self.provider.generate_data_key(key_id, context, requester=requester)
+
+    def _decrypt(self, ciphertext: bytes, context: Mapping[str, str], requester: Requester) -> Awaitable[DataKey]:
+        self.calls["Decrypt"] += 1
+        return self.provider.decrypt_data_key(ciphertext, context, requester=requester)
 
     def clear(self) -> None:
         """Drop every cached key (a CMK, alias, policy or grant changed): the next use asks the key service."""
