@@ -134,24 +134,24 @@ def legacy_bucket(upstream_s3) -> str:
     return name
 
 
-def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str,
-                                  env: dict[str, str] | None = None, *, upstream_url: str | None = None,
-                                  upstream_settings: str = "") -> Server:
-    """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
-    so tests can disable keys or exhaust quotas of the key service the gateway depends on.
-    ``upstream_url`` reaches moto another way (through a fault proxy); ``upstream_settings`` are
-    extra lines for its [upstream] table."""
+def remote_kms_toml(moto: MotoServer, data_dir: Path, kms_url: str, default_key: str, *,
+                    kms_credentials: tuple[str, str] | None = None, gateway_settings: str = "",
+                    upstream_url: str | None = None, upstream_settings: str = "", kms_settings: str = "",
+                    client: bool = True, tables: str = "") -> str:
+    """The settings of a gateway (or a tool) on moto whose KMS is a standalone ``keyservice serve``:
+    ``kms_credentials`` default to the key service's root credential; ``client`` adds the suite's client
+    credential; the other arguments are extra lines for their tables (``tables``: whole tables at the end)."""
     from tests.keyservice.conftest import ROOT
-    config = workdir / "gateway-remote-kms.toml"
-    config.write_text(f'''
+    access, secret = kms_credentials or ROOT
+    client_table = (f'[[gateway.credentials]]\naccess_key = "{GATEWAY_ACCESS_KEY}"\n'
+                    f'secret_key = "{GATEWAY_SECRET_KEY}"\n') if client else ""
+    return f'''
 [gateway]
-data_dir = "{workdir / 'gw'}"
-default_kms_key_id = "{default_key_arn}"
+data_dir = "{data_dir}"
+default_kms_key_id = "{default_key}"
+{gateway_settings}
 
-[[gateway.credentials]]
-access_key = "{GATEWAY_ACCESS_KEY}"
-secret_key = "{GATEWAY_SECRET_KEY}"
-
+{client_table}
 [upstream]
 url = "{upstream_url or moto.url}"
 access_key = "{moto.access_key}"
@@ -161,8 +161,22 @@ secret_key = "{moto.secret_key}"
 [kms]
 endpoint = "{kms_url}"
 region = "us-east-1"
-access_key = "{ROOT[0]}"
-secret_key = "{ROOT[1]}"
-''')
+access_key = "{access}"
+secret_key = "{secret}"
+{kms_settings}
+{tables}
+'''
+
+
+def start_gateway_with_remote_kms(moto: MotoServer, workdir: Path, kms_url: str, default_key_arn: str,
+                                  env: dict[str, str] | None = None, *, upstream_url: str | None = None,
+                                  upstream_settings: str = "") -> Server:
+    """A gateway whose KMS is a standalone ``keyservice serve`` reached over the KMS API (aiobotocore),
+    so tests can disable keys or exhaust quotas of the key service the gateway depends on.
+    ``upstream_url`` reaches moto another way (through a fault proxy); ``upstream_settings`` are
+    extra lines for its [upstream] table."""
+    config = workdir / "gateway-remote-kms.toml"
+    config.write_text(remote_kms_toml(moto, workdir / "gw", kms_url, default_key_arn, upstream_url=upstream_url,
+                                      upstream_settings=upstream_settings))
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config),
                          "--listen", "127.0.0.1:0"], env, timeout=60)

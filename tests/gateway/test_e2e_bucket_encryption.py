@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
-from tests.keyservice.conftest import ROOT, kms_client, launch
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, remote_kms_toml
+from tests.keyservice.conftest import kms_client, launch
 from tests.support.clients import Endpoint, aws, s3_client, signed_request, upstream_keys
 from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, Server, start_server
@@ -33,29 +33,8 @@ SSEC = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": SSEC_KEY}
 
 
 def _config(moto: MotoServer, data_dir: Path, kms_url: str, default_key_arn: str) -> str:
-    return f'''
-[gateway]
-data_dir = "{data_dir}"
-default_kms_key_id = "{default_key_arn}"
-allow_ssec_over_http = true
-
-[[gateway.credentials]]
-access_key = "{GATEWAY_ACCESS_KEY}"
-secret_key = "{GATEWAY_SECRET_KEY}"
-
-[upstream]
-url = "{moto.url}"
-access_key = "{moto.access_key}"
-secret_key = "{moto.secret_key}"
-
-[kms]
-endpoint = "{kms_url}"
-access_key = "{ROOT[0]}"
-secret_key = "{ROOT[1]}"
-
-[buckets.{PASSTHROUGH}]
-encryption = "passthrough"
-'''
+    return remote_kms_toml(moto, data_dir, kms_url, default_key_arn, gateway_settings="allow_ssec_over_http = true",
+                           tables=f'[buckets.{PASSTHROUGH}]\nencryption = "passthrough"\n')
 
 
 def _start(workdir: Path, config: str) -> Server:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import DEFAULT_KMS_ALIAS, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms
+from tests.gateway.conftest import (DEFAULT_KMS_ALIAS, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, remote_kms_toml,
+                                    start_gateway_with_remote_kms)
 from tests.keyservice.conftest import OTHER, ROOT, KeyServiceProcess, kms_client, launch, raw_post, signed_headers
 from tests.support.clients import s3_client
 from tests.support.moto import MotoServer
@@ -26,26 +27,8 @@ def refused_start(moto: MotoServer, tmp_path: Path, kms_url: str, default_key: s
                   creds: tuple[str, str] = ROOT) -> tuple[int, str]:
     """Run ``gateway serve`` with [kms] at ``kms_url``: its exit code and the last line of its output."""
     config = tmp_path / "gateway.toml"
-    config.write_text(f'''
-[gateway]
-data_dir = "{tmp_path / 'gw'}"
-default_kms_key_id = "{default_key}"
-
-[[gateway.credentials]]
-access_key = "{GATEWAY_ACCESS_KEY}"
-secret_key = "{GATEWAY_SECRET_KEY}"
-
-[upstream]
-url = "{moto.url}"
-access_key = "{moto.access_key}"
-secret_key = "{moto.secret_key}"
-
-[kms]
-endpoint = "{kms_url}"
-access_key = "{creds[0]}"
-secret_key = "{creds[1]}"
-timeout = {TIMEOUT}
-''')
+    config.write_text(remote_kms_toml(moto, tmp_path / "gw", kms_url, default_key, kms_credentials=creds,
+                                      kms_settings=f"timeout = {TIMEOUT}"))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KEYSERVICE_"))},
            "GATEWAY_LOG_LEVEL": "INFO"}
     proc = subprocess.run([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms
-from tests.keyservice.conftest import ROOT, kms_client, launch
+from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, remote_kms_toml, start_gateway_with_remote_kms
+from tests.keyservice.conftest import kms_client, launch
 from tests.support.clients import s3_client
 from tests.support.process import VENV_BIN
 
@@ -24,23 +24,8 @@ MULTIPART_BODY = os.urandom(5 * MIB) + os.urandom(1234)
 def tool_config(path: Path, moto, kms_url: str, default_key: str = "") -> Path:
     """The settings a tool reads: moto upstream, the shared key service, the gateway's secret (SSE-C check
     values are keyed with it), its own data dir, the gateway's default CMK (checked at start)."""
-    path.write_text(f'''
-[gateway]
-data_dir = "{path.parent / 'tool-data'}"
-secret_file = "{path.parent / 'gw' / 'gateway.secret'}"
-default_kms_key_id = "{default_key}"
-
-[upstream]
-url = "{moto.url}"
-access_key = "{moto.access_key}"
-secret_key = "{moto.secret_key}"
-
-[kms]
-endpoint = "{kms_url}"
-region = "us-east-1"
-access_key = "{ROOT[0]}"
-secret_key = "{ROOT[1]}"
-''')
+    path.write_text(remote_kms_toml(moto, path.parent / "tool-data", kms_url, default_key, client=False,
+                                    gateway_settings=f'secret_file = "{path.parent / "gw" / "gateway.secret"}"'))
     return path
 
 
