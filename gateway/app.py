@@ -54,6 +54,9 @@ REFUSED = {
     "PostObject": "POST object uploads through the gateway are not implemented",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
     "GetObjectAttributes": "GetObjectAttributes through the gateway is not implemented yet",
+    # A torrent of an encrypted object would describe (and let peers fetch) its ciphertext.
+    "GetObject:torrent": "BitTorrent files of objects are not served through the gateway",
+    "HeadObject:torrent": "BitTorrent files of objects are not served through the gateway",
     "Unknown": "This request is not an S3 operation the gateway supports",
 }
 HANDLERS: dict[str, Handler] = {

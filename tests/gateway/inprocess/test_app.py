@@ -133,3 +133,16 @@ async def test_a_stalled_presigned_upload_carrying_headers_in_its_query_has_its_
         status, body, closed = await asyncio.to_thread(_stall, url, head)
     assert (status, REQUEST_TIMEOUT in body) == (400, True)
     assert closed is not None and closed < 1
+
+
+@pytest.mark.parametrize("method, query, operation", [
+    ("GET", "torrent", "torrent"), ("HEAD", "torrent", "torrent"),
+    ("POST", "select&select-type=2", "select"), ("GET", "attributes", "attributes")])
+async def test_operations_that_would_hand_out_ciphertext_are_501_and_never_relayed(gw, bucket, method, query,
+                                                                                 operation):
+    await gw.put(bucket, "k", b"secret body")
+    answer = await gw.send(method, f"/{bucket}/k", query)
+    assert answer.status == 501
+    if method != "HEAD":
+        assert answer.xml()["Code"] == "NotImplemented"
+        assert b"secret body" not in answer.body
