@@ -87,8 +87,9 @@ async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str
             key = text(entry, "Key") or ""
             if not is_reserved_key(key):
                 return None
-            version = text(entry, "VersionId")
-            found.append((key, version if version and version != "null" else None))
+            # "null" is named too: in a bucket whose versioning is (or was) on, a DELETE without a version id
+            # only adds a delete marker over the null version, and the bucket never empties
+            found.append((key, text(entry, "VersionId") or None))
         if (text(root, "IsTruncated") or "").lower() != "true":
             return found
         markers = [("key-marker", text(root, "NextKeyMarker") or ""),
