@@ -96,3 +96,41 @@ def test_head_with_if_match_another_etag_is_412(s3, stored):
     bucket, _, _ = stored
     assert _error(lambda: s3.head_object(Bucket=bucket, Key="cond",
                                          IfMatch='"0123456789abcdef0123456789abcdef"'))[0] == 412
+
+
+def _put_refused(s3, **kwargs) -> tuple[int, str]:
+    with pytest.raises(ClientError) as error:
+        s3.put_object(**kwargs)
+    return error.value.response["ResponseMetadata"]["HTTPStatusCode"], error.value.response["Error"]["Code"]
+
+
+def test_conditional_put_if_match_takes_the_etag_the_gateway_handed_out(s3, bucket):
+    first = s3.put_object(Bucket=bucket, Key="k", Body=b"first")["ETag"]
+    assert _put_refused(s3, Bucket=bucket, Key="k", Body=b"x", IfMatch='"0123456789abcdef0123456789abcdef-1"') == (
+        412, "PreconditionFailed")
+    second = s3.put_object(Bucket=bucket, Key="k", Body=b"second", IfMatch=first)["ETag"]
+    assert _put_refused(s3, Bucket=bucket, Key="k", Body=b"x", IfMatch=first) == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
+    assert s3.put_object(Bucket=bucket, Key="k", Body=b"third", IfMatch=second)["ETag"] != second
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"third"
+
+
+def test_conditional_put_if_match_on_a_missing_key_is_404_and_if_none_match_on_an_existing_one_412(s3, bucket):
+    assert _put_refused(s3, Bucket=bucket, Key="absent", Body=b"x", IfMatch='"abc-1"') == (404, "NoSuchKey")
+    s3.put_object(Bucket=bucket, Key="new", Body=b"created", IfNoneMatch="*")
+    assert _put_refused(s3, Bucket=bucket, Key="new", Body=b"x", IfNoneMatch="*") == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"created"
+    assert "absent" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_conditional_put_if_match_names_a_multipart_or_legacy_objects_etag_as_listed(s3, bucket, legacy_bucket,
+                                                                                    upstream_s3):
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"one part")["ETag"]
+    etag = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]})["ETag"]
+    s3.put_object(Bucket=bucket, Key="mp", Body=b"replaced", IfMatch=etag)
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=b"plain")
+    listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=legacy_bucket)["Contents"]}
+    s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=b"encrypted now", IfMatch=listed["legacy"])
+    assert s3.head_object(Bucket=legacy_bucket, Key="legacy")["ServerSideEncryption"] == "aws:kms"
