@@ -32,7 +32,8 @@ from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
-from gateway.handlers import bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart, put_object
+from gateway.handlers import (bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart,
+                              object_attributes, put_object)
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
@@ -53,7 +54,6 @@ DEV_CREDENTIAL = Credential("test", "test")
 REFUSED = {
     "PostObject": "POST object uploads through the gateway are not implemented",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
-    "GetObjectAttributes": "GetObjectAttributes through the gateway is not implemented yet",
     # A torrent of an encrypted object would describe (and let peers fetch) its ciphertext.
     "GetObject:torrent": "BitTorrent files of objects are not served through the gateway",
     "HeadObject:torrent": "BitTorrent files of objects are not served through the gateway",
@@ -77,6 +77,7 @@ HANDLERS: dict[str, Handler] = {
     "CreateBucket": buckets.create_bucket,
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
+    "GetObjectAttributes": object_attributes.get_object_attributes,
     "PutBucket:encryption": bucket_encryption.put_bucket_encryption,
     "GetBucket:encryption": bucket_encryption.get_bucket_encryption,
     "DeleteBucket:encryption": bucket_encryption.delete_bucket_encryption,
