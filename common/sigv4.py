@@ -329,12 +329,14 @@ def verify(
     max_skew: float = 900,
     payload_hash: str | None = None,
     region: str | None = None,
+    v2_path: str | None = None,
 ) -> AuthResult:
     """Authenticate a request by whichever scheme it uses; raise AuthError when it fails.
 
     `payload_hash` is the caller's sha256 of a body it already holds (the KMS JSON body);
     for S3 the signed X-Amz-Content-SHA256 header stands in for it. `region`, when given, must
-    match the credential scope."""
+    match the credential scope. `v2_path`: the path-style path a SigV2 signature covers when the
+    request came virtual-hosted (SigV2 signs "/bucket/key", SigV4 the path as sent)."""
     pairs = _parse_query(raw_query)
     keys = {k for k, _ in pairs}
     authorization = headers.get("authorization")
@@ -350,7 +352,7 @@ def verify(
     elif "X-Amz-Algorithm" in keys or "X-Amz-Credential" in keys:
         request = _parse_query_auth(pairs)
     elif "AWSAccessKeyId" in keys or "Signature" in keys:
-        return _verify_v2_query(method, raw_path, raw_query, pairs, headers, lookup_secret,
+        return _verify_v2_query(method, v2_path or raw_path, raw_query, pairs, headers, lookup_secret,
                                 now=now)
     else:
         raise AuthError("AccessDenied", "Access Denied", 403)

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from common.connections import ConnectionGuard, GuardedAppRunner, send_and_close
 from common.files import private_dir
@@ -107,11 +107,42 @@ def _is_secure(request: web.Request, config: GatewayConfig) -> bool:
     return request.secure or (config.trust_forwarded_proto and forwarded)
 
 
-def _authenticate(request: web.Request, config: GatewayConfig):
+def _authenticate(request: web.Request, config: GatewayConfig, signed: CIMultiDictProxy[str], path_style: str):
+    """The request's signature, over the Host the client signed (``signed``) and the path as sent."""
     secrets_by_key = {c.access_key: c.secret_key for c in config.credentials}
     url = request.rel_url
-    return verify(request.method, url.raw_path, url.raw_query_string, request.headers, secrets_by_key.get,
-                  service="s3", now=time.time(), region=config.region)
+    return verify(request.method, url.raw_path, url.raw_query_string, signed, secrets_by_key.get,
+                  service="s3", now=time.time(), region=config.region, v2_path=path_style)
+
+
+def _signed_headers(request: web.Request, config: GatewayConfig) -> CIMultiDictProxy[str]:
+    """The headers as the client signed them: with ``trust_forwarded_host``, the Host is the one a proxy in
+    front received (X-Forwarded-Host)."""
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if not (config.trust_forwarded_host and forwarded):
+        return request.headers
+    headers = CIMultiDict(request.headers)
+    headers["Host"] = forwarded.split(",")[0].strip()
+    return CIMultiDictProxy(headers)
+
+
+def _path_style(request: web.Request, config: GatewayConfig, headers: CIMultiDictProxy[str]) -> str:
+    """The request's path in path style: ``/BUCKET/KEY`` for a virtual-hosted request to BUCKET.<domain>
+    (``[gateway] domain``), else the path as sent. A host that is the domain itself, or not under it,
+    addresses path style."""
+    raw_path = request.rel_url.raw_path
+    domain = config.domain
+    host = headers.get("Host", "").lower().rsplit(":", 1)[0]  # an IPv6 literal never ends in the domain
+    if not domain or not host.endswith("." + domain):
+        return raw_path
+    bucket = host[:-len(domain) - 1]
+    return f"/{bucket}" if raw_path == "/" else f"/{bucket}{raw_path}"
+
+
+def _as_path_style(request: web.Request, path: str) -> web.Request:
+    if path == request.rel_url.raw_path:
+        return request
+    return request.clone(rel_url=request.rel_url.with_path(path, encoded=True))
 
 
 def _apply_query_headers(request: web.Request, auth: AuthResult) -> web.Request:
@@ -133,11 +164,13 @@ def _apply_query_headers(request: web.Request, auth: AuthResult) -> web.Request:
 
 
 async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.StreamResponse:
+    signed = _signed_headers(request, gw.config)
+    path_style = _path_style(request, gw.config, signed)
     try:
-        auth = _authenticate(request, gw.config)
+        auth = _authenticate(request, gw.config, signed, path_style)
     except AuthError as exc:
         raise from_auth_error(exc) from None
-    handled = _apply_query_headers(request, auth)
+    handled = _apply_query_headers(_as_path_style(request, path_style), auth)
     try:
         return await _route(gw, handled, auth, request_id)
     finally:

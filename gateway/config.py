@@ -93,6 +93,10 @@ class GatewayConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     trust_forwarded_proto: bool = False
+    # Virtual-hosted-style requests: BUCKET.<domain> names the bucket (MinIO's MINIO_DOMAIN); empty: path style only.
+    domain: str = ""
+    # The Host the client signed is X-Forwarded-Host (a TLS-terminating proxy in front sets it); off by default.
+    trust_forwarded_host: bool = False
     allow_ssec_over_http: bool = False
     allow_unencrypted_reads: bool = True
     default_encryption: str = "aws:kms"
@@ -151,6 +155,8 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "tls_cert_file": ("GATEWAY_TLS_CERT_FILE", str),
     "tls_key_file": ("GATEWAY_TLS_KEY_FILE", str),
     "trust_forwarded_proto": ("GATEWAY_TRUST_FORWARDED_PROTO", bool),
+    "domain": ("GATEWAY_DOMAIN", str),
+    "trust_forwarded_host": ("GATEWAY_TRUST_FORWARDED_HOST", bool),
     "allow_ssec_over_http": ("GATEWAY_ALLOW_SSEC_OVER_HTTP", bool),
     "allow_unencrypted_reads": ("GATEWAY_ALLOW_UNENCRYPTED_READS", bool),
     "default_encryption": ("GATEWAY_DEFAULT_ENCRYPTION", str),
@@ -335,6 +341,9 @@ def _check_encryption(name: str, value: str) -> None:
 
 def _validate(cfg: GatewayConfig) -> None:
     parse_listen(cfg.listen)
+    if cfg.domain and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", cfg.domain):
+        raise ConfigError(f"gateway.domain (GATEWAY_DOMAIN) must be a DNS name such as s3.example.test, "
+                          f"got {cfg.domain!r}")
     _check_encryption("gateway.default_encryption", cfg.default_encryption)
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         raise ConfigError("gateway.tls_cert_file and gateway.tls_key_file must be set together")
