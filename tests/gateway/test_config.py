@@ -337,3 +337,11 @@ def test_a_body_min_rate_of_0_turns_the_minimum_rate_off(tmp_path):
 def test_limits_in_the_file_must_be_numbers(tmp_path):
     with pytest.raises(ConfigError, match="idle_timeout"):
         load_config(_write(tmp_path, '[gateway]\nidle_timeout = "long"\n'), {})
+
+
+@pytest.mark.parametrize("domain", ["S3.Example.test", "-s3.example", "s3.example.", "s3 example"])
+def test_a_domain_that_is_no_dns_name_is_refused(domain):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, {"GATEWAY_DOMAIN": domain})
+    assert str(error.value) == ("gateway.domain (GATEWAY_DOMAIN) must be a DNS name such as s3.example.test, "
+                                f"got {domain!r}")
