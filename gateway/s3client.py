@@ -458,13 +458,16 @@ class S3Client:
 
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
                                         parts: Sequence[tuple[int, str]], *,
-                                        if_match: str | None = None) -> CompleteResult:
+                                        if_match: str | None = None, if_none_match: str | None = None) -> CompleteResult:
         """Complete with ``parts`` (number, upstream ETag bare or quoted). S3 may fail after its 200 has
         started: a 200 whose body is an ``<Error>`` raises UpstreamError with that code. ``if_match``:
-        only over the object with that ETag (a 412 otherwise)."""
+        only over the object with that ETag; ``if_none_match`` ``*``: only where there is none (a 412
+        otherwise)."""
         body = _complete_body(parts)
-        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)],
-                             {} if if_match is None else {"if-match": if_match}, body, len(body), None)
+        conditions = {name: value for name, value in (("if-match", if_match), ("if-none-match", if_none_match))
+                      if value is not None}
+        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)], conditions, body,
+                             len(body), None)
 
         async def attempt() -> CompleteResult:
             answer = await self._once(request, (200,), XML_LIMIT)

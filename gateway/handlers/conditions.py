@@ -10,6 +10,10 @@ from email.utils import parsedate_to_datetime
 from typing import Mapping
 
 from gateway.etag import etag_matches
+from gateway.handlers.context import Gateway, RequestContext
+from gateway.objects.reading import ObjectRef
+from gateway.s3client import UpstreamError
+from gateway.s3errors import no_such_key, precondition_failed
 
 CONDITIONAL_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 
@@ -43,3 +47,21 @@ def evaluate_conditions(headers: Mapping[str, str], etag: str, last_modified: st
     return None
 
 
+async def upstream_if_match(gw: Gateway, ctx: RequestContext) -> str | None:
+    """S3's conditional write (PutObject, CompleteMultipartUpload) ``If-Match`` names the ETag the client saw (gateway/etag.py), which the upstream
+    never handed out: the object's metadata is read to check it here, and the write is then made conditional
+    on the upstream ETag of that very version, so the upstream refuses it (412) if the object changed in
+    between: no read-then-write race. A missing object is 404 NoSuchKey, another ETag 412, as S3 answers.
+    ``If-None-Match: *`` needs no translation and goes to the upstream as it is."""
+    condition = ctx.request.headers.get("if-match")
+    if condition is None:
+        return None
+    try:
+        async with gw.objects.reader.stat(ObjectRef(ctx.s3.bucket, ctx.s3.key)) as stored:
+            if not etag_matches(condition, stored.etag):
+                raise precondition_failed("If-Match")
+            return stored.head.etag
+    except UpstreamError as exc:
+        if exc.not_found:
+            raise no_such_key(ctx.s3.key) from None
+        raise

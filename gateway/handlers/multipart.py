@@ -12,6 +12,7 @@ from aiohttp import web
 from common.digits import parse_decimal, parse_upstream_decimal
 from gateway.checksums import ALGORITHMS, STRIPPED_HEADERS, BodyChecks
 from gateway.etag import client_etag
+from gateway.handlers.conditions import upstream_if_match
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, read_small, relay, response_headers
 from gateway.handlers.request_body import (BodyOutcome, checked, decoded_body, is_framed, plaintext_length,
@@ -92,8 +93,10 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     s3 = ctx.s3
     requested = parse_complete(await read_body(ctx, MAX_COMPLETE_BODY))
     customer_key = ctx.customer_key(gw)
+    if_match = await upstream_if_match(gw, ctx)  # S3's conditional Complete: never dropped, or it overwrites
     completed = await gw.objects.uploads.complete(s3.bucket, s3.key, upload, requested, customer_key,
-                                                  requester=ctx.requester(gw))
+                                                  requester=ctx.requester(gw), if_match=if_match,
+                                                  if_none_match=ctx.request.headers.get("if-none-match"))
     headers = {**mode_headers(upload.info, customer_key),
                **response_headers(completed.result.headers, drop=("content-*", "etag", "x-amz-server-side-*"))}
     location = f"{ctx.request.scheme}://{ctx.request.host}/{s3.bucket}/{s3.key}"

@@ -107,8 +107,11 @@ class MultipartWriter:
         return self.tokens.issue_part_etag(upload, number, result.etag, part.params, verified)
 
     async def complete(self, bucket: str, key: str, upload: Upload, requested: Sequence[RequestedPart],
-                       customer_key: CustomerKey | None, *, requester: Requester) -> Completed:
-        """Check the client's part list, store the manifest (conditionally), complete upstream."""
+                       customer_key: CustomerKey | None, *, requester: Requester, if_match: str | None = None,
+                       if_none_match: str | None = None) -> Completed:
+        """Check the client's part list, store the manifest (conditionally), complete upstream; ``if_match``
+        (an upstream ETag) / ``if_none_match`` (``*``): S3's conditional Complete, evaluated by the upstream
+        atomically. A 412 met by a retry of this very Complete (its first answer lost) is its success."""
         object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
         stored = {part.number: part for part in await self.client.list_parts(bucket, key, upload.upstream_id)}
         manifest = self._checked_manifest(upload, requested, stored)
@@ -118,9 +121,10 @@ class MultipartWriter:
         # The manifest stays on failure: a concurrent or retried Complete of this upload may have succeeded with it.
         try:
             result = await self.client.complete_multipart_upload(
-                bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested])
+                bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested],
+                if_match=if_match, if_none_match=if_none_match)
         except UpstreamError as exc:
-            if not exc.not_found:
+            if not (exc.not_found or (exc.precondition_failed and (if_match or if_none_match))):
                 raise
             result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
         return Completed(result, manifest)

@@ -134,3 +134,30 @@ def test_conditional_put_if_match_names_a_multipart_or_legacy_objects_etag_as_li
     listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=legacy_bucket)["Contents"]}
     s3.put_object(Bucket=legacy_bucket, Key="legacy", Body=b"encrypted now", IfMatch=listed["legacy"])
     assert s3.head_object(Bucket=legacy_bucket, Key="legacy")["ServerSideEncryption"] == "aws:kms"
+
+
+def _upload(s3, bucket: str, key: str, body: bytes) -> tuple[str, list[dict]]:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=body)["ETag"]
+    return upload, [{"PartNumber": 1, "ETag": etag}]
+
+
+def test_a_complete_with_if_none_match_never_overwrites(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="precious", Body=b"precious")
+    upload, parts = _upload(s3, bucket, "precious", b"overwrite")
+    assert _error(lambda: s3.complete_multipart_upload(Bucket=bucket, Key="precious", UploadId=upload, IfNoneMatch="*",
+                                                       MultipartUpload={"Parts": parts})) == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="precious")["Body"].read() == b"precious"
+    upload, parts = _upload(s3, bucket, "fresh", b"first writer")
+    s3.complete_multipart_upload(Bucket=bucket, Key="fresh", UploadId=upload, IfNoneMatch="*",
+                                 MultipartUpload={"Parts": parts})
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"first writer"
+
+
+def test_a_complete_with_if_match_takes_the_gateways_etag(s3, bucket):
+    etag = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["ETag"]
+    upload, parts = _upload(s3, bucket, "k", b"v2")
+    assert _error(lambda: s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, IfMatch='"ab-1"',
+                                                       MultipartUpload={"Parts": parts})) == (412, "PreconditionFailed")
+    s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, IfMatch=etag, MultipartUpload={"Parts": parts})
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v2"

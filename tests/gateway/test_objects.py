@@ -234,3 +234,36 @@ async def test_an_upstream_without_conditional_writes_gets_the_manifest_uncondit
     assert await store.manifests._existing(legacy_bucket, tag, object_key) == manifest
     assert not store.manifests.conditional
     assert "manifests are written unconditionally" in caplog.text
+
+
+PRECONDITION_FAILED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code><Message>At '
+                       b"least one of the pre-conditions you specified did not hold</Message></Error>")
+
+
+async def test_a_conditional_complete_whose_retry_meets_its_own_success_succeeds_and_another_object_stays_412(
+        store, legacy_bucket, monkeypatch) -> None:
+    """If-None-Match: * on Complete, the answer lost and the upstream's retry refused (412: the object now
+    exists). The object is this upload's: success. Over an object made of other parts the 412 stands."""
+    upload, etags, parts = await _upload_two_parts(store, legacy_bucket, "cond1")
+    both = [RequestedPart(1, etags[0], {}), RequestedPart(2, etags[1], {})]
+    real_complete = store.client.complete_multipart_upload
+
+    async def completed_then_refused(*args, **kwargs):
+        await real_complete(*args, **kwargs)
+        raise UpstreamError(412, PRECONDITION_FAILED)
+    monkeypatch.setattr(store.client, "complete_multipart_upload", completed_then_refused)
+    await store.uploads.complete(legacy_bucket, "cond1", upload, both, CUSTOMER_KEY, requester=GATEWAY,
+                                 if_none_match="*")
+    assert await _read(store, ObjectRef(legacy_bucket, "cond1")) == b"".join(parts)
+
+    other, other_etags, _ = await _upload_two_parts(store, legacy_bucket, "cond2")
+    await _put_ssec(store, legacy_bucket, "cond2", b"was there first")
+
+    async def refused(*args, **kwargs):
+        raise UpstreamError(412, PRECONDITION_FAILED)
+    monkeypatch.setattr(store.client, "complete_multipart_upload", refused)
+    with pytest.raises(UpstreamError) as caught:
+        await store.uploads.complete(legacy_bucket, "cond2", other, [RequestedPart(1, other_etags[0], {}),
+                                                                    RequestedPart(2, other_etags[1], {})],
+                                     CUSTOMER_KEY, requester=GATEWAY, if_none_match="*")
+    assert caught.value.status == 412
