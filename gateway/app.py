@@ -33,7 +33,7 @@ from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart,
-                              object_attributes, put_object)
+                              object_attributes, put_object, upload_listing)
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
@@ -78,6 +78,7 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
     "GetObjectAttributes": object_attributes.get_object_attributes,
+    "ListMultipartUploads": upload_listing.list_multipart_uploads,
     "PutBucket:encryption": bucket_encryption.put_bucket_encryption,
     "GetBucket:encryption": bucket_encryption.get_bucket_encryption,
     "DeleteBucket:encryption": bucket_encryption.delete_bucket_encryption,

@@ -39,6 +39,9 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
         return await forward(gw, ctx)
     headers = forwardable_headers(request.headers, drop=_UPLOAD_HEADERS_DROPPED)
     created = await gw.objects.uploads.create(s3.bucket, s3.key, headers, sse, requester=ctx.requester(gw))
+    upload = gw.objects.tokens.parse_upload_id(s3.bucket, s3.key, created.upload_id)
+    assert upload is not None
+    await gw.objects.upload_records.record(s3.bucket, upload.upstream_id, created.upload_id)  # for listings
     body = render("InitiateMultipartUploadResult", {"Bucket": s3.bucket, "Key": s3.key, "UploadId": created.upload_id})
     out = mode_headers(created.info, ctx.customer_key(gw))
     if "x-amz-checksum-algorithm" in request.headers:
@@ -97,6 +100,7 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     completed = await gw.objects.uploads.complete(s3.bucket, s3.key, upload, requested, customer_key,
                                                   requester=ctx.requester(gw), if_match=if_match,
                                                   if_none_match=ctx.request.headers.get("if-none-match"))
+    await gw.objects.upload_records.forget(s3.bucket, upload.upstream_id)
     headers = {**mode_headers(upload.info, customer_key),
                **response_headers(completed.result.headers, drop=("content-*", "etag", "x-amz-server-side-*"))}
     location = f"{ctx.request.scheme}://{ctx.request.host}/{s3.bucket}/{s3.key}"
@@ -107,7 +111,11 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
 
 async def abort_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = ctx.upload(gw, carries_data=False)
-    return await forward(gw, ctx, ctx.upstream_query(upload))
+    response = await forward(gw, ctx, ctx.upstream_query(upload))
+    if response.status < 300:
+        upstream_id = upload.upstream_id if upload is not None else ctx.request.rel_url.query.get("uploadId", "")
+        await gw.objects.upload_records.forget(ctx.s3.bucket, upstream_id)
+    return response
 
 
 def rewrite_list_parts(body: bytes, client_id: str) -> bytes:

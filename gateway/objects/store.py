@@ -9,6 +9,7 @@ from gateway.objects.listing import ListingTerms
 from gateway.objects.manifests import Manifests
 from gateway.objects.multipart import MultipartWriter
 from gateway.objects.reading import ObjectReader, UnencryptedReads
+from gateway.objects.upload_records import UploadRecords
 from gateway.objects.writing import ObjectWriter
 from gateway.s3client import S3Client
 from gateway.upstream import Upstream
@@ -31,6 +32,7 @@ class ObjectStore:
         self.reader = ObjectReader(client, keys, self.manifests, self.unencrypted)
         self.writer = ObjectWriter(client, keys)
         self.uploads = MultipartWriter(client, keys, tokens, self.manifests)
+        self.upload_records = UploadRecords(client)
         self.listing = ListingTerms(client, bucket_states,
                                     lambda bucket: config.bucket_policy(bucket).encryption == "passthrough")
 
