@@ -32,9 +32,10 @@ from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
-from gateway.handlers import (bucket_encryption, buckets, copy, get_object, lifecycle, listing, multipart,
+from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
                               object_attributes, put_object, upload_listing)
 from gateway.handlers.context import Gateway, RequestContext
+from gateway.cors import BucketCors
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provider
@@ -43,7 +44,7 @@ from gateway.objects.store import ObjectStore
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
-from gateway.s3request import classify
+from gateway.s3request import classify, split_path
 from gateway.secret import load_gateway_secret
 from gateway.upstream import Upstream, UpstreamTarget
 
@@ -79,6 +80,8 @@ HANDLERS: dict[str, Handler] = {
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
     "GetObjectAttributes": object_attributes.get_object_attributes,
     "ListMultipartUploads": upload_listing.list_multipart_uploads,
+    "PutBucket:cors": cors.change_bucket_cors,
+    "DeleteBucket:cors": cors.change_bucket_cors,
     "PutBucket:encryption": bucket_encryption.put_bucket_encryption,
     "GetBucket:encryption": bucket_encryption.get_bucket_encryption,
     "DeleteBucket:encryption": bucket_encryption.delete_bucket_encryption,
@@ -91,6 +94,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 KMS_ENDPOINT_KEY: web.AppKey[KmsEndpoint] = web.AppKey("kms_endpoint")
 # Typed request keys where aiohttp has them (3.14), plain strings before.
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+BUCKET: Any = web.RequestKey("bucket", str) if hasattr(web, "RequestKey") else "bucket"
 
 
 def new_request_id() -> str:
@@ -167,6 +171,9 @@ def _apply_query_headers(request: web.Request, auth: AuthResult) -> web.Request:
 async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.StreamResponse:
     signed = _signed_headers(request, gw.config)
     path_style = _path_style(request, gw.config, signed)
+    if request.method == "OPTIONS" and "authorization" not in request.headers:
+        bucket, _ = split_path(path_style)  # a CORS preflight: unsigned, as browsers send it
+        return await cors.preflight(gw, request, bucket)
     try:
         auth = _authenticate(request, gw.config, signed, path_style)
     except AuthError as exc:
@@ -186,6 +193,7 @@ async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
     refuse_reserved_key(s3.key)
+    request[BUCKET] = s3.bucket  # for the CORS headers of the answer (`_cors_headers`)
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
                          secure=_is_secure(request, gw.config))
     return await HANDLERS.get(s3.operation, forward)(gw, ctx)
@@ -247,6 +255,18 @@ async def _answer_error(err: S3Error, request: web.Request, request_id: str) -> 
     return response
 
 
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An actual cross-origin request (``Origin``) gets the CORS headers its bucket's rules give it, on
+    every answer (errors too, as S3). A failure to read the rules costs the headers, never the answer."""
+    origin, bucket = request.headers.get("Origin"), request.get(BUCKET)
+    if not origin or not bucket or request.method == "OPTIONS":
+        return
+    try:
+        response.headers.update(await request.app[GATEWAY_KEY].cors.actual(bucket, origin, request.method))
+    except Exception as exc:  # noqa: BLE001 - the answer goes out as it is
+        log.warning("bucket %s: CORS rules could not be read (%s); answering without CORS headers", bucket, exc)
+
+
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """The request id on every response, as S3 sends it: a signal, not the middleware, because
     streamed answers (GET bodies, the answer before a close) are prepared inside the handlers."""
@@ -268,6 +288,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.on_startup.append(freeze_startup_objects)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
+    app.on_response_prepare.append(_cors_headers)
     return app
 
 
@@ -319,6 +340,7 @@ async def _gateway_state(app: web.Application) -> None:
         provider.keys.on_change(lambda operation, key_arn: objects.keys.kms.data_keys.clear())
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
                                bucket_encryption=objects.bucket_encryption,
+                               cors=BucketCors(upstream, config.bucket_config_ttl),
                                requesters=requesters(config.credentials, provider.account_id))
 
 

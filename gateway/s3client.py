@@ -615,6 +615,15 @@ class S3Client:
                     "VersioningConfiguration", "GetBucketVersioningResponse")  # S3's name, moto's
         return text(root, "Status") or None
 
+    async def bucket_cors(self, bucket: str) -> bytes | None:
+        """GetBucketCors: the ``CORSConfiguration`` document, None when the bucket has none (404)."""
+        try:
+            return (await self._exchange(_Request("GET", bucket_path(bucket), [("cors", "")]))).body
+        except UpstreamError as exc:
+            if exc.status == 404 and exc.code != "NoSuchBucket":
+                return None
+            raise
+
     async def list_buckets(self) -> list[str]:
         """The names of every bucket the upstream credentials list."""
         root = _xml((await self._exchange(_Request("GET", "/"))).body, "ListAllMyBucketsResult")

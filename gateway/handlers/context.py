@@ -10,6 +10,7 @@ from aiohttp import web
 from common.sigv4 import AuthResult
 from gateway.bucketencryption import BucketEncryption
 from gateway.bucketstate import BucketStates
+from gateway.cors import BucketCors
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, Requester
 from gateway.objects.reading import ObjectRef
@@ -35,6 +36,7 @@ class Gateway:
     objects: ObjectStore
     bucket_states: BucketStates
     bucket_encryption: BucketEncryption
+    cors: BucketCors
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
 
 

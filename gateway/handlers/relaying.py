@@ -39,7 +39,9 @@ _UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server
                                # request headers some stores (moto) echo in their answers
                                "x-amz-content-sha256", "x-amz-sdk-checksum-algorithm"}
 # Never relayed on any path: the gateway's own metadata (docs/FORMAT.md), whatever the object.
-_NEVER_RELAYED_PREFIXES = (RESERVED_PREFIX,)
+# The gateway's reserved metadata, and CORS headers: the gateway answers CORS itself (gateway/cors.py), and an
+# upstream's own (some answer any origin) must never widen what the bucket's rules allow.
+_NEVER_RELAYED_PREFIXES = (RESERVED_PREFIX, "access-control-")
 
 
 async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
