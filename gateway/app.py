@@ -86,6 +86,12 @@ HANDLERS: dict[str, Handler] = {
     "GetBucket:encryption": bucket_encryption.get_bucket_encryption,
     "DeleteBucket:encryption": bucket_encryption.delete_bucket_encryption,
 }
+# What an unsigned request may do: read objects and list buckets the upstream serves anonymously (its own
+# public-access rules decide: the gateway sends these unsigned). Anything else is 403, as before.
+ANONYMOUS_OPERATIONS = frozenset({"GetObject", "HeadObject", "ListObjects", "ListObjectsV2"})
+ANONYMOUS = AuthResult(access_key="", scheme="anonymous", payload_hash=None, signed_headers=())
+_PRESIGN_PARAMETERS = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "AWSAccessKeyId",
+                                 "Signature"})
 KeyProvider = EmbeddedKeyProvider | RemoteKeyProvider
 CONFIG_KEY = web.AppKey("config", GatewayConfig)  # as in effect: development defaults filled in
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
@@ -174,6 +180,8 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     if request.method == "OPTIONS" and "authorization" not in request.headers:
         bucket, _ = split_path(path_style)  # a CORS preflight: unsigned, as browsers send it
         return await cors.preflight(gw, request, bucket)
+    if _is_anonymous(request):
+        return await _route(gw, _as_path_style(request, path_style), ANONYMOUS, request_id, anonymous=True)
     try:
         auth = _authenticate(request, gw.config, signed, path_style)
     except AuthError as exc:
@@ -188,14 +196,22 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
             request.update(handled)
 
 
-async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id: str) -> web.StreamResponse:
+def _is_anonymous(request: web.Request) -> bool:
+    """No signature of any kind: neither an Authorization header nor a presigned URL's parameters."""
+    return "authorization" not in request.headers and not _PRESIGN_PARAMETERS & set(request.rel_url.query)
+
+
+async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id: str, *,
+                 anonymous: bool = False) -> web.StreamResponse:
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
+    if anonymous and s3.operation not in ANONYMOUS_OPERATIONS:
+        raise from_auth_error(AuthError("AccessDenied", "Access Denied", 403))
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
     refuse_reserved_key(s3.key)
     request[BUCKET] = s3.bucket  # for the CORS headers of the answer (`_cors_headers`)
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
-                         secure=_is_secure(request, gw.config))
+                         secure=_is_secure(request, gw.config), anonymous=anonymous)
     return await HANDLERS.get(s3.operation, forward)(gw, ctx)
 
 
@@ -341,7 +357,8 @@ async def _gateway_state(app: web.Application) -> None:
     app[GATEWAY_KEY] = Gateway(config=config, upstream=upstream, objects=objects, bucket_states=objects.bucket_states,
                                bucket_encryption=objects.bucket_encryption,
                                cors=BucketCors(upstream, config.bucket_config_ttl),
-                               requesters=requesters(config.credentials, provider.account_id))
+                               requesters=requesters(config.credentials, provider.account_id),
+                               anonymous_upstream=upstream.unsigned())
 
 
 def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> dict[str, Requester]:

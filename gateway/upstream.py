@@ -7,6 +7,7 @@ the canonicalisation is botocore's, never ours. Bodies are streamed, so the payl
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -110,6 +111,14 @@ class Upstream:
         self._pool_wait = pool_wait
         self._read_timeout = read_timeout
         self._busy_log = RateLimitedLog(log)
+        self.anonymous = False
+
+    def unsigned(self) -> "Upstream":
+        """This pool for requests sent unsigned (an anonymous client's: the upstream's own public-access
+        rules decide, never the gateway's credential). Made after ``start``; only the original is closed."""
+        view = copy.copy(self)
+        view.anonymous = True
+        return view
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
@@ -126,7 +135,10 @@ class Upstream:
             await self._session.close()
 
     def sign(self, method: str, url: str, headers: Mapping[str, str], payload_hash: str) -> dict[str, str]:
-        """Headers (with Authorization) for ``method url`` signed for the upstream's credentials."""
+        """Headers (with Authorization) for ``method url`` signed for the upstream's credentials (as they are,
+        for an unsigned view)."""
+        if self.anonymous:
+            return dict(headers)
         request = AWSRequest(method=method, url=url, headers=dict(headers))
         request.context["payload_hash"] = payload_hash
         self._signer.add_auth(request)

@@ -13,6 +13,7 @@ from gateway.bucketstate import BucketStates
 from gateway.cors import BucketCors
 from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, Requester
+from gateway.datakeys import GATEWAY
 from gateway.objects.reading import ObjectRef
 from gateway.objects.store import ObjectStore
 from gateway.ranges import parse_part_number
@@ -38,6 +39,7 @@ class Gateway:
     bucket_encryption: BucketEncryption
     cors: BucketCors
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
+    anonymous_upstream: Upstream  # the pool, unsigned (anonymous clients)
 
 
 @dataclass
@@ -47,10 +49,16 @@ class RequestContext:
     auth: AuthResult
     request_id: str
     secure: bool
+    anonymous: bool = False  # unsigned: only what the upstream serves anonymously, never as the gateway
+
+    def upstream(self, gw: "Gateway") -> Upstream:
+        """The upstream pool as this request may use it: unsigned for an anonymous client."""
+        return gw.anonymous_upstream if self.anonymous else gw.upstream
 
     def requester(self, gw: Gateway) -> Requester:
-        """The principal the request's credential maps to: KMS keys are used on its behalf."""
-        return gw.requesters[self.auth.access_key]
+        """The principal the request's credential maps to: KMS keys are used on its behalf. An anonymous
+        reader is served SSE-S3 objects only (as S3), whose keys are the gateway's own."""
+        return GATEWAY if self.anonymous else gw.requesters[self.auth.access_key]
 
     @property
     def raw_path(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.crypto.multipart import Manifest
-from gateway.crypto.sse import CustomerKey, KmsSeal
+from gateway.crypto.sse import CustomerKey, KmsSeal, SseMode
 
 from gateway.handlers.conditions import CONDITIONAL_HEADERS, evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
@@ -20,7 +20,7 @@ from gateway.handlers.relaying import relay_object, response_headers, send_strea
 from gateway.objects.reading import StoredObject
 from gateway.objects.plaintext import Span
 from gateway.ranges import requested_range
-from gateway.s3errors import invalid_request, precondition_failed
+from gateway.s3errors import access_denied, invalid_request, precondition_failed
 from gateway.sseheaders import SSE_HEADERS, mode_headers
 from gateway.upstream import forwardable_headers
 
@@ -38,8 +38,11 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     if by_part and "range" in ctx.request.headers:
         raise invalid_request("Cannot specify both Range header and partNumber query parameter")
     whole = ctx.request.method == "GET" and "range" not in ctx.request.headers and not by_part
-    async with gw.objects.reader.stat(ctx.object_ref(), with_body=whole, error_body=not ctx.is_head,
-                                      headers=_upstream_headers(ctx)) as stored:
+    reader = gw.objects.anonymous_reader if ctx.anonymous else gw.objects.reader
+    async with reader.stat(ctx.object_ref(), with_body=whole, error_body=not ctx.is_head,
+                           headers=_upstream_headers(ctx)) as stored:
+        if ctx.anonymous and stored.info is not None and stored.info.mode is not SseMode.S3:
+            raise access_denied()  # S3 serves SSE-KMS and SSE-C objects to no anonymous reader
         not_modified = _check_conditions(ctx, stored)
         if not_modified is not None:
             return not_modified

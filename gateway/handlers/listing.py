@@ -111,7 +111,7 @@ async def list_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     """Forward the listing; hide reserved keys and show every object in the terms its reader sees."""
     request = ctx.request
     headers = forwardable_headers(request.headers, drop=SSE_HEADERS)
-    upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query, headers)
+    upstream = await ctx.upstream(gw).request(request.method, ctx.raw_path, ctx.query, headers)
     async with upstream:
         if upstream.status != 200:
             return await relay(ctx, upstream)

@@ -20,7 +20,8 @@ class ObjectStore:
     """Reading, writing and multipart uploads of objects over one upstream client and one set of keys."""
 
     def __init__(self, config: GatewayConfig, client: S3Client, keys: ObjectKeys, tokens: UploadTokens,
-                 bucket_states: BucketStates, bucket_encryption: BucketEncryption) -> None:
+                 bucket_states: BucketStates, bucket_encryption: BucketEncryption,
+                 unsigned_client: S3Client | None = None) -> None:
         self.config = config
         self.bucket_states = bucket_states
         self.bucket_encryption = bucket_encryption  # what a write without SSE headers gets (S3 API or TOML)
@@ -30,6 +31,8 @@ class ObjectStore:
         self.manifests = Manifests(client)
         self.unencrypted = UnencryptedReads(config, bucket_states)
         self.reader = ObjectReader(client, keys, self.manifests, self.unencrypted)
+        # Reads for anonymous clients: sent upstream unsigned, so the upstream's public-access rules decide.
+        self.anonymous_reader = ObjectReader(unsigned_client or client, keys, self.manifests, self.unencrypted)
         self.writer = ObjectWriter(client, keys)
         self.uploads = MultipartWriter(client, keys, tokens, self.manifests)
         self.upload_records = UploadRecords(client)
@@ -42,4 +45,5 @@ class ObjectStore:
         client = S3Client(upstream, max_attempts=config.upstream.max_attempts)
         keys = ObjectKeys(provider, secret, config.kms.cache_limits)
         return cls(config, client, keys, UploadTokens(secret), BucketStates(upstream, secret),
-                   BucketEncryption(upstream, secret, config))
+                   BucketEncryption(upstream, secret, config),
+                   S3Client(upstream.unsigned(), max_attempts=config.upstream.max_attempts))
