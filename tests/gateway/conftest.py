@@ -18,6 +18,7 @@ from tests.support.clients import Endpoint, s3_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.moto import MotoServer, start_moto
 from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.rgw import SKIP_ENV, RgwServer, skipped as rgw_skipped, start_rgw
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.tls import CertFiles, write_self_signed
 
@@ -37,7 +38,7 @@ class Gateway:
                         workdir=workdir, ca_file=self.ca_file)
 
 
-def _config_toml(moto: MotoServer, data_dir: Path, tls: CertFiles | None,
+def _config_toml(moto: MotoServer | RgwServer, data_dir: Path, tls: CertFiles | None,
                  allow_unencrypted_reads: bool = True, tables: str = "", allow_ssec_over_http: bool = True) -> str:
     """The gateway config; ``tables`` appends TOML tables (e.g. per-bucket policies)."""
     cert, key = (str(tls.cert_file), str(tls.key_file)) if tls else ("", "")
@@ -64,7 +65,7 @@ secret_key = "{moto.secret_key}"
 '''
 
 
-def _start_gateway(moto: MotoServer, workdir: Path, tls: CertFiles | None,
+def _start_gateway(moto: MotoServer | RgwServer, workdir: Path, tls: CertFiles | None,
                    allow_unencrypted_reads: bool = True, tables: str = "", allow_ssec_over_http: bool = True) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
@@ -95,6 +96,58 @@ def gateway_tls(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> I
     server = _start_gateway(moto, workdir, tls=tls)
     yield Gateway(server=server, url=server.url, ca_file=tls.cert_file)
     server.stop()
+
+
+# ---- Ceph RGW as the upstream (tests/support/rgw.py) ----
+# A test module runs its tests on both upstreams by asking for ``upstream`` (parametrized "moto", "rgw") and
+# overriding ``gateway`` / ``gateway_tls`` / ``upstream_s3`` with ``on_upstream(...)`` (test_e2e_cli.py does).
+
+UPSTREAMS = ["moto", pytest.param("rgw", marks=pytest.mark.rgw)]
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RgwServer]:
+    """One Ceph RGW (memstore) for the session; its failure to start fails every RGW test (S3GW_SKIP_RGW=1 skips)."""
+    if rgw_skipped():
+        pytest.skip(f"{SKIP_ENV} is set: the tests against Ceph RGW are skipped")
+    server = start_rgw(tmp_path_factory.mktemp("rgw"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw_gateway(rgw: RgwServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway over http whose upstream is the session's RGW (its S3 user is the [upstream] credential)."""
+    server = _start_gateway(rgw, tmp_path_factory.mktemp("rgw-gateway-http"), tls=None)
+    yield Gateway(server=server, url=server.url)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw_gateway_tls(rgw: RgwServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("rgw-gateway-https")
+    tls = write_self_signed(workdir)
+    server = _start_gateway(rgw, workdir, tls=tls)
+    yield Gateway(server=server, url=server.url, ca_file=tls.cert_file)
+    server.stop()
+
+
+@pytest.fixture(params=UPSTREAMS)
+def upstream(request) -> str:
+    """The upstream store the test runs against: "moto" or "rgw"."""
+    return request.param
+
+
+def on_upstream(request, upstream: str, on_moto, rgw_fixture: str):
+    """For a module's override of a moto fixture: ``on_moto`` (the overridden fixture's value) on moto, else
+    the value of ``rgw_fixture``."""
+    return on_moto if upstream == "moto" else request.getfixturevalue(rgw_fixture)
+
+
+@pytest.fixture
+def rgw_s3(rgw: RgwServer):
+    """boto3 S3 client straight to RGW, to inspect what the gateway stored."""
+    return s3_client(rgw.url, rgw.access_key, rgw.secret_key)
 
 
 @pytest.fixture

@@ -13,14 +13,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.gateway.conftest import on_upstream
 from tests.support.clients import Endpoint, aws, rclone, s3cmd
 
 SIZES = {"empty": 0, "small": 1000, "three-segments": 2 * 65536 + 1000}
 BIG = 5 * 1024 * 1024
 
 
+# Every test runs on both upstreams, moto and Ceph RGW: ``gateway``, ``gateway_tls`` and ``upstream_s3`` (and so
+# ``s3`` and ``bucket``) are the parametrized upstream's.
+@pytest.fixture
+def gateway(gateway, upstream, request):
+    return on_upstream(request, upstream, gateway, "rgw_gateway")
+
+
+@pytest.fixture
+def gateway_tls(gateway_tls, upstream, request):
+    return on_upstream(request, upstream, gateway_tls, "rgw_gateway_tls")
+
+
+@pytest.fixture
+def upstream_s3(upstream_s3, upstream, request):
+    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
+
+
 @pytest.fixture(params=["http", "https"])
-def endpoint(request, tmp_path) -> Endpoint:
+def endpoint(request, tmp_path, upstream) -> Endpoint:
     gateway = request.getfixturevalue("gateway" if request.param == "http" else "gateway_tls")
     return gateway.endpoint(tmp_path)
 
