@@ -280,6 +280,75 @@ _UPSTREAM_ERROR_ONLY = frozenset({"Code", "Message", "RequestId", "HostId", "Res
 _KEPT_ERROR_HEADERS = ("Retry-After",)
 
 
+# S3's messages for the codes an upstream may answer without one (Ceph RGW 16 sends an empty <Message> with
+# every error): a client then still reads what went wrong (the aws CLI's `s3` commands fail on a missing one).
+_DEFAULT_MESSAGES = {
+    "AccessDenied": "Access Denied",
+    "BucketAlreadyExists": "The requested bucket name is not available. The bucket namespace is shared by all "
+                           "users of the system. Please select a different name and try again.",
+    "BucketAlreadyOwnedByYou": "Your previous request to create the named bucket succeeded and you already own it.",
+    "BucketNotEmpty": "The bucket you tried to delete is not empty",
+    "EntityTooLarge": "Your proposed upload exceeds the maximum allowed size",
+    "EntityTooSmall": "Your proposed upload is smaller than the minimum allowed object size.",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
+    "InvalidArgument": "Invalid Argument",
+    "InvalidBucketName": "The specified bucket is not valid.",
+    "InvalidDigest": "The Content-MD5 you specified is not valid.",
+    "BadDigest": "The Content-MD5 you specified did not match what we received.",
+    "InvalidPart": "One or more of the specified parts could not be found.  The part may not have been uploaded, "
+                   "or the specified entity tag may not match the part's entity tag.",
+    "InvalidPartOrder": "The list of parts was not in ascending order. The parts list must be specified in order "
+                        "by part number.",
+    "InvalidRange": "The requested range is not satisfiable",
+    "InvalidRequest": "The upstream store rejected the request.",
+    "MalformedXML": "The XML you provided was not well-formed or did not validate against our published schema",
+    "MethodNotAllowed": "The specified method is not allowed against this resource.",
+    "NoSuchBucket": "The specified bucket does not exist",
+    "NoSuchBucketPolicy": "The bucket policy does not exist",
+    "NoSuchCORSConfiguration": "The CORS configuration does not exist",
+    "NoSuchKey": "The specified key does not exist.",
+    "NoSuchLifecycleConfiguration": "The lifecycle configuration does not exist",
+    "NoSuchTagSet": "The TagSet does not exist",
+    "NoSuchTagSetError": "The TagSet does not exist",
+    "NoSuchUpload": "The specified upload does not exist. The upload ID may be invalid, or the upload may have been "
+                    "aborted or completed.",
+    "NoSuchVersion": "The specified version does not exist.",
+    "NoSuchWebsiteConfiguration": "The specified bucket does not have a website configuration",
+    "NotImplemented": "A header you provided implies functionality that is not implemented",
+    "PreconditionFailed": "At least one of the pre-conditions you specified did not hold",
+    "RequestTimeTooSkewed": "The difference between the request time and the current time is too large.",
+    "ServiceUnavailable": "Please reduce your request rate.",
+    "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided. "
+                             "Check your key and signing method.",
+    "SlowDown": "Please reduce your request rate.",
+}
+
+
+def default_message(code: str, status: int) -> str:
+    """S3's message for ``code``, or one naming the upstream's code and status."""
+    return _DEFAULT_MESSAGES.get(code) or f"The upstream store answered {status} {code}."
+
+
+def with_message(body: bytes, status: int) -> bytes:
+    """An S3 error document whose ``<Message>`` is empty or missing, with S3's message for its code put in (the
+    body unchanged otherwise, also when it is no S3 error document)."""
+    root = parse_s3_error(body)
+    if root is None:
+        return body
+    element = next((child for child in root if child.tag.rsplit("}", 1)[-1] == "Message"), None)
+    if element is not None and (element.text or "").strip():
+        return body
+    code = (root.findtext("Code") or "").strip()
+    if element is None:
+        namespace = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        element = ET.Element(namespace + "Message")
+        codes = [i for i, child in enumerate(root) if child.tag.rsplit("}", 1)[-1] == "Code"]
+        root.insert(codes[0] + 1 if codes else 0, element)
+    element.text = default_message(code, status)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
 def parse_s3_error(body: bytes) -> ET.Element | None:
     """The body's ``<Error>`` element with a ``<Code>``, or None when it is anything else (HTML, text,
     truncated XML): only a real S3 error document may be relayed to an S3 client as it is."""
@@ -311,5 +380,7 @@ def from_upstream(status: int, body: bytes, headers: Mapping[str, str] | None = 
         return S3Error(code, message, out_status, headers=kept)
     fields = {child.tag: child.text or "" for child in root  # S3's fields are capitalised, S3Error's own not
               if child.tag[:1].isupper() and child.tag not in _UPSTREAM_ERROR_ONLY and len(child) == 0}
-    return S3Error(root.findtext("Code") or "InternalError", root.findtext("Message") or "",
-                   status if status >= 400 else 500, headers=kept, **fields)
+    code = (root.findtext("Code") or "").strip() or "InternalError"
+    out_status = status if status >= 400 else 500
+    message = (root.findtext("Message") or "").strip() or default_message(code, out_status)
+    return S3Error(code, message, out_status, headers=kept, **fields)

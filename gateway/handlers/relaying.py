@@ -25,7 +25,7 @@ from gateway.etag import client_etag
 from gateway.objects.writing import Written
 from gateway.s3client import ObjectBody, UpstreamError
 from gateway.sseheaders import SSE_HEADERS, mode_headers
-from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error
+from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, with_message
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
@@ -88,8 +88,9 @@ def error_answer(request: web.Request, request_id: str, status: int, upstream_he
     balancer's HTML 502 page, plain text, a cut-off body) as the S3 error its status stands for. The
     upstream's headers (Retry-After, x-amz-delete-marker ...) are kept either way."""
     headers = response_headers(upstream_headers, (*drop, *_ERROR_BODY_HEADERS))
-    if parse_s3_error(body) is not None:
-        return web.Response(status=status, body=body, headers=headers, content_type="application/xml")
+    if parse_s3_error(body) is not None:  # relayed as it is, an empty <Message> (Ceph RGW's) filled in
+        return web.Response(status=status, body=with_message(body, status), headers=headers,
+                            content_type="application/xml")
     err = from_upstream(status, body, upstream_headers)
     head = request.method == "HEAD"
     if not head:

@@ -11,6 +11,9 @@ The gateway keeps no state of its own between requests: several processes may se
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -20,17 +23,21 @@ from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart, part_count_from_etag
 from gateway.crypto.objectkey import ObjectKey
+from gateway.crypto.stream import IntegrityError
 from gateway.crypto.sse import CustomerKey, CustomerKeySeal, ObjectKeys, Requester, SseRequest, WrongCustomerKey
 from gateway.limits import MIN_PART_SIZE
 from gateway.objects.manifests import Manifests
 from gateway.objects.writing import check_metadata_size
-from gateway.s3client import CompleteResult, S3Client, StoredPart, UpstreamError
-from gateway.s3errors import entity_too_small, invalid_part, invalid_request
+from gateway.s3client import CompleteResult, ObjectHead, S3Client, StoredPart, UpstreamError
+from gateway.s3errors import S3Error, entity_too_small, invalid_part, invalid_request, no_such_upload
 from gateway.uploads import ForgedToken, Upload, UploadTokens
 
 MISSING_SSEC = ("The multipart upload initiate requested encryption. Subsequent part requests must include "
                 "the appropriate encryption parameters.")
 WRONG_SSEC = "The provided encryption parameters did not match the ones used originally."
+_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+
+log = logging.getLogger("gateway.objects")
 
 
 @dataclass(frozen=True)
@@ -113,21 +120,91 @@ class MultipartWriter:
         (an upstream ETag) / ``if_none_match`` (``*``): S3's conditional Complete, evaluated by the upstream
         atomically. A 412 met by a retry of this very Complete (its first answer lost) is its success."""
         object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
-        stored = {part.number: part for part in await self.client.list_parts(bucket, key, upload.upstream_id)}
-        manifest = self._checked_manifest(upload, requested, stored)
         layout = upload.info.layout
         assert isinstance(layout, Multipart)
+        try:
+            listed = await self.client.list_parts(bucket, key, upload.upstream_id)
+        except UpstreamError as exc:
+            if not exc.not_found:
+                raise
+            # The upload is gone upstream: completed (a retried Complete whose answer was lost) or never there.
+            # S3 and moto say NoSuchUpload, Ceph RGW NoSuchKey.
+            return await self._retried(bucket, key, upload, requested, object_key, exc)
+        stored = {part.number: part for part in listed}
+        manifest = self._checked_manifest(upload, requested, stored)
         await self.manifests.create(bucket, layout.upload_tag, object_key, manifest)
         # The manifest stays on failure: a concurrent or retried Complete of this upload may have succeeded with it.
+        upstream_etags = [stored[part.number].etag for part in requested]
         try:
             result = await self.client.complete_multipart_upload(
-                bucket, key, upload.upstream_id, [(part.number, stored[part.number].etag) for part in requested],
+                bucket, key, upload.upstream_id, list(zip((part.number for part in requested), upstream_etags)),
                 if_match=if_match, if_none_match=if_none_match)
         except UpstreamError as exc:
             if not (exc.not_found or (exc.precondition_failed and (if_match or if_none_match))):
                 raise
             result = await self._completed_already(bucket, key, layout.upload_tag, manifest, exc)
+        if not result.etag.strip().strip('"'):
+            result = await self._filled_etag(bucket, key, layout.upload_tag, manifest, result, upstream_etags)
         return Completed(result, manifest)
+
+    async def _filled_etag(self, bucket: str, key: str, tag: str, manifest: Manifest, result: CompleteResult,
+                           upstream_etags: Sequence[str]) -> CompleteResult:
+        """A Complete answered without an ETag (Ceph RGW 16 sends ``<ETag></ETag>``): the completed object's,
+        from a HEAD (of the version completed, if the answer named one) that shows this very upload, its
+        metadata naming this upload's manifest, its size and part count the manifest's. An object overwritten
+        meanwhile shows another: the ETag is then S3's multipart ETag of the parts, when they are MD5s, else
+        the Complete is a 500 rather than a wrong ETag."""
+        try:
+            head = await self.client.head_object(bucket, key, version_id=result.version_id)
+        except UpstreamError:
+            head = None
+        if head is not None and head.etag.strip('"') and _is_upload(head, tag, manifest):
+            return CompleteResult(etag=head.etag, version_id=result.version_id, headers=result.headers)
+        computed = multipart_etag(upstream_etags)
+        if computed is None:
+            log.error("Complete of %s/%s: the upstream gave no ETag and the object no longer shows it", bucket, key)
+            raise S3Error("InternalError", "The upload was completed, but the upstream store did not give its "
+                          "ETag; HEAD the object for it.", 500)
+        return CompleteResult(etag=computed, version_id=result.version_id, headers=result.headers)
+
+    async def _retried(self, bucket: str, key: str, upload: Upload, requested: Sequence[RequestedPart],
+                       object_key: ObjectKey, missing: UpstreamError) -> Completed:
+        """A Complete of an upload the upstream no longer has: the answer S3 gives a retried Complete (200,
+        the object) when the object is this upload completed with exactly these parts: its metadata names the
+        upload's manifest, the manifest (sealed under this object key) lists the parts the client names with
+        the stream parameters their ETags carry, and the object's ETag is the multipart ETag of their upstream
+        ETags (when those are MD5s). Otherwise NoSuchUpload (NoSuchBucket stays)."""
+        layout = upload.info.layout
+        assert isinstance(layout, Multipart)
+        gone = missing.s3_error() if missing.code == "NoSuchBucket" else no_such_upload()
+        try:
+            head = await self.client.head_object(bucket, key)
+        except UpstreamError:
+            raise gone from None
+        info = metadata.decode(head.headers)
+        if info is None or info.layout != layout:
+            raise gone
+        try:
+            manifest = await self.manifests.load(bucket, layout.upload_tag, object_key, head)
+        except (IntegrityError, UpstreamError, S3Error):
+            raise gone from None
+        records = []
+        for wanted in requested:
+            try:
+                records.append(self.tokens.parse_part_etag(upload, wanted.number, wanted.etag))
+            except ForgedToken:
+                raise invalid_part() from None
+        if ([part.number for part in requested] != [part.number for part in manifest.parts]
+                or any(record.params != part.params for record, part in zip(records, manifest.parts))):
+            raise gone
+        computed = multipart_etag([record.upstream_etag for record in records])
+        if computed is not None and computed.strip('"') != head.etag.strip('"'):
+            raise gone
+        for wanted, record in zip(requested, records):
+            _check_checksums(wanted, record.params is None, record.checksum)
+        version = {"x-amz-version-id": head.version_id} if head.version_id else {}
+        return Completed(CompleteResult(etag=head.etag, version_id=head.version_id,
+                                        headers=CIMultiDictProxy(CIMultiDict(version))), manifest)
 
     async def _completed_already(self, bucket: str, key: str, tag: str, manifest: Manifest,
                                  missing: UpstreamError) -> CompleteResult:
@@ -140,9 +217,7 @@ class MultipartWriter:
             head = await self.client.head_object(bucket, key)
         except UpstreamError:
             raise missing from None
-        info = metadata.decode(head.headers)
-        if (info is None or info.layout != Multipart(tag) or head.size != manifest.stored_size
-                or part_count_from_etag(head.etag) != len(manifest.parts)):
+        if not _is_upload(head, tag, manifest):
             raise missing
         version = {"x-amz-version-id": head.version_id} if head.version_id else {}
         return CompleteResult(etag=head.etag, version_id=head.version_id,
@@ -166,6 +241,27 @@ class MultipartWriter:
                 raise entity_too_small()
             parts.append(ManifestPart(wanted.number, size, record.params))
         return Manifest(tuple(parts))
+
+
+def _is_upload(head: ObjectHead, tag: str, manifest: Manifest) -> bool:
+    """The stored object is the one completed from the upload with this manifest: its metadata names the
+    upload's manifest, its size and part count are the manifest's."""
+    info = metadata.decode(head.headers)
+    return (info is not None and info.layout == Multipart(tag) and head.size == manifest.stored_size
+            and part_count_from_etag(head.etag) == len(manifest.parts))
+
+
+def multipart_etag(part_etags: Sequence[str]) -> str | None:
+    """S3's ETag of a multipart object from its parts' upstream ETags (the MD5 of their MD5s, "-" and the
+    part count), as S3, Ceph RGW, MinIO and moto compute it; None when a part's ETag is no MD5 (an upstream
+    that encrypts, for one)."""
+    digests = []
+    for etag in part_etags:
+        bare = etag.strip().strip('"')
+        if not _MD5_HEX.fullmatch(bare):
+            return None
+        digests.append(bytes.fromhex(bare))
+    return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'
 
 
 def _check_checksums(wanted: RequestedPart, unpinned: bool, recorded: tuple[str, str] | None) -> None:
