@@ -41,8 +41,8 @@ async def test_an_error_of_the_gateway_names_the_request_id_of_its_headers_and_t
     assert answer.xml()["Resource"] == f"/{bucket}/k"
 
 
-async def test_an_unsigned_request_is_403_access_denied_with_a_request_id(gw, bucket):
-    async with gw.client.session.get(gw.url(f"/{bucket}/k")) as response:
+async def test_an_unsigned_write_is_403_access_denied_with_a_request_id(gw, bucket):
+    async with gw.client.session.put(gw.url(f"/{bucket}/k"), data=b"x") as response:
         body = await response.read()
     assert response.status == 403 and b"<Code>AccessDenied</Code>" in body
     assert f"<RequestId>{response.headers['x-amz-request-id']}</RequestId>".encode() in body
