@@ -63,6 +63,17 @@ def bucket_path(bucket: str) -> str:
     return f"/{quote(bucket, safe='')}"
 
 
+def _write_conditions(if_match: str | None, if_none_match: str | None) -> dict[str, str]:
+    """A conditional write's headers. ``If-Match`` carries the ETag unquoted: Ceph RGW 16 compares a write's
+    If-Match with the bare ETag (a quoted one never matches); moto and S3 accept it bare too."""
+    out = {}
+    if if_match is not None:
+        out["if-match"] = if_match.strip().strip('"')
+    if if_none_match is not None:
+        out["if-none-match"] = if_none_match
+    return out
+
+
 def object_path(bucket: str, key: str) -> str:
     """The upstream path-style path of an object: every character of the key but ``/`` and ``~``
     percent-encoded, so spaces, ``+``, ``%``, ``?``, ``#`` and any unicode reach the upstream as the key."""
@@ -424,10 +435,8 @@ class S3Client:
 
         A conditional PUT retried after a lost answer can meet its own first write (412): callers of
         conditional writes compare what is stored on a 412."""
-        conditions = {name: value for name, value in (("if-none-match", if_none_match), ("if-match", if_match))
-                      if value is not None}
-        request = _with_body("PUT", object_path(bucket, key), [], {**headers, **conditions}, body, length,
-                             payload_hash)
+        conditions = _write_conditions(if_match, if_none_match)
+        request = _with_body("PUT", object_path(bucket, key), [], {**headers, **conditions}, body, length, payload_hash)
         return _put_result(await self._exchange(request))
 
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None) -> None:
@@ -464,10 +473,8 @@ class S3Client:
         only over the object with that ETag; ``if_none_match`` ``*``: only where there is none (a 412
         otherwise)."""
         body = _complete_body(parts)
-        conditions = {name: value for name, value in (("if-match", if_match), ("if-none-match", if_none_match))
-                      if value is not None}
-        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)], conditions, body,
-                             len(body), None)
+        request = _with_body("POST", object_path(bucket, key), [("uploadId", upload_id)],
+                             _write_conditions(if_match, if_none_match), body, len(body), None)
 
         async def attempt() -> CompleteResult:
             answer = await self._once(request, (200,), XML_LIMIT)

@@ -4,8 +4,24 @@ rules decide; the gateway never re-signs them with its credential. Everything el
 serves them; see the RGW tests.)"""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import requests
+
+from tests.gateway.conftest import on_upstream
+from tests.support.clients import s3_client
+from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
+
+
+@pytest.fixture
+def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
+    return on_upstream(request, upstream, gateway, "rgw_gateway")
+
+
+@pytest.fixture
+def upstream_s3(upstream_s3, upstream, request):
+    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 
 def test_an_anonymous_read_of_a_private_object_is_refused_by_the_upstream_not_served(gateway, s3, bucket):
@@ -25,3 +41,20 @@ def test_other_anonymous_requests_are_403_access_denied(gateway, s3, bucket, met
     assert (answer.status_code, b"<Code>AccessDenied</Code>" in answer.content) == (403, True)
     assert s3.get_object(Bucket=bucket, Key="private")["Body"].read() == b"x"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["private"]
+
+
+@pytest.mark.rgw
+def test_a_public_sse_s3_object_is_served_to_an_anonymous_reader_and_sse_kms_refused(rgw_gateway):
+    """On Ceph RGW, which serves anonymous reads of public-read objects (moto answers them 500)."""
+    s3 = s3_client(rgw_gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
+    bucket = f"public-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="sse-s3", Body=b"public and SSE-S3", ServerSideEncryption="AES256",
+                  ACL="public-read")
+    s3.put_object(Bucket=bucket, Key="sse-kms", Body=b"public but SSE-KMS", ServerSideEncryption="aws:kms",
+                  ACL="public-read")
+    served = requests.get(f"{rgw_gateway.url}/{bucket}/sse-s3", timeout=10)
+    assert (served.status_code, served.content) == (200, b"public and SSE-S3")
+    refused = requests.get(f"{rgw_gateway.url}/{bucket}/sse-kms", timeout=10)
+    assert (refused.status_code, b"<Code>AccessDenied</Code>" in refused.content) == (403, True)
+    assert b"SSE-KMS" not in refused.content

@@ -9,6 +9,18 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.gateway.conftest import on_upstream
+
+
+@pytest.fixture
+def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
+    return on_upstream(request, upstream, gateway, "rgw_gateway")
+
+
+@pytest.fixture
+def upstream_s3(upstream_s3, upstream, request):
+    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
+
 
 MIB = 1024 * 1024
 ALL = ["ETag", "ObjectParts", "StorageClass", "ObjectSize", "Checksum"]
@@ -60,12 +72,12 @@ def test_an_sse_c_multipart_object_needs_its_key_to_list_parts(s3, bucket):
     assert (got["ObjectSize"], got["ObjectParts"]["Parts"][0]["Size"]) == (4, 4)
 
 
-def test_a_legacy_object_is_described_by_the_upstream(s3, legacy_bucket, upstream_s3):
+def test_a_legacy_objects_size_and_etag_are_its_own(s3, legacy_bucket, upstream_s3):
+    """From its HEAD (Ceph RGW 16 answers GetObjectAttributes 500, moto answers it)."""
     upstream_s3.put_object(Bucket=legacy_bucket, Key="plain", Body=b"12345")
     got = s3.get_object_attributes(Bucket=legacy_bucket, Key="plain", ObjectAttributes=["ObjectSize", "ETag"])
-    direct = upstream_s3.get_object_attributes(Bucket=legacy_bucket, Key="plain",
-                                               ObjectAttributes=["ObjectSize", "ETag"])
-    assert (got["ObjectSize"], got["ETag"]) == (direct["ObjectSize"], direct["ETag"]) == (5, direct["ETag"])
+    head = upstream_s3.head_object(Bucket=legacy_bucket, Key="plain")
+    assert (got["ObjectSize"], got["ETag"]) == (5, head["ETag"].strip('"'))
 
 
 def test_errors_are_s3s(s3, bucket):
