@@ -9,19 +9,9 @@ import uuid
 import pytest
 import requests
 
-from tests.gateway.conftest import on_upstream
+from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.support.clients import s3_client
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
-
-
-@pytest.fixture
-def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 
 def test_an_anonymous_read_of_a_private_object_is_refused_by_the_upstream_not_served(gateway, s3, bucket):

@@ -13,28 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import on_upstream
+from tests.gateway.both_upstreams import gateway, gateway_tls, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.support.clients import Endpoint, aws, rclone, s3cmd
 
 SIZES = {"empty": 0, "small": 1000, "three-segments": 2 * 65536 + 1000}
 BIG = 5 * 1024 * 1024
-
-
-# Every test runs on both upstreams, moto and Ceph RGW: ``gateway``, ``gateway_tls`` and ``upstream_s3`` (and so
-# ``s3`` and ``bucket``) are the parametrized upstream's.
-@pytest.fixture
-def gateway(gateway, upstream, request):
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def gateway_tls(gateway_tls, upstream, request):
-    return on_upstream(request, upstream, gateway_tls, "rgw_gateway_tls")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 
 @pytest.fixture(params=["http", "https"])

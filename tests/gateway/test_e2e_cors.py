@@ -8,17 +8,8 @@ import uuid
 import pytest
 import requests
 
-from tests.gateway.conftest import on_upstream
+from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 
-
-@pytest.fixture
-def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 ORIGIN = "https://app.example"
 RULES = {"CORSRules": [{"AllowedOrigins": [ORIGIN, "https://*.trusted.example"], "AllowedMethods": ["GET", "PUT"],

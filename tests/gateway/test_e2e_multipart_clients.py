@@ -16,29 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import on_upstream
+from tests.gateway.both_upstreams import gateway, gateway_tls, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.support.clients import CliResult, Endpoint, aws, rclone, s3cmd
 from tests.support.secrets import CLI_CUSTOMER_KEY
 
 MiB = 1024 * 1024
 SSE_C_KEY = CLI_CUSTOMER_KEY
-
-
-# Every test runs on both upstreams, moto and Ceph RGW: ``gateway``, ``gateway_tls`` and ``upstream_s3`` (and so
-# ``s3`` and ``bucket``) are the parametrized upstream's.
-@pytest.fixture
-def gateway(gateway, upstream, request):
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def gateway_tls(gateway_tls, upstream, request):
-    return on_upstream(request, upstream, gateway_tls, "rgw_gateway_tls")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 
 def _ok(result: CliResult) -> str:

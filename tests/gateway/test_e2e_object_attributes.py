@@ -9,17 +9,7 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import on_upstream
-
-
-@pytest.fixture
-def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
+from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 
 
 MIB = 1024 * 1024

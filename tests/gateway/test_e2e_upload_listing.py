@@ -8,17 +8,7 @@ import json
 from pathlib import Path
 
 from tests.support.clients import aws
-from tests.gateway.conftest import on_upstream
-
-
-@pytest.fixture
-def gateway(gateway, upstream, request):  # every test here runs on moto and on Ceph RGW
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
+from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 
 
 def test_a_listed_upload_is_resumed_with_the_listed_id_and_completes(s3, bucket, upstream_s3):

@@ -16,23 +16,14 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import DEFAULT_KMS_ALIAS, on_upstream
+from tests.gateway.conftest import DEFAULT_KMS_ALIAS
+from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.support.clients import aws
 from tests.support.secrets import CUSTOMER_KEY
 
 MiB = 1024 * 1024
 SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": CUSTOMER_KEY}
 MULTIPART_ETAG = re.compile(r'"[0-9a-f]{32}-(\d+)"')
-
-
-@pytest.fixture
-def gateway(gateway, upstream, request):
-    return on_upstream(request, upstream, gateway, "rgw_gateway")
-
-
-@pytest.fixture
-def upstream_s3(upstream_s3, upstream, request):
-    return on_upstream(request, upstream, upstream_s3, "rgw_s3")
 
 
 def _error(call, **kwargs) -> tuple[int, str, str]:
