@@ -82,20 +82,22 @@ def moto() -> Iterator[MotoServer]:
     server.stop()
 
 
+def _session_gateway(upstream: MotoServer | RgwServer, workdir: Path, *, https: bool) -> Iterator[Gateway]:
+    """A gateway process for the session in front of ``upstream``, over http or https (self-signed)."""
+    tls = write_self_signed(workdir) if https else None
+    server = _start_gateway(upstream, workdir, tls=tls)
+    yield Gateway(server=server, url=server.url, ca_file=tls.cert_file if tls else None)
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def gateway(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    server = _start_gateway(moto, tmp_path_factory.mktemp("gateway-http"), tls=None)
-    yield Gateway(server=server, url=server.url)
-    server.stop()
+    yield from _session_gateway(moto, tmp_path_factory.mktemp("gateway-http"), https=False)
 
 
 @pytest.fixture(scope="session")
 def gateway_tls(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("gateway-https")
-    tls = write_self_signed(workdir)
-    server = _start_gateway(moto, workdir, tls=tls)
-    yield Gateway(server=server, url=server.url, ca_file=tls.cert_file)
-    server.stop()
+    yield from _session_gateway(moto, tmp_path_factory.mktemp("gateway-https"), https=True)
 
 
 # ---- Ceph RGW as the upstream (tests/support/rgw.py) ----
@@ -118,18 +120,12 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RgwServer]:
 @pytest.fixture(scope="session")
 def rgw_gateway(rgw: RgwServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway over http whose upstream is the session's RGW (its S3 user is the [upstream] credential)."""
-    server = _start_gateway(rgw, tmp_path_factory.mktemp("rgw-gateway-http"), tls=None)
-    yield Gateway(server=server, url=server.url)
-    server.stop()
+    yield from _session_gateway(rgw, tmp_path_factory.mktemp("rgw-gateway-http"), https=False)
 
 
 @pytest.fixture(scope="session")
 def rgw_gateway_tls(rgw: RgwServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("rgw-gateway-https")
-    tls = write_self_signed(workdir)
-    server = _start_gateway(rgw, workdir, tls=tls)
-    yield Gateway(server=server, url=server.url, ca_file=tls.cert_file)
-    server.stop()
+    yield from _session_gateway(rgw, tmp_path_factory.mktemp("rgw-gateway-https"), https=True)
 
 
 @pytest.fixture(params=UPSTREAMS)
