@@ -99,8 +99,15 @@ class BucketCors:
         lookup = self._lookups.get(bucket)
         if lookup is None:
             lookup = self._lookups[bucket] = asyncio.ensure_future(self._read(bucket))
-            lookup.add_done_callback(lambda _: self._lookups.pop(bucket, None))
-        return await asyncio.shield(lookup)
+            lookup.add_done_callback(lambda done: self._finished(bucket, done))
+        return await asyncio.shield(lookup)  # a caller going away does not cancel the others' read
+
+    def _finished(self, bucket: str, lookup: asyncio.Task[list[CorsRule]]) -> None:
+        """As BucketStates' lookups: the failure is retrieved here too, every waiter may have gone away."""
+        if self._lookups.get(bucket) is lookup:
+            del self._lookups[bucket]
+        if not lookup.cancelled():
+            lookup.exception()
 
     async def _read(self, bucket: str) -> list[CorsRule]:
         try:
