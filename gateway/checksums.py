@@ -119,6 +119,12 @@ def _flexible_algorithms(headers: Mapping[str, str]) -> tuple[str | None, str | 
     return algorithm, headers.get(CHECKSUM_HEADER_PREFIX + algorithm), algorithm if in_trailer else None
 
 
+def sent_algorithm(headers: Mapping[str, str]) -> str | None:
+    """The flexible checksum algorithm a request names for its body (in a header or a trailer), or None;
+    S3's InvalidRequest for contradictory ones."""
+    return _flexible_algorithms(headers)[0]
+
+
 class BodyChecks:
     """Everything a client asked us to verify over the plaintext body: an x-amz-checksum-<alg>
     header, a checksum announced in X-Amz-Trailer (its value arrives in the trailer),
@@ -168,6 +174,22 @@ class BodyChecks:
         if want_md5 or checks._md5_expected is not None:
             wanted.add("md5")
         checks._hashers = {name: new_hasher(name) for name in sorted(wanted)}
+        return checks
+
+    @property
+    def announced(self) -> tuple[str, bytes] | None:
+        """(algorithm, digest) of the flexible checksum the client sent in a header: known before the body,
+        so it can be stored with the object (a trailer's value arrives after the body's last byte)."""
+        if self._flexible is None or self._flexible_expected is None:
+            return None
+        return self._flexible, self._flexible_expected
+
+    @classmethod
+    def computing(cls, algorithms: Collection[str]) -> "BodyChecks":
+        """No client checksum to verify; ``algorithms`` computed over the body (a copied part's)."""
+        checks = cls()
+        checks._echoed = frozenset(algorithms)
+        checks._hashers = {name: new_hasher(name) for name in sorted(algorithms)}
         return checks
 
     @property

@@ -29,6 +29,9 @@ from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.stream import IntegrityError, StreamParams
 
 UPLOAD_ID_PREFIX = "gw1."
+# The checksum the client asked of the object at Create ("crc32:COMPOSITE"): carried in the UploadId only
+# (it is no encryption metadata), so every later request of the upload knows which checksum each part needs.
+CHECKSUM_INTENT = metadata.RESERVED_PREFIX + "ck"
 _UPLOAD_LABEL = b"s3gw/v1/upload-id"
 _PART_LABEL = b"s3gw/v1/part-etag"
 _UPLOAD_MAC_SIZE = 16
@@ -60,6 +63,15 @@ class Upload:
     upstream_id: str
     fields: Mapping[str, str]
 
+    @property
+    def checksum_intent(self) -> tuple[str, str] | None:
+        """(algorithm, FULL_OBJECT | COMPOSITE) the upload was created with, or None."""
+        value = self.fields.get(CHECKSUM_INTENT)
+        if not value:
+            return None
+        algorithm, _, kind = value.partition(":")
+        return algorithm, kind
+
     @cached_property
     def info(self) -> EncryptionInfo:
         info = metadata.decode(self.fields)
@@ -90,7 +102,10 @@ class UploadTokens:
             mac.update(len(raw).to_bytes(4, "big") + raw)
         return mac.digest()[:size]
 
-    def issue_upload_id(self, bucket: str, key: str, upstream_id: str, fields: Mapping[str, str]) -> str:
+    def issue_upload_id(self, bucket: str, key: str, upstream_id: str, fields: Mapping[str, str],
+                        checksum_intent: tuple[str, str] | None = None) -> str:
+        if checksum_intent is not None:
+            fields = {**fields, CHECKSUM_INTENT: ":".join(checksum_intent)}
         short = {name[len(metadata.RESERVED_PREFIX):]: value for name, value in fields.items()}
         payload = metadata.b64u(json.dumps(short, sort_keys=True, separators=(",", ":")).encode())
         mac = self._mac(_UPLOAD_LABEL, _UPLOAD_MAC_SIZE, bucket, key, upstream_id, payload)

@@ -41,6 +41,7 @@ SSEC_SALT = RESERVED_PREFIX + "cs"
 SSEC_CHECK = RESERVED_PREFIX + "cc"
 UPLOAD_TAG = RESERVED_PREFIX + "u"
 BUCKET_KEY_SALT = RESERVED_PREFIX + "b"
+SEALED_CHECKSUM = RESERVED_PREFIX + "h"
 UPLOAD_TAG_SIZE = 16
 SUPPORTED_VERSIONS = frozenset({"1", "2"})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -58,6 +59,7 @@ class SingleStream:
 
     params: StreamParams
     plaintext_size: int
+    sealed_checksum: bytes | None = None  # the plaintext checksum, sealed under OK (gateway/crypto/checksum.py)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def encode(info: EncryptionInfo) -> dict[str, str]:
     if isinstance(layout, SingleStream):
         headers[PARAMS] = b64u(layout.params.encode())
         headers[PLAINTEXT_SIZE] = str(layout.plaintext_size)
+        if layout.sealed_checksum is not None:
+            headers[SEALED_CHECKSUM] = b64u(layout.sealed_checksum)
     else:
         headers[UPLOAD_TAG] = layout.upload_tag
     if isinstance(seal, KmsSeal):
@@ -153,10 +157,12 @@ def _layout(ours: Mapping[str, str]) -> SingleStream | Multipart:
     tag = ours.get(UPLOAD_TAG)
     if tag is not None:
         _sized(ours, UPLOAD_TAG, UPLOAD_TAG_SIZE)
-        if PARAMS in ours or PLAINTEXT_SIZE in ours:
+        if PARAMS in ours or PLAINTEXT_SIZE in ours or SEALED_CHECKSUM in ours:
             raise IntegrityError("multipart metadata may not carry single-stream parameters")
         return Multipart(tag)
-    return SingleStream(StreamParams.decode(unb64u(_required(ours, PARAMS))), _size(_required(ours, PLAINTEXT_SIZE)))
+    checksum = unb64u(_required(ours, SEALED_CHECKSUM)) if SEALED_CHECKSUM in ours else None
+    return SingleStream(StreamParams.decode(unb64u(_required(ours, PARAMS))), _size(_required(ours, PLAINTEXT_SIZE)),
+                        checksum)
 
 
 def _kms_seal(mode: SseMode, sealed: bytes, ours: Mapping[str, str]) -> KmsSeal:

@@ -17,6 +17,7 @@ from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 from common.aead import AuthenticationFailed
 from common.digits import parse_decimal
+from gateway.crypto.checksum import ObjectChecksum
 from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import (SEGMENT_SIZE, TAG_SIZE, IntegrityError, RangePlan, StreamDecryptor,
                                    StreamEncryptor, StreamParams, ciphertext_size, plan_range, segment_count)
@@ -26,6 +27,7 @@ MAX_SEGMENTS_PER_PART = 512
 HEADER_SIZE = StreamParams.ENCODED_SIZE
 PART_OVERHEAD = HEADER_SIZE + TAG_SIZE * MAX_SEGMENTS_PER_PART
 _MANIFEST_MAGIC = b"S3GWMAN1"
+_MANIFEST_MAGIC_WITH_CHECKSUM = b"S3GWMAN2"  # the same, followed by BE16(len) || the object's checksum
 _MANIFEST_INFO = b"s3gw/v1/manifest"
 _MANIFEST_AAD = b"s3gw/v1/manifest/"
 _ENTRY = struct.Struct(">HQ")
@@ -111,6 +113,7 @@ class ManifestPart:
 @dataclass(frozen=True)
 class Manifest:
     parts: tuple[ManifestPart, ...]
+    checksum: ObjectChecksum | None = None  # the object's plaintext checksum, when its parts had them
 
     @property
     def plaintext_size(self) -> int:
@@ -121,28 +124,39 @@ class Manifest:
         return self.plaintext_size + len(self.parts) * PART_OVERHEAD
 
     def encode(self) -> bytes:
-        """MAGIC || BE32(k) || k * (BE16(number) || BE64(size) || params or 23 zero bytes)."""
-        out = bytearray(_MANIFEST_MAGIC + struct.pack(">I", len(self.parts)))
+        """MAGIC || BE32(k) || k * (BE16(number) || BE64(size) || params or 23 zero bytes), then, under the
+        second magic only, BE16(len) || the checksum. Without a checksum the first magic: a manifest any
+        earlier version reads."""
+        magic = _MANIFEST_MAGIC if self.checksum is None else _MANIFEST_MAGIC_WITH_CHECKSUM
+        out = bytearray(magic + struct.pack(">I", len(self.parts)))
         for part in self.parts:
             out += _ENTRY.pack(part.number, part.size)
             out += part.params.encode() if part.params else _UNPINNED
+        if self.checksum is not None:
+            encoded = self.checksum.encode()
+            out += struct.pack(">H", len(encoded)) + encoded
         return bytes(out)
 
     @classmethod
     def decode(cls, raw: bytes) -> "Manifest":
         entry = _ENTRY.size + HEADER_SIZE
         head = len(_MANIFEST_MAGIC) + 4
-        if raw[:len(_MANIFEST_MAGIC)] != _MANIFEST_MAGIC or len(raw) < head:
+        magic = raw[:len(_MANIFEST_MAGIC)]
+        if magic not in (_MANIFEST_MAGIC, _MANIFEST_MAGIC_WITH_CHECKSUM) or len(raw) < head:
             raise IntegrityError("not a gateway manifest")
         (count,) = struct.unpack(">I", raw[len(_MANIFEST_MAGIC):head])
-        if not 1 <= count <= MAX_PARTS or len(raw) != head + count * entry:
+        end = head + count * entry
+        if not 1 <= count <= MAX_PARTS or len(raw) < end:
+            raise IntegrityError("manifest length does not match its part count")
+        checksum = _trailing_checksum(raw[end:]) if magic == _MANIFEST_MAGIC_WITH_CHECKSUM else None
+        if checksum is None and len(raw) != end:
             raise IntegrityError("manifest length does not match its part count")
         parts = []
-        for offset in range(head, len(raw), entry):
+        for offset in range(head, end, entry):
             number, size = _ENTRY.unpack_from(raw, offset)
             params = raw[offset + _ENTRY.size:offset + entry]
             parts.append(ManifestPart(number, size, None if params == _UNPINNED else StreamParams.decode(params)))
-        manifest = cls(tuple(parts))
+        manifest = cls(tuple(parts), checksum)
         manifest.validate()
         return manifest
 
@@ -152,6 +166,12 @@ class Manifest:
             raise IntegrityError("manifest part numbers must be strictly increasing within 1..10000")
         if any(not 0 <= part.size <= MAX_UPLOAD_SIZE for part in self.parts):
             raise IntegrityError("manifest part size out of range")
+
+
+def _trailing_checksum(raw: bytes) -> ObjectChecksum:
+    if len(raw) < 2 or len(raw) != 2 + struct.unpack(">H", raw[:2])[0]:
+        raise IntegrityError("the manifest's checksum does not fill its end")
+    return ObjectChecksum.decode(raw[2:])
 
 
 def seal_manifest(object_key: ObjectKey, tag: str, manifest: Manifest) -> bytes:

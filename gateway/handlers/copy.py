@@ -16,11 +16,13 @@ from urllib.parse import parse_qs, quote, urlencode
 from aiohttp import web
 
 from gateway.checksums import BodyChecks
+from gateway.crypto.checksum import FULL_OBJECT, ObjectChecksum
 from gateway.handlers.conditions import evaluate_conditions
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward, written_headers
 from gateway.handlers.request_body import BodyOutcome, checked, refuse_reserved
 from gateway.limits import MAX_UPLOAD_SIZE
+from gateway.objects.multipart import part_checksum_algorithm
 from gateway.objects.reading import ObjectRef, OpenedObject, StoredObject
 from gateway.objects.writing import CONTENT_HEADERS, object_headers
 from gateway.ranges import parse_copy_range
@@ -137,9 +139,22 @@ def _source_version_header(source: StoredObject) -> dict[str, str]:
     return {"x-amz-copy-source-version-id": version} if version else {}
 
 
-def _copied(source: OpenedObject, span: tuple[int, int] | None, length: int, outcome: BodyOutcome) -> AsyncIterator[bytes]:
-    """The source's plaintext, counted like a request body (a short source cuts the write)."""
-    return checked(source.chunks(span), BodyChecks(), outcome, length)
+def _copied(source: OpenedObject, span: tuple[int, int] | None, length: int, outcome: BodyOutcome,
+            checks: BodyChecks | None = None) -> AsyncIterator[bytes]:
+    """The source's plaintext, counted like a request body (a short source cuts the write); ``checks``
+    computes the checksums a copied part records."""
+    return checked(source.chunks(span), checks or BodyChecks(), outcome, length)
+
+
+def _carried_checksum(ctx: RequestContext, source: OpenedObject) -> ObjectChecksum | None:
+    """The destination's checksum: the source's full-object one (the same plaintext), unless the request asks
+    for another algorithm (``x-amz-checksum-algorithm``), which would be known only after the body, too late
+    to be stored with it. A composite checksum describes the source's parts, not the single-stream copy."""
+    checksum = source.checksum
+    wanted = ctx.request.headers.get("x-amz-checksum-algorithm", "").strip().lower()
+    if checksum is None or checksum.kind != FULL_OBJECT or wanted not in ("", checksum.algorithm):
+        return None
+    return checksum
 
 
 async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -153,7 +168,8 @@ async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         with outcome.reported():
             written = await gw.objects.writer.put(ctx.s3.bucket, ctx.s3.key, headers, sse,
                                                   _copied(source, None, source.size, outcome), source.size,
-                                                  requester=ctx.requester(gw))
+                                                  requester=ctx.requester(gw),
+                                                  checksum=_carried_checksum(ctx, source))
         answer = written_headers(written, ctx.customer_key(gw), {})
         result = render("CopyObjectResult", {"LastModified": _now(), "ETag": answer.pop("ETag")})
         return web.Response(status=200, body=result, content_type="application/xml",
@@ -178,10 +194,15 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
             raise entity_too_large(MAX_UPLOAD_SIZE, length)
         outcome = BodyOutcome()
         customer_key = ctx.customer_key(gw)
+        checks = BodyChecks.computing((part_checksum_algorithm(upload, None),))
         with outcome.reported():
             etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number,
-                                                     _copied(source, span, length, outcome), length, customer_key,
-                                                     outcome.echoed, requester=ctx.requester(gw))
-        result = render("CopyPartResult", {"LastModified": _now(), "ETag": etag})
+                                                     _copied(source, span, length, outcome, checks), length,
+                                                     customer_key, outcome.echoed, requester=ctx.requester(gw))
+        fields = {"LastModified": _now(), "ETag": etag}
+        if upload.checksum_intent is not None:  # the client asked for part checksums: S3 shows the part's
+            fields.update({f"Checksum{name.removeprefix('x-amz-checksum-').upper()}": value
+                           for name, value in outcome.echoed.items()})
+        result = render("CopyPartResult", fields)
         return web.Response(status=200, body=result, content_type="application/xml",
                             headers={**mode_headers(upload.info, customer_key), **_source_version_header(source.stored)})

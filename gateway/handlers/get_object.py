@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.crypto.metadata import Multipart, SingleStream
 from gateway.crypto.multipart import Manifest
 from gateway.crypto.sse import CustomerKey, KmsSeal, SseMode
 
@@ -29,6 +30,7 @@ from gateway.upstream import forwardable_headers
 _STORED_HEADERS = ("content-length", "content-range", "etag", "content-md5", "x-amz-checksum-*",
                    "x-amz-mp-parts-count")
 _CIPHERTEXT_HEADERS = (*_STORED_HEADERS, "x-amz-server-side-encryption*")
+_LEGACY_WHOLE_DROPPED = tuple(name for name in _STORED_HEADERS if name != "x-amz-checksum-*")
 
 
 async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -49,17 +51,20 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         if by_part and not stored.encrypted:
             return await _legacy_part(ctx, stored, ctx.part_number())
         customer_key = ctx.customer_key(gw) if stored.encrypted else None
+        checksum_wanted = _checksum_wanted(ctx, stored, by_part)
         if ctx.is_head and not by_part and customer_key is None and stored.info is not None \
-                and isinstance(stored.info.seal, KmsSeal):
+                and isinstance(stored.info.seal, KmsSeal) and not checksum_wanted:
             # S3 asks no kms:Decrypt of a HEAD: nothing is unwrapped, the metadata (its size checked
             # against the stored length) answers it
             span = requested_range(ctx.request.headers.get("range"), stored.size)
             return await _head_answer(ctx, _answer(stored, stored.size, None, span, customer_key, by_part))
         opened = await stored.open(customer_key, requester=ctx.requester(gw),
-                                   with_manifest=by_part or not ctx.is_head)
+                                   with_manifest=by_part or not ctx.is_head or checksum_wanted)
         span = opened.part_span(ctx.part_number()) if by_part else requested_range(
             ctx.request.headers.get("range"), opened.size)
         answer = _answer(stored, opened.size, opened.manifest, span, customer_key, by_part)
+        if checksum_wanted and span is None and (checksum := opened.checksum) is not None:
+            answer["headers"].update({checksum.header: checksum.value, "x-amz-checksum-type": checksum.kind})
         if ctx.is_head:
             return await _head_answer(ctx, answer)
         response = web.StreamResponse(**answer)
@@ -85,11 +90,20 @@ async def _legacy_part(ctx: RequestContext, stored: StoredObject, number: int) -
         return await relay_object(ctx, body, drop=("x-amz-checksum-*",))
 
 
+def _checksum_wanted(ctx: RequestContext, stored: StoredObject, by_part: bool) -> bool:
+    """``x-amz-checksum-mode: ENABLED`` on a read of a whole encrypted object that may have a stored checksum
+    (a single-stream object says so in its metadata; a multipart object's manifest tells). S3 gives a
+    whole object's checksum only on a whole read: a range's bytes would not match it."""
+    if ctx.request.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED" or by_part:
+        return False
+    layout = stored.info.layout if stored.info is not None else None
+    return isinstance(layout, Multipart) or (isinstance(layout, SingleStream) and layout.sealed_checksum is not None)
+
+
 def _upstream_headers(ctx: RequestContext) -> dict[str, str]:
     """The client's headers that still mean something to the metadata read (x-amz-expected-bucket-owner,
     request payer ...); conditions, Range, partNumber and SSE are the gateway's own to serve."""
-    return forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *CONDITIONAL_HEADERS, "range",
-                                                          "x-amz-checksum-mode"))
+    return forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *CONDITIONAL_HEADERS, "range"))
 
 
 def _check_conditions(ctx: RequestContext, stored: StoredObject) -> web.Response | None:
@@ -107,7 +121,10 @@ def _check_conditions(ctx: RequestContext, stored: StoredObject) -> web.Response
 def _answer(stored: StoredObject, size: int, manifest: Manifest | None, span: Span | None,
             customer_key: CustomerKey | None, by_part: bool) -> dict[str, Any]:
     """Status and headers of the plaintext answer: sizes, range, ETag and SSE headers in plaintext terms."""
-    headers = response_headers(stored.head.headers, drop=_CIPHERTEXT_HEADERS if stored.encrypted else _STORED_HEADERS)
+    # A legacy object's checksums are the plaintext's own (the upstream's, asked with x-amz-checksum-mode):
+    # kept for a whole read, never for a range or a part.
+    legacy_drop = _STORED_HEADERS if span is not None or by_part else _LEGACY_WHOLE_DROPPED
+    headers = response_headers(stored.head.headers, drop=_CIPHERTEXT_HEADERS if stored.encrypted else legacy_drop)
     headers.update({"ETag": stored.etag, "Accept-Ranges": "bytes", **mode_headers(stored.info, customer_key)})
     if by_part and manifest is not None:
         headers["x-amz-mp-parts-count"] = str(len(manifest.parts))

@@ -4,8 +4,8 @@ The upstream would describe the ciphertext: its size, its ETag, its part sizes (
 overhead). For an encrypted object the gateway answers from the object's metadata instead: the plaintext
 ``ObjectSize``, the ETag clients see everywhere else, the storage class and, for a multipart object, the
 plaintext part sizes from its manifest (which needs the object's key: SSE-C headers, or the requester's
-kms:Decrypt). ``Checksum`` is left out: the gateway keeps no plaintext checksum of a whole object, and the
-upstream's would be of the ciphertext. An object the gateway did not encrypt is the upstream's to
+kms:Decrypt) and its plaintext ``Checksum``, sealed under the object's key (gateway/crypto/checksum.py; none for
+an object stored without one: the upstream's would be of the ciphertext). An object the gateway did not encrypt is the upstream's to
 describe: its size, ETag and storage class come from its HEAD (Ceph RGW 16 has no GetObjectAttributes), its
 parts and checksums from the upstream's own answer (the request is forwarded).
 """
@@ -15,10 +15,9 @@ from aiohttp import web
 
 from common.digits import parse_decimal
 
-from gateway.crypto.metadata import Multipart
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import forward
-from gateway.objects.reading import StoredObject
+from gateway.objects.reading import OpenedObject
 from gateway.s3errors import S3Error
 from gateway.s3xml import S3_NS, xml_text
 
@@ -53,8 +52,11 @@ async def get_object_attributes(gw: Gateway, ctx: RequestContext) -> web.StreamR
     async with gw.objects.reader.stat(ctx.object_ref(without=("attributes",)), error_body=True) as stored:
         if not stored.encrypted and {"ObjectParts", "Checksum"} & set(wanted):
             return await forward(gw, ctx)  # the upstream's own parts and checksums are the plaintext's
+        opened = (await stored.open(ctx.customer_key(gw), requester=ctx.requester(gw))
+                  if {"ObjectParts", "Checksum"} & set(wanted) else None)
         fields = [f"<ETag>{xml_text(stored.etag.strip(chr(34)))}</ETag>" if "ETag" in wanted else "",
-                  await _parts(gw, ctx, stored) if "ObjectParts" in wanted else "",
+                  _checksum(opened) if opened is not None and "Checksum" in wanted else "",
+                  _parts(ctx, opened) if opened is not None and "ObjectParts" in wanted else "",
                   f"<StorageClass>{xml_text(stored.head.headers.get('x-amz-storage-class', 'STANDARD'))}</StorageClass>"
                   if "StorageClass" in wanted else "",
                   f"<ObjectSize>{stored.size}</ObjectSize>" if "ObjectSize" in wanted else ""]
@@ -65,15 +67,20 @@ async def get_object_attributes(gw: Gateway, ctx: RequestContext) -> web.StreamR
     return web.Response(status=200, body=body.encode(), headers=headers, content_type="application/xml")
 
 
-async def _parts(gw: Gateway, ctx: RequestContext, stored: StoredObject) -> str:
+def _checksum(opened: OpenedObject) -> str:
+    """``Checksum``: the stored plaintext checksum and its type; nothing for an object stored without one."""
+    checksum = opened.checksum
+    if checksum is None:
+        return ""
+    return (f"<Checksum><{checksum.element}>{checksum.value}</{checksum.element}>"
+            f"<ChecksumType>{checksum.kind}</ChecksumType></Checksum>")
+
+
+def _parts(ctx: RequestContext, opened: OpenedObject) -> str:
     """``ObjectParts`` of a multipart object, a page of its plaintext part sizes; nothing for a single-part
     object (as S3 answers for an object not uploaded in parts)."""
-    assert stored.info is not None
-    if not isinstance(stored.info.layout, Multipart):
+    if opened.manifest is None:
         return ""
-    customer_key = ctx.customer_key(gw)
-    opened = await stored.open(customer_key, requester=ctx.requester(gw))
-    assert opened.manifest is not None
     marker = _count(ctx, "x-amz-part-number-marker", 0)
     limit = _count(ctx, "x-amz-max-parts", DEFAULT_MAX_PARTS)
     after = [part for part in opened.manifest.parts if part.number > marker]

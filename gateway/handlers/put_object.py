@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.checksums import BodyChecks
+from gateway.crypto.checksum import FULL_OBJECT, ObjectChecksum
 from gateway.handlers.conditions import upstream_if_match
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import written_headers
@@ -22,10 +23,13 @@ async def put_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
                      defaults=await gw.bucket_encryption.defaults(s3.bucket))
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
+    announced = checks.announced
+    checksum = ObjectChecksum(announced[0], FULL_OBJECT, announced[1]) if announced else None
     headers = forwardable_headers(request.headers, drop=(*SSE_HEADERS, *checks.header_names_to_strip, "if-match"))
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
     with outcome.reported():
         written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length,
-                                              requester=ctx.requester(gw), if_match=if_match)
-    return web.Response(status=200, headers=written_headers(written, ctx.customer_key(gw), outcome.echoed))
+                                              requester=ctx.requester(gw), if_match=if_match, checksum=checksum)
+    echoed = {**outcome.echoed, "x-amz-checksum-type": FULL_OBJECT} if outcome.echoed else {}
+    return web.Response(status=200, headers=written_headers(written, ctx.customer_key(gw), echoed))

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from common.connections import BodyTimeout, request_body_chunks
 from gateway.awschunked import AwsChunkedDecoder
-from gateway.checksums import BodyChecks
+from gateway.checksums import CHECKSUM_HEADER_PREFIX, BodyChecks
 from common.digits import parse_decimal
 from gateway.crypto import metadata
 from gateway.handlers.context import RequestContext
@@ -126,13 +126,20 @@ async def checked(source: AsyncIterable[bytes], checks: BodyChecks, outcome: Bod
         raise
 
 
-async def read_body(ctx: RequestContext, limit: int) -> bytes:
+async def read_body(ctx: RequestContext, limit: int, *, object_checksums: bool = False) -> bytes:
     """A small request body the gateway parses or rewrites, its Content-MD5 and signed SHA-256 verified
-    (it is not forwarded as the client signed it, so the upstream cannot check them)."""
+    (it is not forwarded as the client signed it, so the upstream cannot check them).
+
+    ``object_checksums``: the request's ``x-amz-checksum-*`` headers describe an object, not this body (a
+    CompleteMultipartUpload's), and are left to the caller."""
     framed = is_framed(ctx)
     length = plaintext_length(ctx.request.headers, framed)
     if length > limit:
         raise entity_too_large(limit, length)
-    checks = BodyChecks.from_headers(ctx.request.headers, ctx.auth.payload_hash)
+    headers: Mapping[str, str] = ctx.request.headers
+    if object_checksums:
+        headers = {name: value for name, value in headers.items()
+                   if not name.lower().startswith(CHECKSUM_HEADER_PREFIX)}
+    checks = BodyChecks.from_headers(headers, ctx.auth.payload_hash)
     body = checked(decoded_body(ctx, length, checks, framed), checks, BodyOutcome(), length)
     return b"".join([chunk async for chunk in body])

@@ -11,7 +11,9 @@ The gateway keeps no state of its own between requests: several processes may se
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from typing import AsyncIterable, Mapping, Sequence
 
 from gateway.crypto import metadata
+from gateway.crypto.checksum import COMPOSITE, FULL_OBJECT, FULL_OBJECT_ALGORITHMS, ObjectChecksum, combined
 from gateway.crypto.metadata import EncryptionInfo, Multipart
 from gateway.crypto.multipart import PART_OVERHEAD, EncryptedPart, Manifest, ManifestPart, part_count_from_etag
 from gateway.crypto.objectkey import ObjectKey
@@ -29,7 +32,7 @@ from gateway.limits import MIN_PART_SIZE
 from gateway.objects.manifests import Manifests
 from gateway.objects.writing import check_metadata_size
 from gateway.s3client import CompleteResult, ObjectHead, S3Client, StoredPart, UpstreamError
-from gateway.s3errors import (S3Error, entity_too_small, invalid_part, invalid_request, no_such_upload,
+from gateway.s3errors import (S3Error, bad_digest, entity_too_small, invalid_part, invalid_request, no_such_upload,
                               precondition_failed)
 from gateway.uploads import ForgedToken, Upload, UploadTokens
 
@@ -48,6 +51,17 @@ class RequestedPart:
     number: int
     etag: str
     checksums: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ExpectedChecksum:
+    """The object checksum a Complete names (``x-amz-checksum-<alg>``, optionally ``x-amz-checksum-type``):
+    a digest, with the part count of a composite value (``b64-N``)."""
+
+    algorithm: str
+    digest: bytes
+    parts: int | None
+    kind: str | None
 
 
 @dataclass(frozen=True)
@@ -72,16 +86,17 @@ class MultipartWriter:
         self.manifests = manifests
 
     async def create(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest, *,
-                     requester: Requester) -> Created:
+                     requester: Requester, checksum_intent: tuple[str, str] | None = None) -> Created:
         """Open the upload upstream with the object's encryption metadata (one KMS call for SSE-KMS, made
-        for ``requester``; none under a cached Bucket Key)."""
+        for ``requester``; none under a cached Bucket Key). ``checksum_intent``: (algorithm, type) of the
+        object checksum the client asked for, carried in the UploadId."""
         object_key, seal = await self.keys.create(bucket, key, request, requester)
         info = EncryptionInfo(seal=seal, layout=Multipart(metadata.new_upload_tag()))
         fields = metadata.encode(info)
         stored_headers = {**headers, **fields}
         check_metadata_size(stored_headers)
         upstream_id = await self.client.create_multipart_upload(bucket, key, stored_headers)
-        client_id = self.tokens.issue_upload_id(bucket, key, upstream_id, fields)
+        client_id = self.tokens.issue_upload_id(bucket, key, upstream_id, fields, checksum_intent)
         return Created(client_id, info)
 
     async def upload_key(self, bucket: str, key: str, upload: Upload, customer_key: CustomerKey | None,
@@ -106,9 +121,10 @@ class MultipartWriter:
     async def put_part(self, bucket: str, key: str, upload: Upload, number: int, body: AsyncIterable[bytes],
                        length: int, customer_key: CustomerKey | None, verified: Mapping[str, str], *,
                        requester: Requester) -> str:
-        """Encrypt and store one part; its client ETag. ``verified``: the checksum headers verified on the
-        body, which the body stream fills in as it ends (gateway/handlers/request_body.py): read only
-        once the part is stored, they go into the ETag so Complete can check the client's checksums."""
+        """Encrypt and store one part; its client ETag. ``verified``: the checksum header verified or computed
+        over the body (the one ``part_checksum_algorithm`` names), which the body stream fills in as it ends
+        (gateway/handlers/request_body.py): read only once the part is stored, it goes into the ETag so
+        Complete can check the client's checksums and make the object's."""
         object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
         part = EncryptedPart(body, object_key, number, length)
         result = await self.client.upload_part(bucket, key, upload.upstream_id, number, part, part.stored_size)
@@ -116,10 +132,12 @@ class MultipartWriter:
 
     async def complete(self, bucket: str, key: str, upload: Upload, requested: Sequence[RequestedPart],
                        customer_key: CustomerKey | None, *, requester: Requester, if_match: str | None = None,
-                       if_none_match: str | None = None) -> Completed:
+                       if_none_match: str | None = None, expected: ExpectedChecksum | None = None) -> Completed:
         """Check the client's part list, store the manifest (conditionally), complete upstream; ``if_match``
         (an upstream ETag) / ``if_none_match`` (``*``): S3's conditional Complete, evaluated by the upstream
-        atomically. A 412 met by a retry of this very Complete (its first answer lost) is its success."""
+        atomically. A 412 met by a retry of this very Complete (its first answer lost) is its success.
+        ``expected``: the object checksum the client names, checked against the one the parts make (which
+        the manifest keeps)."""
         object_key = await self.upload_key(bucket, key, upload, customer_key, requester)
         layout = upload.info.layout
         assert isinstance(layout, Multipart)
@@ -130,9 +148,12 @@ class MultipartWriter:
                 raise
             # The upload is gone upstream: completed (a retried Complete whose answer was lost) or never there.
             # S3 and moto say NoSuchUpload, Ceph RGW NoSuchKey.
-            return await self._retried(bucket, key, upload, requested, object_key, exc)
+            completed = await self._retried(bucket, key, upload, requested, object_key, exc)
+            _check_expected(expected, completed.manifest.checksum)
+            return completed
         stored = {part.number: part for part in listed}
         manifest = self._checked_manifest(upload, requested, stored)
+        _check_expected(expected, manifest.checksum)
         if if_none_match is not None:
             await self._refuse_another_object(bucket, key, layout)
         await self.manifests.create(bucket, layout.upload_tag, object_key, manifest)
@@ -246,6 +267,7 @@ class MultipartWriter:
                           stored: Mapping[int, StoredPart]) -> Manifest:
         """The manifest of the parts the client named, each matched against what was recorded and stored."""
         parts = []
+        checksums = []
         for index, wanted in enumerate(requested):
             try:
                 record = self.tokens.parse_part_etag(upload, wanted.number, wanted.etag)
@@ -259,7 +281,8 @@ class MultipartWriter:
             if index < len(requested) - 1 and size < MIN_PART_SIZE:
                 raise entity_too_small()
             parts.append(ManifestPart(wanted.number, size, record.params))
-        return Manifest(tuple(parts))
+            checksums.append(record.checksum)
+        return Manifest(tuple(parts), _object_checksum(upload, requested, checksums, [part.size for part in parts]))
 
 
 def _is_upload(head: ObjectHead, tag: str, manifest: Manifest) -> bool:
@@ -281,6 +304,60 @@ def multipart_etag(part_etags: Sequence[str]) -> str | None:
             return None
         digests.append(bytes.fromhex(bare))
     return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'
+
+
+def part_checksum_algorithm(upload: Upload, sent: str | None) -> str:
+    """The checksum a part of ``upload`` is stored with: the upload's algorithm (a part that sent another is
+    S3's InvalidRequest), else the one the part sent, else CRC64NVME, S3's default for an object uploaded
+    without one (computed over the plaintext, nearly free: ~20 GB/s)."""
+    intent = upload.checksum_intent
+    if intent is None:
+        return sent or "crc64nvme"
+    if sent is not None and sent != intent[0]:
+        raise invalid_request(f"Checksum Type mismatch occurred, expected checksum Type: {intent[0]}, "
+                              f"actual checksum Type: {sent}")
+    return intent[0]
+
+
+def _object_checksum(upload: Upload, requested: Sequence[RequestedPart], recorded: Sequence[tuple[str, str] | None],
+                     sizes: Sequence[int]) -> ObjectChecksum | None:
+    """The object's checksum, made from its parts' as S3 makes it: of the type the upload was created with,
+    or, without one, FULL_OBJECT for CRCs and COMPOSITE for SHAs when every part has the same algorithm.
+    An upload created with a checksum whose parts cannot all show theirs (named by bare upstream ETags) is
+    InvalidPart: S3 would not complete it without them."""
+    intent = upload.checksum_intent
+    algorithms = {entry[0] if entry else None for entry in recorded}
+    if intent is not None:
+        if algorithms != {intent[0]}:
+            missing = next(part.number for part, entry in zip(requested, recorded) if not entry or entry[0] != intent[0])
+            raise invalid_part(f"Part {missing} is named by its upstream ETag, so its {intent[0].upper()} checksum, "
+                               "which the upload was created with, is unknown; use the ETag UploadPart returned.")
+        algorithm, kind = intent
+    elif len(algorithms) == 1 and None not in algorithms:
+        algorithm = algorithms.pop()
+        kind = FULL_OBJECT if algorithm in FULL_OBJECT_ALGORITHMS else COMPOSITE
+    else:
+        return None
+    digests = [base64.b64decode(entry[1]) for entry in recorded if entry]
+    return combined(algorithm, kind, list(zip(digests, sizes)))
+
+
+def _check_expected(expected: ExpectedChecksum | None, actual: ObjectChecksum | None) -> None:
+    """S3's checks of the object checksum a Complete names: the upload's algorithm and type, then the value."""
+    if expected is None:
+        return
+    if actual is None:
+        raise invalid_request(f"The {expected.algorithm.upper()} checksum of the object cannot be verified: its "
+                              "parts were not all uploaded with one, or are named by their upstream ETags.")
+    if expected.algorithm != actual.algorithm:
+        raise invalid_request(f"The upload was created using the {actual.algorithm} checksum algorithm; the "
+                              f"complete request specified {expected.algorithm}.")
+    kind = expected.kind or (COMPOSITE if expected.parts is not None else actual.kind)
+    if kind != actual.kind:
+        raise invalid_request(f"The upload was created using the {actual.kind} checksum mode. The complete "
+                              "request must use the same checksum mode.")
+    if not hmac.compare_digest(expected.digest, actual.digest) or expected.parts not in (None, actual.parts or None):
+        raise bad_digest(f"The {actual.algorithm} you specified did not match the calculated checksum.")
 
 
 def _check_checksums(wanted: RequestedPart, unpinned: bool, recorded: tuple[str, str] | None) -> None:

@@ -21,6 +21,7 @@ from typing import AsyncIterator, Mapping, Sequence
 from gateway.bucketstate import BucketStates
 from gateway.config import GatewayConfig
 from gateway.crypto import metadata
+from gateway.crypto.checksum import ObjectChecksum, open_checksum
 from gateway.crypto.metadata import EncryptionInfo, Multipart, SingleStream
 from gateway.crypto.multipart import (HEADER_SIZE, Manifest, PartRead, decrypt_parts, object_plaintext_size,
                                       part_count_from_etag, plan_reads)
@@ -299,6 +300,24 @@ class OpenedObject:
         self._object_key = object_key
         self.size = size
         self.manifest = manifest
+
+    @property
+    def checksum(self) -> ObjectChecksum | None:
+        """The object's stored plaintext checksum (sealed under its key; a multipart object's in its manifest,
+        which must be loaded); None for an object stored without one, and for a legacy object (the upstream's
+        own checksums are the plaintext's there)."""
+        info = self.stored.info
+        if info is None or self._object_key is None:
+            return None
+        if isinstance(info.layout, Multipart):
+            assert self.manifest is not None, "open(with_manifest=True) before reading a multipart object's checksum"
+            return self.manifest.checksum
+        if info.layout.sealed_checksum is None:
+            return None
+        try:
+            return open_checksum(self._object_key, info.layout.sealed_checksum)
+        except IntegrityError as exc:
+            raise self.stored.integrity_failure(exc) from None
 
     @property
     def part_count(self) -> int | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import AsyncIterable, Mapping
 
 from gateway.crypto import metadata
+from gateway.crypto.checksum import ObjectChecksum, seal_checksum
 from gateway.crypto.metadata import EncryptionInfo, SingleStream
 from gateway.crypto.sse import ObjectKeys, Requester, SseRequest
 from gateway.crypto.stream import StreamEncryptor, ciphertext_size, encrypt_stream
@@ -61,19 +62,22 @@ class ObjectWriter:
 
     async def put(self, bucket: str, key: str, headers: Mapping[str, str], request: SseRequest | None,
                   body: AsyncIterable[bytes], length: int, *, requester: Requester,
-                  if_match: str | None = None) -> Written:
+                  if_match: str | None = None, checksum: ObjectChecksum | None = None) -> Written:
         """Store ``length`` plaintext bytes, encrypted as ``request`` asks (None: as they are), with KMS keys
         used on ``requester``'s behalf.
 
         ``headers``: the upstream request headers (content type, user metadata, tagging ...) without any
-        SSE header. ``if_match``: replace only that version of the object (the tools' rewrite in place)."""
+        SSE header. ``if_match``: replace only that version of the object (the tools' rewrite in place).
+        ``checksum``: the plaintext's checksum, known before the body (a client's header, verified as the body
+        streams: a mismatch cuts the write short), stored sealed for x-amz-checksum-mode reads."""
         if request is None:
             check_metadata_size(headers)
             result = await self.client.put_object(bucket, key, body, length, headers, if_match=if_match)
             return Written(result, None)
         object_key, seal = await self.keys.create(bucket, key, request, requester, size=length)
         encryptor = StreamEncryptor(object_key)
-        info = EncryptionInfo(seal=seal, layout=SingleStream(encryptor.params, length))
+        sealed = seal_checksum(object_key, checksum) if checksum is not None else None
+        info = EncryptionInfo(seal=seal, layout=SingleStream(encryptor.params, length, sealed))
         stored_headers = {**headers, **metadata.encode(info)}
         check_metadata_size(stored_headers)
         result = await self.client.put_object(bucket, key, encrypt_stream(body, encryptor), ciphertext_size(length),
