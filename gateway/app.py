@@ -30,6 +30,7 @@ from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
 from gateway.config import Credential, GatewayConfig
+from gateway.bodybuffer import BodyBuffer
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
@@ -358,7 +359,8 @@ async def _gateway_state(app: web.Application) -> None:
                                bucket_encryption=objects.bucket_encryption,
                                cors=BucketCors(upstream, config.bucket_config_ttl),
                                requesters=requesters(config.credentials, provider.account_id),
-                               anonymous_upstream=upstream.unsigned())
+                               anonymous_upstream=upstream.unsigned(),
+                               body_buffer=BodyBuffer(config.trailer_checksum_buffer))
 
 
 def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> dict[str, Requester]:

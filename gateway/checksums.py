@@ -184,6 +184,11 @@ class BodyChecks:
             return None
         return self._flexible, self._flexible_expected
 
+    @property
+    def trailer_algorithm(self) -> str | None:
+        """The algorithm of a checksum announced for a trailer, or None."""
+        return self._flexible if self._trailer_name is not None else None
+
     @classmethod
     def computing(cls, algorithms: Collection[str]) -> "BodyChecks":
         """No client checksum to verify; ``algorithms`` computed over the body (a copied part's)."""

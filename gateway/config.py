@@ -113,6 +113,9 @@ class GatewayConfig:
     # Seconds a process trusts its cached copy of a bucket's encryption configuration (set through the S3
     # API by another process); 0 reads it for every write (gateway/bucketencryption.py).
     bucket_config_ttl: float = 5.0
+    # Bytes of memory for holding PutObject bodies whose checksum comes in a trailer (SDKs streaming over https)
+    # until that checksum is known, so it can be stored with the object (up to 8 MiB each); 0 never holds one.
+    trailer_checksum_buffer: int = 64 * 1024 * 1024
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -171,6 +174,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "max_connections_per_ip": ("GATEWAY_MAX_CONNECTIONS_PER_IP", Count),
     "log_level": ("GATEWAY_LOG_LEVEL", str),
     "bucket_config_ttl": ("GATEWAY_BUCKET_CONFIG_TTL", Rate),
+    "trailer_checksum_buffer": ("GATEWAY_TRAILER_CHECKSUM_BUFFER", Count),
 }
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,

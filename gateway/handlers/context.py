@@ -3,11 +3,12 @@ with the accessors of what several handlers read from a request (SSE-C keys, par
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from common.sigv4 import AuthResult
+from gateway.bodybuffer import BodyBuffer
 from gateway.bucketencryption import BucketEncryption
 from gateway.bucketstate import BucketStates
 from gateway.cors import BucketCors
@@ -40,6 +41,7 @@ class Gateway:
     cors: BucketCors
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
     anonymous_upstream: Upstream  # the pool, unsigned (anonymous clients)
+    body_buffer: BodyBuffer = field(default_factory=lambda: BodyBuffer(0))  # bodies held for their trailer
 
 
 @dataclass

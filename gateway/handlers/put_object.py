@@ -2,9 +2,12 @@
 bucket passes plaintext through and the client asked for no encryption)."""
 from __future__ import annotations
 
+import base64
+from typing import AsyncIterator
+
 from aiohttp import web
 
-from gateway.checksums import BodyChecks
+from gateway.checksums import CHECKSUM_HEADER_PREFIX, BodyChecks
 from gateway.crypto.checksum import FULL_OBJECT, ObjectChecksum
 from gateway.handlers.conditions import upstream_if_match
 from gateway.handlers.context import Gateway, RequestContext
@@ -23,13 +26,33 @@ async def put_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
                      defaults=await gw.bucket_encryption.defaults(s3.bucket))
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
-    announced = checks.announced
-    checksum = ObjectChecksum(announced[0], FULL_OBJECT, announced[1]) if announced else None
     headers = forwardable_headers(request.headers, drop=(*SSE_HEADERS, *checks.header_names_to_strip, "if-match"))
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
-    with outcome.reported():
-        written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length,
-                                              requester=ctx.requester(gw), if_match=if_match, checksum=checksum)
+    announced = checks.announced
+    checksum = ObjectChecksum(announced[0], FULL_OBJECT, announced[1]) if announced else None
+    with gw.body_buffer.hold(length if sse is not None and checks.trailer_algorithm else 0) as held:
+        if held:
+            body, checksum = await _held_for_trailer(body, checks, outcome)
+        with outcome.reported():
+            written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length,
+                                                  requester=ctx.requester(gw), if_match=if_match, checksum=checksum)
     echoed = {**outcome.echoed, "x-amz-checksum-type": FULL_OBJECT} if outcome.echoed else {}
     return web.Response(status=200, headers=written_headers(written, ctx.customer_key(gw), echoed))
+
+
+async def _held_for_trailer(body: AsyncIterator[bytes], checks: BodyChecks,
+                            outcome: BodyOutcome) -> tuple[AsyncIterator[bytes], ObjectChecksum]:
+    """The whole body read and verified before anything goes upstream, so the checksum its trailer carries is
+    stored with the object (gateway/bodybuffer.py bounds the memory). A body that fails its checks is refused
+    here, having written nothing."""
+    chunks = [chunk async for chunk in body]
+    algorithm = checks.trailer_algorithm
+    assert algorithm is not None
+    digest = base64.b64decode(outcome.echoed[CHECKSUM_HEADER_PREFIX + algorithm])
+    return _replayed(chunks), ObjectChecksum(algorithm, FULL_OBJECT, digest)
+
+
+async def _replayed(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk

@@ -328,3 +328,31 @@ def test_operations_that_require_a_checksum_accept_crc64nvme_and_crc32_alone(s3,
     s3.put_object_tagging(Bucket=bucket, Key="tagged", ChecksumAlgorithm=algorithm,
                           Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
     assert s3.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"] == [{"Key": "a", "Value": "b"}]
+
+
+# ---- checksums sent in an aws-chunked trailer (SDKs streaming over https) ----
+
+def _tls_client(gateway_tls, **config):
+    return s3_client(gateway_tls.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, verify=str(gateway_tls.ca_file), **config)
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC64NVME", "SHA256"])
+def test_a_trailer_checksum_of_a_small_put_is_kept(gateway_tls, upstream_s3, bucket, algorithm):
+    client = _tls_client(gateway_tls)
+    body = os.urandom(300_000)
+    put = client.put_object(Bucket=bucket, Key="k", Body=body, ChecksumAlgorithm=algorithm)
+    name = algorithm.lower()
+    assert put[f"Checksum{algorithm}"] == _full(name, body)
+    got = client.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body
+    assert _checksum_headers(got) == {f"x-amz-checksum-{name}": _full(name, body), "x-amz-checksum-type": "FULL_OBJECT"}
+    assert "x-gw-h" in upstream_s3.head_object(Bucket=bucket, Key="k")["Metadata"]
+
+
+def test_a_trailer_checksum_of_a_put_over_8_mib_is_verified_but_not_kept(gateway_tls, bucket):
+    client = _tls_client(gateway_tls)
+    body = os.urandom(8 * MIB + 1)
+    client.put_object(Bucket=bucket, Key="big", Body=body, ChecksumAlgorithm="CRC32")
+    got = client.get_object(Bucket=bucket, Key="big", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body
+    assert _checksum_headers(got) == {}
