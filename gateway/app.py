@@ -33,7 +33,7 @@ from gateway.config import Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
-                              object_attributes, put_object, upload_listing)
+                              object_attributes, post_object, put_object, upload_listing)
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.cors import BucketCors
 from gateway.handlers.relaying import forward, upstream_error_answer
@@ -53,7 +53,7 @@ log = logging.getLogger("gateway")
 Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
 DEV_CREDENTIAL = Credential("test", "test")
 REFUSED = {
-    "PostObject": "POST object uploads through the gateway are not implemented",
+    "PostObject": "POST to an object is not an S3 operation the gateway supports",  # form uploads: post_object
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
     # A torrent of an encrypted object would describe (and let peers fetch) its ciphertext.
     "GetObject:torrent": "BitTorrent files of objects are not served through the gateway",
@@ -180,6 +180,8 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     if request.method == "OPTIONS" and "authorization" not in request.headers:
         bucket, _ = split_path(path_style)  # a CORS preflight: unsigned, as browsers send it
         return await cors.preflight(gw, request, bucket)
+    if post_object.is_form_upload(request.method, path_style, request.headers):
+        return await _post_form(gw, request, path_style, request_id)
     if _is_anonymous(request):
         return await _route(gw, _as_path_style(request, path_style), ANONYMOUS, request_id, anonymous=True)
     try:
@@ -194,6 +196,17 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
         # must reach the middleware, which answers on the original.
         if handled is not request:
             request.update(handled)
+
+
+async def _post_form(gw: Gateway, request: web.Request, path_style: str, request_id: str) -> web.StreamResponse:
+    """A browser form upload: no Authorization header, its form carries the signature (its own handler)."""
+    request[BUCKET] = split_path(path_style)[0]  # for the CORS headers of the answer (`_cors_headers`)
+    handled = _as_path_style(request, path_style)
+    try:
+        return await post_object.post_object(gw, handled, request_id, secure=_is_secure(request, gw.config))
+    finally:
+        if handled is not request:
+            request.update(handled)  # the body stalled: see `_handle`
 
 
 def _is_anonymous(request: web.Request) -> bool:
