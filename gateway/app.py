@@ -180,7 +180,7 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     if request.method == "OPTIONS" and "authorization" not in request.headers:
         bucket, _ = split_path(path_style)  # a CORS preflight: unsigned, as browsers send it
         return await cors.preflight(gw, request, bucket)
-    if post_object.is_form_upload(request.method, path_style, request.headers):
+    if post_object.is_form_upload(request, path_style):
         return await _post_form(gw, request, path_style, request_id)
     if _is_anonymous(request):
         return await _route(gw, _as_path_style(request, path_style), ANONYMOUS, request_id, anonymous=True)

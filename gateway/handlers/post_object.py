@@ -36,13 +36,13 @@ _AUTH_FIELDS = frozenset({"x-amz-algorithm", "x-amz-credential", "x-amz-date", "
 _STATUSES = {"200": 200, "201": 201, "204": 204}
 
 
-def is_form_upload(method: str, path_style: str, headers: Mapping[str, str]) -> bool:
+def is_form_upload(request: web.Request, path_style: str) -> bool:
     """A POST to a bucket (no sub-resource) with a multipart/form-data body: a browser form upload, which
-    carries no Authorization header and authenticates through its fields."""
-    if method != "POST" or not is_form(headers.get("Content-Type", "")):
+    carries no Authorization header and authenticates through its fields. ``path_style``: the request's
+    path as ``/bucket...`` (a virtual-hosted request's too)."""
+    if request.method != "POST" or not is_form(request.headers.get("Content-Type", "")):
         return False
-    path, _, query = path_style.partition("?")
-    s3 = classify(method, path, dict.fromkeys(name for name in query.split("&") if name), headers)
+    s3 = classify(request.method, path_style, request.rel_url.query, request.headers)
     return s3.operation == "PostObject" and not s3.key
 
 
@@ -66,7 +66,8 @@ async def post_object(gw: Gateway, request: web.Request, request_id: str, *, sec
                          request_id=request_id, secure=secure)
     checks = BodyChecks.from_headers(headers, None)
     written = await store_object(gw, ctx, form.file_chunks(), form.length, checks)
-    return _answer(request, form.fields, bucket, key, written, secure=secure)
+    location = _object_url(gw, request, bucket, key, secure=secure)
+    return _answer(form.fields, bucket, key, written, location)
 
 
 def _object_key(form: PostForm) -> str:
@@ -92,11 +93,18 @@ def object_headers(fields: Mapping[str, str]) -> CIMultiDict[str]:
     return headers
 
 
-def _answer(request: web.Request, fields: Mapping[str, str], bucket: str, key: str, written: dict[str, str], *,
-            secure: bool) -> web.Response:
-    """S3's answer to a stored form upload: a redirect when the form asks for one, else its status. The
-    object's URL (Location) is path style on the Host the client used."""
-    location = f"{'https' if secure else 'http'}://{request.host}/{uri_encode(bucket)}/{uri_encode(key, keep_slash=True)}"
+def _object_url(gw: Gateway, request: web.Request, bucket: str, key: str, *, secure: bool) -> str:
+    """The stored object's URL on the Host the client used: virtual-hosted for a host under the
+    configured domain (``BUCKET.<domain>``), else path style."""
+    host = request.host
+    domain = gw.config.domain
+    virtual = bool(domain) and host.lower().rsplit(":", 1)[0].endswith("." + domain)
+    path = "" if virtual else f"/{uri_encode(bucket)}"
+    return f"{'https' if secure else 'http'}://{host}{path}/{uri_encode(key, keep_slash=True)}"
+
+
+def _answer(fields: Mapping[str, str], bucket: str, key: str, written: dict[str, str], location: str) -> web.Response:
+    """S3's answer to a stored form upload: a redirect when the form asks for one, else its status."""
     headers = {**written, "Location": location}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     target = _redirect_target(redirect, bucket, key, written["ETag"]) if redirect else None
