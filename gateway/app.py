@@ -53,7 +53,8 @@ log = logging.getLogger("gateway")
 Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
 DEV_CREDENTIAL = Credential("test", "test")
 REFUSED = {
-    "PostObject": "POST to an object is not an S3 operation the gateway supports",  # form uploads: post_object
+    # Form uploads (a multipart/form-data POST to the bucket) go to handlers/post_object.py before this.
+    "PostObject": "A POST object upload is a multipart/form-data form posted to the bucket",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
     # A torrent of an encrypted object would describe (and let peers fetch) its ciphertext.
     "GetObject:torrent": "BitTorrent files of objects are not served through the gateway",

@@ -9,6 +9,7 @@ The requester is the form's credential: KMS keys are used on its behalf, as for 
 """
 from __future__ import annotations
 
+import base64
 import time
 from typing import Mapping
 
@@ -30,9 +31,9 @@ from gateway.s3errors import entity_too_large
 from gateway.s3request import S3Request, classify
 from gateway.s3xml import render
 
-# Form fields that are not object headers although named x-amz-*: the signature's own.
-_AUTH_FIELDS = frozenset({"x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-signature",
-                          "x-amz-security-token"})
+# The form fields that are object headers (`object_headers`).
+_OBJECT_FIELDS = frozenset({*CONTENT_HEADERS, "content-md5", "x-amz-storage-class"})
+_OBJECT_FIELD_PREFIXES = ("x-amz-meta-", "x-amz-server-side-encryption", "x-amz-checksum-", "x-amz-object-lock-")
 _STATUSES = {"200": 200, "201": 201, "204": 204}
 
 
@@ -79,18 +80,25 @@ def _object_key(form: PostForm) -> str:
 
 
 def object_headers(fields: Mapping[str, str]) -> CIMultiDict[str]:
-    """The form fields that describe the object, as the headers a PutObject would carry them in: content
-    headers, Content-MD5, ``acl``, and every x-amz-* field (metadata, SSE, SSE-C, storage class, tagging
-    ...) but the signature's own."""
+    """The form fields that describe the object, as the headers a PutObject carries them in: content headers,
+    Content-MD5, ``acl``, storage class, metadata, SSE and SSE-C, checksums, object lock. No other field
+    becomes a header: a form cannot smuggle in one that would change the upstream write (a copy source, a
+    condition, the signature's own fields)."""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in fields.items():
-        if name in CONTENT_HEADERS or name == "content-md5":
-            headers[name] = value
+        if name in _OBJECT_FIELDS or name.startswith(_OBJECT_FIELD_PREFIXES):
+            headers[name] = mail_safe(value)
         elif name == "acl":
             headers["x-amz-acl"] = value
-        elif name.startswith("x-amz-") and name not in _AUTH_FIELDS:
-            headers[name] = value
     return headers
+
+
+def mail_safe(value: str) -> str:
+    """A field value as a header value: text that is not US-ASCII (a form field may hold any) as an RFC 2047
+    encoded word, which is how S3 stores and returns such a metadata value; US-ASCII as it is."""
+    if value.isascii():
+        return value
+    return f"=?UTF-8?B?{base64.b64encode(value.encode('utf-8', 'surrogateescape')).decode()}?="
 
 
 def _object_url(gw: Gateway, request: web.Request, bucket: str, key: str, *, secure: bool) -> str:

@@ -297,3 +297,15 @@ def test_a_post_to_a_key_under_the_reserved_prefix_is_403(gateway, s3, upstream_
     fields = _presigned(gateway, bucket, ".s3gw/forged")
     assert _error(_post(gateway, bucket, fields, b"x"))[:2] == (403, "AccessDenied")
     assert ".s3gw/forged" not in upstream_keys(upstream_s3, bucket, reserved=True)
+
+
+def test_a_non_ascii_filename_names_the_key_and_a_non_ascii_metadata_value_is_stored_rfc_2047_encoded(gateway, s3,
+                                                                                                      bucket):
+    """S3 returns a metadata value that is not US-ASCII as an RFC 2047 encoded word (a header cannot carry it)."""
+    fields = _presigned(gateway, bucket, "cv/${filename}", fields={"x-amz-meta-owner": "Priya Sharm\u00e1"},
+                        conditions=[["starts-with", "$key", "cv/"], {"x-amz-meta-owner": "Priya Sharm\u00e1"}])
+    answer = _post(gateway, bucket, fields, b"%PDF", filename="Lebenslauf \u00fc.pdf")
+    assert answer.status_code == 204, answer.content
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["cv/Lebenslauf \u00fc.pdf"]
+    head = s3.head_object(Bucket=bucket, Key="cv/Lebenslauf \u00fc.pdf")
+    assert head["Metadata"] == {"owner": "=?UTF-8?B?" + base64.b64encode("Priya Sharm\u00e1".encode()).decode() + "?="}

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from gateway.handlers.post_object import is_form_upload
+from gateway.handlers.post_object import is_form_upload, object_headers
 from gateway.postform import MAX_FIELDS_SIZE, is_form, read_form
 from gateway.s3errors import S3Error
 
@@ -116,3 +116,15 @@ def test_a_form_upload_is_a_form_post_to_a_bucket_without_sub_resource(method, p
     assert is_form_upload(request, request.rel_url.raw_path) is expected
     plain = make_mocked_request(method, path, headers={"Content-Type": "application/xml"})
     assert is_form_upload(plain, plain.rel_url.raw_path) is False
+
+
+def test_only_the_fields_that_describe_the_object_become_its_headers():
+    fields = {"key": "k", "policy": "p", "content-type": "text/plain", "cache-control": "no-cache", "acl": "private",
+              "x-amz-meta-a": "1", "x-amz-server-side-encryption": "aws:kms", "x-amz-storage-class": "STANDARD",
+              "x-amz-server-side-encryption-customer-key": "K", "x-amz-date": "20260101T000000Z",
+              "x-amz-credential": "c", "x-amz-signature": "s", "x-amz-copy-source": "/other/object",
+              "if-none-match": "*", "x-amz-content-sha256": "UNSIGNED-PAYLOAD", "success_action_status": "201"}
+    assert dict(object_headers(fields)) == {
+        "content-type": "text/plain", "cache-control": "no-cache", "x-amz-acl": "private", "x-amz-meta-a": "1",
+        "x-amz-server-side-encryption": "aws:kms", "x-amz-storage-class": "STANDARD",
+        "x-amz-server-side-encryption-customer-key": "K"}
