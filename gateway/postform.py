@@ -127,7 +127,10 @@ class PostForm:
         before the upstream has all the bytes it was promised, so it stores nothing."""
         held, received = b"", 0
         try:
-            while chunk := await self._part.read_chunk(_CHUNK):
+            while not self._part.at_eof():
+                chunk = await self._part.read_chunk(_CHUNK)
+                if not chunk:
+                    continue
                 received += len(chunk)
                 if received > self.length:
                     raise malformed_post()

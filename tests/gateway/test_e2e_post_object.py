@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from common.sigv4 import signing_key
 from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.gateway.conftest import DEFAULT_KMS_ALIAS
-from tests.support.clients import s3_client, upstream_keys
+from tests.support.clients import s3_client, signed_request, upstream_keys
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 
 MiB = 1024 * 1024
@@ -309,3 +309,12 @@ def test_a_non_ascii_filename_names_the_key_and_a_non_ascii_metadata_value_is_st
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["cv/Lebenslauf \u00fc.pdf"]
     head = s3.head_object(Bucket=bucket, Key="cv/Lebenslauf \u00fc.pdf")
     assert head["Metadata"] == {"owner": "=?UTF-8?B?" + base64.b64encode("Priya Sharm\u00e1".encode()).decode() + "?="}
+
+
+def test_a_signed_post_that_is_not_a_form_upload_is_refused_with_501(gateway, upstream_s3, bucket):
+    for path, content_type in ((f"/{bucket}", "application/xml"), (f"/{bucket}/key", "multipart/form-data; boundary=b")):
+        answer = signed_request("POST", f"{gateway.url}{path}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, body=b"<x/>",
+                                headers={"Content-Type": content_type})
+        assert _error(answer) == (501, "NotImplemented",
+                                  "A POST object upload is a multipart/form-data form posted to the bucket")
+    assert _absent(upstream_s3, bucket)

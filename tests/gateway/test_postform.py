@@ -10,7 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from gateway.handlers.post_object import is_form_upload, object_headers
-from gateway.postform import MAX_FIELDS_SIZE, is_form, read_form
+from gateway.postform import MAX_FIELDS_SIZE, PostForm, is_form, read_form
 from gateway.s3errors import S3Error
 
 BOUNDARY = "XyZ"
@@ -35,7 +35,7 @@ async def _chunks(body: bytes, size: int) -> AsyncIterator[bytes]:
         yield body[start:start + size]
 
 
-async def _read(body: bytes, size: int = 4096, **request) -> tuple[object, bytes]:
+async def _read(body: bytes, size: int = 4096, **request) -> tuple[PostForm, bytes]:
     form = await read_form(_request(body, **request), _chunks(body, size))
     return form, b"".join([chunk async for chunk in form.file_chunks()])
 
@@ -56,6 +56,12 @@ async def test_fields_are_read_lower_case_and_the_file_streams_with_its_size_fro
     form, data = await _read(body, size)
     assert (form.fields, form.filename, form.length, data) == (
         {"key": "up/${filename}", "x-amz-meta-note": "caf\u00e9"}, "photo.jpg", len(FILE), FILE)
+
+
+async def test_a_quoted_boundary_is_the_boundary():
+    body = _form([("key", b"k"), ("file", FILE)], boundary="a b:c")
+    form, data = await _read(body, boundary='"a b:c"')
+    assert (form.length, data) == (len(FILE), FILE)
 
 
 async def test_an_empty_file_is_a_file_of_size_zero():
