@@ -28,7 +28,7 @@ from gateway.postform import PostForm, is_form, read_form
 from gateway.postpolicy import authenticate_form, check_length, check_policy, field_missing
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import entity_too_large
-from gateway.s3request import S3Request, classify
+from gateway.s3request import S3Request, classify, split_path
 from gateway.s3xml import render
 
 # The form fields that are object headers (`object_headers`).
@@ -49,7 +49,7 @@ def is_form_upload(request: web.Request, path_style: str) -> bool:
 
 async def post_object(gw: Gateway, request: web.Request, request_id: str, *, secure: bool) -> web.StreamResponse:
     """``request``: path style (``/bucket``). Every failure is the S3 error S3 answers; nothing is stored."""
-    bucket = classify("POST", request.rel_url.raw_path, {}, request.headers).bucket
+    bucket, _ = split_path(request.rel_url.raw_path)
     form = await read_form(request, request_chunks(request))
     now = time.time()
     secrets = {c.access_key: c.secret_key for c in gw.config.credentials}

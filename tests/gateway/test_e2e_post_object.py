@@ -318,3 +318,8 @@ def test_a_signed_post_that_is_not_a_form_upload_is_refused_with_501(gateway, up
         assert _error(answer) == (501, "NotImplemented",
                                   "A POST object upload is a multipart/form-data form posted to the bucket")
     assert _absent(upstream_s3, bucket)
+
+
+def test_a_form_upload_to_a_bucket_that_does_not_exist_is_404_no_such_bucket(gateway):
+    missing = f"missing-{os.urandom(6).hex()}"
+    assert _error(_post(gateway, missing, _presigned(gateway, missing), b"x"))[:2] == (404, "NoSuchBucket")
