@@ -2,16 +2,20 @@
 Content-Length, the file streamed and checked to end the form, and the malformed forms S3 refuses."""
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import AsyncIterator
 
 import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from gateway.handlers.post_object import is_form_upload, object_headers
 from gateway.postform import MAX_FIELDS_SIZE, PostForm, is_form, read_form
 from gateway.s3errors import S3Error
+from tests.support.properties import BOUNDED
 
 BOUNDARY = "XyZ"
 FILE = b"line one --XyZ in a line\r\n- -XyZ\r\n\r\n" + bytes(range(256)) * 300
@@ -134,3 +138,48 @@ def test_only_the_fields_that_describe_the_object_become_its_headers():
         "content-type": "text/plain", "cache-control": "no-cache", "x-amz-acl": "private", "x-amz-meta-a": "1",
         "x-amz-server-side-encryption": "aws:kms", "x-amz-storage-class": "STANDARD",
         "x-amz-server-side-encryption-customer-key": "K"}
+
+
+# ---------------------------------------------------------------- any input
+
+
+async def _split_chunks(body: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
+    start = 0
+    for cut in sorted(set(c % (len(body) + 1) for c in cuts)):
+        if cut > start:
+            yield body[start:cut]
+            start = cut
+    if start < len(body):
+        yield body[start:]
+
+
+@BOUNDED
+@given(st.binary(max_size=3000), st.dictionaries(st.text("abcxyz-", min_size=1, max_size=6), st.binary(max_size=40),
+                                                 max_size=3), st.lists(st.integers(0, 4000), max_size=10))
+def test_a_well_formed_form_yields_its_fields_and_exact_file_under_any_read_split(data, fields, cuts):
+    body = _form([*fields.items(), ("file", data)], boundary="b0undary")
+    assume(b"\r\n--b0undary" not in data and all(b"\r\n--b0undary" not in v for v in fields.values()))
+    assume(all(v.decode("utf-8", "ignore") == v.decode("utf-8", "replace") for v in fields.values()))
+
+    async def read() -> tuple[PostForm, bytes]:
+        form = await read_form(_request(body, boundary="b0undary"), _split_chunks(body, cuts))
+        return form, b"".join([chunk async for chunk in form.file_chunks()])
+
+    form, got = asyncio.run(read())
+    assert (form.fields, got) == ({k.lower(): v.decode() for k, v in fields.items()}, data)
+
+
+@BOUNDED
+@given(st.binary(max_size=400), st.lists(st.integers(0, 500), max_size=6), st.integers(0, 600))
+@example(b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc\r\n--b--\r\n', [], 0)
+def test_any_body_reads_as_a_form_or_raises_an_s3_error(body, cuts, declared):
+    async def read() -> bytes:
+        form = await read_form(_request(body, length=declared, boundary="b"), _split_chunks(body, cuts))
+        return b"".join([chunk async for chunk in form.file_chunks()])
+
+    try:
+        got = asyncio.run(read())
+    except S3Error as exc:
+        assert exc.status in (400, 411)
+    else:
+        assert len(got) <= len(body)

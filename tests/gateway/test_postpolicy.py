@@ -12,10 +12,13 @@ import time
 import boto3
 import pytest
 from botocore.config import Config
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.sigv4 import signing_key
 from gateway.postpolicy import authenticate_form, check_length, check_policy, parse_policy
 from gateway.s3errors import S3Error
+from tests.support.properties import BOUNDED, wire_text
 
 ACCESS, SECRET = "AKIDPOSTTEST", "post-secret-key"
 SECRETS = {ACCESS: SECRET}.get
@@ -227,3 +230,39 @@ def test_content_length_range_bounds_are_inclusive_and_out_of_range_is_entity_to
     check_length(parsed, 20)
     assert _error(lambda: check_length(parsed, 21))[:2] == ("EntityTooLarge", 400)
     assert _error(lambda: check_length(parsed, 9))[:2] == ("EntityTooSmall", 400)
+
+
+# ---------------------------------------------------------------- any input
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=12)
+conditions = st.lists(st.one_of(
+    json_values,
+    st.tuples(st.sampled_from(["eq", "starts-with", "EQ", "content-length-range", "x"]),
+              st.sampled_from(["$key", "$content-type", "key", "$x-amz-meta-a", 5]), json_values).map(list)), max_size=5)
+
+
+@BOUNDED
+@given(st.one_of(json_values, st.fixed_dictionaries({"expiration": st.one_of(st.text(max_size=30), json_values),
+                                                     "conditions": st.one_of(conditions, json_values)})),
+       st.dictionaries(st.sampled_from(["key", "content-type", "x-amz-meta-a", "acl", "x-ignore-z"]),
+                       st.text(max_size=10), max_size=4), st.integers(0, 2**64))
+def test_any_policy_document_against_any_form_either_holds_or_raises_an_s3_error(document, fields, length):
+    encoded = base64.b64encode(json.dumps(document).encode()).decode()
+    try:
+        policy = parse_policy(encoded, now=NOW)
+        check_policy(policy, {**fields, "bucket": "bkt"}, now=NOW)
+        check_length(policy, length)
+    except S3Error as exc:
+        assert exc.status in (400, 403)
+
+
+@BOUNDED
+@given(st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda raw: raw.decode("latin-1"))),
+       st.dictionaries(st.sampled_from(["x-amz-signature", "x-amz-algorithm", "x-amz-credential", "x-amz-date",
+                                        "awsaccesskeyid", "signature"]), wire_text, max_size=6))
+def test_any_policy_and_signature_fields_authenticate_or_raise_an_s3_error(encoded, fields):
+    with pytest.raises(S3Error):
+        _auth({**fields, "policy": encoded})
