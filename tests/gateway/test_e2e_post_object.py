@@ -323,3 +323,18 @@ def test_a_signed_post_that_is_not_a_form_upload_is_refused_with_501(gateway, up
 def test_a_form_upload_to_a_bucket_that_does_not_exist_is_404_no_such_bucket(gateway):
     missing = f"missing-{os.urandom(6).hex()}"
     assert _error(_post(gateway, missing, _presigned(gateway, missing), b"x"))[:2] == (404, "NoSuchBucket")
+
+
+def test_a_checksum_field_is_verified_against_the_file(gateway, upstream_s3, bucket):
+    body = b"checked on the way"
+    good = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    bad = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    for value, key in ((bad, "bad"), (good, "good")):
+        fields = _presigned(gateway, bucket, key, fields={"x-amz-checksum-sha256": value},
+                            conditions=[{"x-amz-checksum-sha256": value}])
+        answer = _post(gateway, bucket, fields, body)
+        if value == bad:
+            assert _error(answer)[:2] == (400, "BadDigest")
+        else:
+            assert (answer.status_code, answer.headers["x-amz-checksum-sha256"]) == (204, good)
+    assert upstream_keys(upstream_s3, bucket) == ["good"]
