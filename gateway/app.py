@@ -34,7 +34,7 @@ from gateway.bodybuffer import BodyBuffer
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
-                              object_attributes, put_object, upload_listing)
+                              object_attributes, post_object, put_object, upload_listing)
 from gateway.handlers.context import Gateway, RequestContext
 from gateway.cors import BucketCors
 from gateway.handlers.relaying import forward, upstream_error_answer
@@ -54,7 +54,8 @@ log = logging.getLogger("gateway")
 Handler = Callable[[Gateway, RequestContext], Awaitable[web.StreamResponse]]
 DEV_CREDENTIAL = Credential("test", "test")
 REFUSED = {
-    "PostObject": "POST object uploads through the gateway are not implemented",
+    # Form uploads (a multipart/form-data POST to the bucket) go to handlers/post_object.py before this.
+    "PostObject": "A POST object upload is a multipart/form-data form posted to the bucket",
     "SelectObjectContent": "SelectObjectContent cannot run on encrypted objects",
     # A torrent of an encrypted object would describe (and let peers fetch) its ciphertext.
     "GetObject:torrent": "BitTorrent files of objects are not served through the gateway",
@@ -181,6 +182,8 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     if request.method == "OPTIONS" and "authorization" not in request.headers:
         bucket, _ = split_path(path_style)  # a CORS preflight: unsigned, as browsers send it
         return await cors.preflight(gw, request, bucket)
+    if post_object.is_form_upload(request, path_style):
+        return await _post_form(gw, request, path_style, request_id)
     if _is_anonymous(request):
         return await _route(gw, _as_path_style(request, path_style), ANONYMOUS, request_id, anonymous=True)
     try:
@@ -195,6 +198,17 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
         # must reach the middleware, which answers on the original.
         if handled is not request:
             request.update(handled)
+
+
+async def _post_form(gw: Gateway, request: web.Request, path_style: str, request_id: str) -> web.StreamResponse:
+    """A browser form upload: no Authorization header, its form carries the signature (its own handler)."""
+    request[BUCKET] = split_path(path_style)[0]  # for the CORS headers of the answer (`_cors_headers`)
+    handled = _as_path_style(request, path_style)
+    try:
+        return await post_object.post_object(gw, handled, request_id, secure=_is_secure(request, gw.config))
+    finally:
+        if handled is not request:
+            request.update(handled)  # the body stalled: see `_handle`
 
 
 def _is_anonymous(request: web.Request) -> bool:

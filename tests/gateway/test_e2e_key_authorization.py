@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from keyservice.config import KeyServiceConfig, build_api
@@ -141,6 +142,26 @@ def test_each_application_writes_and_reads_only_under_its_own_key(keyed_gateway,
     assert (status, code) == (403, "AccessDenied")
     assert f"User: {APPS['app2'][2]} is not authorized to perform: kms:Decrypt" in message
     assert _refused(lambda: app1.get_object(Bucket=shared_bucket, Key="two"))[:2] == (403, "AccessDenied")
+
+
+def test_a_form_upload_uses_keys_as_the_forms_credential(keyed_gateway, shared_bucket, upstream_s3):
+    """POST object: the requester is the credential that signed the form's policy."""
+    gw = keyed_gateway
+    sse = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": gw.keys["key1"]}
+
+    def post(name: str, key: str) -> requests.Response:
+        signer = s3_client(gw.url, *APPS[name][:2], signature_version="s3v4")
+        fields = signer.generate_presigned_post(shared_bucket, key, Fields=sse,
+                                                Conditions=[{k: v} for k, v in sse.items()])["fields"]
+        return requests.post(f"{gw.url}/{shared_bucket}", data=fields, files={"file": ("f", b"form data")},
+                             timeout=30)
+
+    assert post("app1", "form-one").status_code == 204
+    assert gw.client("app1").get_object(Bucket=shared_bucket, Key="form-one")["Body"].read() == b"form data"
+    refused = post("app2", "form-stolen")
+    assert (refused.status_code, b"<Code>AccessDenied</Code>" in refused.content) == (403, True)
+    assert f"User: {APPS['app2'][2]} is not authorized to perform: kms:GenerateDataKey".encode() in refused.content
+    assert "form-stolen" not in upstream_keys(upstream_s3, shared_bucket)
 
 
 def test_a_decrypt_grant_lets_a_third_credential_read_but_not_write(keyed_gateway, shared_bucket, upstream_s3):

@@ -142,6 +142,24 @@ def test_stalled_put_body_gets_request_timeout_and_nothing_is_stored_upstream(li
     assert upstream_keys(upstream_s3, limited_bucket) == []
 
 
+def test_stalled_form_upload_gets_request_timeout_and_nothing_is_stored_upstream(limited: Server, client,
+                                                                                  limited_bucket: str, upstream_s3):
+    """A browser form upload (POST object) whose file stops arriving: RequestTimeout as a PUT gets it."""
+    fields = client.generate_presigned_post(limited_bucket, "stalled-form")["fields"]
+    form = b"".join(f'--b0\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                    for name, value in fields.items())
+    form += b'--b0\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n' + b"x" * 1000
+    netloc = urlsplit(limited.url).netloc
+    with contextlib.closing(connect(limited.url)) as sock:
+        sock.sendall(f"POST /{limited_bucket} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: multipart/form-data; "
+                     f"boundary=b0\r\nContent-Length: {len(form) + 1_000_000}\r\n\r\n".encode() + form)
+        status, _, body, seconds = read_response(sock, BODY_TIMEOUT + 20)
+        assert (status, xml_code(body)) == (400, ("RequestTimeout", REQUEST_TIMEOUT_MESSAGE))
+        assert BODY_TIMEOUT - 0.2 <= seconds < BODY_TIMEOUT + 10
+        assert seconds_until_closed(sock, 5) is not None, "the connection stays open after RequestTimeout"
+    assert upstream_keys(upstream_s3, limited_bucket) == []
+
+
 def test_stalled_body_of_a_passed_through_request_gets_request_timeout(limited: Server, client,
                                                                       limited_bucket: str):
     path = f"/{limited_bucket}?tagging"

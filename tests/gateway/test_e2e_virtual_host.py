@@ -101,3 +101,15 @@ def test_the_aws_cli_copies_virtual_hosted(hosted, tmp_path: Path):
                               capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "g").read_bytes() == b"cli virtual"
+
+
+def test_a_form_upload_to_a_virtual_hosted_bucket_answers_its_virtual_hosted_location(hosted):
+    s3 = _client(hosted, "virtual")
+    bucket = f"vhost-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    post = s3.generate_presigned_post(bucket, "dir/form.txt")
+    assert post["url"] == f"http://{bucket}.{DOMAIN}/"
+    answer = requests.post(post["url"], data=post["fields"], files={"file": ("form.txt", b"posted")},
+                           proxies={"http": hosted.url}, timeout=10)
+    assert (answer.status_code, answer.headers["Location"]) == (204, f"http://{bucket}.{DOMAIN}/dir/form.txt")
+    assert s3.get_object(Bucket=bucket, Key="dir/form.txt")["Body"].read() == b"posted"
