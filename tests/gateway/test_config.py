@@ -345,3 +345,13 @@ def test_a_domain_that_is_no_dns_name_is_refused(domain):
         load_config(None, {"GATEWAY_DOMAIN": domain})
     assert str(error.value) == ("gateway.domain (GATEWAY_DOMAIN) must be a DNS name such as s3.example.test, "
                                 f"got {domain!r}")
+
+
+def test_the_trailer_checksum_buffer_comes_from_the_file_or_the_environment_and_0_turns_it_off(tmp_path):
+    assert load_config(None, {}).trailer_checksum_buffer == 64 * 1024 * 1024
+    path = tmp_path / "g.toml"
+    path.write_text("[gateway]\ntrailer_checksum_buffer = 1048576\n")
+    assert load_config(path, {}).trailer_checksum_buffer == 1048576
+    assert load_config(path, {"GATEWAY_TRAILER_CHECKSUM_BUFFER": "0"}).trailer_checksum_buffer == 0
+    with pytest.raises(ConfigError, match="GATEWAY_TRAILER_CHECKSUM_BUFFER"):
+        load_config(None, {"GATEWAY_TRAILER_CHECKSUM_BUFFER": "-1"})
