@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -33,7 +35,9 @@ from urllib.parse import quote, urlencode
 
 from common.files import write_atomically
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.checksums import ALGORITHMS, CHECKSUM_HEADER_PREFIX, new_hasher
 from gateway.crypto import metadata
+from gateway.crypto.checksum import FULL_OBJECT, ObjectChecksum
 from gateway.bucketencryption import BucketDefaults
 from gateway.crypto.sse import KmsRequest, KmsSeal, SseMode
 from gateway.datakeys import GATEWAY
@@ -158,20 +162,53 @@ def preserved_headers(head: ObjectHead, tags: list[tuple[str, str]]) -> dict[str
     return headers
 
 
-class _Hashing:
-    """A plaintext stream passed through while its SHA-256 is taken; remembers a source read failure
-    (the object changed under the pinned read), which the upload only sees as a broken body."""
+class ChecksumMismatch(Exception):
+    """The bytes read do not match the checksum the upstream keeps for them."""
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+
+def legacy_checksum(head: ObjectHead) -> ObjectChecksum | None:
+    """A legacy object's own plaintext checksum, as the upstream answers it with x-amz-checksum-mode: a
+    whole-object one (a composite ``value-N`` describes the upstream's parts, which the encrypted single-stream
+    object will not have)."""
+    if head.headers.get("x-amz-checksum-type", FULL_OBJECT).upper() != FULL_OBJECT:
+        return None
+    for algorithm in ALGORITHMS:
+        value = head.headers.get(CHECKSUM_HEADER_PREFIX + algorithm, "")
+        try:
+            return ObjectChecksum(algorithm, FULL_OBJECT, base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return None
+
+
+class _Hashing:
+    """A plaintext stream passed through while its SHA-256 (and the checksum to carry over, if any) is taken;
+    remembers a source read failure (the object changed under the pinned read), which the upload only sees
+    as a broken body. The last chunk is held back until the carried checksum is verified, so bytes that do not
+    match it cut the upload short: no encrypted object claims a checksum its plaintext does not have."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], carried: ObjectChecksum | None = None) -> None:
         self._chunks = chunks
+        self._carried = carried
+        self._check = new_hasher(carried.algorithm) if carried is not None else None
         self.digest = hashlib.sha256()
         self.failure: BaseException | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        held: bytes | None = None
         try:
             async for chunk in self._chunks:
                 self.digest.update(chunk)
-                yield chunk
+                if self._check is not None:
+                    self._check.update(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+            if self._check is not None and self._carried is not None \
+                    and self._check.digest() != self._carried.digest:
+                raise ChecksumMismatch(f"its bytes do not match its {self._carried.algorithm} checksum upstream")
+            if held is not None:
+                yield held
         except BaseException as exc:
             self.failure = exc
             raise
@@ -184,15 +221,16 @@ async def migrate_object(store: ObjectStore, bucket: str, entry: Entry, request:
     key = entry.key
     try:
         async with store.reader.stat(ObjectRef(bucket, key), with_body=True,
-                                     headers={"If-Match": entry.etag}) as stored:
+                                     headers={"If-Match": entry.etag, "x-amz-checksum-mode": "ENABLED"}) as stored:
             if stored.encrypted:
                 return Outcome(key, "encrypted", stored.size)
             headers = preserved_headers(stored.head, await stored.tags())
             opened = await stored.open(None, requester=GATEWAY)
-            source = _Hashing(opened.chunks())
+            carried = legacy_checksum(stored.head)
+            source = _Hashing(opened.chunks(), carried)
             try:
                 written = await store.writer.put(bucket, key, headers, request, source.__aiter__(), opened.size,
-                                                 requester=GATEWAY, if_match=stored.head.etag)
+                                                 requester=GATEWAY, if_match=stored.head.etag, checksum=carried)
             except UpstreamError as exc:
                 if exc.precondition_failed or exc.not_found:
                     return Outcome(key, "changed", opened.size, "changed meanwhile (the upstream refused the "
@@ -201,6 +239,8 @@ async def migrate_object(store: ObjectStore, bucket: str, entry: Entry, request:
             except Exception:
                 if _changed(source.failure):
                     return Outcome(key, "changed", opened.size, "changed while it was being read")
+                if isinstance(source.failure, ChecksumMismatch):
+                    return Outcome(key, "failed", opened.size, f"{source.failure}; left as it is")
                 raise
             size, digest = opened.size, source.digest.hexdigest()
     except UpstreamError as exc:

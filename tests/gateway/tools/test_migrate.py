@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ import pytest
 from gateway.datakeys import GATEWAY
 from gateway.config import DEFAULT_KEY_ALIAS, load_config
 from gateway.objects.reading import ObjectRef
-from gateway.tools.migrate import Progress
+from gateway.crypto.checksum import FULL_OBJECT, ObjectChecksum
+from gateway.tools.migrate import ChecksumMismatch, Progress, _Hashing
 from gateway.tools.runtime import object_store
 from tests.gateway.conftest import _config_toml
 from tests.support.process import VENV_BIN
@@ -222,6 +224,52 @@ def test_an_object_overwritten_during_the_migration_is_reported_and_its_new_cont
     assert again.returncode == 0, again.stdout + again.stderr
     assert read_all(config_file, legacy_bucket, ["k0059"]) == {"k0059": b"written meanwhile"}
     assert report_of(config_file, legacy_bucket)["marked_no_plaintext"] is True
+
+
+async def _checksum(config_file: Path, bucket: str, key: str):
+    """The stored checksum the gateway answers for x-amz-checksum-mode (None: none)."""
+    async with object_store(load_config(config_file, _env())) as store:
+        async with store.reader.stat(ObjectRef(bucket, key)) as stored:
+            return (await stored.open(None, requester=GATEWAY)).checksum
+
+
+def test_a_legacy_objects_own_checksum_is_kept_sealed_by_the_migration(upstream_s3, legacy_bucket, config_file):
+    body = os.urandom(70_000)
+    upstream_s3.put_object(Bucket=legacy_bucket, Key="k", Body=body, ChecksumAlgorithm="SHA256")
+    done = migrate(config_file, f"s3://{legacy_bucket}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    checksum = asyncio.run(_checksum(config_file, legacy_bucket, "k"))
+    assert (checksum.algorithm, checksum.kind, checksum.digest) == ("sha256", "FULL_OBJECT",
+                                                                   hashlib.sha256(body).digest())
+    assert "x-gw-h" in upstream_s3.head_object(Bucket=legacy_bucket, Key="k")["Metadata"]
+
+
+async def _read_through(source) -> list[bytes]:
+    return [chunk async for chunk in source.__aiter__()]
+
+
+async def _chunks(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+def test_bytes_that_do_not_match_the_carried_checksum_fail_before_the_last_chunk_goes_out():
+    """Neither moto nor RGW keeps a wrong checksum for an object (both compute their own), so the check that a
+    legacy object's bytes match the checksum the migration carries over is proved on the stream itself: the last
+    chunk is held back, so the encrypted write is cut short and the object stays as it was."""
+    wrong = ObjectChecksum("crc32", FULL_OBJECT, zlib.crc32(b"other").to_bytes(4, "big"))
+    source = _Hashing(_chunks(b"the ", b"bytes"), wrong)
+    got = []
+    with pytest.raises(ChecksumMismatch, match="do not match its crc32 checksum upstream"):
+        asyncio.run(_collect(source, got))
+    assert got == [b"the "] and isinstance(source.failure, ChecksumMismatch)
+    right = ObjectChecksum("crc32", FULL_OBJECT, zlib.crc32(b"the bytes").to_bytes(4, "big"))
+    assert asyncio.run(_read_through(_Hashing(_chunks(b"the ", b"bytes"), right))) == [b"the ", b"bytes"]
+
+
+async def _collect(source, into: list[bytes]) -> None:
+    async for chunk in source.__aiter__():
+        into.append(chunk)
 
 
 def test_a_prefix_is_migrated_alone_and_does_not_mark_the_bucket(upstream_s3, legacy_bucket, config_file):
