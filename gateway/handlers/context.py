@@ -3,7 +3,7 @@ with the accessors of what several handlers read from a request (SSE-C keys, par
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -27,6 +27,15 @@ _NOT_OURS = ("This upload was not started through the gateway, so the gateway ca
              "Start a new upload.")
 
 
+@dataclass(frozen=True)
+class UpstreamUser:
+    """A client credential's own upstream user: the pool signed with its credential and the object layer
+    over it (`ObjectStore.signed_as`)."""
+
+    upstream: Upstream
+    objects: ObjectStore
+
+
 @dataclass
 class Gateway:
     """Long-lived state built once at start: settings, the upstream pool, the object layer, what the gateway
@@ -40,6 +49,10 @@ class Gateway:
     cors: BucketCors
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
     anonymous_upstream: Upstream  # the pool, unsigned (anonymous clients)
+    # By client access key, for credentials mapped to an upstream user of their own; the others are the
+    # gateway's (``upstream``, ``objects``). What stays on the gateway's own credential: the CORS rules
+    # (``cors``: a preflight is unsigned, and S3 itself evaluates them for anonymous browsers).
+    upstream_users: Mapping[str, UpstreamUser] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,8 +65,18 @@ class RequestContext:
     anonymous: bool = False  # unsigned: only what the upstream serves anonymously, never as the gateway
 
     def upstream(self, gw: "Gateway") -> Upstream:
-        """The upstream pool as this request may use it: unsigned for an anonymous client."""
-        return gw.anonymous_upstream if self.anonymous else gw.upstream
+        """The upstream pool as this request may use it: unsigned for an anonymous client, signed as the
+        client's own upstream user when its credential maps to one, else as the gateway."""
+        if self.anonymous:
+            return gw.anonymous_upstream
+        user = gw.upstream_users.get(self.auth.access_key)
+        return user.upstream if user is not None else gw.upstream
+
+    def objects(self, gw: "Gateway") -> ObjectStore:
+        """The object layer this request works through: over the client's own upstream user when its
+        credential maps to one, else the gateway's (an anonymous client reads via ``anonymous_reader``)."""
+        user = None if self.anonymous else gw.upstream_users.get(self.auth.access_key)
+        return user.objects if user is not None else gw.objects
 
     def requester(self, gw: Gateway) -> Requester:
         """The principal the request's credential maps to: KMS keys are used on its behalf. An anonymous

@@ -20,12 +20,12 @@ async def put_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     refuse_reserved(request.headers)
     if_match = await upstream_if_match(gw, ctx)
     sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
-                     defaults=await gw.bucket_encryption.defaults(s3.bucket))
+                     defaults=await ctx.objects(gw).bucket_encryption.defaults(s3.bucket))
     checks = BodyChecks.from_headers(request.headers, ctx.auth.payload_hash)
     headers = forwardable_headers(request.headers, drop=(*SSE_HEADERS, *checks.header_names_to_strip, "if-match"))
     outcome = BodyOutcome()
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
     with outcome.reported():
-        written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, body, length,
-                                              requester=ctx.requester(gw), if_match=if_match)
+        written = await ctx.objects(gw).writer.put(s3.bucket, s3.key, headers, sse, body, length,
+                                                   requester=ctx.requester(gw), if_match=if_match)
     return web.Response(status=200, headers=written_headers(written, ctx.customer_key(gw), outcome.echoed))
