@@ -345,3 +345,69 @@ def test_a_domain_that_is_no_dns_name_is_refused(domain):
         load_config(None, {"GATEWAY_DOMAIN": domain})
     assert str(error.value) == ("gateway.domain (GATEWAY_DOMAIN) must be a DNS name such as s3.example.test, "
                                 f"got {domain!r}")
+
+
+_MAPPED = """
+[[gateway.credentials]]
+access_key = "AKA"
+secret_key = "SKA"
+upstream_access_key = "UPA"
+upstream_secret_key = "UPSA"
+[[gateway.credentials]]
+access_key = "AKS"
+secret_key = "SKS"
+[upstream]
+url = "http://127.0.0.1:9000"
+access_key = "service"
+secret_key = "service-secret"
+"""
+
+
+def test_a_credential_maps_to_its_own_upstream_user_and_one_without_uses_the_upstream_credential(tmp_path):
+    cfg = load_config(_write(tmp_path, "[gateway]\n" + _MAPPED), {})
+    mapped, unmapped = cfg.credentials
+    assert (mapped.upstream_access_key, mapped.upstream_secret_key) == ("UPA", "UPSA")
+    assert mapped.upstream_user == ("UPA", "UPSA")
+    assert unmapped.upstream_user is None
+    assert (cfg.upstream.access_key, cfg.upstream.secret_key) == ("service", "service-secret")
+
+
+def test_the_environment_credential_has_no_upstream_user_of_its_own(tmp_path):
+    cfg = load_config(_write(tmp_path, "[gateway]\n" + _MAPPED),
+                      {"GATEWAY_ACCESS_KEY": "EK", "GATEWAY_SECRET_KEY": "ES", "GATEWAY_UPSTREAM_ACCESS_KEY": "u2",
+                       "GATEWAY_UPSTREAM_SECRET_KEY": "p2"})
+    assert cfg.credentials[-1].access_key == "EK"
+    assert cfg.credentials[-1].upstream_user is None
+    assert (cfg.upstream.access_key, cfg.upstream.secret_key) == ("u2", "p2")  # [upstream], as before
+    assert cfg.credentials[0].upstream_user == ("UPA", "UPSA")
+
+
+@pytest.mark.parametrize("half", ['upstream_access_key = "UPA"', 'upstream_secret_key = "UPSA"',
+                                  'upstream_access_key = "UPA"\nupstream_secret_key = ""'])
+def test_half_an_upstream_key_pair_is_a_one_line_config_error(tmp_path, half):
+    path = _write(tmp_path, f'[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n{half}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == ("gateway.credentials[0]: upstream_access_key and upstream_secret_key must be "
+                                 "set together")
+
+
+def test_an_upstream_key_that_is_no_string_is_a_config_error(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n'
+                            'upstream_access_key = 1\nupstream_secret_key = "x"\n')
+    with pytest.raises(ConfigError, match=r"^gateway.credentials\[0\].upstream_access_key must be a string, got 1$"):
+        load_config(path, {})
+
+
+def test_an_unknown_credential_field_names_the_fields_it_takes(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n'
+                            'upstream_key = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == ("gateway.credentials[0] takes only access_key, secret_key, principal, "
+                                 "upstream_access_key, upstream_secret_key")
+
+
+def test_an_upstream_users_secret_key_is_redacted_from_logs(tmp_path):
+    from gateway.config import secrets_of
+    assert "UPSA" in secrets_of(load_config(_write(tmp_path, "[gateway]\n" + _MAPPED), {}), {})
