@@ -26,6 +26,7 @@ from tests.gateway.conftest import UPSTREAMS, _start_gateway
 from tests.support.clients import s3_client, upstream_keys
 from tests.support.moto import start_moto_with_users
 from tests.support.rgw import RgwServer
+from tests.support import secrets
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 
 MIB = 1 << 20
@@ -53,7 +54,7 @@ class UsersGateway:
     upstream_url: str
     users: dict[str, tuple[str, str]]             # upstream key pairs: alice, bob, service
     uids: dict[str, str]                          # upstream user names (RGW uids, IAM user names)
-    grant_bob: Callable[["UsersGateway", str], None]
+    grant_bob: Callable[..., None]  # (setup, bucket, keys=None): bob may use the bucket (only those keys)
 
     def client(self, who: str):
         """A boto3 client of the gateway with ``who``'s client credential."""
@@ -70,23 +71,29 @@ class UsersGateway:
         return name
 
 
-def _grant_by_bucket_policy(setup: UsersGateway, bucket: str) -> None:
+def _granted(bucket: str, keys: list[str] | None) -> list[str]:
+    """The resources of a grant: the bucket and its objects (only ``keys``, when given)."""
+    return [f"arn:aws:s3:::{bucket}", *(f"arn:aws:s3:::{bucket}/{key}" for key in (keys or ["*"]))]
+
+
+def _grant_by_bucket_policy(setup: UsersGateway, bucket: str, keys: list[str] | None = None) -> None:
     """RGW: alice gives bob read, write, list and delete in her bucket with a bucket policy, sent through the
     gateway (PutBucketPolicy is forwarded signed as alice)."""
     policy = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{setup.uids['bob']}"]},
         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+        "Resource": _granted(bucket, keys)}]}
     setup.client("alice").put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
-def _grant_by_iam_policy(setup: UsersGateway, bucket: str) -> None:
+def _grant_by_iam_policy(setup: UsersGateway, bucket: str, keys: list[str] | None = None) -> None:
     """moto: bob's IAM user gets a policy for the bucket (moto does not evaluate bucket policies)."""
     import boto3
     iam = boto3.client("iam", endpoint_url=setup.upstream_url, region_name="us-east-1",
                        aws_access_key_id=setup.users["service"][0], aws_secret_access_key=setup.users["service"][1])
-    iam.put_user_policy(UserName=setup.uids["bob"], PolicyName=f"grant-{bucket}",
-                        PolicyDocument=_named_buckets_policy(bucket))
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                                                      "Resource": _granted(bucket, keys)}]}
+    iam.put_user_policy(UserName=setup.uids["bob"], PolicyName=f"grant-{bucket}", PolicyDocument=json.dumps(policy))
 
 
 def _mapped_credentials(users: dict[str, tuple[str, str]]) -> str:
@@ -100,6 +107,8 @@ def _mapped_credentials(users: dict[str, tuple[str, str]]) -> str:
 def setup(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsersGateway]:
     """A gateway with alice and bob mapped to upstream users of their own, on moto or on RGW."""
     workdir = tmp_path_factory.mktemp(f"upstream-users-{request.param}")
+    for who in ("alice", "bob"):
+        secrets.register(f"gateway client {who} secret key", CLIENTS[who][1], signs=True)
     if request.param == "rgw":
         rgw: RgwServer = request.getfixturevalue("rgw")
         uids = {"alice": f"alice-{uuid.uuid4().hex[:8]}", "bob": f"bob-{uuid.uuid4().hex[:8]}", "service": "tester"}
@@ -189,6 +198,18 @@ def test_a_mapped_users_multipart_upload_round_trips(setup):
     assert alice.get_object(Bucket=bucket, Key="big", Range="bytes=5242878-5242881")["Body"].read() == b"aabb"
     assert alice.head_object(Bucket=bucket, Key="big")["ContentLength"] == 5 * MIB + 1024
     assert _refused(lambda: setup.client("bob").get_object(Bucket=bucket, Key="big")) == (403, "AccessDenied")
+
+
+def test_a_user_granted_a_multipart_object_but_not_the_reserved_prefix_is_denied_it_as_s3_would(setup):
+    """The manifest of a multipart object (``.s3gw/manifests/``) is read as the requester, so a grant that leaves
+    the reserved prefix out is the upstream's AccessDenied (403), not an integrity failure (500)."""
+    bucket = setup.new_bucket("alice")
+    _upload(setup.client("alice"), bucket, "big", [b"a" * (5 * MIB), b"b" * 10])
+    setup.client("alice").put_object(Bucket=bucket, Key="small", Body=b"single stream")
+    setup.grant_bob(setup, bucket, ["big", "small"])
+    bob = setup.client("bob")
+    assert bob.get_object(Bucket=bucket, Key="small")["Body"].read() == b"single stream"
+    assert _refused(lambda: bob.get_object(Bucket=bucket, Key="big")) == (403, "AccessDenied")
 
 
 @pytest.mark.parametrize("setup", [pytest.param("rgw", marks=pytest.mark.rgw)], indirect=True)
