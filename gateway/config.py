@@ -311,24 +311,33 @@ def _credentials(table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Cred
         creds.append(Credential(_as_str(f"{name}.access_key", entry["access_key"]),
                                 _as_str(f"{name}.secret_key", entry["secret_key"]),
                                 _principal(f"{name}.principal", entry.get("principal", "")),
-                                *_upstream_user(name, entry)))
+                                *_upstream_user(f"{name}.upstream_access_key", f"{name}.upstream_secret_key",
+                                                entry.get("upstream_access_key", ""),
+                                                entry.get("upstream_secret_key", ""))))
+    env_user = _upstream_user(*_ENV_UPSTREAM_USER, *(env.get(name, "") for name in _ENV_UPSTREAM_USER))
     if env.get("GATEWAY_ACCESS_KEY") or env.get("GATEWAY_SECRET_KEY"):
         if not (env.get("GATEWAY_ACCESS_KEY") and env.get("GATEWAY_SECRET_KEY")):
             raise ConfigError("GATEWAY_ACCESS_KEY and GATEWAY_SECRET_KEY must be set together")
         creds.append(Credential(env["GATEWAY_ACCESS_KEY"], env["GATEWAY_SECRET_KEY"],
-                                _principal("GATEWAY_PRINCIPAL", env.get("GATEWAY_PRINCIPAL", ""))))
+                                _principal("GATEWAY_PRINCIPAL", env.get("GATEWAY_PRINCIPAL", "")), *env_user))
+    elif env_user[0]:
+        raise ConfigError(f"{' and '.join(_ENV_UPSTREAM_USER)} are the upstream user of GATEWAY_ACCESS_KEY, "
+                          "which is not set")
     return tuple(creds)
 
 
 _CREDENTIAL_FIELDS = ("access_key", "secret_key", "principal", "upstream_access_key", "upstream_secret_key")
 
 
-def _upstream_user(name: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+# The environment credential's upstream user (GATEWAY_UPSTREAM_* without USER_ is the [upstream] table's).
+_ENV_UPSTREAM_USER = ("GATEWAY_UPSTREAM_USER_ACCESS_KEY", "GATEWAY_UPSTREAM_USER_SECRET_KEY")
+
+
+def _upstream_user(access_name: str, secret_name: str, access_key: Any, secret_key: Any) -> tuple[str, str]:
     """A credential's own upstream key pair (both halves, or neither: then the ``[upstream]`` one)."""
-    access_key = _as_str(f"{name}.upstream_access_key", entry.get("upstream_access_key", ""))
-    secret_key = _as_str(f"{name}.upstream_secret_key", entry.get("upstream_secret_key", ""))
+    access_key, secret_key = _as_str(access_name, access_key), _as_str(secret_name, secret_key)
     if bool(access_key) != bool(secret_key):
-        raise ConfigError(f"{name}: upstream_access_key and upstream_secret_key must be set together")
+        raise ConfigError(f"{access_name} and {secret_name} must be set together")
     return access_key, secret_key
 
 
