@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import UPSTREAMS, _start_gateway
@@ -242,3 +243,21 @@ def test_an_unmapped_credential_uses_the_gateways_upstream_credential(setup):
         assert service.get_bucket_acl(Bucket=bucket)["Owner"]["ID"] == setup.uids["service"]
         assert _refused(lambda: setup.client("alice").list_objects_v2(Bucket=bucket)) == (403, "AccessDenied")
     assert service.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"service data"
+
+
+@pytest.mark.parametrize("setup", [pytest.param("rgw", marks=pytest.mark.rgw)], indirect=True)
+def test_preflights_into_a_users_bucket_need_the_gateways_upstream_user_to_read_its_cors_rules(setup):
+    """A preflight is unsigned: the gateway reads the bucket's CORS rules as its ``[upstream]`` user, which on RGW
+    needs the owner's grant (s3:GetBucketCORS); moto's service user may read every bucket's."""
+    bucket = setup.new_bucket("alice")
+    alice = setup.client("alice")
+    alice.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["https://app.example"], "AllowedMethods": ["GET", "PUT"]}]})
+    headers = {"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"}
+    refused = requests.options(f"{setup.url}/{bucket}/upload.txt", headers=headers, timeout=10)
+    assert (refused.status_code, "Access-Control-Allow-Origin" in refused.headers) == (403, False)
+    alice.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{setup.uids['service']}"]},
+        "Action": ["s3:GetBucketCORS"], "Resource": [f"arn:aws:s3:::{bucket}"]}]}))
+    answered = requests.options(f"{setup.url}/{bucket}/upload.txt", headers=headers, timeout=10)
+    assert (answered.status_code, answered.headers["Access-Control-Allow-Origin"]) == (200, "https://app.example")
