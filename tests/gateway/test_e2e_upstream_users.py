@@ -261,3 +261,43 @@ def test_preflights_into_a_users_bucket_need_the_gateways_upstream_user_to_read_
         "Action": ["s3:GetBucketCORS"], "Resource": [f"arn:aws:s3:::{bucket}"]}]}))
     answered = requests.options(f"{setup.url}/{bucket}/upload.txt", headers=headers, timeout=10)
     assert (answered.status_code, answered.headers["Access-Control-Allow-Origin"]) == (200, "https://app.example")
+
+
+def test_another_user_cannot_use_a_users_multipart_upload_or_its_pass_through_resources(setup):
+    """An UploadId is the gateway's (MAC-authenticated), but whoever holds one still needs its own upstream rights
+    to use it; requests passed through unchanged (ACLs, tagging) are signed as the requester too."""
+    bucket = setup.new_bucket("alice")
+    alice, bob = setup.client("alice"), setup.client("bob")
+    alice.put_object(Bucket=bucket, Key="doc", Body=b"alice's data")
+    upload_id = alice.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    part = alice.upload_part(Bucket=bucket, Key="big", UploadId=upload_id, PartNumber=1, Body=b"a" * MIB)
+    denied = (403, "AccessDenied")
+    assert _refused(lambda: bob.upload_part(Bucket=bucket, Key="big", UploadId=upload_id, PartNumber=2,
+                                            Body=b"b" * MIB)) == denied
+    assert _refused(lambda: bob.list_parts(Bucket=bucket, Key="big", UploadId=upload_id)) == denied
+    assert _refused(lambda: bob.complete_multipart_upload(
+        Bucket=bucket, Key="big", UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})) == denied
+    assert _refused(lambda: bob.abort_multipart_upload(Bucket=bucket, Key="big", UploadId=upload_id)) == denied
+    assert _refused(lambda: bob.get_bucket_acl(Bucket=bucket)) == denied
+    assert _refused(lambda: bob.get_object_tagging(Bucket=bucket, Key="doc")) == denied
+    assert _refused(lambda: bob.put_object_tagging(Bucket=bucket, Key="doc",
+                                                   Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})) == denied
+    assert [p["PartNumber"] for p in alice.list_parts(Bucket=bucket, Key="big", UploadId=upload_id)["Parts"]] == [1]
+    alice.abort_multipart_upload(Bucket=bucket, Key="big", UploadId=upload_id)
+
+
+def test_another_users_batch_delete_in_a_users_bucket_deletes_nothing(setup):
+    """The refusal is the upstream's: RGW refuses the whole DeleteObjects (403 AccessDenied), moto answers 200 with
+    an AccessDenied error for each key."""
+    bucket = setup.new_bucket("alice")
+    alice, bob = setup.client("alice"), setup.client("bob")
+    alice.put_object(Bucket=bucket, Key="doc", Body=b"alice's data")
+    try:
+        answer = bob.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "doc"}]})
+        outcome = ("answered", [(e["Key"], e["Code"]) for e in answer.get("Errors", [])], answer.get("Deleted"))
+    except ClientError as exc:
+        outcome = ("refused", exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"])
+    assert outcome == {"rgw": ("refused", 403, "AccessDenied"),
+                       "moto": ("answered", [("doc", "AccessDenied")], None)}[setup.upstream]
+    assert alice.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"alice's data"
