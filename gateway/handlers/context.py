@@ -29,8 +29,15 @@ _NOT_OURS = ("This upload was not started through the gateway, so the gateway ca
 
 @dataclass(frozen=True)
 class UpstreamUser:
-    """A client credential's own upstream user: the pool signed with its credential and the object layer
-    over it (`ObjectStore.signed_as`)."""
+    """A client credential's own upstream user (``upstream_access_key`` in its ``[[gateway.credentials]]``
+    entry): the pool signed with that credential and the object layer over it (`ObjectStore.signed_as`).
+
+    Every upstream request made on the client's behalf goes through these (`RequestContext.upstream`,
+    `RequestContext.objects`), the gateway's own records of the bucket and object included, so the upstream's
+    users, policies and ownership decide and no cache answers one user with what another could read. What
+    stays on the gateway's ``[upstream]`` credential: clients without a mapping; the CORS rules (`Gateway.cors`),
+    which an unsigned preflight needs read without any client to act as and which S3 applies to anonymous
+    browsers anyway (no secret); anonymous clients go unsigned; the command-line tools are the gateway's."""
 
     upstream: Upstream
     objects: ObjectStore
@@ -49,9 +56,8 @@ class Gateway:
     cors: BucketCors
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
     anonymous_upstream: Upstream  # the pool, unsigned (anonymous clients)
-    # By client access key, for credentials mapped to an upstream user of their own; the others are the
-    # gateway's (``upstream``, ``objects``). What stays on the gateway's own credential: the CORS rules
-    # (``cors``: a preflight is unsigned, and S3 itself evaluates them for anonymous browsers).
+    # By client access key, for credentials mapped to an upstream user of their own (`UpstreamUser` says what
+    # stays on the gateway's credential); the others use ``upstream`` and ``objects``, the gateway's.
     upstream_users: Mapping[str, UpstreamUser] = field(default_factory=dict)
 
 

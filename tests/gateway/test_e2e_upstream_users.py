@@ -203,7 +203,8 @@ def test_a_mapped_users_multipart_upload_round_trips(setup):
 
 def test_a_user_granted_a_multipart_object_but_not_the_reserved_prefix_is_denied_it_as_s3_would(setup):
     """The manifest of a multipart object (``.s3gw/manifests/``) is read as the requester, so a grant that leaves
-    the reserved prefix out is the upstream's AccessDenied (403), not an integrity failure (500)."""
+    the reserved prefix out is the upstream's AccessDenied (403), not an integrity failure (500). Alice's Complete
+    cached the manifest for her: bob is never served from that cache."""
     bucket = setup.new_bucket("alice")
     _upload(setup.client("alice"), bucket, "big", [b"a" * (5 * MIB), b"b" * 10])
     setup.client("alice").put_object(Bucket=bucket, Key="small", Body=b"single stream")
