@@ -327,8 +327,6 @@ def _credentials(table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Cred
 
 
 _CREDENTIAL_FIELDS = ("access_key", "secret_key", "principal", "upstream_access_key", "upstream_secret_key")
-
-
 # The environment credential's upstream user (GATEWAY_UPSTREAM_* without USER_ is the [upstream] table's).
 _ENV_UPSTREAM_USER = ("GATEWAY_UPSTREAM_USER_ACCESS_KEY", "GATEWAY_UPSTREAM_USER_SECRET_KEY")
 
@@ -402,9 +400,8 @@ def secrets_of(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> list
     from keyservice.embedded import settings_secrets
 
     env = os.environ if env is None else env
-    own = [*(c.secret_key for c in cfg.credentials), *(c.upstream_secret_key for c in cfg.credentials
-                                                       if c.upstream_secret_key),
-           cfg.upstream.secret_key, cfg.kms.secret_key]
+    upstream_users = [c.upstream_secret_key for c in cfg.credentials if c.upstream_secret_key]
+    own = [*(c.secret_key for c in cfg.credentials), *upstream_users, cfg.upstream.secret_key, cfg.kms.secret_key]
     return own + settings_secrets(cfg.config_path, env)
 
 
