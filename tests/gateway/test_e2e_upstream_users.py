@@ -204,7 +204,8 @@ def test_a_mapped_users_multipart_upload_round_trips(setup):
 def test_a_user_granted_a_multipart_object_but_not_the_reserved_prefix_is_denied_it_as_s3_would(setup):
     """The manifest of a multipart object (``.s3gw/manifests/``) is read as the requester, so a grant that leaves
     the reserved prefix out is the upstream's AccessDenied (403), not an integrity failure (500). Alice's Complete
-    cached the manifest for her: bob is never served from that cache."""
+    cached the manifest for her: bob is never served from that cache. So is a listing, whose plaintext sizes need
+    the bucket's state record: the gateway fails closed rather than show ciphertext sizes."""
     bucket = setup.new_bucket("alice")
     _upload(setup.client("alice"), bucket, "big", [b"a" * (5 * MIB), b"b" * 10])
     setup.client("alice").put_object(Bucket=bucket, Key="small", Body=b"single stream")
@@ -212,6 +213,8 @@ def test_a_user_granted_a_multipart_object_but_not_the_reserved_prefix_is_denied
     bob = setup.client("bob")
     assert bob.get_object(Bucket=bucket, Key="small")["Body"].read() == b"single stream"
     assert _refused(lambda: bob.get_object(Bucket=bucket, Key="big")) == (403, "AccessDenied")
+    # The listing's plaintext sizes need the bucket's state record (.s3gw/bucket-state), read as bob: refused.
+    assert _refused(lambda: bob.list_objects_v2(Bucket=bucket)) == (403, "AccessDenied")
 
 
 @pytest.mark.parametrize("setup", [pytest.param("rgw", marks=pytest.mark.rgw)], indirect=True)
