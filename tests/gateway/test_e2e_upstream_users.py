@@ -188,6 +188,8 @@ def test_another_user_can_read_list_write_and_delete_once_the_owner_grants_it(se
     assert bob.get_object(Bucket=bucket, Key="from-bob")["Body"].read() == b"bob's data"
     bob.delete_object(Bucket=bucket, Key="from-bob")
     assert [o["Key"] for o in bob.list_objects_v2(Bucket=bucket)["Contents"]] == ["doc"]
+    _upload(bob, bucket, "bob-big", [b"c" * (5 * MIB), b"d" * 10])
+    assert bob.get_object(Bucket=bucket, Key="bob-big", Range="bytes=5242879-5242880")["Body"].read() == b"cd"
 
 
 def test_a_mapped_users_multipart_upload_round_trips(setup):
