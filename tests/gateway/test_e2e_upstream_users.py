@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -89,7 +90,6 @@ def _grant_by_bucket_policy(setup: UsersGateway, bucket: str, keys: list[str] | 
 
 def _grant_by_iam_policy(setup: UsersGateway, bucket: str, keys: list[str] | None = None) -> None:
     """moto: bob's IAM user gets a policy for the bucket (moto does not evaluate bucket policies)."""
-    import boto3
     iam = boto3.client("iam", endpoint_url=setup.upstream_url, region_name="us-east-1",
                        aws_access_key_id=setup.users["service"][0], aws_secret_access_key=setup.users["service"][1])
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
