@@ -2,7 +2,7 @@
 (``upstream_access_key`` / ``upstream_secret_key``) is that user upstream, so the upstream's users, policies and
 object ownership apply through the gateway; a credential without a mapping is the gateway's ``[upstream]`` one.
 
-Each test runs a gateway process of its own (per upstream, per module) with three client credentials: ALICE and
+The module runs a gateway process of its own on each upstream, with three client credentials: ALICE and
 BOB mapped to two upstream users, SERVICE (the suite's client credential) unmapped. The upstreams:
 
 - Ceph RGW has real users (``radosgw-admin user create``): each owns the buckets and objects it creates, another
