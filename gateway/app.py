@@ -35,7 +35,7 @@ from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
                               object_attributes, post_object, put_object, upload_listing)
-from gateway.handlers.context import Gateway, RequestContext
+from gateway.handlers.context import Gateway, RequestContext, UpstreamUser
 from gateway.cors import BucketCors
 from gateway.handlers.relaying import forward, upstream_error_answer
 from gateway.handlers.request_body import BODY_STALLED
@@ -374,7 +374,25 @@ async def _gateway_state(app: web.Application) -> None:
                                cors=BucketCors(upstream, config.bucket_config_ttl),
                                requesters=requesters(config.credentials, provider.account_id),
                                anonymous_upstream=upstream.unsigned(),
-                               body_buffer=BodyBuffer(config.trailer_checksum_buffer))
+                               body_buffer=BodyBuffer(config.trailer_checksum_buffer),
+                               upstream_users=upstream_users(config.credentials, upstream, objects))
+
+
+def upstream_users(credentials: tuple[Credential, ...], upstream: Upstream,
+                   objects: ObjectStore) -> dict[str, UpstreamUser]:
+    """By access key, the upstream user of each credential mapped to one (``upstream_access_key``): the pool
+    signed as it and the object layer over that; credentials mapped to the same upstream user share them."""
+    by_user: dict[tuple[str, str], UpstreamUser] = {}
+    out = {}
+    for credential in credentials:
+        pair = credential.upstream_user
+        if pair is None:
+            continue
+        if pair not in by_user:
+            view = upstream.signed_as(*pair)
+            by_user[pair] = UpstreamUser(view, objects.signed_as(view))
+        out[credential.access_key] = by_user[pair]
+    return out
 
 
 def requesters(credentials: tuple[Credential, ...], account_id: str | None) -> dict[str, Requester]:

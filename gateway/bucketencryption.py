@@ -138,6 +138,11 @@ class BucketEncryption:
         self._lookups: dict[str, tuple[int, asyncio.Task[EncryptionConfig | None]]] = {}
         self._generation: dict[str, int] = {}  # bumped by every change made here
 
+    def signed_as(self, upstream: Upstream) -> "BucketEncryption":
+        """The configurations read and written over another view of the pool (a client's own upstream user),
+        with a cache of their own: what one upstream user could read never answers another's lookup."""
+        return BucketEncryption(upstream, self._secret, self._config, clock=self._clock)
+
     async def defaults(self, bucket: str) -> BucketDefaults:
         """What a write without SSE headers gets; no upstream read for a pass-through bucket."""
         if is_passthrough(self._config, bucket):

@@ -125,6 +125,11 @@ class BucketStates:
         self._unknown_until: dict[str, float] = {}
         self._lookups: dict[str, asyncio.Task[bool]] = {}
 
+    def signed_as(self, upstream: Upstream) -> "BucketStates":
+        """The records read and written over another view of the pool (a client's own upstream user), with a
+        cache of their own: what one upstream user could read never answers another's lookup."""
+        return BucketStates(upstream, self._secret, self._clock)
+
     def cached(self, bucket: str) -> bool | None:
         """The cached answer of `holds_no_plaintext`, or None when only an upstream read can tell."""
         if bucket in self._known:

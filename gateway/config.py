@@ -27,11 +27,19 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Credential:
-    """A client's SigV4 key pair and the IAM principal the gateway uses KMS keys as for it."""
+    """A client's SigV4 key pair, the IAM principal the gateway uses KMS keys as for it, and the upstream
+    credential its requests are re-signed with (empty: the ``[upstream]`` one, shared by every such client)."""
 
     access_key: str
     secret_key: str
     principal: str = ""  # empty: arn:aws:iam::ACCOUNT:user/ACCESS_KEY (``principal_in``)
+    upstream_access_key: str = ""
+    upstream_secret_key: str = ""
+
+    @property
+    def upstream_user(self) -> tuple[str, str] | None:
+        """The upstream key pair this client acts as upstream, or None for the gateway's ``[upstream]`` one."""
+        return (self.upstream_access_key, self.upstream_secret_key) if self.upstream_access_key else None
 
     def principal_in(self, account_id: str) -> str:
         """The principal ARN key policies and grants name this credential by: the configured one, else
@@ -301,17 +309,38 @@ def _credentials(table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Cred
     for i, entry in enumerate(table.get("credentials", [])):
         if not isinstance(entry, dict) or not entry.get("access_key") or not entry.get("secret_key"):
             raise ConfigError(f"gateway.credentials[{i}] needs access_key and secret_key")
-        if set(entry) - {"access_key", "secret_key", "principal"}:
-            raise ConfigError(f"gateway.credentials[{i}] takes only access_key, secret_key and principal")
-        creds.append(Credential(_as_str("access_key", entry["access_key"]),
-                                _as_str("secret_key", entry["secret_key"]),
-                                _principal(f"gateway.credentials[{i}].principal", entry.get("principal", ""))))
+        if set(entry) - set(_CREDENTIAL_FIELDS):
+            raise ConfigError(f"gateway.credentials[{i}] takes only {', '.join(_CREDENTIAL_FIELDS)}")
+        name = f"gateway.credentials[{i}]"
+        creds.append(Credential(_as_str(f"{name}.access_key", entry["access_key"]),
+                                _as_str(f"{name}.secret_key", entry["secret_key"]),
+                                _principal(f"{name}.principal", entry.get("principal", "")),
+                                *_upstream_user(f"{name}.upstream_access_key", f"{name}.upstream_secret_key",
+                                                entry.get("upstream_access_key", ""),
+                                                entry.get("upstream_secret_key", ""))))
+    env_user = _upstream_user(*_ENV_UPSTREAM_USER, *(env.get(name, "") for name in _ENV_UPSTREAM_USER))
     if env.get("GATEWAY_ACCESS_KEY") or env.get("GATEWAY_SECRET_KEY"):
         if not (env.get("GATEWAY_ACCESS_KEY") and env.get("GATEWAY_SECRET_KEY")):
             raise ConfigError("GATEWAY_ACCESS_KEY and GATEWAY_SECRET_KEY must be set together")
         creds.append(Credential(env["GATEWAY_ACCESS_KEY"], env["GATEWAY_SECRET_KEY"],
-                                _principal("GATEWAY_PRINCIPAL", env.get("GATEWAY_PRINCIPAL", ""))))
+                                _principal("GATEWAY_PRINCIPAL", env.get("GATEWAY_PRINCIPAL", "")), *env_user))
+    elif env_user[0]:
+        raise ConfigError(f"{' and '.join(_ENV_UPSTREAM_USER)} are the upstream user of GATEWAY_ACCESS_KEY, "
+                          "which is not set")
     return tuple(creds)
+
+
+_CREDENTIAL_FIELDS = ("access_key", "secret_key", "principal", "upstream_access_key", "upstream_secret_key")
+# The environment credential's upstream user (GATEWAY_UPSTREAM_* without USER_ is the [upstream] table's).
+_ENV_UPSTREAM_USER = ("GATEWAY_UPSTREAM_USER_ACCESS_KEY", "GATEWAY_UPSTREAM_USER_SECRET_KEY")
+
+
+def _upstream_user(access_name: str, secret_name: str, access_key: Any, secret_key: Any) -> tuple[str, str]:
+    """A credential's own upstream key pair (both halves, or neither: then the ``[upstream]`` one)."""
+    access_key, secret_key = _as_str(access_name, access_key), _as_str(secret_name, secret_key)
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError(f"{access_name} and {secret_name} must be set together")
+    return access_key, secret_key
 
 
 _PRINCIPAL = re.compile(r"arn:aws:(?:iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+")
@@ -375,7 +404,8 @@ def secrets_of(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> list
     from keyservice.embedded import settings_secrets
 
     env = os.environ if env is None else env
-    own = [*(c.secret_key for c in cfg.credentials), cfg.upstream.secret_key, cfg.kms.secret_key]
+    upstream_users = [c.upstream_secret_key for c in cfg.credentials if c.upstream_secret_key]
+    own = [*(c.secret_key for c in cfg.credentials), *upstream_users, cfg.upstream.secret_key, cfg.kms.secret_key]
     return own + settings_secrets(cfg.config_path, env)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, AsyncIterable, AsyncIterator, Iterable, Mapping
 from urllib.parse import quote
@@ -118,6 +118,17 @@ class Upstream:
         rules decide, never the gateway's credential). Made after ``start``; only the original is closed."""
         view = copy.copy(self)
         view.anonymous = True
+        return view
+
+    def signed_as(self, access_key: str, secret_key: str) -> "Upstream":
+        """This pool for requests signed with another upstream credential (a client's own upstream user,
+        ``upstream_access_key`` of its ``[[gateway.credentials]]`` entry): the upstream's users, bucket
+        policies, ACLs and object ownership then apply to that client. Same connections, same limits;
+        made after ``start``; only the original is closed."""
+        view = copy.copy(self)
+        view.target = replace(self.target, access_key=access_key, secret_key=secret_key)
+        view._signer = _Signer(Credentials(access_key, secret_key), "s3", self.target.region)
+        view.anonymous = False
         return view
 
     async def start(self) -> None:

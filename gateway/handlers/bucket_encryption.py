@@ -136,7 +136,7 @@ async def check_may_change(gw: Gateway, ctx: RequestContext) -> None:
     it can read; a refusal is 403 AccessDenied and nothing changes. A stored configuration that does not
     authenticate names no key anyone may trust: then the TOML default's key decides (a repair is possible)."""
     try:
-        current = await gw.bucket_encryption.defaults(ctx.s3.bucket)
+        current = await ctx.objects(gw).bucket_encryption.defaults(ctx.s3.bucket)
     except S3Error as exc:
         if exc.code != "InternalError":
             raise
@@ -148,7 +148,7 @@ async def _usable_key_arn(gw: Gateway, ctx: RequestContext, key_id: str | None) 
     """A data key made under ``key_id`` (None: the default CMK) for the requester, with the bucket's ARN as
     context; its CMK's ARN."""
     context = bucket_context(ctx.s3.bucket, {})
-    return (await gw.objects.keys.kms.data_keys.fresh(key_id, context, ctx.requester(gw))).key_arn
+    return (await ctx.objects(gw).keys.kms.data_keys.fresh(key_id, context, ctx.requester(gw))).key_arn
 
 
 async def effective_key_arn(gw: Gateway, key_id: str) -> str:
@@ -169,12 +169,12 @@ async def put_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.StreamR
     if is_passthrough(gw.config, bucket):
         return await forward(gw, ctx)
     body = await read_body(ctx, MAX_CONFIGURATION_BODY)  # Content-MD5 or x-amz-checksum-* verified
-    await gw.bucket_encryption.read_stored(bucket)  # 404 NoSuchBucket first, as S3 answers
+    await ctx.objects(gw).bucket_encryption.read_stored(bucket)  # 404 NoSuchBucket first, as S3 answers
     config = parse_configuration(body)
     await check_may_change(gw, ctx)
     if config.kms_key_id is not None:
         await check_bucket_key(gw, ctx, config.kms_key_id)
-    await gw.bucket_encryption.put(bucket, config)
+    await ctx.objects(gw).bucket_encryption.put(bucket, config)
     return web.Response(status=200)
 
 
@@ -183,7 +183,7 @@ async def get_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.StreamR
     bucket = ctx.s3.bucket
     if is_passthrough(gw.config, bucket):
         return await forward(gw, ctx)
-    config = await gw.bucket_encryption.stored(bucket)
+    config = await ctx.objects(gw).bucket_encryption.stored(bucket)
     if config is None:
         key_id = toml_defaults(gw.config, bucket).kms_key_id or DEFAULT_KEY_ALIAS
         config = EncryptionConfig(KMS, await effective_key_arn(gw, key_id))
@@ -196,5 +196,5 @@ async def delete_bucket_encryption(gw: Gateway, ctx: RequestContext) -> web.Stre
     if is_passthrough(gw.config, bucket):
         return await forward(gw, ctx)
     await check_may_change(gw, ctx)
-    await gw.bucket_encryption.delete(bucket)
+    await ctx.objects(gw).bucket_encryption.delete(bucket)
     return web.Response(status=204)

@@ -23,6 +23,7 @@ from gateway.handlers.context import Gateway, RequestContext
 from gateway.handlers.relaying import (error_answer, forward, read_error_body, read_small, relay, response_headers,
                                        send_checked_body)
 from gateway.handlers.request_body import read_body
+from gateway.objects.store import ObjectStore
 from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key, reserved_key_denied
 from gateway.s3errors import from_upstream, parse_s3_error, service_unavailable
@@ -77,7 +78,7 @@ async def _reserved_versions(gw: Gateway, ctx: RequestContext) -> list[tuple[str
     found: list[tuple[str, str | None]] = []
     markers: list[tuple[str, str]] = []
     while True:
-        upstream = await gw.upstream.request("GET", ctx.raw_path, [("versions", ""), *markers], {})
+        upstream = await ctx.upstream(gw).request("GET", ctx.raw_path, [("versions", ""), *markers], {})
         async with upstream:
             body = await read_small(upstream)
             if upstream.status != 200:
@@ -108,37 +109,38 @@ async def delete_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     """Remove the reserved keys of a bucket holding nothing else, then DeleteBucket. When the upstream
     refuses that (an object raced in: 409 BucketNotEmpty; 403; 5xx) the bucket survives, so its state record
     is written back, byte for byte as it was, before the client hears the answer."""
-    bucket = ctx.s3.bucket
+    bucket, objects = ctx.s3.bucket, ctx.objects(gw)
     reserved = await _reserved_versions(gw, ctx) or []
-    record = await gw.bucket_states.read_stored(bucket) if STATE_KEY in (key for key, _ in reserved) else None
-    encryption = (await gw.bucket_encryption.read_stored(bucket)
+    record = await objects.bucket_states.read_stored(bucket) if STATE_KEY in (key for key, _ in reserved) else None
+    encryption = (await objects.bucket_encryption.read_stored(bucket)
                   if CONFIG_KEY in (key for key, _ in reserved) else None)
     for start in range(0, len(reserved), _DELETE_BATCH):
         await _delete_batch(gw, ctx, reserved[start:start + _DELETE_BATCH])
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
-    upstream = await gw.upstream.request("DELETE", ctx.raw_path, ctx.query, headers)
+    upstream = await ctx.upstream(gw).request("DELETE", ctx.raw_path, ctx.query, headers)
     async with upstream:
         if upstream.status < 300:
-            gw.bucket_states.forget(bucket)
-            gw.bucket_encryption.forget(bucket)
+            objects.bucket_states.forget(bucket)
+            objects.bucket_encryption.forget(bucket)
             return await relay(ctx, upstream)
         status, answer_headers, body = upstream.status, upstream.headers.copy(), await read_error_body(upstream)
     if record is not None:
-        await _restore_record(gw, bucket, record, status)
+        await _restore_record(objects, bucket, record, status)
     if encryption is not None:
-        await _restore_encryption(gw, bucket, encryption, status)
+        await _restore_encryption(objects, bucket, encryption, status)
     return error_answer(ctx.request, ctx.request_id, status, answer_headers, body)
 
 
-async def _restore_record(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
-    await _write_back(bucket, status, lambda: gw.bucket_states.write_stored(bucket, record), f"state record {STATE_KEY}",
+async def _restore_record(objects: ObjectStore, bucket: str, record: bytes, status: int) -> None:
+    await _write_back(bucket, status, lambda: objects.bucket_states.write_stored(bucket, record),
+                      f"state record {STATE_KEY}",
                       "Gateways that have not cached the bucket's state will serve objects without gateway metadata "
                       "there as plaintext (allow_unencrypted_reads).")
 
 
-async def _restore_encryption(gw: Gateway, bucket: str, record: bytes, status: int) -> None:
+async def _restore_encryption(objects: ObjectStore, bucket: str, record: bytes, status: int) -> None:
     """The bucket's encryption configuration (gateway/bucketencryption.py) written back as it was."""
-    await _write_back(bucket, status, lambda: gw.bucket_encryption.write_stored(bucket, record),
+    await _write_back(bucket, status, lambda: objects.bucket_encryption.write_stored(bucket, record),
                       f"encryption configuration {CONFIG_KEY}",
                       "Writes without SSE headers get the TOML defaults until PutBucketEncryption is sent again.")
 
@@ -179,9 +181,9 @@ async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         return await forward(gw, ctx)
     body = await read_body(ctx, MAX_CREATE_BUCKET_BODY) if ctx.request.body_exists else b""
     headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
-    upstream = await gw.upstream.request("PUT", ctx.raw_path, ctx.query, headers, body=body or None,
-                                         content_length=len(body) if body else None,
-                                         payload_hash=hashlib.sha256(body).hexdigest())
+    upstream = await ctx.upstream(gw).request("PUT", ctx.raw_path, ctx.query, headers, body=body or None,
+                                              content_length=len(body) if body else None,
+                                              payload_hash=hashlib.sha256(body).hexdigest())
     async with upstream:  # read whole before the record is written: no connection held meanwhile
         status, answer_headers = upstream.status, upstream.headers.copy()
         answer = await read_small(upstream, limit=MAX_CREATE_BUCKET_BODY)
@@ -212,4 +214,4 @@ async def _record_no_plaintext(gw: Gateway, ctx: RequestContext) -> None:
     if reserved is None:
         log.info("bucket %s already holds objects: not recording it as free of plaintext", ctx.s3.bucket)
     elif STATE_KEY not in (key for key, _ in reserved):
-        await gw.bucket_states.record_no_plaintext(ctx.s3.bucket)
+        await ctx.objects(gw).bucket_states.record_no_plaintext(ctx.s3.bucket)

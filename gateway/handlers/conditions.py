@@ -57,7 +57,7 @@ async def upstream_if_match(gw: Gateway, ctx: RequestContext) -> str | None:
     if condition is None:
         return None
     try:
-        async with gw.objects.reader.stat(ObjectRef(ctx.s3.bucket, ctx.s3.key)) as stored:
+        async with ctx.objects(gw).reader.stat(ObjectRef(ctx.s3.bucket, ctx.s3.key)) as stored:
             if not etag_matches(condition, stored.etag):
                 raise precondition_failed("If-Match")
             return stored.head.etag

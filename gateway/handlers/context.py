@@ -28,6 +28,22 @@ _NOT_OURS = ("This upload was not started through the gateway, so the gateway ca
              "Start a new upload.")
 
 
+@dataclass(frozen=True)
+class UpstreamUser:
+    """A client credential's own upstream user (``upstream_access_key`` in its ``[[gateway.credentials]]``
+    entry): the pool signed with that credential and the object layer over it (`ObjectStore.signed_as`).
+
+    Every upstream request made on the client's behalf goes through these (`RequestContext.upstream`,
+    `RequestContext.objects`), the gateway's own records of the bucket and object included, so the upstream's
+    users, policies and ownership decide and no cache answers one user with what another could read. What
+    stays on the gateway's ``[upstream]`` credential: clients without a mapping; the CORS rules (`Gateway.cors`),
+    which an unsigned preflight needs read without any client to act as and which S3 applies to anonymous
+    browsers anyway (no secret); anonymous clients go unsigned; the command-line tools are the gateway's."""
+
+    upstream: Upstream
+    objects: ObjectStore
+
+
 @dataclass
 class Gateway:
     """Long-lived state built once at start: settings, the upstream pool, the object layer, what the gateway
@@ -42,6 +58,9 @@ class Gateway:
     requesters: Mapping[str, Requester]  # by access key: whom KMS keys are used for (gateway/datakeys.py)
     anonymous_upstream: Upstream  # the pool, unsigned (anonymous clients)
     body_buffer: BodyBuffer = field(default_factory=lambda: BodyBuffer(0))  # bodies held for their trailer
+    # By client access key, for credentials mapped to an upstream user of their own (`UpstreamUser` says what
+    # stays on the gateway's credential); the others use ``upstream`` and ``objects``, the gateway's.
+    upstream_users: Mapping[str, UpstreamUser] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,8 +73,18 @@ class RequestContext:
     anonymous: bool = False  # unsigned: only what the upstream serves anonymously, never as the gateway
 
     def upstream(self, gw: "Gateway") -> Upstream:
-        """The upstream pool as this request may use it: unsigned for an anonymous client."""
-        return gw.anonymous_upstream if self.anonymous else gw.upstream
+        """The upstream pool as this request may use it: unsigned for an anonymous client, signed as the
+        client's own upstream user when its credential maps to one, else as the gateway."""
+        if self.anonymous:
+            return gw.anonymous_upstream
+        user = gw.upstream_users.get(self.auth.access_key)
+        return user.upstream if user is not None else gw.upstream
+
+    def objects(self, gw: "Gateway") -> ObjectStore:
+        """The object layer this request works through: over the client's own upstream user when its
+        credential maps to one, else the gateway's (an anonymous client reads via ``anonymous_reader``)."""
+        user = None if self.anonymous else gw.upstream_users.get(self.auth.access_key)
+        return user.objects if user is not None else gw.objects
 
     def requester(self, gw: Gateway) -> Requester:
         """The principal the request's credential maps to: KMS keys are used on its behalf. An anonymous

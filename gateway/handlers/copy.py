@@ -60,7 +60,7 @@ async def _source(gw: Gateway, ctx: RequestContext, *, whole: bool) -> AsyncIter
     ref = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
     found = False
     try:
-        async with gw.objects.reader.stat(ref) as stored:
+        async with ctx.objects(gw).reader.stat(ref) as stored:
             found = True
             _check_conditions(ctx, stored)
             if whole and stored.size > MAX_UPLOAD_SIZE:
@@ -159,17 +159,18 @@ def _carried_checksum(ctx: RequestContext, source: OpenedObject) -> ObjectChecks
 
 async def copy_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     refuse_reserved(ctx.request.headers)
-    defaults = await gw.bucket_encryption.defaults(ctx.s3.bucket)  # before the source holds a connection
+    # before the source holds a connection
+    defaults = await ctx.objects(gw).bucket_encryption.defaults(ctx.s3.bucket)
     async with _source(gw, ctx, whole=True) as source:
         _refuse_pointless_self_copy(ctx, source.stored.ref)
         sse = decide_put(gw.config, ctx.s3.bucket, ctx.request.headers, secure=ctx.secure, defaults=defaults)
         headers = await _with_tags(ctx, source.stored, _destination_headers(ctx, source.stored))
         outcome = BodyOutcome()
         with outcome.reported():
-            written = await gw.objects.writer.put(ctx.s3.bucket, ctx.s3.key, headers, sse,
-                                                  _copied(source, None, source.size, outcome), source.size,
-                                                  requester=ctx.requester(gw),
-                                                  checksum=_carried_checksum(ctx, source))
+            written = await ctx.objects(gw).writer.put(ctx.s3.bucket, ctx.s3.key, headers, sse,
+                                                       _copied(source, None, source.size, outcome), source.size,
+                                                       requester=ctx.requester(gw),
+                                                       checksum=_carried_checksum(ctx, source))
         answer = written_headers(written, ctx.customer_key(gw), {})
         result = render("CopyObjectResult", {"LastModified": _now(), "ETag": answer.pop("ETag")})
         return web.Response(status=200, body=result, content_type="application/xml",
@@ -180,7 +181,7 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
     upload = ctx.upload(gw, carries_data=True)
     number = ctx.part_number()
     if ctx.customer_key(gw) is not None:  # before the source is opened: no upstream read held meanwhile
-        refuse_blocked_ssec(await gw.bucket_encryption.defaults(ctx.s3.bucket))
+        refuse_blocked_ssec(await ctx.objects(gw).bucket_encryption.defaults(ctx.s3.bucket))
     async with _source(gw, ctx, whole=False) as source:
         if upload is None:
             if source.stored.encrypted:
@@ -196,9 +197,9 @@ async def upload_part_copy(gw: Gateway, ctx: RequestContext) -> web.StreamRespon
         customer_key = ctx.customer_key(gw)
         checks = BodyChecks.computing((part_checksum_algorithm(upload, None),))
         with outcome.reported():
-            etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number,
-                                                     _copied(source, span, length, outcome, checks), length,
-                                                     customer_key, outcome.echoed, requester=ctx.requester(gw))
+            etag = await ctx.objects(gw).uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number,
+                                                          _copied(source, span, length, outcome, checks),
+                                                          length, customer_key, outcome.echoed, requester=ctx.requester(gw))
         fields = {"LastModified": _now(), "ETag": etag}
         if upload.checksum_intent is not None:  # the client asked for part checksums: S3 shows the part's
             fields.update({f"Checksum{name.removeprefix('x-amz-checksum-').upper()}": value

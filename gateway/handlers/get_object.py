@@ -40,7 +40,7 @@ async def get_object(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     if by_part and "range" in ctx.request.headers:
         raise invalid_request("Cannot specify both Range header and partNumber query parameter")
     whole = ctx.request.method == "GET" and "range" not in ctx.request.headers and not by_part
-    reader = gw.objects.anonymous_reader if ctx.anonymous else gw.objects.reader
+    reader = ctx.objects(gw).anonymous_reader if ctx.anonymous else ctx.objects(gw).reader
     async with reader.stat(ctx.object_ref(), with_body=whole, error_body=not ctx.is_head,
                            headers=_upstream_headers(ctx)) as stored:
         if ctx.anonymous and stored.info is not None and stored.info.mode is not SseMode.S3:

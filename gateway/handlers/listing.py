@@ -119,6 +119,6 @@ async def list_objects(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         answer_headers = response_headers(upstream.headers)
     page = ListingPage.parse(body, url_encoded=request.rel_url.query.get("encoding-type") == "url")
     if page is not None:
-        page.show(await gw.objects.listing.shown(ctx.s3.bucket, page.objects))
+        page.show(await ctx.objects(gw).listing.shown(ctx.s3.bucket, page.objects))
         body = page.body()
     return web.Response(status=200, body=body, headers=answer_headers)

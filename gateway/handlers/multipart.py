@@ -40,16 +40,16 @@ async def create_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Strea
     request, s3 = ctx.request, ctx.s3
     refuse_reserved(request.headers)
     sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
-                     defaults=await gw.bucket_encryption.defaults(s3.bucket))
+                     defaults=await ctx.objects(gw).bucket_encryption.defaults(s3.bucket))
     if sse is None:
         return await forward(gw, ctx)
     headers = forwardable_headers(request.headers, drop=_UPLOAD_HEADERS_DROPPED)
     intent = checksum_intent(request.headers)
-    created = await gw.objects.uploads.create(s3.bucket, s3.key, headers, sse, requester=ctx.requester(gw),
-                                              checksum_intent=intent)
+    created = await ctx.objects(gw).uploads.create(s3.bucket, s3.key, headers, sse, requester=ctx.requester(gw),
+                                                   checksum_intent=intent)
     upload = gw.objects.tokens.parse_upload_id(s3.bucket, s3.key, created.upload_id)
     assert upload is not None
-    await gw.objects.upload_records.record(s3.bucket, upload.upstream_id, created.upload_id)  # for listings
+    await ctx.objects(gw).upload_records.record(s3.bucket, upload.upstream_id, created.upload_id)  # for listings
     body = render("InitiateMultipartUploadResult", {"Bucket": s3.bucket, "Key": s3.key, "UploadId": created.upload_id})
     out = mode_headers(created.info, ctx.customer_key(gw))
     if intent is not None:
@@ -73,10 +73,10 @@ async def upload_part(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     body = checked(decoded_body(ctx, length, checks, framed), checks, outcome, length)
     customer_key = ctx.customer_key(gw)
     if customer_key is not None:
-        refuse_blocked_ssec(await gw.bucket_encryption.defaults(ctx.s3.bucket))
+        refuse_blocked_ssec(await ctx.objects(gw).bucket_encryption.defaults(ctx.s3.bucket))
     with outcome.reported():
-        etag = await gw.objects.uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number, body, length,
-                                                 customer_key, outcome.echoed, requester=ctx.requester(gw))
+        etag = await ctx.objects(gw).uploads.put_part(ctx.s3.bucket, ctx.s3.key, upload, number, body, length,
+                                                      customer_key, outcome.echoed, requester=ctx.requester(gw))
     return web.Response(status=200, headers={"ETag": etag, **outcome.echoed, **mode_headers(upload.info, customer_key)})
 
 
@@ -153,11 +153,11 @@ async def complete_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Str
     requested = parse_complete(await read_body(ctx, MAX_COMPLETE_BODY, object_checksums=True))
     customer_key = ctx.customer_key(gw)
     if_match = await upstream_if_match(gw, ctx)  # S3's conditional Complete: never dropped, or it overwrites
-    completed = await gw.objects.uploads.complete(s3.bucket, s3.key, upload, requested, customer_key,
-                                                  requester=ctx.requester(gw), if_match=if_match,
-                                                  if_none_match=ctx.request.headers.get("if-none-match"),
-                                                  expected=expected)
-    await gw.objects.upload_records.forget(s3.bucket, upload.upstream_id)
+    completed = await ctx.objects(gw).uploads.complete(s3.bucket, s3.key, upload, requested, customer_key,
+                                                       requester=ctx.requester(gw), if_match=if_match,
+                                                       if_none_match=ctx.request.headers.get("if-none-match"),
+                                                       expected=expected)
+    await ctx.objects(gw).upload_records.forget(s3.bucket, upload.upstream_id)
     headers = {**mode_headers(upload.info, customer_key),
                **response_headers(completed.result.headers, drop=("content-*", "etag", "x-amz-server-side-*"))}
     location = f"{ctx.request.scheme}://{ctx.request.host}/{s3.bucket}/{s3.key}"
@@ -176,7 +176,7 @@ async def abort_multipart_upload(gw: Gateway, ctx: RequestContext) -> web.Stream
     response = await forward(gw, ctx, ctx.upstream_query(upload))
     if response.status < 300:
         upstream_id = upload.upstream_id if upload is not None else ctx.request.rel_url.query.get("uploadId", "")
-        await gw.objects.upload_records.forget(ctx.s3.bucket, upstream_id)
+        await ctx.objects(gw).upload_records.forget(ctx.s3.bucket, upstream_id)
     return response
 
 
@@ -203,7 +203,7 @@ async def list_parts(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     upload = ctx.upload(gw, carries_data=False)
     if upload is None:
         return await forward(gw, ctx)
-    upstream = await gw.upstream.request("GET", ctx.raw_path, ctx.upstream_query(upload), {})
+    upstream = await ctx.upstream(gw).request("GET", ctx.raw_path, ctx.upstream_query(upload), {})
     async with upstream:
         if upstream.status != 200:
             return await relay(ctx, upstream)

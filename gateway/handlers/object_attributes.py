@@ -49,7 +49,7 @@ def _count(ctx: RequestContext, header: str, default: int) -> int:
 
 async def get_object_attributes(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     wanted = requested_attributes(ctx.request.headers.get("x-amz-object-attributes"))
-    async with gw.objects.reader.stat(ctx.object_ref(without=("attributes",)), error_body=True) as stored:
+    async with ctx.objects(gw).reader.stat(ctx.object_ref(without=("attributes",)), error_body=True) as stored:
         if not stored.encrypted and {"ObjectParts", "Checksum"} & set(wanted):
             return await forward(gw, ctx)  # the upstream's own parts and checksums are the plaintext's
         opened = (await stored.open(ctx.customer_key(gw), requester=ctx.requester(gw))

@@ -42,7 +42,7 @@ async def store_object(gw: Gateway, ctx: RequestContext, body: AsyncIterable[byt
     refuse_reserved(request.headers)
     if_match = await upstream_if_match(gw, ctx)
     sse = decide_put(gw.config, s3.bucket, request.headers, secure=ctx.secure,
-                     defaults=await gw.bucket_encryption.defaults(s3.bucket))
+                     defaults=await ctx.objects(gw).bucket_encryption.defaults(s3.bucket))
     headers = forwardable_headers(request.headers, drop=(*SSE_HEADERS, *checks.header_names_to_strip, "if-match"))
     outcome = BodyOutcome()
     stream = checked(body, checks, outcome, length)
@@ -52,8 +52,9 @@ async def store_object(gw: Gateway, ctx: RequestContext, body: AsyncIterable[byt
         if held:
             stream, checksum = await _held_for_trailer(stream, checks, outcome)
         with outcome.reported():
-            written = await gw.objects.writer.put(s3.bucket, s3.key, headers, sse, stream, length,
-                                                  requester=ctx.requester(gw), if_match=if_match, checksum=checksum)
+            written = await ctx.objects(gw).writer.put(s3.bucket, s3.key, headers, sse, stream, length,
+                                                       requester=ctx.requester(gw), if_match=if_match,
+                                                       checksum=checksum)
     echoed = {**outcome.echoed, "x-amz-checksum-type": FULL_OBJECT} if outcome.echoed else {}
     return written_headers(written, ctx.customer_key(gw), echoed)
 

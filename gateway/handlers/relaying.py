@@ -189,10 +189,10 @@ async def forward(gw: Gateway, ctx: RequestContext, query: list[tuple[str, str]]
         raise not_implemented("aws-chunked bodies are only accepted for object uploads")
     sent = {**forwardable_headers(request.headers, drop=(*SSE_HEADERS, *(headers or {}))), **(headers or {})}
     body = request_chunks(request) if request.body_exists else None  # the body goes upstream as it came
-    upstream = await gw.upstream.request(request.method, ctx.raw_path, ctx.query if query is None else query,
-                                         sent, body=body,
-                                         content_length=request.content_length if body else None,
-                                         payload_hash=_forwarded_payload(ctx))
+    upstream = await ctx.upstream(gw).request(request.method, ctx.raw_path, ctx.query if query is None else query,
+                                              sent, body=body,
+                                              content_length=request.content_length if body else None,
+                                              payload_hash=_forwarded_payload(ctx))
     async with upstream:
         return await relay(ctx, upstream)
 
@@ -216,5 +216,5 @@ async def send_checked_body(gw: Gateway, ctx: RequestContext, method: str, query
     """An upstream request with a small body the gateway checked (or built), with the Content-MD5 S3 requires
     of such bodies; ``headers`` must not carry the client's body-integrity headers (STRIPPED_HEADERS)."""
     headers = {**headers, "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-    return await gw.upstream.request(method, ctx.raw_path, query, headers, body=body,
-                                     content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())
+    return await ctx.upstream(gw).request(method, ctx.raw_path, query, headers, body=body,
+                                          content_length=len(body), payload_hash=hashlib.sha256(body).hexdigest())

@@ -22,7 +22,7 @@ async def list_multipart_uploads(gw: Gateway, ctx: RequestContext) -> web.Stream
     query = [(name, _upstream_marker(gw, ctx, value) if name == "upload-id-marker" else value)
              for name, value in ctx.query]
     headers = forwardable_headers(ctx.request.headers, drop=SSE_HEADERS)
-    upstream = await gw.upstream.request("GET", ctx.raw_path, query, headers)
+    upstream = await ctx.upstream(gw).request("GET", ctx.raw_path, query, headers)
     async with upstream:
         if upstream.status != 200:
             return await relay(ctx, upstream)
@@ -34,7 +34,7 @@ async def list_multipart_uploads(gw: Gateway, ctx: RequestContext) -> web.Stream
         if is_reserved_key(key):
             root.remove(item)
     shown = [(item, key, upstream_id) for item, key, upstream_id in uploads if not is_reserved_key(key)]
-    issued = await gw.objects.upload_records.issued(bucket, {upstream_id for _, _, upstream_id in shown})
+    issued = await ctx.objects(gw).upload_records.issued(bucket, {upstream_id for _, _, upstream_id in shown})
     by_upstream: dict[str, str] = {}
     for item, key, upstream_id in shown:
         client_id = _authentic(gw, bucket, key, upstream_id, issued.get(upstream_id))

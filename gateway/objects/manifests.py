@@ -68,7 +68,9 @@ class Manifests:
         try:
             _, body = await self._client.get_small(bucket, manifest_key(tag), limit=MANIFEST_LIMIT)
         except UpstreamError as exc:
-            if exc.status in (403, 404):
+            # 403: the requester's own upstream user may not read it (a bucket policy that leaves ``.s3gw/``
+            # out): its AccessDenied, as for the object. 404: the object names a manifest that is not there.
+            if exc.status == 404:
                 raise IntegrityError(f"the manifest is missing (upstream answered {exc.status})") from None
             raise exc.s3_error() from None
         return body

@@ -1,4 +1,5 @@
-"""ObjectStore: the object layer as one object, built once per process from its parts."""
+"""ObjectStore: the object layer as one object, built once per process from its parts, and once more over
+each upstream user a client credential maps to (``signed_as``)."""
 from __future__ import annotations
 
 from gateway.bucketencryption import BucketEncryption
@@ -38,6 +39,22 @@ class ObjectStore:
         self.upload_records = UploadRecords(client)
         self.listing = ListingTerms(client, bucket_states,
                                     lambda bucket: config.bucket_policy(bucket).encryption == "passthrough")
+
+    def signed_as(self, upstream: Upstream) -> "ObjectStore":
+        """The object layer for clients whose requests the upstream must see as its own user (``upstream``:
+        the pool signed with that user's credential, `Upstream.signed_as`). Everything it does is that
+        user's: object reads and writes, the listing HEADs, multipart uploads with their manifests and
+        upload records under ``.s3gw/`` (so the object's owner and the bucket's policy apply to them as to
+        the object), and the bucket records (state, default encryption), so an upstream refusal is the
+        client's answer and a bucket the user may not read tells it nothing through the gateway.
+
+        Shared with the gateway's own store: the object keys (whose data-key cache is per principal,
+        gateway/datakeys.py) and the upload-id MAC. Every cache is its own (manifests, listing terms, upload
+        records, bucket state and encryption): nothing one upstream user could read answers another's
+        request. Two client credentials mapped to the same upstream user may share one such store."""
+        client = S3Client(upstream, max_attempts=self.config.upstream.max_attempts)
+        return ObjectStore(self.config, client, self.keys, self.tokens, self.bucket_states.signed_as(upstream),
+                           self.bucket_encryption.signed_as(upstream), self.anonymous_reader.client)
 
     @classmethod
     def over(cls, config: GatewayConfig, upstream: Upstream, provider: KeyProvider, secret: bytes) -> "ObjectStore":

@@ -355,3 +355,88 @@ def test_the_trailer_checksum_buffer_comes_from_the_file_or_the_environment_and_
     assert load_config(path, {"GATEWAY_TRAILER_CHECKSUM_BUFFER": "0"}).trailer_checksum_buffer == 0
     with pytest.raises(ConfigError, match="GATEWAY_TRAILER_CHECKSUM_BUFFER"):
         load_config(None, {"GATEWAY_TRAILER_CHECKSUM_BUFFER": "-1"})
+
+
+_MAPPED = """
+[[gateway.credentials]]
+access_key = "AKA"
+secret_key = "SKA"
+upstream_access_key = "UPA"
+upstream_secret_key = "UPSA"
+[[gateway.credentials]]
+access_key = "AKS"
+secret_key = "SKS"
+[upstream]
+url = "http://127.0.0.1:9000"
+access_key = "service"
+secret_key = "service-secret"
+"""
+
+
+def test_a_credential_maps_to_its_own_upstream_user_and_one_without_uses_the_upstream_credential(tmp_path):
+    cfg = load_config(_write(tmp_path, "[gateway]\n" + _MAPPED), {})
+    mapped, unmapped = cfg.credentials
+    assert (mapped.upstream_access_key, mapped.upstream_secret_key) == ("UPA", "UPSA")
+    assert mapped.upstream_user == ("UPA", "UPSA")
+    assert unmapped.upstream_user is None
+    assert (cfg.upstream.access_key, cfg.upstream.secret_key) == ("service", "service-secret")
+
+
+def test_the_environment_credential_uses_the_upstream_credential_unless_given_an_upstream_user(tmp_path):
+    path = _write(tmp_path, "[gateway]\n" + _MAPPED)
+    env = {"GATEWAY_ACCESS_KEY": "EK", "GATEWAY_SECRET_KEY": "ES", "GATEWAY_UPSTREAM_ACCESS_KEY": "u2",
+           "GATEWAY_UPSTREAM_SECRET_KEY": "p2"}
+    cfg = load_config(path, env)
+    assert (cfg.credentials[-1].access_key, cfg.credentials[-1].upstream_user) == ("EK", None)
+    assert (cfg.upstream.access_key, cfg.upstream.secret_key) == ("u2", "p2")  # [upstream], as before
+    assert cfg.credentials[0].upstream_user == ("UPA", "UPSA")
+    mapped = load_config(path, {**env, "GATEWAY_UPSTREAM_USER_ACCESS_KEY": "UE",
+                                "GATEWAY_UPSTREAM_USER_SECRET_KEY": "USE"})
+    assert mapped.credentials[-1].upstream_user == ("UE", "USE")
+    assert (mapped.upstream.access_key, mapped.upstream.secret_key) == ("u2", "p2")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"GATEWAY_ACCESS_KEY": "EK", "GATEWAY_SECRET_KEY": "ES", "GATEWAY_UPSTREAM_USER_ACCESS_KEY": "UE"},
+     "GATEWAY_UPSTREAM_USER_ACCESS_KEY and GATEWAY_UPSTREAM_USER_SECRET_KEY must be set together"),
+    ({"GATEWAY_UPSTREAM_USER_SECRET_KEY": "USE"},
+     "GATEWAY_UPSTREAM_USER_ACCESS_KEY and GATEWAY_UPSTREAM_USER_SECRET_KEY must be set together"),
+    ({"GATEWAY_UPSTREAM_USER_ACCESS_KEY": "UE", "GATEWAY_UPSTREAM_USER_SECRET_KEY": "USE"},
+     "GATEWAY_UPSTREAM_USER_ACCESS_KEY and GATEWAY_UPSTREAM_USER_SECRET_KEY are the upstream user of "
+     "GATEWAY_ACCESS_KEY, which is not set"),
+])
+def test_a_wrong_environment_upstream_user_is_a_one_line_config_error(env, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("half", ['upstream_access_key = "UPA"', 'upstream_secret_key = "UPSA"',
+                                  'upstream_access_key = "UPA"\nupstream_secret_key = ""'])
+def test_half_an_upstream_key_pair_is_a_one_line_config_error(tmp_path, half):
+    path = _write(tmp_path, f'[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n{half}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == ("gateway.credentials[0].upstream_access_key and "
+                                 "gateway.credentials[0].upstream_secret_key must be set together")
+
+
+def test_an_upstream_key_that_is_no_string_is_a_config_error(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n'
+                            'upstream_access_key = 1\nupstream_secret_key = "x"\n')
+    with pytest.raises(ConfigError, match=r"^gateway.credentials\[0\].upstream_access_key must be a string, got 1$"):
+        load_config(path, {})
+
+
+def test_an_unknown_credential_field_names_the_fields_it_takes(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[[gateway.credentials]]\naccess_key = "AK"\nsecret_key = "SK"\n'
+                            'upstream_key = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == ("gateway.credentials[0] takes only access_key, secret_key, principal, "
+                                 "upstream_access_key, upstream_secret_key")
+
+
+def test_an_upstream_users_secret_key_is_redacted_from_logs(tmp_path):
+    from gateway.config import secrets_of
+    assert "UPSA" in secrets_of(load_config(_write(tmp_path, "[gateway]\n" + _MAPPED), {}), {})

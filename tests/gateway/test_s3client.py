@@ -482,3 +482,22 @@ async def test_an_unreachable_upstream_is_the_connection_error_after_the_last_at
         assert retries_logged(caplog) == 2
     finally:
         await upstream.close()
+
+
+async def test_a_signed_as_view_signs_with_its_own_credential_over_the_same_pool(moto, legacy_bucket):
+    """Upstream.signed_as: the view's requests carry the other credential (moto refuses a key it does not
+    know), the original's still the gateway's, and both go over one connection pool."""
+    upstream = _upstream(moto.url, moto)
+    await upstream.start()
+    try:
+        view = upstream.signed_as("AKIAUNKNOWNUSER00001", "not-a-known-secret")
+        assert view._session is upstream._session
+        assert view.target.access_key == "AKIAUNKNOWNUSER00001" and upstream.target.access_key == moto.access_key
+        with pytest.raises(UpstreamError) as refused:
+            await S3Client(view, max_attempts=1).head_object(legacy_bucket, "any")
+        assert refused.value.status == 403
+        with pytest.raises(UpstreamError) as missing:
+            await S3Client(upstream).head_object(legacy_bucket, "any")
+        assert missing.value.status == 404
+    finally:
+        await upstream.close()

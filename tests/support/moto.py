@@ -54,6 +54,28 @@ def _create_s3_user(url: str) -> tuple[str, str]:
     return key["AccessKeyId"], key["SecretAccessKey"]
 
 
+def start_moto_with_users(policies: dict[str, str]) -> tuple[MotoServer, dict[str, tuple[str, str]]]:
+    """A moto of its own with one IAM user per entry of ``policies`` (name -> policy document), each with an
+    access key; IAM auth is enforced once they exist. The MotoServer's key is the first user's."""
+    calls = str(BOOTSTRAP_CALLS * len(policies))
+    server = registered(lambda: bench_start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": calls}))
+    try:
+        iam = boto3.client("iam", endpoint_url=server.url, region_name=REGION, aws_access_key_id="bootstrap",
+                           aws_secret_access_key="bootstrap", config=Config(retries={"max_attempts": 1}))
+        users = {}
+        for name, policy in policies.items():
+            iam.create_user(UserName=name)
+            iam.put_user_policy(UserName=name, PolicyName="policy", PolicyDocument=policy)
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            users[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+            secrets.register(f"moto user {name} secret key", key["SecretAccessKey"], signs=True)
+    except Exception:
+        server.stop()
+        raise
+    first = users[next(iter(policies))]
+    return MotoServer(server=server, url=server.url, access_key=first[0], secret_key=first[1]), users
+
+
 def start_moto() -> MotoServer:
     """Start moto_server on a free loopback port with IAM auth enforced after bootstrap."""
     server = _spawn()

@@ -10,6 +10,7 @@ not pass without them. A developer opts out with ``S3GW_SKIP_RGW=1``: the RGW te
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -39,6 +40,17 @@ class RgwServer:
     datadir: Path
     startup_seconds: float = 0.0
 
+    def create_user(self, uid: str) -> tuple[str, str]:
+        """A further RGW user (radosgw-admin user create) with an S3 key pair of its own, registered for the
+        secret scan: another owner of buckets and objects, for the tests of per-user upstream credentials."""
+        access_key = f"RGW{secrets_token(uid)}"[:20].upper()
+        secret_key = f"rgw-{uid}-secret-{secrets_token(uid + 'secret')}"
+        subprocess.run(["radosgw-admin", "-c", str(self.datadir / "ceph.conf"), "-n", "client.admin", "user", "create",
+                        "--uid", uid, "--display-name", uid, "--access-key", access_key, "--secret-key", secret_key],
+                       check=True, capture_output=True, timeout=60)
+        secrets.register(f"rgw user {uid} secret key", secret_key, signs=True)
+        return access_key, secret_key
+
     def stop(self) -> None:
         """SIGTERM to the supervisor, which stops radosgw, the OSD and the mon; waits for them."""
         subprocess.run([str(SCRIPT), "stop", str(self.datadir)], check=False, timeout=120,
@@ -48,6 +60,11 @@ class RgwServer:
         except ProcessLookupError:
             return
         os.kill(self.supervisor, signal.SIGTERM)
+
+
+def secrets_token(seed: str) -> str:
+    """A stable 32-hex-digit token of ``seed`` (a key that differs per user and per session)."""
+    return hashlib.sha256(f"{seed}/{os.getpid()}".encode()).hexdigest()[:32]
 
 
 def skipped() -> bool:
