@@ -14,7 +14,7 @@ import pytest
 from awscrt import checksums as crt
 from botocore.exceptions import ClientError
 
-from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
+from tests.gateway.both_upstreams import gateway, gateway_tls, upstream_s3  # noqa: F401 (moto and RGW)
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 from tests.support.clients import s3_client, signed_request
 
