@@ -1,7 +1,7 @@
 """SoftHSM2 (Debian's ``softhsm2``), a real PKCS#11 token, initialised in a temporary directory for tests.
 
-``SoftHsm(dir)`` writes a softhsm2.conf whose tokendir is inside ``dir``; ``init_token`` runs
-``softhsm2-util --init-token --free``. A key service process is pointed at it with ``env()``
+``SoftHsm(dir)`` (bench/softhsm.py) writes a softhsm2.conf whose tokendir is inside ``dir``; ``init_token``
+runs ``softhsm2-util --init-token --free``. A key service process is pointed at it with ``env()``
 (SOFTHSM2_CONF, and the KEYSERVICE_PKCS11_* variables naming the token as ``CLUSTER_ID``).
 
 In this process the PKCS#11 library is loaded once and reads its configuration once (C_Initialize):
@@ -13,77 +13,32 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench.softhsm import SO_PIN, missing_reason
+from bench.softhsm import SoftHsm as BenchSoftHsm
 from tests.support.secrets import register
 
 CLUSTER_ID = "cluster-softhsmtoken"  # AWS's CloudHsmClusterId form: cluster-[2-7a-zA-Z]{11,16}
 USER_PIN = "hsm-user-pin-for-tests"
-SO_PIN = "hsm-so-pin-for-tests"
 TRUST_ANCHOR = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 register("SoftHSM user PIN (KeyStorePassword)", USER_PIN)
 register("SoftHSM SO PIN", SO_PIN)
 
-MODULE_CANDIDATES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-                     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so")
-
-
-def softhsm_module() -> str | None:
-    """The SoftHSM2 PKCS#11 library, if installed (SOFTHSM2_MODULE names another place)."""
-    for path in (os.environ.get("SOFTHSM2_MODULE", ""), *MODULE_CANDIDATES):
-        if path and Path(path).is_file():
-            return path
-    return None
-
-
-def missing_reason() -> str | None:
-    """Why SoftHSM2 tests cannot run here, or None."""
-    if softhsm_module() is None or shutil.which("softhsm2-util") is None:
-        return "SoftHSM2 is not installed (Debian: apt-get install softhsm2; scripts/test installs it)"
-    try:
-        import pkcs11  # noqa: F401
-    except ImportError:
-        return "python-pkcs11 is not installed (pip install -e '.[test]')"
-    return None
-
-
 requires_softhsm = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
 
 
-@dataclass
-class SoftHsm:
-    """A SoftHSM2 configuration with its own token directory."""
-
-    directory: Path
-
-    def __post_init__(self) -> None:
-        (self.directory / "tokens").mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(f"directories.tokendir = {self.directory / 'tokens'}\nobjectstore.backend = file\n"
-                             "log.level = ERROR\nslots.removable = false\n")
-
-    @property
-    def conf(self) -> Path:
-        return self.directory / "softhsm2.conf"
-
-    @property
-    def module(self) -> str:
-        module = softhsm_module()
-        assert module is not None
-        return module
+class SoftHsm(BenchSoftHsm):
+    """bench/softhsm.py's SoftHSM2, with the suite's PIN and the variables a key service process needs."""
 
     def init_token(self, label: str, pin: str = USER_PIN) -> str:
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
-                        "--so-pin", SO_PIN], check=True, capture_output=True, env={**os.environ,
-                                                                               "SOFTHSM2_CONF": str(self.conf)})
-        return label
+        return super().init_token(label, pin)
 
     def env(self, label: str, cluster_id: str = CLUSTER_ID) -> dict[str, str]:
         """Variables for a key service process: this SoftHSM2, the token ``label`` as ``cluster_id``."""
