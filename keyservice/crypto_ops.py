@@ -172,6 +172,9 @@ async def _data_key_pair(svc: "KeyService", params: dict[str, Any], ctx: "CallCo
     rec = _crypto_key(svc, params, ctx, operation, "ENCRYPT_DECRYPT", context)
     if not rec.symmetric:
         raise _invalid_usage(rec, operation)
+    if rec.custom_key_store_id is not None:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is in a custom key store: data key pairs "
+                                                        "cannot be generated under it.")
     private_der = await svc.in_thread(new_material, pair_spec)
     public_der = serialization.load_der_private_key(private_der, None).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

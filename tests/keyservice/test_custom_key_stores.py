@@ -191,6 +191,13 @@ async def test_a_key_in_the_store_runs_every_symmetric_operation_in_the_token(hs
                           "token": True, "value_len": 32, "value": "AttributeSensitive"}
 
 
+async def test_data_key_pairs_are_unsupported_under_a_key_in_a_store(hsm: Harness) -> None:
+    _, key_id = await hsm.connected_key()
+    for operation in ("GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"):
+        assert await hsm.error(operation, {"KeyId": key_id, "KeyPairSpec": "ECC_NIST_P256"}) \
+            == "UnsupportedOperationException", operation
+
+
 async def test_random_bytes_come_from_the_stores_token(hsm: Harness) -> None:
     store_id = await hsm.create_store()
     assert await hsm.error("GenerateRandom", {"NumberOfBytes": 8, "CustomKeyStoreId": store_id}) \
