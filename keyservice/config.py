@@ -145,7 +145,8 @@ _RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
-    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas", "pkcs11"}
+    known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas"}
+    known.add("pkcs11")  # [keyservice.pkcs11.NAME] tables: tokens of custom key stores
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")

@@ -16,10 +16,9 @@ import collections
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Awaitable, Callable
 
 from cryptography.hazmat.primitives.serialization import load_der_private_key

@@ -1,7 +1,7 @@
 """Durable key storage: SQLite (WAL, synchronous=FULL), one table per entity.
 
-Every secret (backing keys, private keys, HMAC keys, import wrapping keys, custom key store passwords) is AES-256-GCM-wrapped
-under the root key with the row identity as AAD, so a row copied onto another row fails to unwrap.
+Every secret (backing keys, private keys, HMAC keys, import wrapping keys, custom key store passwords)
+is AES-256-GCM-wrapped under the root key with the row identity as AAD, so a row copied onto another row fails to unwrap.
 Non-secret metadata is stored as JSON; the service keeps it all in memory and writes through.
 """
 

@@ -150,8 +150,8 @@ async def test_describe_pages_and_other_accounts_see_nothing(hsm: Harness, softh
 
 
 # --- keys in the token -----------------------------------------------------------------------------
-async def test_a_key_in_the_store_runs_every_symmetric_operation_in_the_token(hsm: Harness, softhsm: SoftHsm,  # noqa: F811
-                                                                              token: str) -> None:  # noqa: F811
+async def test_a_key_in_the_store_runs_every_symmetric_operation_in_the_token(
+        hsm: Harness, softhsm: SoftHsm, token: str) -> None:  # noqa: F811
     store_id, key_id = await hsm.connected_key()
     meta = (await hsm.call("DescribeKey", {"KeyId": key_id}))["KeyMetadata"]
     assert (meta["Origin"], meta["CustomKeyStoreId"], meta["CloudHsmClusterId"], meta["KeyState"]) \
@@ -203,7 +203,8 @@ async def test_random_bytes_come_from_the_stores_token(hsm: Harness) -> None:
     assert await hsm.error("GenerateRandom", {"NumberOfBytes": 8, "CustomKeyStoreId": store_id}) \
         == "CustomKeyStoreInvalidStateException"
     await hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id})
-    assert len((await hsm.call("GenerateRandom", {"NumberOfBytes": 24, "CustomKeyStoreId": store_id}))["Plaintext"]) == 24
+    random = await hsm.call("GenerateRandom", {"NumberOfBytes": 24, "CustomKeyStoreId": store_id})
+    assert len(random["Plaintext"]) == 24
 
 
 @pytest.mark.parametrize("params, code", [
