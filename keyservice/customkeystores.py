@@ -6,11 +6,13 @@ root key in the store's row like every other secret, never logged, never returne
 AWS_CLOUDHSM, symmetric only) have their material generated in the token, non-extractable; their
 cryptographic operations run there (``TokenKey``).
 
-Connection state as AWS reports it: CONNECTED (a logged-in session), FAILED (the last attempt failed,
-with its ConnectionErrorCode; disconnect before retrying), DISCONNECTED. Connecting happens within
-ConnectCustomKeyStore's call (a token answers in milliseconds), so a caller polling
-DescribeCustomKeyStores as for AWS never sees CONNECTING here. Whether a store should be connected is
-saved, so a restarted key service reconnects the stores that were connected, as AWS keeps them.
+Connection state as AWS reports it: CONNECTED (a logged-in session), CONNECTING (logging in),
+FAILED (the last attempt failed, with its ConnectionErrorCode; disconnect before retrying),
+DISCONNECTED. ConnectCustomKeyStore logs in on a thread of its own, so a slow token (a network HSM)
+stalls no other call, and answers once the outcome is known (a token answers in milliseconds): callers
+polling DescribeCustomKeyStores, as AWS's asynchronous connect needs, see CONNECTING meanwhile.
+Whether a store should be connected is saved, so a restarted key service reconnects the stores that
+were connected (before it serves), as AWS keeps them connected.
 While a store is not connected its keys are ``Unavailable``: cryptographic operations on them are
 KMSInvalidStateException, store operations that need a connection CustomKeyStoreInvalidStateException.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 
 CLOUDHSM = "AWS_CLOUDHSM"
 MAX_STORES = 10  # AWS's quota of custom key stores per account and region
-CONNECTED, FAILED, DISCONNECTED = "CONNECTED", "FAILED", "DISCONNECTED"
+CONNECTED, CONNECTING, FAILED, DISCONNECTED = "CONNECTED", "CONNECTING", "FAILED", "DISCONNECTED"
+InThread = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -92,12 +95,14 @@ class CustomKeyStores:
         self.records = {s: StoreRecord(**m) for s, m in store.load_custom_key_stores().items()}
         self._connections: dict[str, TokenConnection] = {}
         self._errors: dict[str, str] = {}  # store id -> ConnectionErrorCode of its FAILED state
+        self._connecting: set[str] = set()  # logging in on a thread; a disconnect meanwhile removes it
 
     def reconnect(self) -> None:
         """At start: connect again every store that was connected (as AWS keeps them connected)."""
         for rec in self.records.values():
             if rec.connect_wanted:
-                self._connect(rec)
+                self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec,
+                                         self._store.custom_key_store_password(rec.store_id)))
 
     def close(self) -> None:
         for connection in self._connections.values():
@@ -108,25 +113,38 @@ class CustomKeyStores:
     def state(self, store_id: str) -> str:
         if store_id in self._connections:
             return CONNECTED
+        if store_id in self._connecting:
+            return CONNECTING
         return FAILED if store_id in self._errors else DISCONNECTED
 
-    def _connect(self, rec: StoreRecord) -> None:
-        """Log in to the store's token: CONNECTED, or FAILED with the reason's ConnectionErrorCode."""
-        config = self.tokens.get(rec.cluster_id)
-        try:
-            if config is None:
-                raise TokenError("CLUSTER_NOT_FOUND", f"no [keyservice.pkcs11.{rec.cluster_id}] is configured")
-            connection = TokenConnection.login(config, self._store.custom_key_store_password(rec.store_id))
-        except TokenError as exc:
-            self._errors[rec.store_id] = exc.code
-            log.warning("custom key store %s (%s) failed to connect: %s: %s", rec.store_id, rec.cluster_id,
-                        exc.code, exc)
-            return
+    async def connect(self, rec: StoreRecord, in_thread: InThread) -> None:
+        """Log in to the store's token on a thread (CONNECTING meanwhile): then CONNECTED, or FAILED with
+        the reason's ConnectionErrorCode; a session opened after a disconnect was asked for is closed."""
+        password = self._store.custom_key_store_password(rec.store_id)  # the store is this thread's
         self._errors.pop(rec.store_id, None)
-        self._connections[rec.store_id] = connection
-        log.info("custom key store %s connected to token %r", rec.store_id, config.token_label)
+        self._connecting.add(rec.store_id)
+        try:
+            outcome = await in_thread(_login, self.tokens.get(rec.cluster_id), rec, password)
+        finally:
+            wanted = rec.store_id in self._connecting
+            self._connecting.discard(rec.store_id)
+        if not wanted:
+            if isinstance(outcome, TokenConnection):
+                outcome.close()
+            return
+        self._settle(rec, outcome)
+
+    def _settle(self, rec: StoreRecord, outcome: TokenConnection | TokenError) -> None:
+        if isinstance(outcome, TokenError):
+            self._errors[rec.store_id] = outcome.code
+            log.warning("custom key store %s (%s) failed to connect: %s: %s", rec.store_id, rec.cluster_id,
+                        outcome.code, outcome)
+            return
+        self._connections[rec.store_id] = outcome
+        log.info("custom key store %s connected to token %r", rec.store_id, outcome.config.token_label)
 
     def _disconnect(self, store_id: str) -> None:
+        self._connecting.discard(store_id)
         connection = self._connections.pop(store_id, None)
         if connection is not None:
             connection.close()
@@ -219,6 +237,16 @@ class CustomKeyStores:
         return entry
 
 
+def _login(config: TokenConfig | None, rec: StoreRecord, password: str) -> TokenConnection | TokenError:
+    """A logged-in session on the store's token, or why not (blocking: run on a thread of its own)."""
+    try:
+        if config is None:
+            raise TokenError("CLUSTER_NOT_FOUND", f"no [keyservice.pkcs11.{rec.cluster_id}] is configured")
+        return TokenConnection.login(config, password)
+    except TokenError as exc:
+        return exc
+
+
 def _store_not_found(store_id: str) -> KMSError:
     return KMSError("CustomKeyStoreNotFoundException", f"Custom key store {store_id} does not exist.")
 
@@ -299,19 +327,20 @@ def describe_custom_key_stores(svc: "KeyService", params: dict[str, Any], ctx: "
     return {"CustomKeyStores": [_stores(svc).entry(r) for r in page], **extra}
 
 
-def connect_custom_key_store(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    """Connect now; the outcome (CONNECTED, or FAILED and why) is in DescribeCustomKeyStores, as in AWS."""
+async def connect_custom_key_store(svc: "KeyService", params: dict[str, Any],
+                                   ctx: "CallContext") -> dict[str, Any]:
+    """Connect; the outcome (CONNECTED, or FAILED and why) is in DescribeCustomKeyStores, as in AWS."""
     svc.require_own_account("ConnectCustomKeyStore", ctx)
     rec = _existing(svc, params)
     stores = _stores(svc)
     state = stores.state(rec.store_id)
     if state == FAILED:
         raise _invalid_state(rec.store_id, state, "disconnect it (DisconnectCustomKeyStore) before connecting again")
-    if state == CONNECTED:
+    if state in (CONNECTED, CONNECTING):
         return {}
     rec.connect_wanted = True
     stores._save(rec)
-    stores._connect(rec)
+    await stores.connect(rec, svc.in_thread)
     return {}
 
 

@@ -2,14 +2,16 @@
 material is generated and used inside the token, and the connection states, with AWS's error codes."""
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from keyservice import blob
+from keyservice import blob, customkeystores
 from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
 from keyservice.pkcs11backend import TokenConfig
@@ -245,6 +247,44 @@ async def test_a_wrong_password_fails_with_invalid_credentials_until_fixed(hsm: 
     await hsm.call("UpdateCustomKeyStore", {"CustomKeyStoreId": store_id, "KeyStorePassword": USER_PIN})
     await hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id})
     assert (await hsm.store(store_id))["ConnectionState"] == "CONNECTED"
+
+
+def slow_login(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make logging in to a token take ``seconds`` (a network HSM), on the thread it runs on."""
+    login = customkeystores._login
+
+    def slow(*args):
+        time.sleep(seconds)
+        return login(*args)
+    monkeypatch.setattr(customkeystores, "_login", slow)
+
+
+async def test_a_store_is_connecting_while_the_token_logs_in_and_other_calls_go_on(
+        hsm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    store_id = await hsm.create_store()
+    store_key = (await hsm.call("CreateKey"))["KeyMetadata"]["KeyId"]
+    slow_login(monkeypatch, 0.5)
+    connecting = asyncio.ensure_future(hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id}))
+    await asyncio.sleep(0.1)
+    assert (await hsm.store(store_id))["ConnectionState"] == "CONNECTING"
+    assert (await hsm.call("Encrypt", {"KeyId": store_key, "Plaintext": b"meanwhile"}))["KeyId"].endswith(store_key)
+    assert await hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id}) == {}  # connecting already
+    assert await hsm.error("DeleteCustomKeyStore", {"CustomKeyStoreId": store_id}) \
+        == "CustomKeyStoreInvalidStateException"
+    await connecting
+    assert (await hsm.store(store_id))["ConnectionState"] == "CONNECTED"
+
+
+async def test_a_disconnect_while_connecting_wins(hsm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    store_id = await hsm.create_store()
+    slow_login(monkeypatch, 0.5)
+    connecting = asyncio.ensure_future(hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id}))
+    await asyncio.sleep(0.1)
+    await hsm.call("DisconnectCustomKeyStore", {"CustomKeyStoreId": store_id})
+    await connecting
+    assert (await hsm.store(store_id))["ConnectionState"] == "DISCONNECTED"
+    await hsm.restart()
+    assert (await hsm.store(store_id))["ConnectionState"] == "DISCONNECTED"
 
 
 async def test_a_token_gone_from_the_configuration_fails_with_cluster_not_found(hsm: Harness) -> None:
