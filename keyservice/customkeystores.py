@@ -357,8 +357,11 @@ def disconnect_custom_key_store(svc: "KeyService", params: dict[str, Any], ctx: 
     return {}
 
 
-def update_custom_key_store(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    """A new name at any time; a new password or token (CloudHsmClusterId) only while DISCONNECTED."""
+async def update_custom_key_store(svc: "KeyService", params: dict[str, Any],
+                                  ctx: "CallContext") -> dict[str, Any]:
+    """A new name at any time; a new password or token (CloudHsmClusterId) only while DISCONNECTED. A
+    store with keys moves only to a token holding all of them (AWS: a cluster sharing the backup
+    history), else CloudHsmClusterNotRelatedException: its keys would not work there."""
     svc.require_own_account("UpdateCustomKeyStore", ctx)
     rec = _existing(svc, params)
     stores = _stores(svc)
@@ -370,12 +373,33 @@ def update_custom_key_store(svc: "KeyService", params: dict[str, Any], ctx: "Cal
                              "its password and cluster can only be changed while it is DISCONNECTED")
     if name is not None and name != rec.name:
         _name_free(svc, name)
-        rec.name = name
     cluster_id = _cluster(svc, params, "CloudHsmClusterId", required=False, except_store=rec.store_id)
-    if cluster_id is not None:
-        rec.cluster_id = cluster_id
+    key_ids = [k.key_id for k in stores.keys_in(svc, rec.store_id)]
+    if cluster_id is not None and cluster_id != rec.cluster_id and key_ids:
+        outcome = await svc.in_thread(_missing_keys, stores.tokens[cluster_id], rec,
+                                      password or svc.store.custom_key_store_password(rec.store_id), key_ids)
+        if isinstance(outcome, TokenError):
+            raise KMSError("CloudHsmClusterInvalidConfigurationException",
+                           f"Cannot log in to {cluster_id} to check it holds the store's keys: {outcome.code}.")
+        if outcome:
+            raise KMSError("CloudHsmClusterNotRelatedException",
+                           f"{cluster_id} does not hold the keys of custom key store {rec.store_id} "
+                           f"({len(outcome)} of {len(key_ids)} missing).")
+    rec.name = name or rec.name
+    rec.cluster_id = cluster_id or rec.cluster_id
     stores._save(rec, password)
     return {}
+
+
+def _missing_keys(config: TokenConfig, rec: StoreRecord, password: str, key_ids: list[str]) -> list[str] | TokenError:
+    """Which of ``key_ids`` the token has no key for, or why it could not be asked (blocking)."""
+    outcome = _login(config, rec, password)
+    if isinstance(outcome, TokenError):
+        return outcome
+    try:
+        return [key_id for key_id in key_ids if not outcome.holds(key_id)]
+    finally:
+        outcome.close()
 
 
 def delete_custom_key_store(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:

@@ -252,6 +252,16 @@ class TokenConnection:
         self._keys = {k: v for k, v in self._keys.items() if k[0] != key_id}
         return len(found)
 
+    def holds(self, key_id: str) -> bool:
+        """Whether the token has a secret key labelled ``key_id``."""
+        import pkcs11
+        from pkcs11 import Attribute, ObjectClass
+        try:
+            return any(True for _ in self._session.get_objects({Attribute.LABEL: key_id,
+                                                                Attribute.CLASS: ObjectClass.SECRET_KEY}))
+        except pkcs11.PKCS11Error as exc:
+            raise TokenOperationFailed(f"the token could not be searched: {type(exc).__name__}") from None
+
     def key_attributes(self, key_id: str, backing_id: str) -> dict[str, bool]:
         """What the token says about a key's protection (CKA_SENSITIVE, CKA_EXTRACTABLE, ...)."""
         from pkcs11 import Attribute

@@ -344,6 +344,32 @@ async def test_update_renames_any_time_but_changes_password_and_cluster_only_dis
         == "CloudHsmClusterNotFoundException"
 
 
+async def test_a_store_with_keys_moves_only_to_a_token_holding_them(hsm: Harness, softhsm: SoftHsm,  # noqa: F811
+                                                                    token: str) -> None:  # noqa: F811
+    import pkcs11
+    store_id, key_id = await hsm.connected_key()
+    ciphertext = (await hsm.call("Encrypt", {"KeyId": key_id, "Plaintext": b"moves"}))["CiphertextBlob"]
+    await hsm.call("DisconnectCustomKeyStore", {"CustomKeyStoreId": store_id})
+    tokens = hsm.svc.custom_key_stores.tokens
+    tokens["cluster-emptytokenxx"] = TokenConfig("cluster-emptytokenxx", softhsm.module,
+                                                 softhsm.init_token(f"t-{uuid.uuid4().hex[:12]}"))
+    tokens["cluster-sametokenxxx"] = TokenConfig("cluster-sametokenxxx", softhsm.module, token)
+    pkcs11.lib(softhsm.module).reinitialize()  # to see the new token (no session is open: disconnected)
+    assert await hsm.error("UpdateCustomKeyStore", {"CustomKeyStoreId": store_id, "NewCustomKeyStoreName": "moved",
+                                                    "CloudHsmClusterId": "cluster-emptytokenxx"}) \
+        == "CloudHsmClusterNotRelatedException"
+    entry = await hsm.store(store_id)
+    assert (entry["CloudHsmClusterId"], entry["CustomKeyStoreName"]) == (CLUSTER_ID, "hsm store")
+    assert await hsm.error("UpdateCustomKeyStore", {"CustomKeyStoreId": store_id, "KeyStorePassword": "wrong-pin",
+                                                    "CloudHsmClusterId": "cluster-emptytokenxx"}) \
+        == "CloudHsmClusterInvalidConfigurationException"
+    await hsm.call("UpdateCustomKeyStore", {"CustomKeyStoreId": store_id, "CloudHsmClusterId": "cluster-sametokenxxx"})
+    await hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id})
+    assert (await hsm.call("DescribeKey", {"KeyId": key_id}))["KeyMetadata"]["CloudHsmClusterId"] \
+        == "cluster-sametokenxxx"
+    assert (await hsm.call("Decrypt", {"CiphertextBlob": ciphertext}))["Plaintext"] == b"moves"
+
+
 async def test_delete_needs_a_disconnected_store_without_keys_and_deleting_keys_empties_the_token(
         hsm: Harness, softhsm: SoftHsm, token: str) -> None:  # noqa: F811
     store_id, key_id = await hsm.connected_key()
