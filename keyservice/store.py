@@ -1,7 +1,7 @@
 """Durable key storage: SQLite (WAL, synchronous=FULL), one table per entity.
 
-Every secret (backing keys, private keys, HMAC keys, import wrapping keys, custom key store passwords)
-is AES-256-GCM-wrapped under the root key with the row identity as AAD, so a row copied onto another row fails to unwrap.
+Every secret (backing keys, private keys, HMAC keys, import wrapping keys) is AES-256-GCM-wrapped
+under the root key with the row identity as AAD, so a row copied onto another row fails to unwrap.
 Non-secret metadata is stored as JSON; the service keeps it all in memory and writes through.
 """
 
@@ -166,7 +166,8 @@ class KeyStore:
             return None
         return json.loads(row[0]), self._unwrap("import_params", key_id, row[1])
 
-    # --- custom key stores (keyservice/customkeystores.py): the wrapped secret is the token's user PIN --
+    # --- custom key stores (keyservice/customkeystores.py): the wrapped secret is the token's user PIN,
+    # wrapped as every other secret (AAD "custom_key_stores|<store id>")
     def load_custom_key_stores(self) -> dict[str, dict[str, Any]]:
         return {s: json.loads(m) for s, m in self._db.execute("SELECT store_id, meta FROM custom_key_stores")}
 
