@@ -29,6 +29,7 @@ from . import params as p
 from .errors import KMSError, validation
 from .keys import KeyRecord
 from .pkcs11backend import TokenConfig, TokenConnection, TokenError, TokenOperationFailed
+from .store import StoreCorruption
 
 if TYPE_CHECKING:
     from .service import CallContext, KeyService
@@ -100,9 +101,15 @@ class CustomKeyStores:
     def reconnect(self) -> None:
         """At start: connect again every store that was connected (as AWS keeps them connected)."""
         for rec in self.records.values():
-            if rec.connect_wanted:
-                self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec,
-                                         self._store.custom_key_store_password(rec.store_id)))
+            if not rec.connect_wanted:
+                continue
+            try:
+                password = self._store.custom_key_store_password(rec.store_id)
+            except StoreCorruption as exc:  # one bad row fails its store, not the whole service
+                log.error("custom key store %s cannot be connected: %s", rec.store_id, exc)
+                self._errors[rec.store_id] = "INTERNAL_ERROR"
+                continue
+            self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec, password))
 
     def close(self) -> None:
         for connection in self._connections.values():

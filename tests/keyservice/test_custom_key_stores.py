@@ -330,6 +330,16 @@ async def test_connection_state_survives_a_restart(hsm: Harness) -> None:
     assert await hsm.error("Decrypt", {"CiphertextBlob": ciphertext}) == "KMSInvalidStateException"
 
 
+async def test_a_password_row_that_does_not_unwrap_fails_its_store_at_start_not_the_service(hsm: Harness) -> None:
+    store_id, _ = await hsm.connected_key()
+    db = hsm.svc.store._db
+    [(wrapped,)] = db.execute("SELECT wrapped FROM custom_key_stores").fetchall()
+    db.execute("UPDATE custom_key_stores SET wrapped = ?", (wrapped[:-1] + bytes([wrapped[-1] ^ 1]),))
+    await hsm.restart()
+    entry = await hsm.store(store_id)
+    assert (entry["ConnectionState"], entry["ConnectionErrorCode"]) == ("FAILED", "INTERNAL_ERROR")
+
+
 async def test_update_renames_any_time_but_changes_password_and_cluster_only_disconnected(hsm: Harness) -> None:
     store_id = await hsm.create_store("first")
     await hsm.call("ConnectCustomKeyStore", {"CustomKeyStoreId": store_id})
