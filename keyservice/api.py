@@ -37,6 +37,7 @@ INTERNAL_ERROR = "KMSInternalException"
 READ_ONLY_OPERATIONS = frozenset({
     "DescribeKey", "ListKeys", "ListAliases", "GetKeyRotationStatus", "ListKeyRotations", "GetKeyPolicy",
     "ListKeyPolicies", "ListResourceTags", "ListGrants", "ListRetirableGrants", "GetParametersForImport",
+    "DescribeCustomKeyStores",
 })
 ChangeListener = Callable[[str, "str | None"], None]
 AUDIT_POLICIES = ("refuse", "warn")

@@ -1,7 +1,10 @@
 """The symmetric ciphertext blob returned by Encrypt / GenerateDataKey (format in docs/KMS-BLOB.md).
 
-    version (1 byte, 0x01) | key id (16 bytes, UUID) | backing key id (16 bytes) | nonce (12 bytes)
+    version (1 byte) | key id (16 bytes, UUID) | backing key id (16 bytes) | nonce (12 bytes)
     | AES-256-GCM ciphertext + 16-byte tag
+
+The version byte also says where the backing key lives: 0x01 in the key store (wrapped by the root
+key), 0x02 in a custom key store's PKCS#11 token (AES-GCM computed by the token). Same layout, same AAD.
 
 AAD = the 33-byte header (version, key id, backing key id) followed by the canonical encryption
 context (JSON, keys sorted, no whitespace, UTF-8; empty context = empty bytes).
@@ -16,7 +19,9 @@ from common.aead import OVERHEAD, Aead, AuthenticationFailed
 
 from .errors import KMSError
 
-VERSION = 1
+VERSION = 1  # the backing key is in the key store
+TOKEN_VERSION = 2  # the backing key is in a custom key store's token (keyservice/customkeystores.py)
+VERSIONS = frozenset({VERSION, TOKEN_VERSION})
 _HEADER_LEN = 1 + 16 + 16
 MIN_BLOB_LEN = _HEADER_LEN + OVERHEAD  # header || nonce(12) || tag(16): what Aead.seal puts after the header
 
@@ -29,6 +34,10 @@ class BlobHeader:
     backing_id: str
     raw: bytes
 
+    @property
+    def version(self) -> int:
+        return self.raw[0]
+
 
 def canonical_context(context: dict[str, str] | None) -> bytes:
     """The encryption context as bound into the AAD: sorted-key compact JSON, or b'' when empty."""
@@ -38,9 +47,9 @@ def canonical_context(context: dict[str, str] | None) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _header_bytes(key_id: str, backing_id: str) -> bytes:
+def _header_bytes(key_id: str, backing_id: str, version: int = VERSION) -> bytes:
     """The 33-byte header of a key version; cached, as UUID parsing was a hot-path cost."""
-    return bytes([VERSION]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
+    return bytes([version]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -49,18 +58,20 @@ def _header_of(raw: bytes) -> BlobHeader:
     return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
 
 
-def seal(aead: Aead, key_id: str, backing_id: str, plaintext: bytes, context: bytes) -> bytes:
-    """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`.
+def seal(aead: Aead, key_id: str, backing_id: str, plaintext: bytes, context: bytes,
+         version: int = VERSION) -> bytes:
+    """Encrypt plaintext under one backing key; `context` is `canonical_context(...)`; ``aead`` is an
+    ``Aead`` (``version`` VERSION) or a token key with its seal/open (TOKEN_VERSION).
 
     The header goes in front of ``Aead.seal``'s nonce || ciphertext || tag and into its AAD, so the
     key identity a reader trusts to pick the key is authenticated too."""
-    header = _header_bytes(key_id, backing_id)
+    header = _header_bytes(key_id, backing_id, version)
     return header + aead.seal(plaintext, header + context)
 
 
 def parse_header(blob: bytes) -> BlobHeader:
     """Read the key identity from a blob; anything malformed is InvalidCiphertextException."""
-    if not isinstance(blob, (bytes, bytearray)) or len(blob) < MIN_BLOB_LEN or blob[0] != VERSION:
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < MIN_BLOB_LEN or blob[0] not in VERSIONS:
         raise invalid_ciphertext()
     return _header_of(bytes(blob[:_HEADER_LEN]))
 

@@ -19,6 +19,7 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from common.files import private_dir
+from keyservice.pkcs11backend import TokenConfig, TokenConfigError, apply_token_env, parse_tokens
 from keyservice.principals import principal_account  # noqa: F401  (re-exported)
 from keyservice.quota import QuotaLimiter
 from keyservice.rootkey import decode_root_key, load_root_key
@@ -80,6 +81,7 @@ class KeyServiceConfig:
     max_connections: int = ServerLimits.max_connections
     body_min_rate: float = ServerLimits.body_min_rate
     max_connections_per_ip: int = ServerLimits.max_connections_per_ip
+    pkcs11: dict[str, TokenConfig] = field(default_factory=dict)  # [keyservice.pkcs11.NAME]: custom key stores
 
     @property
     def limits(self) -> ServerLimits:
@@ -144,6 +146,7 @@ _RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas"}
+    known.add("pkcs11")  # [keyservice.pkcs11.NAME] tables: tokens of custom key stores
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
@@ -161,6 +164,7 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
         if key in table:
             values[key] = _whole(_rate(table[key], key), key) if whole else _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
+    values["pkcs11"] = _tokens(lambda: parse_tokens(table.get("pkcs11", {})))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
     return config
@@ -193,6 +197,14 @@ def _whole(value: float, name: str) -> int:
 def _quotas(table: Any) -> dict[str, float]:
     _expect(table, dict, "[keyservice.quotas]")
     return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
+
+
+def _tokens(read: Any) -> dict[str, TokenConfig]:
+    """The PKCS#11 tokens (keyservice/pkcs11backend.py reads them), their mistakes as ConfigError."""
+    try:
+        return read()
+    except TokenConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _credentials(entries: Any) -> tuple[Credential, ...]:
@@ -230,6 +242,7 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         if env.get(name, "").strip():
             value = _rate(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
+    changes["pkcs11"] = _tokens(lambda: apply_token_env(config.pkcs11, env))
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):
@@ -300,7 +313,7 @@ def build_api(config: KeyServiceConfig) -> KmsApi:
     root_key = load_root_key(key_file=config.root_key_file, env_value=config.root_key,
                              passphrase=config.root_passphrase, data_dir=config.data_dir)
     service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
-                              region=config.region, clock=_clock(config))
+                              region=config.region, clock=_clock(config), tokens=config.pkcs11)
     return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
                   audit_on_failure=config.audit_on_failure)
 

@@ -52,7 +52,7 @@ def _encrypt_with(rec: KeyRecord, svc: "KeyService", plaintext: bytes, context: 
         if algorithm != "SYMMETRIC_DEFAULT":
             raise _invalid_usage(rec, f"encryption algorithm {algorithm}")
         return blobfmt.seal(svc.material(rec), rec.key_id, rec.current_backing, plaintext,
-                            blobfmt.canonical_context(context))
+                            blobfmt.canonical_context(context), blob_version(rec))
     if algorithm not in RSA_ENCRYPTION:
         raise _invalid_usage(rec, f"encryption algorithm {algorithm}")
     if context:
@@ -61,6 +61,11 @@ def _encrypt_with(rec: KeyRecord, svc: "KeyService", plaintext: bytes, context: 
         return svc.material(rec).public_key().encrypt(plaintext, _oaep(algorithm))
     except ValueError as exc:
         raise validation(f"Plaintext is too long for {rec.key_spec} with {algorithm}.") from exc
+
+
+def blob_version(rec: KeyRecord) -> int:
+    """The blob version (backing kind) of a symmetric key's ciphertexts: in the store, or in a token."""
+    return blobfmt.TOKEN_VERSION if rec.custom_key_store_id else blobfmt.VERSION
 
 
 def _oaep(algorithm: str) -> padding.OAEP:
@@ -106,7 +111,7 @@ def _decrypt_blob(svc: "KeyService", params: dict[str, Any], ctx: "CallContext",
     if not rec.symmetric:
         raise _invalid_usage(rec, "SYMMETRIC_DEFAULT decryption")
     aead = svc.material(rec, header.backing_id)
-    if aead is None:
+    if aead is None or header.version != blob_version(rec):
         raise blobfmt.invalid_ciphertext()
     return rec, blobfmt.open_blob(aead, ciphertext, header, blobfmt.canonical_context(context)), algorithm
 
@@ -167,6 +172,9 @@ async def _data_key_pair(svc: "KeyService", params: dict[str, Any], ctx: "CallCo
     rec = _crypto_key(svc, params, ctx, operation, "ENCRYPT_DECRYPT", context)
     if not rec.symmetric:
         raise _invalid_usage(rec, operation)
+    if rec.custom_key_store_id is not None:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is in a custom key store: data key pairs "
+                                                        "cannot be generated under it.")
     private_der = await svc.in_thread(new_material, pair_spec)
     public_der = serialization.load_der_private_key(private_der, None).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -191,7 +199,7 @@ def generate_random(svc: "KeyService", params: dict[str, Any], ctx: "CallContext
     if size is None:
         raise validation("NumberOfBytes is required (1-1024).")
     if params.get("CustomKeyStoreId") is not None:
-        raise KMSError("UnsupportedOperationException", "Custom key stores are not supported.")
+        return {"Plaintext": svc.custom_key_stores.random(params["CustomKeyStoreId"], size)}
     return {"Plaintext": os.urandom(size)}
 
 

@@ -89,6 +89,7 @@ class KeyRecord:
     current_backing: str | None = None
     material_fingerprint: str | None = None
     rotations: list[dict[str, Any]] = field(default_factory=list)
+    custom_key_store_id: str | None = None  # origin AWS_CLOUDHSM: its material is in this store's token
 
     @staticmethod
     def new_id() -> str:

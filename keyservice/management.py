@@ -4,9 +4,10 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from . import customkeystores
 from . import params as p
 from .errors import KMSError, validation
-from .keys import DAY, KEY_SPECS, RSA_BITS, KeyRecord, new_material, usages_for
+from .keys import DAY, KEY_SPECS, RSA_BITS, KeyRecord, new_backing_id, new_material, usages_for
 from .policy import compile_policy, default_policy
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
     if usage not in usages_for(spec):
         raise validation(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
     origin = p.enum(params, "Origin", {"AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"}, "AWS_KMS")
-    if origin not in ("AWS_KMS", "EXTERNAL") or params.get("CustomKeyStoreId") or params.get("MultiRegion"):
-        raise KMSError("UnsupportedOperationException", "Custom key stores and multi-Region keys are not supported.")
+    assert origin is not None
+    store_id = customkeystores.check_create_key(params, origin, spec, usage)
+    if origin == "EXTERNAL_KEY_STORE" or params.get("MultiRegion"):
+        raise KMSError("UnsupportedOperationException", "External key stores and multi-Region keys are not supported.")
     if origin == "EXTERNAL" and spec != "SYMMETRIC_DEFAULT":
         raise KMSError("UnsupportedOperationException", "Only symmetric keys can have imported key material.")
     description = p.optional_str(params, "Description", 0, 8192) or ""
@@ -45,16 +48,29 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
                     key_spec=spec, key_usage=usage, origin=origin,
                     state="PendingImport" if origin == "EXTERNAL" else "Enabled",
                     policy=policy_text or default_policy(svc.account_id), description=description,
-                    expiration_model=None)
+                    expiration_model=None, custom_key_store_id=store_id)
     ctx.key_arn = rec.arn
-    if origin == "EXTERNAL":
+    if store_id is not None:
+        _create_in_token(svc, rec, store_id)
+    elif origin == "EXTERNAL":
         svc.save(rec)
     else:
         material = await svc.in_thread(new_material, spec) if spec in RSA_BITS else new_material(spec)
         svc.add_backing_key(rec, material, None)
     if tags:
         _store_tags(svc, rec, tags)
-    return {"KeyMetadata": rec.metadata()}
+    return {"KeyMetadata": svc.key_metadata(rec)}
+
+
+def _create_in_token(svc: "KeyService", rec: KeyRecord, store_id: str) -> None:
+    """A key of a custom key store: its one backing key generated in the token, only the record stored."""
+    rec.current_backing = new_backing_id()
+    svc.custom_key_stores.generate_key(store_id, rec, rec.current_backing)
+    try:
+        svc.save(rec)
+    except BaseException:
+        svc.custom_key_stores.forget_key(rec)  # no record names it: do not leave it in the token
+        raise
 
 
 def _check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], ctx: "CallContext") -> None:
@@ -68,7 +84,7 @@ def _check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], 
 def describe_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=True)
     svc.authorize(rec, "DescribeKey", ctx, grant_tokens=params.get("GrantTokens"))
-    return {"KeyMetadata": rec.metadata()}
+    return {"KeyMetadata": svc.key_metadata(rec)}
 
 
 def list_keys(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
@@ -96,6 +112,8 @@ def disable_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -
 
 
 def _set_enabled(svc: "KeyService", rec: KeyRecord, state: str) -> dict[str, Any]:
+    if svc.custom_key_stores.unavailable(rec):
+        svc.require_usable(rec)  # KMSInvalidStateException: its custom key store is not connected
     if rec.state not in ("Enabled", "Disabled"):
         svc.raise_invalid_state(rec)
     rec.state = state
@@ -229,8 +247,8 @@ def _alias_entry(svc: "KeyService", name: str) -> dict[str, Any]:
 def _rotatable(svc: "KeyService", params: dict[str, Any], ctx: "CallContext", operation: str) -> KeyRecord:
     rec = _managed_key(svc, params, ctx, operation)
     if not rec.symmetric or rec.origin != "AWS_KMS":
-        raise KMSError("UnsupportedOperationException",
-                       f"{rec.arn} key rotation is not supported for asymmetric, HMAC or imported keys.")
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} key rotation is not supported for asymmetric, "
+                                                        "HMAC or imported keys, or keys in custom key stores.")
     return rec
 
 

@@ -16,7 +16,7 @@ import collections
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from common.aead import Aead
 
-from . import blob, crypto_ops, grant_ops, grants, imports, management
+from . import blob, crypto_ops, customkeystores, grant_ops, grants, imports, management
 from .clock import Clock, SystemClock
 from .errors import KMSError, validation
 from .keys import DAY, KeyRecord, new_backing_id, new_material, quota_class_for
+from .pkcs11backend import TokenConfig
 from .policy import CompiledPolicy, Request, compile_policy
 from .store import BackingKeyRow, KeyStore, StoreCorruption
 
@@ -51,7 +52,7 @@ class CallContext:
 
 Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] | Awaitable[dict[str, Any]]]
 _HANDLERS: dict[str, Handler] = {**management.HANDLERS, **crypto_ops.HANDLERS, **grant_ops.HANDLERS,
-                                 **imports.HANDLERS}
+                                 **imports.HANDLERS, **customkeystores.HANDLERS}
 
 # The actions AWS lets a principal of another account perform on a key: exactly the operations whose
 # AWS KMS API Reference page says "Cross-account use: Yes" (checked operation by operation against the
@@ -77,7 +78,8 @@ class KeyService:
     # Operations that hand out or use key material; the API layer answers them only once audited.
     CRYPTOGRAPHIC_OPERATIONS: frozenset[str] = frozenset(crypto_ops.HANDLERS)
 
-    def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock) -> None:
+    def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock,
+                 tokens: Mapping[str, TokenConfig] | None = None) -> None:
         self.store = store
         self.account_id = account_id
         self.region = region
@@ -93,14 +95,19 @@ class KeyService:
         # they happen on the service's thread, in purges and lazily in any call; a deque, as the API
         # layer drains it from the caller's loop.
         self.maintenance_events: collections.deque[tuple[str, str]] = collections.deque()
+        # PKCS#11 tokens as custom key stores; those that were connected are connected again.
+        self.custom_key_stores = customkeystores.CustomKeyStores(store, tokens or {})
+        self.custom_key_stores.reconnect()
 
     @classmethod
     def open(cls, data_dir: Path, root_key: bytes, *, account_id: str = "111122223333",
-             region: str = "us-east-1", clock: Clock | None = None) -> "KeyService":
-        """Open (creating if needed) the key store in data_dir."""
-        return cls(KeyStore(Path(data_dir), root_key), account_id, region, clock or SystemClock())
+             region: str = "us-east-1", clock: Clock | None = None,
+             tokens: Mapping[str, TokenConfig] | None = None) -> "KeyService":
+        """Open (creating if needed) the key store in data_dir; ``tokens``: the configured PKCS#11 tokens."""
+        return cls(KeyStore(Path(data_dir), root_key), account_id, region, clock or SystemClock(), tokens)
 
     async def close(self) -> None:
+        self.custom_key_stores.close()
         self.store.close()
 
     # --- dispatch --------------------------------------------------------------------------
@@ -246,8 +253,15 @@ class KeyService:
             policy = self._policies[rec.key_id] = compile_policy(rec.policy)
         return policy
 
+    def key_metadata(self, rec: KeyRecord) -> dict[str, Any]:
+        """DescribeKey's KeyMetadata, with the custom key store's fields and state for a key in one."""
+        return self.custom_key_stores.key_metadata(rec, rec.metadata())
+
     def require_usable(self, rec: KeyRecord) -> None:
-        """Cryptographic operations need an Enabled key."""
+        """Cryptographic operations need an Enabled key (and a connected custom key store, if in one)."""
+        if self.custom_key_stores.unavailable(rec):
+            raise KMSError("KMSInvalidStateException", f"{rec.arn} is unavailable: its custom key store "
+                                                       f"{rec.custom_key_store_id} is not connected.")
         if rec.state == "Enabled":
             return
         if rec.state == "Disabled":
@@ -291,7 +305,10 @@ class KeyService:
         self._material.pop(rec.key_id, None)
 
     def material(self, rec: KeyRecord, backing_id: str | None = None) -> Any:
-        """The unwrapped key object for a version (Aead, private key or HMAC bytes), cached."""
+        """The unwrapped key object for a version (Aead, private key or HMAC bytes), cached; for a key in a
+        custom key store, the token key with Aead's seal/open (its material never leaves the token)."""
+        if rec.custom_key_store_id is not None:
+            return self.custom_key_stores.key_for(rec, backing_id or rec.current_backing)
         versions = self._material.get(rec.key_id)
         if versions is None:
             versions = self._material[rec.key_id] = {
@@ -328,6 +345,7 @@ class KeyService:
     def _destroy(self, rec: KeyRecord) -> None:
         """The waiting period is over: delete the key's material and everything attached, for good."""
         self.store.destroy_key(rec.key_id)
+        self.custom_key_stores.forget_key(rec)
         for cache in (self.keys, self.tags, self._policies, self._material):
             cache.pop(rec.key_id, None)
         self.aliases = {n: a for n, a in self.aliases.items() if a["key_id"] != rec.key_id}

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS tags (
     key_id TEXT NOT NULL, tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, PRIMARY KEY (key_id, tag_key));
 CREATE TABLE IF NOT EXISTS import_params (
     key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS custom_key_stores (
+    store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
 """
 
 
@@ -163,6 +165,27 @@ class KeyStore:
         if row is None:
             return None
         return json.loads(row[0]), self._unwrap("import_params", key_id, row[1])
+
+    # --- custom key stores (keyservice/customkeystores.py): the wrapped secret is the token's user PIN,
+    # wrapped as every other secret (AAD "custom_key_stores|<store id>")
+    def load_custom_key_stores(self) -> dict[str, dict[str, Any]]:
+        return {s: json.loads(m) for s, m in self._db.execute("SELECT store_id, meta FROM custom_key_stores")}
+
+    def put_custom_key_store(self, store_id: str, meta: dict[str, Any], password: str | None = None) -> None:
+        """Save a store's metadata, and its password when given (else the one saved is kept)."""
+        if password is None:
+            self._db.execute("UPDATE custom_key_stores SET meta = ? WHERE store_id = ?", (json.dumps(meta), store_id))
+            return
+        wrapped = self._wrap("custom_key_stores", store_id, password.encode())
+        self._db.execute("INSERT OR REPLACE INTO custom_key_stores VALUES (?, ?, ?)",
+                         (store_id, json.dumps(meta), wrapped))
+
+    def custom_key_store_password(self, store_id: str) -> str:
+        row = self._db.execute("SELECT wrapped FROM custom_key_stores WHERE store_id = ?", (store_id,)).fetchone()
+        return self._unwrap("custom_key_stores", store_id, row[0]).decode()
+
+    def delete_custom_key_store(self, store_id: str) -> None:
+        self._db.execute("DELETE FROM custom_key_stores WHERE store_id = ?", (store_id,))
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)

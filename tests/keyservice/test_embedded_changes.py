@@ -76,7 +76,10 @@ def test_every_operation_but_the_reads_and_the_cryptographic_ones_is_announced()
         "CancelKeyDeletion", "CreateAlias", "CreateGrant", "CreateKey", "DeleteAlias", "DeleteImportedKeyMaterial",
         "DisableKey", "DisableKeyRotation", "EnableKey", "EnableKeyRotation", "ImportKeyMaterial", "PutKeyPolicy",
         "RetireGrant", "RevokeGrant", "RotateKeyOnDemand", "ScheduleKeyDeletion", "TagResource", "UntagResource",
-        "UpdateAlias", "UpdateKeyDescription"}
+        "UpdateAlias", "UpdateKeyDescription",
+        # custom key stores: connecting or disconnecting one changes whether its keys can be used
+        "ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DisconnectCustomKeyStore",
+        "UpdateCustomKeyStore"}
     assert READ_ONLY_OPERATIONS < KeyService.OPERATIONS
 
 

@@ -27,7 +27,8 @@ async def test_create_key_returns_full_symmetric_metadata(svc):
     ({"KeySpec": "AES_999"}, "ValidationException"),
     ({"KeySpec": "ECC_NIST_P256"}, "ValidationException"),            # default usage ENCRYPT_DECRYPT
     ({"KeySpec": "HMAC_256", "KeyUsage": "SIGN_VERIFY"}, "ValidationException"),
-    ({"Origin": "AWS_CLOUDHSM"}, "UnsupportedOperationException"),
+    ({"Origin": "AWS_CLOUDHSM"}, "ValidationException"),               # needs a CustomKeyStoreId
+    ({"Origin": "EXTERNAL_KEY_STORE"}, "UnsupportedOperationException"),
     ({"Policy": "{not json"}, "MalformedPolicyDocumentException"),
     ({"Tags": [{"TagKey": "aws:x", "TagValue": "v"}]}, "TagException"),
     ({"Description": 5}, "ValidationException"),
