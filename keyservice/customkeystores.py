@@ -111,6 +111,18 @@ class CustomKeyStores:
                 continue
             self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec, password))
 
+    def reload(self, store_id: str, meta: dict[str, Any] | None) -> None:
+        """Another node of a shared key store changed this store's row (None: deleted it): take the record
+        as stored. Sessions are each node's own (every node logs in to its token): one to a deleted store
+        is closed."""
+        if meta is not None:
+            self.records[store_id] = StoreRecord(**meta)
+            return
+        self.records.pop(store_id, None)
+        connection = self._connections.pop(store_id, None)
+        if connection is not None:
+            connection.close()
+
     def close(self) -> None:
         for connection in self._connections.values():
             connection.close()

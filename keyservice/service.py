@@ -31,7 +31,8 @@ from .errors import KMSError, validation
 from .keys import DAY, KeyRecord, new_backing_id, new_material, quota_class_for
 from .pkcs11backend import TokenConfig
 from .policy import CompiledPolicy, Request, compile_policy
-from .store import BackingKeyRow, KeyStore, StoreCorruption
+from .store import BackingKeyRow, StoreCorruption
+from .storeapi import KeyStoreBackend, StoreChange, open_store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class KeyService:
     # Operations that hand out or use key material; the API layer answers them only once audited.
     CRYPTOGRAPHIC_OPERATIONS: frozenset[str] = frozenset(crypto_ops.HANDLERS)
 
-    def __init__(self, store: KeyStore, account_id: str, region: str, clock: Clock,
+    def __init__(self, store: KeyStoreBackend, account_id: str, region: str, clock: Clock,
                  tokens: Mapping[str, TokenConfig] | None = None) -> None:
         self.store = store
         self.account_id = account_id
@@ -102,9 +103,11 @@ class KeyService:
     @classmethod
     def open(cls, data_dir: Path, root_key: bytes, *, account_id: str = "111122223333",
              region: str = "us-east-1", clock: Clock | None = None,
-             tokens: Mapping[str, TokenConfig] | None = None) -> "KeyService":
-        """Open (creating if needed) the key store in data_dir; ``tokens``: the configured PKCS#11 tokens."""
-        return cls(KeyStore(Path(data_dir), root_key), account_id, region, clock or SystemClock(), tokens)
+             tokens: Mapping[str, TokenConfig] | None = None, store_url: str | None = None) -> "KeyService":
+        """Open (creating if needed) the key store in data_dir, or the PostgreSQL one ``store_url`` names;
+        ``tokens``: the configured PKCS#11 tokens."""
+        return cls(open_store(Path(data_dir), root_key, store_url), account_id, region, clock or SystemClock(),
+                   tokens)
 
     async def close(self) -> None:
         self.custom_key_stores.close()
@@ -209,7 +212,10 @@ class KeyService:
                              "failed to satisfy constraint: Member must have length between 1 and 2048")
         if self.is_foreign(ctx) and not value.startswith("arn:"):
             raise KMSError("NotFoundException", f"Key '{value}' does not exist")
-        rec = self.keys.get(self._key_id_of(value, alias_ok=alias_ok))
+        key_id = self._key_id_of(value, alias_ok=alias_ok)
+        rec = self.keys.get(key_id)
+        if rec is None and ("keys", key_id) in self.store.refused:
+            raise StoreCorruption(f"key {key_id}: its row fails its integrity check (MAC); refused")
         if rec is None or not self._maintain(rec):
             raise self.not_found(value)
         ctx.key_arn = rec.arn
@@ -321,7 +327,22 @@ class KeyService:
         return sum(not self._maintain(rec) for rec in list(self.keys.values()))
 
     def _maintain(self, rec: KeyRecord) -> bool:
-        """Apply due time-driven changes to one key; False if it has been destroyed."""
+        """Apply due time-driven changes to one key; False if it has been destroyed.
+
+        A due change is made holding the key exclusively across every node of a shared store
+        (``exclusive_key``), judged on the row as stored then: a node that finds another one already
+        rotated or destroyed the key adopts that instead of doing it again, so each runs once."""
+        if not _change_due(rec, self.clock.now()):
+            return True
+        with self.store.exclusive_key(rec.key_id) as stored:
+            if stored is None:  # destroyed by another node meanwhile
+                self._forget_key(rec.key_id)
+                return False
+            if stored != rec.to_meta():
+                self._adopt(rec, stored)
+            return self._apply_due_changes(rec)
+
+    def _apply_due_changes(self, rec: KeyRecord) -> bool:
         now = self.clock.now()
         if _deletion_due(rec, now):
             self._destroy(rec)
@@ -345,12 +366,94 @@ class KeyService:
     def _destroy(self, rec: KeyRecord) -> None:
         """The waiting period is over: delete the key's material and everything attached, for good."""
         self.store.destroy_key(rec.key_id)
-        self.custom_key_stores.forget_key(rec)
-        for cache in (self.keys, self.tags, self._policies, self._material):
-            cache.pop(rec.key_id, None)
-        self.aliases = {n: a for n, a in self.aliases.items() if a["key_id"] != rec.key_id}
-        self.grants = {g: v for g, v in self.grants.items() if v["KeyId"] != rec.key_id}
+        self._forget_key(rec.key_id)
         log.info("key %s destroyed after its deletion waiting period", rec.arn)
+
+    def _forget_key(self, key_id: str) -> None:
+        """Drop a destroyed key and everything attached to it from memory."""
+        rec = self.keys.get(key_id)
+        if rec is not None:
+            self.custom_key_stores.forget_key(rec)
+        for cache in (self.keys, self.tags, self._policies, self._material):
+            cache.pop(key_id, None)
+        self.aliases = {n: a for n, a in self.aliases.items() if a["key_id"] != key_id}
+        self.grants = {g: v for g, v in self.grants.items() if v["KeyId"] != key_id}
+
+    def _adopt(self, rec: KeyRecord, meta: dict[str, Any]) -> None:
+        """Make ``rec`` (the object callers hold) what the store holds, dropping what was derived from it."""
+        stored = KeyRecord.from_meta(meta)
+        for name in vars(stored):
+            setattr(rec, name, getattr(stored, name))
+        self.keys[rec.key_id] = rec
+        self._policies.pop(rec.key_id, None)
+        self._material.pop(rec.key_id, None)
+
+    # --- changes made by other nodes of a shared store (keyservice/pgstore.py) ---------------
+    def apply_store_changes(self, changes: list[StoreChange]) -> list[tuple[str, str | None]]:
+        """Reload the rows other nodes changed (None: everything) into memory; returns what to tell the
+        change listeners: ("KeyStoreChange", key ARN or None) per key concerned."""
+        if None in changes:
+            return self._reload_everything()
+        touched: set[str | None] = set()
+        for table, identity in {c for c in changes if c is not None}:
+            try:
+                touched.add(self._reload_row(table, identity))
+            except StoreCorruption as exc:  # refused and logged by the store; the key stops being usable
+                log.error("key store change refused: %s", exc)
+                if table == "keys":
+                    self._forget_key(identity)
+                touched.add(identity if table in ("keys", "tags", "backing_keys") else None)
+        return [("KeyStoreChange", self.key_arn(k) if k else None) for k in touched]
+
+    def _reload_row(self, table: str, identity: str) -> str | None:
+        """Reload one row; returns the id of the key it concerns (None if unknown)."""
+        if table == "keys":
+            meta = self.store.get_key(identity)
+            if meta is None:
+                self._forget_key(identity)
+            elif identity in self.keys:
+                self._adopt(self.keys[identity], meta)
+            else:
+                self.keys[identity] = KeyRecord.from_meta(meta)
+            return identity
+        if table == "backing_keys":
+            self._material.pop(identity, None)
+            return identity
+        if table == "tags":
+            self.tags[identity] = self.store.tags_of(identity)
+            return identity
+        if table in ("aliases", "grants"):
+            cache, key_field = (self.aliases, "key_id") if table == "aliases" else (self.grants, "KeyId")
+            before = cache.pop(identity, None)
+            meta = self.store.get_alias(identity) if table == "aliases" else self.store.get_grant(identity)
+            if meta is not None:
+                cache[identity] = meta
+            return (meta or before or {}).get(key_field)
+        if table == "custom_key_stores":
+            self.custom_key_stores.reload(identity, self.store.get_custom_key_store(identity))
+        return None  # import_params: read from the store when used
+
+    def _reload_everything(self) -> list[tuple[str, str | None]]:
+        """The safety net for lost notifications: reload every table, announce the keys that differ."""
+        stored = self.store.load_keys()
+        changed = {k for k in set(stored) | set(self.keys)
+                   if k not in self.keys or k not in stored or stored[k] != self.keys[k].to_meta()}
+        for key_id in changed:
+            if key_id in stored:
+                self._reload_row("keys", key_id)
+            else:
+                self._forget_key(key_id)
+        aliases, grants, tags = self.store.load_aliases(), self.store.load_grants(), self.store.load_tags()
+        changed |= {m["key_id"] for n, m in list(aliases.items()) + list(self.aliases.items())
+                    if aliases.get(n) != self.aliases.get(n)}
+        changed |= {m["KeyId"] for g, m in list(grants.items()) + list(self.grants.items())
+                    if grants.get(g) != self.grants.get(g)}
+        changed |= {k for k in set(tags) | set(self.tags) if tags.get(k, {}) != self.tags.get(k, {})}
+        self.aliases, self.grants, self.tags = aliases, grants, tags
+        stores = self.store.load_custom_key_stores()
+        for store_id in set(stores) | set(self.custom_key_stores.records):
+            self.custom_key_stores.reload(store_id, stores.get(store_id))
+        return [("KeyStoreChange", self.key_arn(k)) for k in changed]
 
     # --- helpers for blocking work ---------------------------------------------------------
     @staticmethod

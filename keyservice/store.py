@@ -6,15 +6,18 @@ Non-secret metadata is stored as JSON; the service keeps it all in memory and wr
 """
 
 import fcntl
-import json
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ContextManager
 
-from common.aead import Aead, AuthenticationFailed, derive
 from common.files import private_dir, touch_private
 
+from .metamac import StoreCorruption  # noqa: F401  (re-exported: where callers have always found it)
+from .rowstore import UNMACED_ROWS, RowStore, Statement
+from .storeapi import SCHEMA_VERSION, TABLES, BackingKeyRow, Meta, StoreSchemaTooNew, no_lock  # noqa: F401
+
+# Schema 1, the tables as the first stores had them; ``_upgrade`` takes them to SCHEMA_VERSION.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS backing_keys (
@@ -28,167 +31,95 @@ CREATE TABLE IF NOT EXISTS import_params (
     key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS custom_key_stores (
     store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
-
-
-class StoreCorruption(Exception):
-    """A wrapped secret failed to unwrap: wrong root key or a tampered row."""
-
-
-@dataclass
-class BackingKeyRow:
-    """One version of a key's material (a rotation adds one)."""
-
-    key_id: str
-    backing_id: str
-    created: float
-    rotation_type: str | None
-    material: bytes
 
 
 class StoreInUse(OSError):
     """Another process has the key store open."""
 
 
-class KeyStore:
+class KeyStore(RowStore):
     """The SQLite database at data_dir/keys.db; each write is committed before it returns.
 
     One process at a time: the service keeps every key's state in memory, loaded once, so a second
     process on the same store would never see the first one's changes (a key disabled there would still
-    encrypt here). An exclusive lock on data_dir/keys.lock, held while the store is open, refuses it."""
+    encrypt here). An exclusive lock on data_dir/keys.lock, held while the store is open, refuses it.
+    Several processes share keys through PostgreSQL instead (keyservice/pgstore.py).
+
+    The schema is versioned (table schema_version): a store from before it (version 1, no MACs) is
+    upgraded at open, in one transaction, by computing every row's MAC under the root key."""
 
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
+        super().__init__(root_key)
         private_dir(data_dir)
         self._lock = _exclusive(data_dir / "keys.lock")
         touch_private(data_dir / "keys.db")  # SQLite makes it 0644; its -wal and -shm copy its mode
-        self._aead = Aead(root_key)
-        # Keys fingerprints of imported material (to recognise a re-import) without storing it.
-        self.fingerprint_key = derive(root_key, salt=None, info=b"imported-material-fingerprint")
         self._db = sqlite3.connect(data_dir / "keys.db", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._upgrade()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
         self._lock.close()  # releases the lock
 
-    # --- secret wrapping -------------------------------------------------------------------
-    # Stored as nonce || AES-256-GCM(root key) with AAD "table|identity": a row copied onto another fails.
+    def _upgrade(self) -> None:
+        """Create the tables, or bring an older store to SCHEMA_VERSION; refuse a newer one."""
+        with self._transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            found = self._db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 1
+            if found > SCHEMA_VERSION:
+                raise StoreSchemaTooNew(found)
+            if found < 2:
+                self._root_key_opens_a_secret()  # MACs made under a wrong key would refuse every row after
+                for table in TABLES:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN mac BLOB")
+                rows = {t: self._db.execute(sql).fetchall() for t, sql in UNMACED_ROWS.items()}
+                for sql, args in self.mac_statements(rows):
+                    self._db.execute(_sqlite(sql), args)
+            if found < SCHEMA_VERSION:
+                self._db.execute("DELETE FROM schema_version")
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+    def _root_key_opens_a_secret(self) -> None:
+        """StoreCorruption unless the root key unwraps one of the store's secrets (if it has any)."""
+        row = self._db.execute("SELECT key_id, backing_id, wrapped FROM backing_keys LIMIT 1").fetchone()
+        if row is not None:
+            self._sealer.unwrap("backing_keys", f"{row[0]}|{row[1]}", row[2])
+
+    # --- the primitives of RowStore ---------------------------------------------------------
+    def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return self._db.execute(_sqlite(sql), args).fetchall()
+
+    def _write(self, statements: list[Statement], changed: Iterable[tuple[str, str]]) -> None:
+        with self._transaction():
+            for sql, args in statements:
+                self._db.execute(_sqlite(sql), args)
+
+    def exclusive_key(self, key_id: str) -> ContextManager[Meta | None]:
+        """Only this process writes the store: the key's row as stored, nothing to lock."""
+        return no_lock(self.get_key(key_id))
+
+    # --- secret wrapping (the layout of keyservice/metamac.py) -------------------------------
     def _wrap(self, table: str, identity: str, secret: bytes) -> bytes:
-        return self._aead.seal(secret, f"{table}|{identity}".encode())
+        return self._sealer.wrap(table, identity, secret)
 
     def _unwrap(self, table: str, identity: str, wrapped: bytes) -> bytes:
-        try:
-            return self._aead.open(wrapped, f"{table}|{identity}".encode())
-        except AuthenticationFailed as exc:
-            raise StoreCorruption(f"cannot unwrap {table} row {identity}") from exc
-
-    # --- keys ------------------------------------------------------------------------------
-    def load_keys(self) -> dict[str, dict[str, Any]]:
-        return {k: json.loads(m) for k, m in self._db.execute("SELECT key_id, meta FROM keys")}
-
-    def put_key(self, key_id: str, meta: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (key_id, json.dumps(meta)))
-
-    def destroy_key(self, key_id: str) -> None:
-        """Delete a key and everything hanging off it, secrets first, in one transaction."""
-        with self._transaction():
-            for table in ("backing_keys", "import_params", "tags", "grants", "aliases", "keys"):
-                self._db.execute(f"DELETE FROM {table} WHERE key_id = ?", (key_id,))
-
-    # --- backing keys ----------------------------------------------------------------------
-    def add_backing_key(self, row: BackingKeyRow, meta: dict[str, Any] | None = None) -> None:
-        """Store a backing key, and optionally the key's updated metadata, atomically."""
-        wrapped = self._wrap("backing_keys", f"{row.key_id}|{row.backing_id}", row.material)
-        with self._transaction():
-            self._db.execute("INSERT INTO backing_keys VALUES (?, ?, ?, ?, ?)",
-                             (row.key_id, row.backing_id, row.created, row.rotation_type, wrapped))
-            if meta is not None:
-                self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (row.key_id, json.dumps(meta)))
-
-    def backing_keys(self, key_id: str) -> list[BackingKeyRow]:
-        rows = self._db.execute("SELECT backing_id, created, rotation_type, wrapped FROM backing_keys "
-                                "WHERE key_id = ? ORDER BY created, rowid", (key_id,))
-        return [BackingKeyRow(key_id, b, c, r, self._unwrap("backing_keys", f"{key_id}|{b}", w))
-                for b, c, r, w in rows]
-
-    def delete_backing_keys(self, key_id: str, meta: dict[str, Any]) -> None:
-        """Destroy a key's material (imported material expiring or deleted) and save its new state."""
-        with self._transaction():
-            self._db.execute("DELETE FROM backing_keys WHERE key_id = ?", (key_id,))
-            self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (key_id, json.dumps(meta)))
-
-    # --- aliases ---------------------------------------------------------------------------
-    def load_aliases(self) -> dict[str, dict[str, Any]]:
-        return {n: json.loads(m) for n, m in self._db.execute("SELECT name, meta FROM aliases")}
-
-    def put_alias(self, name: str, meta: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, meta["key_id"], json.dumps(meta)))
-
-    def delete_alias(self, name: str) -> None:
-        self._db.execute("DELETE FROM aliases WHERE name = ?", (name,))
-
-    # --- grants ----------------------------------------------------------------------------
-    def load_grants(self) -> dict[str, dict[str, Any]]:
-        return {g: json.loads(m) for g, m in self._db.execute("SELECT grant_id, meta FROM grants")}
-
-    def put_grant(self, grant_id: str, meta: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO grants VALUES (?, ?, ?)", (grant_id, meta["KeyId"], json.dumps(meta)))
-
-    def delete_grant(self, grant_id: str) -> None:
-        self._db.execute("DELETE FROM grants WHERE grant_id = ?", (grant_id,))
-
-    # --- tags ------------------------------------------------------------------------------
-    def load_tags(self) -> dict[str, dict[str, str]]:
-        tags: dict[str, dict[str, str]] = {}
-        for key_id, k, v in self._db.execute("SELECT key_id, tag_key, tag_value FROM tags"):
-            tags.setdefault(key_id, {})[k] = v
-        return tags
-
-    def set_tags(self, key_id: str, tags: dict[str, str]) -> None:
-        with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)",
-                                 [(key_id, k, v) for k, v in tags.items()])
-
-    def delete_tags(self, key_id: str, tag_keys: list[str]) -> None:
-        with self._transaction():
-            self._db.executemany("DELETE FROM tags WHERE key_id = ? AND tag_key = ?", [(key_id, k) for k in tag_keys])
-
-    # --- import parameters -----------------------------------------------------------------
-    def put_import_params(self, key_id: str, meta: dict[str, Any], private_key_der: bytes) -> None:
-        wrapped = self._wrap("import_params", key_id, private_key_der)
-        self._db.execute("INSERT OR REPLACE INTO import_params VALUES (?, ?, ?)", (key_id, json.dumps(meta), wrapped))
-
-    def import_params(self, key_id: str) -> tuple[dict[str, Any], bytes] | None:
-        row = self._db.execute("SELECT meta, wrapped FROM import_params WHERE key_id = ?", (key_id,)).fetchone()
-        if row is None:
-            return None
-        return json.loads(row[0]), self._unwrap("import_params", key_id, row[1])
-
-    # --- custom key stores (keyservice/customkeystores.py): the wrapped secret is the token's user PIN,
-    # wrapped as every other secret (AAD "custom_key_stores|<store id>")
-    def load_custom_key_stores(self) -> dict[str, dict[str, Any]]:
-        return {s: json.loads(m) for s, m in self._db.execute("SELECT store_id, meta FROM custom_key_stores")}
-
-    def put_custom_key_store(self, store_id: str, meta: dict[str, Any], password: str | None = None) -> None:
-        """Save a store's metadata, and its password when given (else the one saved is kept)."""
-        if password is None:
-            self._db.execute("UPDATE custom_key_stores SET meta = ? WHERE store_id = ?", (json.dumps(meta), store_id))
-            return
-        wrapped = self._wrap("custom_key_stores", store_id, password.encode())
-        self._db.execute("INSERT OR REPLACE INTO custom_key_stores VALUES (?, ?, ?)",
-                         (store_id, json.dumps(meta), wrapped))
-
-    def custom_key_store_password(self, store_id: str) -> str:
-        row = self._db.execute("SELECT wrapped FROM custom_key_stores WHERE store_id = ?", (store_id,)).fetchone()
-        return self._unwrap("custom_key_stores", store_id, row[0]).decode()
-
-    def delete_custom_key_store(self, store_id: str) -> None:
-        self._db.execute("DELETE FROM custom_key_stores WHERE store_id = ?", (store_id,))
+        return self._sealer.unwrap(table, identity, wrapped)
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)
+
+
+def _sqlite(sql: str) -> str:
+    """RowStore's ``$1`` placeholders as SQLite's numbered ``?1``."""
+    return sql.replace("$", "?")
 
 
 class _Transaction:

@@ -94,7 +94,8 @@ async def test_the_password_is_stored_wrapped_and_bound_to_its_row(hsm: Harness)
     assert USER_PIN.encode() not in wrapped and USER_PIN.encode() not in (hsm.data_dir / "keys.db").read_bytes()
     assert hsm.svc.store.custom_key_store_password(store_id) == USER_PIN
     other = "cks-" + "0" * 17
-    hsm.svc.store._db.execute("INSERT INTO custom_key_stores VALUES (?, '{}', ?)", (other, wrapped))
+    hsm.svc.store._db.execute("INSERT INTO custom_key_stores (store_id, meta, wrapped) VALUES (?, '{}', ?)",
+                              (other, wrapped))
     with pytest.raises(Exception, match="cannot unwrap custom_key_stores row"):
         hsm.svc.store.custom_key_store_password(other)
 
