@@ -18,6 +18,7 @@ throttled call is refused at once, never queued behind the service's work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from keyservice.audit import AuditLog, AuditUnavailable
 from keyservice.errors import KMSError
 from keyservice.quota import QuotaLimiter
 from keyservice.service import CallContext, KeyService
+from keyservice.storeapi import StoreChange
 from keyservice.worker import ServiceWorker
 
 INTERNAL_ERROR = "KMSInternalException"
@@ -161,13 +163,61 @@ class KmsApi:
             await result
 
     async def maintain_forever(self, interval: float) -> None:
-        """Purge due keys every ``interval`` seconds until cancelled (run it as a task)."""
+        """Purge due keys every ``interval`` seconds until cancelled (run it as a task); on a store
+        shared with other nodes, follow their changes meanwhile (``follow_store``)."""
+        follower = asyncio.ensure_future(self.follow_store())
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.purge_due_keys()
+                except Exception:
+                    log.exception("periodic key maintenance failed")
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def follow_store(self) -> None:
+        """Apply the changes other nodes make to a shared store (keyservice/pgstore.py) until cancelled,
+        then tell the change listeners (``KeyStoreChange``, the key's ARN), so a host's caches follow.
+
+        The store reports changed rows from its own thread; they queue here and are reloaded on the
+        service's thread, in batches, between calls (``KeyService.apply_store_changes``). Every
+        ``resync_interval`` seconds everything is reloaded anyway: a notification lost is caught then."""
+        store = self.service.store
+        if not store.shared:
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StoreChange] = asyncio.Queue()
+
+        def heard(change: StoreChange) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(queue.put_nowait, change)
+        await asyncio.to_thread(store.watch, heard)
+        next_full = loop.time() + store.resync_interval
         while True:
-            await asyncio.sleep(interval)
             try:
-                await self.purge_due_keys()
+                changes = [await asyncio.wait_for(queue.get(), max(0.0, next_full - loop.time()))]
+            except asyncio.TimeoutError:
+                changes = [None]
+            while not queue.empty():
+                changes.append(queue.get_nowait())
+            if None in changes:
+                next_full = loop.time() + store.resync_interval
+            try:
+                events = await self._worker.run(self._apply(changes))
             except Exception:
-                log.exception("periodic key maintenance failed")
+                log.exception("applying other nodes' key store changes failed; everything is reloaded next")
+                queue.put_nowait(None)
+                await asyncio.sleep(1)
+                continue
+            self._announce_maintenance()
+            for event in events:
+                self._announce(*event)
+
+    async def _apply(self, changes: list[StoreChange]) -> list[tuple[str, str | None]]:
+        return self.service.apply_store_changes(changes)
 
     async def close(self) -> None:
         """Let the calls in flight finish, close the service and its thread, then the audit log (after

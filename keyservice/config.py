@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from common.connections import ServerLimits
 from common.digits import parse_decimal
@@ -82,6 +83,7 @@ class KeyServiceConfig:
     body_min_rate: float = ServerLimits.body_min_rate
     max_connections_per_ip: int = ServerLimits.max_connections_per_ip
     pkcs11: dict[str, TokenConfig] = field(default_factory=dict)  # [keyservice.pkcs11.NAME]: custom key stores
+    store_url: str | None = None         # postgresql://USER[:PASSWORD]@HOST:PORT/DB; None: SQLite in data_dir
 
     @property
     def limits(self) -> ServerLimits:
@@ -136,7 +138,7 @@ def _read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level", "store_url")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
@@ -224,7 +226,7 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
                        ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"), ("KEYSERVICE_LOG_LEVEL", "log_level"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
-                       ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
+                       ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase"), ("KEYSERVICE_STORE_URL", "store_url")):
         if env.get(name):
             changes[attr] = env[name]
     for name, attr in (("KEYSERVICE_DATA_DIR", "data_dir"), ("KEYSERVICE_ROOT_KEY_FILE", "root_key_file"),
@@ -263,6 +265,8 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
         parse_level(config.log_level)
     except ValueError as exc:
         raise ConfigError(f"log_level (KEYSERVICE_LOG_LEVEL): {exc}") from None
+    if config.store_url is not None and not config.store_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store_url (KEYSERVICE_STORE_URL) must be postgresql://USER[:PASSWORD]@HOST:PORT/DB")
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:
@@ -277,6 +281,8 @@ def log_secrets(config: KeyServiceConfig) -> list[str]:
     found = [c.secret_key for c in config.credentials]
     if config.root_passphrase:
         found.append(config.root_passphrase)
+    if config.store_url and (password := urlsplit(config.store_url).password):
+        found.append(password)
     texts: list[bytes] = []
     if config.root_key:
         texts.append(config.root_key.encode())
@@ -313,7 +319,8 @@ def build_api(config: KeyServiceConfig) -> KmsApi:
     root_key = load_root_key(key_file=config.root_key_file, env_value=config.root_key,
                              passphrase=config.root_passphrase, data_dir=config.data_dir)
     service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
-                              region=config.region, clock=_clock(config), tokens=config.pkcs11)
+                              region=config.region, clock=_clock(config), tokens=config.pkcs11,
+                              store_url=config.store_url)
     return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
                   audit_on_failure=config.audit_on_failure)
 

@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from keyservice.clock import FakeClock
 from keyservice.service import KeyService
 from tests.keyservice.inprocess import START
+from tests.support.postgres import MISSING, PostgresServer, server_bin, start_postgres
 from tests.support.process import Server, VENV_BIN, start_server
 from tests.support.secrets import (KEYSERVICE_ADMIN, KEYSERVICE_ALICE, KEYSERVICE_OTHER, KEYSERVICE_ROOT,
                                    KEYSERVICE_ROOT_KEY)
@@ -89,10 +90,29 @@ def launch(tmp_path: Path, quotas: dict[str, float] | None = None, data_dir: Pat
     return KeyServiceProcess(server, data_dir, data_dir / "audit.log", clock_file)
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster for the session (tests/support/postgres.py); skipped, saying why,
+    where the server binaries are missing."""
+    if server_bin() is None:
+        pytest.skip(MISSING)
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """Where a test's key store lives: None (SQLite in its data dir), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database()
+
+
 @pytest.fixture
-async def svc(tmp_path: Path):
-    """An in-process key service on a fake clock, with a fresh store and root key."""
-    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(START))
+async def svc(tmp_path: Path, store_url: str | None):
+    """An in-process key service on a fake clock, with a fresh store (on each backend) and root key."""
+    service = KeyService.open(tmp_path, os.urandom(32), clock=FakeClock(START), store_url=store_url)
     yield service
     await service.close()
 
