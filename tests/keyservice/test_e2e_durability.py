@@ -57,9 +57,11 @@ def work_until_killed(kms, acked: Acknowledged) -> None:
         return  # the connection died with the server
 
 
-def test_acknowledged_keys_survive_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_keys_survive_sigkill(tmp_path: Path, store_url: str | None) -> None:
+    """On either key store: SQLite in the data dir, or PostgreSQL (``store_url``)."""
     data_dir = tmp_path / "data"
-    ks = launch(tmp_path, quotas=HIGH_QUOTAS, data_dir=data_dir)
+    env = {"KEYSERVICE_STORE_URL": store_url} if store_url else None
+    ks = launch(tmp_path, quotas=HIGH_QUOTAS, data_dir=data_dir, env=env)
     acked = Acknowledged()
     kms = kms_client(ks.url)
     create_and_rotate(kms, acked)  # the clock starts once the server demonstrably works
@@ -70,7 +72,7 @@ def test_acknowledged_keys_survive_sigkill(tmp_path: Path) -> None:
     finally:
         killer.join()
 
-    restarted = launch(tmp_path, quotas=HIGH_QUOTAS, data_dir=data_dir)
+    restarted = launch(tmp_path, quotas=HIGH_QUOTAS, data_dir=data_dir, env=env)
     try:
         kms = kms_client(restarted.url)
         listed = {k["KeyId"] for k in kms.get_paginator("list_keys").paginate().build_full_result()["Keys"]}
