@@ -1,0 +1,59 @@
+"""Two ``keyservice serve`` processes on one PostgreSQL key store, driven by boto3: what one does, the
+other serves, within the bound the README states."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.keyservice.conftest import kms_client, launch
+from tests.support.postgres import PostgresServer
+
+BOUND = 2.0  # README: milliseconds while the nodes' listening connections are up; allowance for a loaded machine
+
+
+def eventually(check, what: str) -> float:
+    """Seconds until ``check()`` is true; fails after BOUND."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > BOUND:
+            pytest.fail(f"{what}: not seen on the other node within {BOUND} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def error_of(call) -> str | None:
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"]
+    return None
+
+
+def test_a_key_created_and_disabled_through_one_node_is_served_and_refused_by_the_other(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    env = {"KEYSERVICE_STORE_URL": postgres.create_database()}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, two = launch(tmp_path / "one", env=env), launch(tmp_path / "two", env=env)
+    try:
+        kms_one, kms_two = kms_client(one.url), kms_client(two.url)
+        key_id = kms_one.create_key(Description="on one")["KeyMetadata"]["KeyId"]
+        kms_one.create_alias(AliasName="alias/both", TargetKeyId=key_id)
+        eventually(lambda: error_of(lambda: kms_two.describe_key(KeyId="alias/both")) is None, "create")
+        blob = kms_two.encrypt(KeyId="alias/both", Plaintext=b"two")["CiphertextBlob"]
+        assert kms_one.decrypt(CiphertextBlob=blob)["Plaintext"] == b"two"
+
+        kms_one.disable_key(KeyId=key_id)
+        eventually(lambda: error_of(lambda: kms_two.encrypt(KeyId=key_id, Plaintext=b"x")) == "DisabledException",
+                   "disable")
+        assert kms_two.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+        assert error_of(lambda: kms_two.decrypt(CiphertextBlob=blob)) == "DisabledException"
+
+        kms_two.enable_key(KeyId=key_id)
+        eventually(lambda: error_of(lambda: kms_one.encrypt(KeyId=key_id, Plaintext=b"x")) is None, "enable")
+    finally:
+        assert one.server.stop() == 0, one.server.log()
+        assert two.server.stop() == 0, two.server.log()
