@@ -151,7 +151,8 @@ class EmbeddedKeyService:
         how a key may be used -- made by the host, by the KMS API on the host's listener or by the
         periodic maintenance -- so the host can drop what it cached about the key. The operations are
         ``KmsApi.change_operations`` (every one but the reads, listings and cryptographic ones), plus
-        ``DeleteKey``, ``RotateKey`` and ``DeleteExpiredKeyMaterial`` for the time-driven changes.
+        ``DeleteKey``, ``RotateKey`` and ``DeleteExpiredKeyMaterial`` for the time-driven changes, and
+        ``KeyStoreChange`` for a change another node of a shared (PostgreSQL) key store made.
         ``key_arn`` is None when the call names no single key; for an alias operation it is the key the
         alias names after it (before it, for DeleteAlias): the key an alias named before UpdateAlias is
         not given, so a cache keyed by alias name drops its alias entries on any alias operation.

@@ -1,7 +1,8 @@
 """KeyService: the in-process AWS-KMS-compatible key service.
 
 `handle(operation, params, ctx)` takes and returns the AWS KMS JSON shapes (binary fields as raw
-bytes). All state lives in memory and is written through to the SQLite `KeyStore` before a call
+bytes). All state lives in memory and is written through to the key store (``KeyStoreBackend``: SQLite,
+or PostgreSQL shared with other nodes, whose changes ``apply_store_changes`` reloads) before a call
 returns, so the hot path (GenerateDataKey, Encrypt, Decrypt) never reads the database. Time-driven
 changes (deletion after the waiting period, automatic rotation, imported material expiry) happen
 lazily when a key is touched and in `purge_due_keys()`, which a server calls periodically.

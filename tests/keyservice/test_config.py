@@ -180,3 +180,18 @@ def test_a_default_data_dir_applies_only_when_neither_file_nor_env_names_one(tmp
     config = KeyServiceConfig.load(write(tmp_path, "[keyservice]\n" + table), env,
                                    default_data_dir=Path("/gw/keyservice"))
     assert config.data_dir == Path(expected)
+
+
+def test_store_url_comes_from_the_file_or_the_environment_its_password_is_a_log_secret(tmp_path: Path) -> None:
+    path = tmp_path / "ks.toml"
+    path.write_text('[keyservice]\nstore_url = "postgresql://ks:filepw@db:5432/keys"\n')
+    assert KeyServiceConfig.load(path, {}).store_url == "postgresql://ks:filepw@db:5432/keys"
+    config = KeyServiceConfig.load(path, {"KEYSERVICE_STORE_URL": "postgres://ks:envpw@db2/keys"})
+    assert config.store_url == "postgres://ks:envpw@db2/keys"
+    assert "envpw" in log_secrets(config)
+    assert KeyServiceConfig.load(None, {}).store_url is None
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"store_url \(KEYSERVICE_STORE_URL\) must be postgresql://"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_STORE_URL": "mysql://db/keys"})
