@@ -33,6 +33,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -46,6 +47,7 @@ _SCHEMA_LOCK = 0x6B6D7331  # the advisory lock nodes take to create or upgrade t
 _TIMEOUT = 60.0  # a database that does not answer a statement in this long fails the call
 _RECONNECT_DELAY = 1.0
 _SETTINGS = {"synchronous_commit": "on", "application_name": "keyservice"}
+_LISTENER_SETTINGS = {**_SETTINGS, "application_name": "keyservice-listener"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, mac BYTEA);
 CREATE TABLE IF NOT EXISTS backing_keys (
@@ -59,6 +61,16 @@ CREATE TABLE IF NOT EXISTS import_params (key_id TEXT PRIMARY KEY, meta TEXT NOT
 CREATE TABLE IF NOT EXISTS custom_key_stores (
     store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BYTEA NOT NULL, mac BYTEA);
 """
+
+
+class StoreUnavailable(OSError):
+    """The database cannot be reached or refuses the connection (at start)."""
+
+
+def _where(url: str) -> str:
+    """HOST:PORT/DB of a URL, without its user and password (for messages)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
 
 
 class PgKeyStore(RowStore):
@@ -77,7 +89,10 @@ class PgKeyStore(RowStore):
         self._thread.start()
         self._listener: asyncio.Task[None] | None = None
         try:
-            self._pool: asyncpg.Pool = self._run(_open_pool(url))
+            try:
+                self._pool: asyncpg.Pool = self._run(_open_pool(url))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreUnavailable(f"cannot open the key store on PostgreSQL at {_where(url)}: {exc}") from None
             self._run(self._upgrade())
         except BaseException:
             self._stop_loop()
@@ -153,7 +168,7 @@ class PgKeyStore(RowStore):
         while True:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._url, server_settings=_SETTINGS)
+                conn = await asyncpg.connect(self._url, server_settings=_LISTENER_SETTINGS)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("key store change listener cannot connect (%s); retrying", exc)
                 await asyncio.sleep(_RECONNECT_DELAY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -157,3 +158,18 @@ def test_a_newer_schema_is_refused_at_start_with_a_one_line_error(tmp_path, stor
     assert result.stderr.splitlines()[-1] == (
         "keyservice: the key store's schema is version 99, newer than this key service knows (2): run the newer "
         "key service (or restore a backup from before it)")
+
+
+def test_an_unreachable_postgresql_is_a_one_line_start_up_error_without_the_password(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    env = {**os.environ, "KEYSERVICE_DATA_DIR": str(tmp_path), "KEYSERVICE_ROOT_KEY": ROOT_KEY_B64,
+           "KEYSERVICE_STORE_URL": f"postgresql://ks:hunter2pw@127.0.0.1:{port}/keys"}
+    config = write_config(tmp_path / "keyservice.toml")
+    result = subprocess.run([sys.executable, "-m", "keyservice", "serve", "--config", str(config), "--listen",
+                             "127.0.0.1:0"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        f"keyservice: cannot open the key store on PostgreSQL at 127.0.0.1:{port}/keys: ")
+    assert "hunter2pw" not in result.stderr + result.stdout

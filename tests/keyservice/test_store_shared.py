@@ -38,18 +38,23 @@ class Node:
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         return await self.keys._call(operation, params)
 
-    async def error(self, operation: str, **params: Any) -> str:
-        with pytest.raises(KeyServiceError) as info:
+    async def error(self, operation: str, **params: Any) -> str | None:
+        """The AWS error type the call fails with; None if it succeeds."""
+        try:
             await self.call(operation, **params)
-        return info.value.error_type
+        except KeyServiceError as exc:
+            return exc.error_type
+        return None
 
 
-async def open_node(tmp_path: Path, name: str, url: str) -> Node:
+async def open_node(tmp_path: Path, name: str, url: str, resync_interval: float | None = None) -> Node:
     config = tmp_path / f"{name}.toml"
     config.write_text("[keyservice]\npurge_interval = 0.2\n")
     env = {"KEYSERVICE_ROOT_KEY": ROOT_KEY, "KEYSERVICE_STORE_URL": url,
            "KEYSERVICE_CLOCK_FILE": str(tmp_path / "clock")}
     keys = await EmbeddedKeyService.open(config, env, tmp_path / name, source=name)
+    if resync_interval is not None:
+        keys._api.service.store.resync_interval = resync_interval
     keys.start_maintenance()
     return Node(keys)
 
@@ -159,11 +164,7 @@ async def test_a_deletion_due_is_made_once_by_the_nodes_and_the_key_is_gone_on_b
 
 
 async def _not_found(node: Node, key_id: str) -> bool:
-    try:
-        await node.call("DescribeKey", KeyId=key_id)
-    except KeyServiceError as exc:
-        return exc.error_type == "NotFoundException"
-    return False
+    return await node.error("DescribeKey", KeyId=key_id) == "NotFoundException"
 
 
 async def test_a_meta_row_changed_in_sql_is_refused_by_the_nodes(nodes, postgres: PostgresServer, caplog) -> None:
@@ -234,3 +235,38 @@ async def test_a_due_deletion_or_rotation_runs_once_with_two_nodes(postgres: Pos
     finally:
         await svc_a.close()
         await svc_b.close()
+
+
+async def test_a_change_made_while_a_node_was_not_listening_is_caught_when_it_listens_again(
+        nodes, postgres: PostgresServer, caplog) -> None:
+    a, b = nodes
+    arn = (await a.call("CreateKey"))["KeyMetadata"]["Arn"]
+    await within_bound(lambda: _described(b, arn, "Arn", arn))
+    database = a.keys._api.service.store._url.rsplit("/", 1)[1]
+    # Every node's listening connection is cut; a's change is made while b is not listening.
+    postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE application_name = 'keyservice-listener'", database)
+    await a.call("DisableKey", KeyId=arn)
+    # b reconnects (about a second), reloads everything, and so sees it.
+    started = time.monotonic()
+    while not await _described(b, arn, "KeyState", "Disabled"):
+        assert time.monotonic() - started < BOUND + 5, "not caught up after the listener reconnected"
+        await asyncio.sleep(0.05)
+    assert "key store change listener reconnected: reloading every key" in caplog.text
+
+
+async def test_a_row_forged_without_a_notification_is_refused_at_the_periodic_reload(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.create_database()
+    a = await open_node(tmp_path, "a", url, resync_interval=0.5)
+    try:
+        arn = (await a.call("CreateKey"))["KeyMetadata"]["Arn"]
+        await a.call("DisableKey", KeyId=arn)
+        postgres.psql(f"UPDATE keys SET meta = replace(meta, '\"Disabled\"', '\"Enabled\"')", url.rsplit("/", 1)[1])
+
+        async def refused() -> bool:
+            return await a.error("DescribeKey", KeyId=arn) == "KMSInternalException"
+        await within_bound(refused)
+        assert ("KeyStoreChange", arn) in a.announced
+    finally:
+        await a.keys.close()
