@@ -94,10 +94,16 @@ def start_postgres(workdir: Path) -> PostgresServer:
         shutil.chown(pwfile, run_as[2])
     _check(run_as + [str(bin_dir / "initdb"), "-D", str(datadir), "-U", USER, f"--pwfile={pwfile}",
                      "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"])
-    port = _free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on"
-    _check(run_as + [str(bin_dir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(workdir / "log"),
-                     "-w", "-t", "60", "start"], workdir / "log")
+    for attempt in range(3):  # a free port may be taken by another process before the server binds it
+        port = _free_port()
+        options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on"
+        try:
+            _check(run_as + [str(bin_dir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
+                             str(workdir / "log"), "-w", "-t", "60", "start"], workdir / "log")
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     # Stops the server once this process is gone, however it ended (a new session: not killed with us).
     watch = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
              f"{' '.join(run_as)} {bin_dir / 'pg_ctl'} -D {datadir} -m immediate stop")
