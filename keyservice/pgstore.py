@@ -22,7 +22,8 @@ The rows, their wrapped secrets and metadata MACs are keyservice/rowstore.py's, 
 - Maintenance runs once across nodes: ``exclusive_key`` holds a session advisory lock on the key while
   a due deletion or rotation is judged on the row as stored and made.
 - Schema: table schema_version; created, or upgraded, at start under an advisory lock (nodes starting
-  together); a newer version than this code knows is refused (``StoreSchemaTooNew``).
+  together); a newer version than this code knows is refused (``StoreSchemaTooNew``). The root key is
+  proved at start by the canary row, as in SQLite (``RootKeyMismatch``).
 """
 from __future__ import annotations
 
@@ -57,9 +58,11 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, key_id TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS grants (grant_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, meta TEXT NOT NULL, mac BYTEA);
 CREATE TABLE IF NOT EXISTS tags (
     key_id TEXT NOT NULL, tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, mac BYTEA, PRIMARY KEY (key_id, tag_key));
-CREATE TABLE IF NOT EXISTS import_params (key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BYTEA NOT NULL, mac BYTEA);
+CREATE TABLE IF NOT EXISTS import_params (
+    key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BYTEA NOT NULL, mac BYTEA);
 CREATE TABLE IF NOT EXISTS custom_key_stores (
     store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BYTEA NOT NULL, mac BYTEA);
+CREATE TABLE IF NOT EXISTS canary (name TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
 """
 
 
@@ -94,6 +97,7 @@ class PgKeyStore(RowStore):
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise StoreUnavailable(f"cannot open the key store on PostgreSQL at {_where(url)}: {exc}") from None
             self._run(self._upgrade())
+            self._write(self._root_key_check(f"PostgreSQL at {_where(url)}"), [])
         except BaseException:
             self._stop_loop()
             raise

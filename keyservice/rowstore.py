@@ -17,9 +17,13 @@ from typing import Any
 from common.aead import derive
 
 from .metamac import RowSealer, RowTampered
-from .storeapi import BackingKeyRow, Meta, StoreChange
+from .metamac import StoreCorruption
+from .storeapi import BackingKeyRow, Meta, RootKeyMismatch, StoreChange
 
 log = logging.getLogger("keyservice.store")
+CANARY = ("canary", "root-key")  # table and identity of the value that proves the root key at open
+# Where a store from before canaries has a secret to prove the root key with: table -> its identity in SQL.
+_SECRET_TABLES = {"backing_keys": "key_id || '|' || backing_id", "import_params": "key_id"}
 Statement = tuple[str, tuple[Any, ...]]
 # table -> (identity columns, other columns) of the upserted tables
 _COLUMNS = {
@@ -65,6 +69,28 @@ class RowStore:
 
     def watch(self, on_change: Callable[[StoreChange], None]) -> None:
         """Nobody else writes an unshared store: nothing to report."""
+
+    # --- the root key ------------------------------------------------------------------------
+    def _root_key_check(self, where: str) -> list[Statement]:
+        """RootKeyMismatch unless the root key opens the store's canary or -- a store from before canaries --
+        its first secret row (the wrong key would fail every call, and MAC no row); returns the statement
+        that writes the canary when there is none yet."""
+        rows = self._fetch("SELECT wrapped FROM canary WHERE name = $1", CANARY[1])
+        samples = [(*CANARY, rows[0][0])] if rows else [
+            (table, *found[0]) for table, identity in _SECRET_TABLES.items()
+            if (found := self._fetch(f"SELECT {identity}, wrapped FROM {table} LIMIT 1"))]
+        for table, identity, wrapped in samples:
+            try:
+                self._sealer.unwrap(table, identity, bytes(wrapped))
+            except StoreCorruption:
+                raise RootKeyMismatch(
+                    f"the root key does not open the key store in {where}: it is not the key the store was "
+                    "created with (check root_key_file / KEYSERVICE_ROOT_KEY_FILE, KEYSERVICE_ROOT_KEY or "
+                    "KEYSERVICE_ROOT_PASSPHRASE)") from None
+        if rows:
+            return []
+        return [("INSERT INTO canary (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                 (CANARY[1], self._sealer.wrap(*CANARY, b"root key canary")))]
 
     # --- rows and their MACs ------------------------------------------------------------------
     def _meta_row(self, table: str, identity: str, meta: Meta) -> tuple[str, bytes]:
@@ -252,7 +278,8 @@ class RowStore:
         once under the root key: ``rows`` maps each table to its rows' (identity columns..., MAC'd text)."""
         statements: list[Statement] = []
         for key_id, text in rows["keys"]:
-            statements.append(("UPDATE keys SET mac = $1 WHERE key_id = $2", (self._sealer.mac("keys", key_id, text), key_id)))
+            statements.append(("UPDATE keys SET mac = $1 WHERE key_id = $2",
+                               (self._sealer.mac("keys", key_id, text), key_id)))
         for key_id, backing_id, created, rotation_type in rows["backing_keys"]:
             mac = self._sealer.mac("backing_keys", f"{key_id}|{backing_id}", json.dumps([created, rotation_type]))
             statements.append(("UPDATE backing_keys SET mac = $1 WHERE key_id = $2 AND backing_id = $3",

@@ -15,7 +15,8 @@ from common.files import private_dir, touch_private
 
 from .metamac import StoreCorruption  # noqa: F401  (re-exported: where callers have always found it)
 from .rowstore import UNMACED_ROWS, RowStore, Statement
-from .storeapi import SCHEMA_VERSION, TABLES, BackingKeyRow, Meta, StoreSchemaTooNew, no_lock  # noqa: F401
+from .storeapi import (SCHEMA_VERSION, TABLES, BackingKeyRow, Meta, RootKeyMismatch,  # noqa: F401
+                       StoreSchemaTooNew, no_lock)
 
 # Schema 1, the tables as the first stores had them; ``_upgrade`` takes them to SCHEMA_VERSION.
 _SCHEMA = """
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS import_params (
 CREATE TABLE IF NOT EXISTS custom_key_stores (
     store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS canary (name TEXT PRIMARY KEY, wrapped BLOB NOT NULL);
 """
 
 
@@ -59,7 +61,7 @@ class KeyStore(RowStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         try:
-            self._upgrade()
+            self._upgrade(str(data_dir))
         except BaseException:
             self.close()
             raise
@@ -68,16 +70,18 @@ class KeyStore(RowStore):
         self._db.close()
         self._lock.close()  # releases the lock
 
-    def _upgrade(self) -> None:
-        """Create the tables, or bring an older store to SCHEMA_VERSION; refuse a newer one."""
+    def _upgrade(self, where: str) -> None:
+        """Create the tables, or bring an older store to SCHEMA_VERSION; refuse a newer one, and a root key
+        that does not open the store (before any MAC is computed under it)."""
         with self._transaction():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
             found = self._db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 1
             if found > SCHEMA_VERSION:
                 raise StoreSchemaTooNew(found)
+            for sql, args in self._root_key_check(where):
+                self._db.execute(_sqlite(sql), args)
             if found < 2:
-                self._root_key_opens_a_secret()  # MACs made under a wrong key would refuse every row after
                 for table in TABLES:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN mac BLOB")
                 rows = {t: self._db.execute(sql).fetchall() for t, sql in UNMACED_ROWS.items()}
@@ -86,12 +90,6 @@ class KeyStore(RowStore):
             if found < SCHEMA_VERSION:
                 self._db.execute("DELETE FROM schema_version")
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-
-    def _root_key_opens_a_secret(self) -> None:
-        """StoreCorruption unless the root key unwraps one of the store's secrets (if it has any)."""
-        row = self._db.execute("SELECT key_id, backing_id, wrapped FROM backing_keys LIMIT 1").fetchone()
-        if row is not None:
-            self._sealer.unwrap("backing_keys", f"{row[0]}|{row[1]}", row[2])
 
     # --- the primitives of RowStore ---------------------------------------------------------
     def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -37,6 +37,11 @@ class BackingKeyRow:
     material: bytes
 
 
+class RootKeyMismatch(ValueError):
+    """The root key given is not the one the store's secrets are wrapped under: refused at open, before
+    any call would fail with KMSInternalException."""
+
+
 class StoreSchemaTooNew(ValueError):
     """The database was upgraded by a newer key service than this one: refuse to start."""
 

@@ -15,7 +15,7 @@ import pytest
 
 from keyservice.clock import FakeClock
 from keyservice.service import KeyService
-from keyservice.store import KeyStore, StoreCorruption
+from keyservice.store import KeyStore, RootKeyMismatch
 from keyservice.storeapi import TABLES, BackingKeyRow, open_store
 from tests.keyservice.conftest import ROOT_KEY_B64, write_config
 from tests.keyservice.inprocess import START, call, fails, new_key
@@ -94,11 +94,13 @@ async def test_a_policy_loosened_an_alias_retargeted_and_a_grant_changed_in_sql_
 
 
 def downgrade_to_schema_1(path: Path) -> None:
-    """The store as the key service wrote it before MACs: no mac columns, no schema_version table."""
+    """The store as the key service wrote it before MACs: no mac columns, no schema_version table (and no
+    root-key canary, which came at about the same time)."""
     db = sqlite3.connect(path)
     for table in TABLES:
         db.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     db.execute("DROP TABLE schema_version")
+    db.execute("DROP TABLE canary")
     db.commit()
     db.close()
 
@@ -127,6 +129,7 @@ async def test_a_sqlite_store_from_before_macs_is_upgraded_once_under_the_root_k
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     for table in TABLES:
         assert db.execute(f"SELECT count(*) FROM {table} WHERE mac IS NULL").fetchone() == (0,)
+    assert db.execute("SELECT name FROM canary").fetchall() == [("root-key",)]
     db.close()
 
 
@@ -137,7 +140,7 @@ def test_an_upgrade_under_another_root_key_is_refused_and_leaves_the_store_as_it
     store.add_backing_key(BackingKeyRow("k", "b", START, None, bytes(32)))
     store.close()
     downgrade_to_schema_1(tmp_path / "keys.db")
-    with pytest.raises(StoreCorruption, match=re.escape("cannot unwrap backing_keys row k|b")):
+    with pytest.raises(RootKeyMismatch, match=re.escape(f"the root key does not open the key store in {tmp_path}")):
         KeyStore(tmp_path, os.urandom(32))
     db = sqlite3.connect(tmp_path / "keys.db")
     assert "mac" not in [c[1] for c in db.execute("PRAGMA table_info(keys)")]
@@ -173,3 +176,12 @@ def test_an_unreachable_postgresql_is_a_one_line_start_up_error_without_the_pass
     assert result.stderr.splitlines()[-1].startswith(
         f"keyservice: cannot open the key store on PostgreSQL at 127.0.0.1:{port}/keys: ")
     assert "hunter2pw" not in result.stderr + result.stdout
+
+
+def test_a_wrong_root_key_is_refused_at_open_on_postgresql_too(tmp_path, postgres: PostgresServer) -> None:
+    url = postgres.create_database()
+    open_store(tmp_path, bytes(32), url).close()
+    with pytest.raises(RootKeyMismatch, match=re.escape("the root key does not open the key store in PostgreSQL "
+                                                        f"at 127.0.0.1:{postgres.port}/")):
+        open_store(tmp_path, bytes(range(32)), url)
+    open_store(tmp_path, bytes(32), url).close()
