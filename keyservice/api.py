@@ -61,6 +61,7 @@ class KmsApi:
         self._on_worker: set[asyncio.Task[dict[str, Any]]] = set()  # calls in flight there, for close
         self._closing = False
         self._listeners: list[ChangeListener] = []
+        self._store_changes: asyncio.Queue[StoreChange] | None = None  # follow_store's, while it runs
         # The operations announced to change listeners when they succeed (see READ_ONLY_OPERATIONS).
         self.change_operations = service.OPERATIONS - READ_ONLY_OPERATIONS - service.CRYPTOGRAPHIC_OPERATIONS
 
@@ -95,6 +96,8 @@ class KmsApi:
         try:
             result = await self._worker.run(self.service.handle(operation, params, ctx))
         except Exception as exc:
+            if not isinstance(exc, KMSError) and self._store_changes is not None:
+                self._store_changes.put_nowait(None)  # a failed write may have left memory ahead of the store
             return await self._answer(operation, params, ctx, error=exc)
         return await self._answer(operation, params, ctx, result=result)
 
@@ -190,6 +193,7 @@ class KmsApi:
             return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StoreChange] = asyncio.Queue()
+        self._store_changes = queue
 
         def heard(change: StoreChange) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell

@@ -117,6 +117,8 @@ class KeyService:
     # --- dispatch --------------------------------------------------------------------------
     async def handle(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         with _store_failures_internal():
+            if self.store.shared and operation not in self.CRYPTOGRAPHIC_OPERATIONS:
+                self._refresh_named_rows(params)
             result = self._dispatch(operation, params, ctx)
             if inspect.isawaitable(result):
                 result = await result
@@ -405,6 +407,26 @@ class KeyService:
                     self._forget_key(identity)
                 touched.add(identity if table in ("keys", "tags", "backing_keys") else None)
         return [("KeyStoreChange", self.key_arn(k) if k else None) for k in touched]
+
+    def _refresh_named_rows(self, params: Any) -> None:
+        """Before a management call on a shared store: the key and alias it names as stored now, so a change
+        another node made a moment ago (its notification still on the way) is built upon, not overwritten
+        with this node's older copy of the row."""
+        if not isinstance(params, dict):
+            return
+        for name in ("KeyId", "TargetKeyId", "AliasName"):
+            value = params.get(name)
+            if not isinstance(value, str) or not value:
+                continue
+            if value.startswith("alias/") and name == "AliasName":
+                self._reload_row("aliases", value)
+                continue
+            try:
+                key_id = self._key_id_of(value, alias_ok=True)
+            except KMSError:
+                continue  # the call itself reports it
+            if key_id in self.keys or ("keys", key_id) not in self.store.refused:
+                self._reload_row("keys", key_id)
 
     def _reload_row(self, table: str, identity: str) -> str | None:
         """Reload one row; returns the id of the key it concerns (None if unknown)."""
