@@ -96,8 +96,13 @@ class PgKeyStore(RowStore):
                 self._pool: asyncpg.Pool = self._run(_open_pool(url))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise StoreUnavailable(f"cannot open the key store on PostgreSQL at {_where(url)}: {exc}") from None
-            self._run(self._upgrade())
-            self._write(self._root_key_check(f"PostgreSQL at {_where(url)}"), [])
+            try:
+                self._run(self._upgrade())
+                self._write(self._root_key_check(f"PostgreSQL at {_where(url)}"), [])
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._run(self._pool.close())
+                raise
         except BaseException:
             self._stop_loop()
             raise
@@ -112,6 +117,8 @@ class PgKeyStore(RowStore):
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _run(self, work: Awaitable[T]) -> T:
         """``work``'s result, awaited on the store's loop (from any other thread)."""
