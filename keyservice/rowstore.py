@@ -18,7 +18,7 @@ from common.aead import derive
 
 from .metamac import RowSealer, RowTampered
 from .metamac import StoreCorruption
-from .storeapi import BackingKeyRow, Meta, RootKeyMismatch, StoreChange
+from .storeapi import RESYNC_INTERVAL, BackingKeyRow, Meta, RootKeyMismatch, StoreChange
 
 log = logging.getLogger("keyservice.store")
 CANARY = ("canary", "root-key")  # table and identity of the value that proves the root key at open
@@ -50,6 +50,7 @@ class RowStore:
     """Every entity method of ``KeyStoreBackend`` over ``_fetch``/``_write``."""
 
     shared = False
+    resync_interval = RESYNC_INTERVAL
     _ORDER = "rowid"  # the column that orders a key's backing keys created in the same instant
 
     def __init__(self, root_key: bytes) -> None:
