@@ -414,30 +414,23 @@ class KeyService:
         with this node's older copy of the row."""
         if not isinstance(params, dict):
             return
-        for name in ("KeyId", "TargetKeyId", "AliasName"):
+        alias = params.get("AliasName")
+        if isinstance(alias, str) and alias.startswith("alias/"):
+            self._reload_row("aliases", alias)
+        for name in ("KeyId", "TargetKeyId"):
             value = params.get(name)
             if not isinstance(value, str) or not value:
-                continue
-            if value.startswith("alias/") and name == "AliasName":
-                self._reload_row("aliases", value)
                 continue
             try:
                 key_id = self._key_id_of(value, alias_ok=True)
             except KMSError:
                 continue  # the call itself reports it
-            if key_id in self.keys or ("keys", key_id) not in self.store.refused:
-                self._reload_row("keys", key_id)
+            self._reload_row("keys", key_id)
 
     def _reload_row(self, table: str, identity: str) -> str | None:
         """Reload one row; returns the id of the key it concerns (None if unknown)."""
         if table == "keys":
-            meta = self.store.get_key(identity)
-            if meta is None:
-                self._forget_key(identity)
-            elif identity in self.keys:
-                self._adopt(self.keys[identity], meta)
-            else:
-                self.keys[identity] = KeyRecord.from_meta(meta)
+            self._take_key(identity, self.store.get_key(identity))
             return identity
         if table == "backing_keys":
             self._material.pop(identity, None)
@@ -456,16 +449,22 @@ class KeyService:
             self.custom_key_stores.reload(identity, self.store.get_custom_key_store(identity))
         return None  # import_params: read from the store when used
 
+    def _take_key(self, key_id: str, meta: dict[str, Any] | None) -> None:
+        """A key's row as stored (None: gone) into memory."""
+        if meta is None:
+            self._forget_key(key_id)
+        elif key_id in self.keys:
+            self._adopt(self.keys[key_id], meta)
+        else:
+            self.keys[key_id] = KeyRecord.from_meta(meta)
+
     def _reload_everything(self) -> list[tuple[str, str | None]]:
         """The safety net for lost notifications: reload every table, announce the keys that differ."""
         stored = self.store.load_keys()
         changed = {k for k in set(stored) | set(self.keys)
                    if k not in self.keys or k not in stored or stored[k] != self.keys[k].to_meta()}
         for key_id in changed:
-            if key_id in stored:
-                self._reload_row("keys", key_id)
-            else:
-                self._forget_key(key_id)
+            self._take_key(key_id, stored.get(key_id))
         aliases, grants, tags = self.store.load_aliases(), self.store.load_grants(), self.store.load_tags()
         changed |= {m["key_id"] for n, m in list(aliases.items()) + list(self.aliases.items())
                     if aliases.get(n) != self.aliases.get(n)}
