@@ -18,6 +18,7 @@ KMSInvalidStateException, store operations that need a connection CustomKeyStore
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -97,31 +98,45 @@ class CustomKeyStores:
         self._connections: dict[str, TokenConnection] = {}
         self._errors: dict[str, str] = {}  # store id -> ConnectionErrorCode of its FAILED state
         self._connecting: set[str] = set()  # logging in on a thread; a disconnect meanwhile removes it
+        self._following: set[asyncio.Task[None]] = set()  # connections another node's change asked for
 
     def reconnect(self) -> None:
         """At start: connect again every store that was connected (as AWS keeps them connected)."""
         for rec in self.records.values():
-            if not rec.connect_wanted:
-                continue
-            try:
-                password = self._store.custom_key_store_password(rec.store_id)
-            except StoreCorruption as exc:  # one bad row fails its store, not the whole service
-                log.error("custom key store %s cannot be connected: %s", rec.store_id, exc)
-                self._errors[rec.store_id] = "INTERNAL_ERROR"
-                continue
-            self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec, password))
+            if rec.connect_wanted:
+                self._reconnect_one(rec)
+
+    def _reconnect_one(self, rec: StoreRecord) -> None:
+        try:
+            password = self._store.custom_key_store_password(rec.store_id)
+        except StoreCorruption as exc:  # one bad row fails its store, not the whole service
+            log.error("custom key store %s cannot be connected: %s", rec.store_id, exc)
+            self._errors[rec.store_id] = "INTERNAL_ERROR"
+            return
+        self._settle(rec, _login(self.tokens.get(rec.cluster_id), rec, password))
 
     def reload(self, store_id: str, meta: dict[str, Any] | None) -> None:
         """Another node of a shared key store changed this store's row (None: deleted it): take the record
-        as stored. Sessions are each node's own (every node logs in to its token): one to a deleted store
-        is closed."""
-        if meta is not None:
-            self.records[store_id] = StoreRecord(**meta)
+        as stored, and follow its connection: sessions are each node's own (every node logs in to its
+        token), so a store connected on another node is connected here too (logging in on a thread, as
+        ConnectCustomKeyStore does), one disconnected or deleted there is disconnected here."""
+        if meta is None:
+            self.records.pop(store_id, None)
+            self._disconnect(store_id)
             return
-        self.records.pop(store_id, None)
-        connection = self._connections.pop(store_id, None)
-        if connection is not None:
-            connection.close()
+        rec = self.records[store_id] = StoreRecord(**meta)
+        state = self.state(store_id)
+        if not rec.connect_wanted and state != DISCONNECTED:
+            self._disconnect(store_id)
+        elif rec.connect_wanted and state == DISCONNECTED:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._reconnect_one(rec)
+                return
+            task = loop.create_task(self.connect(rec, asyncio.to_thread))
+            self._following.add(task)
+            task.add_done_callback(self._following.discard)
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -286,3 +286,4 @@ async def test_a_node_that_has_not_heard_of_a_change_yet_builds_on_it_rather_tha
     finally:
         await svc_a.close()
         await svc_b.close()
+
