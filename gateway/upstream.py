@@ -100,8 +100,9 @@ class Upstream:
     """
 
     def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0,
-                 read_timeout: float = 60.0) -> None:
+                 read_timeout: float = 60.0, trace_configs: Iterable[aiohttp.TraceConfig] = ()) -> None:
         self.target = target
+        self._trace_configs = list(trace_configs)  # e.g. the metrics' (gateway/observability.py)
         self._base = target.url.rstrip("/")
         # One signer for every request: it holds only credentials, region and service; the
         # per-request state (date, payload hash) lives on each AWSRequest.
@@ -128,7 +129,7 @@ class Upstream:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding", "User-Agent",
                                                                  "Content-Type"),
-                                              trace_configs=[_queue_tracer()])
+                                              trace_configs=[_queue_tracer(), *self._trace_configs])
 
     async def close(self) -> None:
         if self._session is not None:
