@@ -34,7 +34,7 @@ def current() -> RequestRecord | None:
 class Observer:
     """The access log and metrics of one server, fed by its middleware; either may be off (None)."""
 
-    def __init__(self, access_log: AccessLog | None, metrics: HttpMetrics | None, describe: Describe,
+    def __init__(self, access_log: AccessLog | None, metrics: HttpMetrics | None, describe: Describe | None,
                  request_id_header: str) -> None:
         self.access_log = access_log
         self.metrics = metrics
@@ -77,7 +77,8 @@ class Observer:
             record.request_id = response.headers.get(self._id_header, "")
             record.bytes_out = _body_bytes(request, response)
             record.ttfb = None if record.prepared_at is None else record.prepared_at - begun
-            self._describe(record, request, response)
+            if self._describe is not None:
+                self._describe(record, request, response)
         record.bytes_in = _plaintext_bytes_in(request, record.bytes_in)
         if self.metrics is not None:
             self.metrics.observe(record)
