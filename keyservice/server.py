@@ -271,10 +271,17 @@ def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
     if config.access_log != OFF:
         observer.access_log = AccessLog(config.access_log, config.access_log_format, KEYSERVICE_FIELDS,
                                         "keyservice", log_secrets(config))
-        app.on_cleanup.append(lambda app: observer.access_log.close())  # type: ignore[union-attr]
+        app.on_cleanup.append(_closing(observer.access_log))
     if observed:
         app.on_response_prepare.append(observer.mark_first_byte)
     return app
+
+
+def _closing(access_log: AccessLog):
+    """An ``on_cleanup`` hook closing the access log (its file) with the application."""
+    async def close(app: web.Application) -> None:
+        access_log.close()
+    return close
 
 
 # ---------------------------------------------------------------------------- serving
