@@ -304,13 +304,13 @@ def create_app(config: GatewayConfig) -> web.Application:
     app = web.Application(client_max_size=2**62, middlewares=[*observability.middlewares, s3_errors])
     app[CONFIG_KEY] = config
     app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
-    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
-    app.on_startup.append(_kms_endpoint_state)
-    app.on_startup.append(freeze_startup_objects)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     app.on_response_prepare.append(_cors_headers)
+    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
+    app.on_startup.append(_kms_endpoint_state)
     observability.install(app, UPSTREAM_KEY, KEY_PROVIDER_KEY, lambda app: app[GATEWAY_KEY].objects.keys.kms.data_keys)
+    app.on_startup.append(freeze_startup_objects)
     return app
 
 

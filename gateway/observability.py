@@ -137,8 +137,10 @@ class GatewayObservability:
 
     def install(self, app: web.Application, upstream_key: web.AppKey, provider_key: web.AppKey,
                 data_keys: Any) -> None:
-        """Put the access log, admin endpoints and KMS measuring on ``app``. ``data_keys(app)`` gives the
-        gateway's ``DataKeys`` once started (its provider is measured, its caches' counts collected)."""
+        """Put the access log, admin endpoints and KMS measuring on ``app``: called after the application's
+        other ``on_response_prepare`` hooks (the first byte is marked after them) and ``on_startup`` hooks
+        (``data_keys(app)`` then gives the started gateway's ``DataKeys``: its provider is measured, its
+        caches' counts collected)."""
         app[OBSERVABILITY_KEY] = self
         if not self.enabled:
             return
