@@ -106,3 +106,15 @@ async def test_a_probe_that_raises_or_hangs_reports_its_dependency_as_down() -> 
 
     readiness = Readiness({"a": raises, "b": hangs}, timeout=0.05)
     assert await readiness.problems() == ["a: OSError: connection refused", "b: no answer within 0.05 s"]
+
+
+def test_a_file_moved_away_by_logrotate_is_reopened_at_its_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("common.accesslog.REOPEN_CHECK", 0.0)
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), "text", ("operation",), "gateway")
+    log.write(_record(operation="First"))  # written, then the path is found unchanged
+    path.rename(tmp_path / "access.log.1")
+    log.write(_record(operation="Second"))  # still to the moved file, whose move is then noticed
+    log.write(_record(operation="Third"))
+    log.close()
+    assert ((tmp_path / "access.log.1").read_text(), path.read_text()) == ("First\nSecond\n", "Third\n")
