@@ -52,14 +52,20 @@ class Observer:
         response: web.StreamResponse | None = None
         try:
             response = await handler(request)
-            await response.prepare(request)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:  # the client went away: aiohttp's own finishing of the answer notes it quietly
+                record.status = CLIENT_CLOSED
             return response
         except web.HTTPException as exc:  # aiohttp's own answers (its router's): they go out as they are
             response = exc
             raise
         except (ConnectionError, asyncio.CancelledError):
             record.status = CLIENT_CLOSED
+            raise
+        except Exception:  # not the servers' way (they render every failure), but aiohttp answers it with a 500
+            record.status = 500
             raise
         finally:
             _CURRENT.reset(token)
@@ -75,27 +81,31 @@ class Observer:
             if not record.status:
                 record.status = response.status
             record.request_id = response.headers.get(self._id_header, "")
-            record.bytes_out = _body_bytes(request, response)
+            record.bytes_out = _body_bytes(request, response, record.status)
             record.ttfb = None if record.prepared_at is None else record.prepared_at - begun
             if self._describe is not None:
                 self._describe(record, request, response)
+        else:
+            record.ttfb = None if record.prepared_at is None else record.prepared_at - begun
         record.bytes_in = _plaintext_bytes_in(request, record.bytes_in)
         if self.metrics is not None:
             self.metrics.observe(record)
         if self.access_log is not None:
             self.access_log.write(record)
 
-    @staticmethod
-    async def mark_first_byte(request: web.Request, response: web.StreamResponse) -> None:
-        """An ``on_response_prepare`` hook (registered last): the moment the answer's headers go out."""
+    async def mark_first_byte(self, request: web.Request, response: web.StreamResponse) -> None:
+        """An ``on_response_prepare`` hook (registered last): the moment the answer's headers go out, and its
+        request id (kept should the client go away before the handler returns its answer)."""
         record = _CURRENT.get()
         if record is not None and record.prepared_at is None:
             record.prepared_at = time.perf_counter()
+            record.request_id = response.headers.get(self._id_header, "")
 
 
-def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
-    """The answer's body bytes: its Content-Length once the whole answer went out (a HEAD's: none)."""
-    if request.method == "HEAD" or response.status in (204, 304):
+def _body_bytes(request: web.BaseRequest, response: web.StreamResponse, status: int) -> int:
+    """The answer's body bytes: its Content-Length once the whole answer went out (a HEAD's: none); 0 when the
+    client went away before the end (how much it got is not known)."""
+    if request.method == "HEAD" or response.status in (204, 304) or status == CLIENT_CLOSED:
         return 0
     length = response.content_length
     if length is not None:

@@ -337,7 +337,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     up = app[CONFIG_KEY].upstream
     upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
                         pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout,
-                        trace_configs=app[OBSERVABILITY_KEY].upstream_tracers())
+                        meter=app[OBSERVABILITY_KEY].upstream_meter())
     await upstream.start()
     app[UPSTREAM_KEY] = upstream
     yield

@@ -6,8 +6,8 @@ admin listener and readiness -- lives in common/ and serves the key service too.
 * the S3 fields of a record: the classified operation, bucket, key and caller (``note_route``, called by
   the pipeline once it knows them), an authentication refusal's reason (``auth_rejected``), the S3 error
   code and SSE mode of the answer (``describe``);
-* the metrics of what it asks of others: the upstream (an aiohttp trace on its pool: latency to the
-  answer's headers, failures) and the key provider (every GenerateDataKey/Decrypt with its latency and
+* the metrics of what it asks of others: the upstream (its pool's requests: latency to the answer's
+  headers, failures) and the key provider (every GenerateDataKey/Decrypt with its latency and
   errors, counted on the request's record as well), and the data-key caches' hits and misses;
 * readiness: the upstream and the key service answer (gateway/probes.py).
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -70,14 +69,13 @@ def auth_rejected(exc: AuthError) -> S3Error:
 
 def describe(record: RequestRecord, request: web.BaseRequest, response: web.StreamResponse) -> None:
     """What only the answer tells: the S3 error code of an error (from its XML when the gateway relayed
-    the upstream's), the SSE mode, and a KMS API call's action (the gateway's KMS endpoint)."""
+    the upstream's) and the SSE mode. (A KMS API call on the gateway's endpoint notes its action and caller
+    itself: keyservice/server.py.)"""
     if response.status >= 300 and not record.error and isinstance(response, web.Response):
         body = response.body
         if isinstance(body, bytes) and (found := _XML_CODE.search(body)):
             record.error = found.group(1).decode("utf-8", "replace")
     record.sse = _sse_mode(response.headers) or _sse_mode(request.headers)
-    if not record.operation and (target := request.headers.get("X-Amz-Target")):
-        record.operation = target.rpartition(".")[2]
 
 
 def _sse_mode(headers: Mapping[str, str]) -> str:
@@ -114,26 +112,17 @@ class GatewayObservability:
         """The observing middleware, outermost, when anything is observed."""
         return [self.observer.middleware] if self.enabled else []
 
-    def upstream_tracers(self) -> list[aiohttp.TraceConfig]:
-        """The trace that times the upstream pool's requests (none without metrics)."""
-        if self.registry is None:
-            return []
-        tracer = aiohttp.TraceConfig()
-        tracer.on_request_start.append(self._upstream_start)
-        tracer.on_request_end.append(self._upstream_end)
-        tracer.on_request_exception.append(self._upstream_failed)
-        return [tracer]
+    def upstream_meter(self) -> "GatewayObservability | None":
+        """What measures the upstream pool's requests (``answered``, ``failed``): None without metrics."""
+        return self if self.registry is not None else None
 
-    async def _upstream_start(self, session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        ctx.started = time.perf_counter()
+    def answered(self, method: str, seconds: float, status: int) -> None:
+        self.upstream_duration.labels(method).observe(seconds)
+        if status >= 500:
+            self.upstream_errors.labels(str(status)).inc()
 
-    async def _upstream_end(self, session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        self.upstream_duration.labels(params.method).observe(time.perf_counter() - ctx.started)
-        if params.response.status >= 500:
-            self.upstream_errors.labels(str(params.response.status)).inc()
-
-    async def _upstream_failed(self, session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        self.upstream_errors.labels(_failure_reason(params.exception)).inc()
+    def failed(self, exc: BaseException) -> None:
+        self.upstream_errors.labels(_failure_reason(exc)).inc()
 
     def install(self, app: web.Application, upstream_key: web.AppKey, provider_key: web.AppKey,
                 data_keys: Any) -> None:

@@ -238,8 +238,8 @@ class KmsFrontend:
             body = await read_body(request)
             ctx = authenticate(request, body, self._credentials, self._region, request_id)
             operation = operation_of(request)
-            if (record := current()) is not None:
-                record.operation = operation
+            if (record := current()) is not None:  # a name the model knows: clients cannot grow the labels
+                record.operation = operation if operation in _KMS_MODEL.operation_names else "Unknown"
             params = parse_params(operation, body)
             result = await self._api.call(operation, params, ctx)
             return json_response(result, 200, request_id)
