@@ -9,13 +9,14 @@ bottleneck), identical but for their observability settings:
   bench's own reading to the gateway) and the metrics, with the admin listener on; /metrics is scraped once
   a round, as Prometheus would.
 
-Rounds alternate between the two (off, on, off, on, ...), so load from the rest of the machine hits both
-alike; each figure is the median of its rounds. Throughput on a shared machine moves with everything else
+Each round runs both, the one first in a round second in the next (an A/A run with both off measured the
+gateway that runs second at ~5% more CPU per request), so load from the rest of the machine and the order
+hit both alike; each figure is the median of its rounds. Throughput on a shared machine moves with everything else
 running, so the bench also reports what the load leaves alone: the CPU time each gateway process spent per
 request (user + system, from /proc/PID/stat), whose difference is what observing costs. The goal is a cost
 under 5%.
 
-    .venv/bin/python -m bench.observability_bench [--count 1000] [--rounds 3] [--concurrency 8]
+    .venv/bin/python -m bench.observability_bench [--count 1000] [--rounds 4] [--concurrency 8]
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ async def measure(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> 
             for operation in ("PUT", "GET"):
                 await ops_per_second(client, target, operation, WARMUP_OPS, 1, body, -1)
         for round_no in range(args.rounds):
-            for target in targets:
+            for target in targets if round_no % 2 == 0 else targets[::-1]:  # the second to run pays more: swap
                 for operation in ("PUT", "GET"):
                     cpu = cpu_seconds(pids[target.name])
                     ops = await ops_per_second(client, target, operation, args.count, args.concurrency, body,
@@ -142,7 +143,7 @@ def print_report(results: Results, args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000, help="4 KiB requests per operation per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per gateway, alternating")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, each running both gateways (in turn first)")
     parser.add_argument("--concurrency", type=int, default=8, help="client workers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="observability-bench-") as workdir, ExitStack() as stack:
