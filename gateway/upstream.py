@@ -111,7 +111,7 @@ class Upstream:
     """
 
     def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0,
-                 read_timeout: float = 60.0, meter: "UpstreamMeter | None" = None) -> None:
+                 read_timeout: float = 60.0, meter: UpstreamMeter | None = None) -> None:
         self.target = target
         self._meter = meter  # the metrics' (gateway/observability.py), when collected
         self._base = target.url.rstrip("/")
