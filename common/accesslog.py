@@ -13,6 +13,7 @@ log level never silences it, and several servers in one test process never share
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -130,22 +131,38 @@ class AccessLog:
         self._destination = destination
         self._file: TextIO | None = None if destination in STREAMS else self._open()
         self._checked = time.monotonic()
+        self._flush_pending = False
         self._failures = RateLimitedLog(logging.getLogger(f"{name}.accesslog"))
 
     def write(self, record: RequestRecord) -> None:
+        """Write the record's line; it is flushed at the end of the event loop's turn (with the other lines
+        of that turn: one write call for a burst), or at once outside an event loop."""
         line = self._redactor.redact(self._format(record, self.fields)) + "\n"
         stream = self._file if self._file is not None else getattr(sys, self._destination)
         try:
             stream.write(line)
-            stream.flush()
         except (OSError, ValueError) as exc:  # a full disk or a closed stream costs the line, never the request
+            self._failures.note("access log %s: lines could not be written: %s", self._destination, exc)
+        if self._flush_pending:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush, stream)
+            self._flush_pending = True
+        except RuntimeError:
+            self._flush(stream)
+
+    def _flush(self, stream: TextIO) -> None:
+        self._flush_pending = False
+        try:
+            stream.flush()
+        except (OSError, ValueError) as exc:
             self._failures.note("access log %s: lines could not be written: %s", self._destination, exc)
         if self._file is not None and time.monotonic() - self._checked >= REOPEN_CHECK:
             self._reopen_if_moved()
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.close()  # flushes what is written
             self._file = None
 
     def _open(self) -> TextIO:

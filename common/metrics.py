@@ -46,7 +46,10 @@ class HttpMetrics:
                                 ["operation", "status"], registry=registry)
         self.errors = Counter(f"{prefix}_errors", "Error answers, by error code (S3 code or KMS error type)",
                               ["code"], registry=registry)
-        self.in_flight = Gauge(f"{prefix}_requests_in_flight", "Requests being handled now", registry=registry)
+        # A plain count kept by the middleware (one event loop: no lock needed), read at scrape time.
+        self.in_flight = 0
+        Gauge(f"{prefix}_requests_in_flight", "Requests being handled now",
+              registry=registry).set_function(lambda: self.in_flight)
         self.ttfb = Histogram(f"{prefix}_ttfb_seconds", "Time until the answer's headers were ready, by operation",
                               ["operation"], buckets=LATENCY_BUCKETS, registry=registry)
         self.duration = Histogram(f"{prefix}_request_duration_seconds",

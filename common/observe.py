@@ -48,7 +48,7 @@ class Observer:
         token = _CURRENT.set(record)
         begun = time.perf_counter()
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight += 1
         response: web.StreamResponse | None = None
         try:
             response = await handler(request)
@@ -71,7 +71,7 @@ class Observer:
             _CURRENT.reset(token)
             record.duration = time.perf_counter() - begun
             if self.metrics is not None:
-                self.metrics.in_flight.dec()
+                self.metrics.in_flight -= 1
             self._finish(record, request, response, begun)
 
     def _finish(self, record: RequestRecord, request: web.BaseRequest, response: web.StreamResponse | None,
