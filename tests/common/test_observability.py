@@ -118,3 +118,14 @@ def test_a_file_moved_away_by_logrotate_is_reopened_at_its_path(tmp_path: Path, 
     log.write(_record(operation="Third"))
     log.close()
     assert ((tmp_path / "access.log.1").read_text(), path.read_text()) == ("First\nSecond\n", "Third\n")
+
+
+@pytest.mark.parametrize("text", [
+    "SECRETACCESSKEY=abcdefgh", "aws_Secret_Access_Key: abcdefgh", "PLAINTEXT: 'abcdefgh'",
+    "X-Amz-Server-Side-Encryption-Customer-Key: abcdefgh", "Signature=" + "ab" * 32, "canonicalrequest abcdefgh",
+    "Signing Key: abcdefgh"])
+def test_the_log_redaction_still_catches_every_pattern_in_any_case_after_its_word_check(text: str) -> None:
+    """The redaction looks for each pattern's words before running it (access-log lines hold none): a word in
+    upper or mixed case still runs its pattern."""
+    from common.logsetup import RedactingFilter
+    assert "abcdefgh" not in RedactingFilter().redact(text) and "abab" not in RedactingFilter().redact(text)
