@@ -87,7 +87,7 @@ class Observer:
                 self._describe(record, request, response)
         else:
             record.ttfb = None if record.prepared_at is None else record.prepared_at - begun
-        record.bytes_in = _plaintext_bytes_in(request, record.bytes_in)
+        record.bytes_in = _plaintext_bytes_in(request)
         if self.metrics is not None:
             self.metrics.observe(record)
         if self.access_log is not None:
@@ -113,11 +113,9 @@ def _body_bytes(request: web.BaseRequest, response: web.StreamResponse, status: 
     return response.body_length  # streamed without a length: what was written (chunk framing included)
 
 
-def _plaintext_bytes_in(request: web.BaseRequest, noted: int) -> int:
+def _plaintext_bytes_in(request: web.BaseRequest) -> int:
     """The request body's plaintext bytes: the decoded length of an aws-chunked body (its chunk
-    signatures are not data), else the bytes read; ``noted`` when the server counted them itself."""
-    if noted:
-        return noted
+    signatures are not data; at most what was read), else the bytes read."""
     read = request.content.total_bytes
     decoded = request.headers.get("x-amz-decoded-content-length")
     if decoded is not None and decoded.isdigit():
