@@ -80,3 +80,15 @@ def test_without_an_admin_listener_there_is_no_admin_line_and_the_access_log_can
     finally:
         assert ks.server.stop() == 0
     assert "admin listening on" not in ks.server.log() and '"operation"' not in ks.server.log()
+
+
+def test_the_text_format_on_stdout_gives_one_human_line_per_call(tmp_path: Path) -> None:
+    ks = launch(tmp_path, env={"KEYSERVICE_ACCESS_LOG_FORMAT": "text"})
+    try:
+        kms_client(ks.url).list_keys()
+    finally:
+        assert ks.server.stop() == 0
+    [line] = [line for line in ks.server.log().splitlines() if " ListKeys " in line]
+    fields = line.split(" ")
+    assert TIME.fullmatch(fields[0]) and fields[2:7] == ["127.0.0.1", ROOT[0], "ListKeys", "200", "-"], line
+    assert len(fields) == len(KEYSERVICE_FIELDS) and int(fields[7]) == 2 and int(fields[8]) > 0, line
