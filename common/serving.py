@@ -49,9 +49,9 @@ async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.S
     return listening_url(host, real_port, ssl_context is not None)
 
 
-def announce(url: str) -> None:
+def announce(url: str, what: str = "listening on") -> None:
     """The one line scripts wait for; flushed, as stdout is a pipe for them."""
-    print(f"listening on {url}", flush=True)
+    print(f"{what} {url}", flush=True)
 
 
 async def wait_for_signal() -> signal.Signals:
@@ -72,17 +72,29 @@ async def wait_for_signal() -> signal.Signals:
 
 
 async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                             log: logging.Logger) -> None:
+                             log: logging.Logger, admin_listen: tuple[str, int] | None = None) -> None:
     """Set ``runner`` up (its application's start-up), listen, print the listening line and serve
     until SIGTERM/SIGINT; then stop listening, finish the requests in flight and run the
     application's cleanup -- also when start-up failed half-way (aiohttp then unwinds the cleanup
-    contexts that were entered, in reverse order), before the failure propagates."""
+    contexts that were entered, in reverse order), before the failure propagates.
+
+    With ``admin_listen``, the application's admin endpoints (common/admin.py) are served on that
+    address too, after the main listener (so its line ``admin listening on URL`` comes second: scripts
+    waiting for the first ``listening on`` line get the main one), and stopped first."""
+    admin: web.AppRunner | None = None
     try:
         await runner.setup()
         announce(await listen(runner, host, port, ssl_context))
+        if admin_listen is not None:
+            from common.admin import ADMIN_KEY, admin_app
+            admin = web.AppRunner(admin_app(runner.app[ADMIN_KEY]), access_log=None, handle_signals=False)
+            await admin.setup()
+            announce(await listen(admin, *admin_listen, None), "admin listening on")
         received = await wait_for_signal()
         log.info("%s received: shutting down", received.name)
     finally:
+        if admin is not None:
+            await admin.cleanup()
         await runner.cleanup()
 
 

@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the AWS KMS JSON protocol over HTTP")
     serve.add_argument("--config", type=Path, help="TOML file with a [keyservice] table")
     serve.add_argument("--listen", help="HOST:PORT (overrides config and KEYSERVICE_LISTEN)")
+    serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics; overrides config "
+                                              "and KEYSERVICE_ADMIN_LISTEN)")
     audit = commands.add_parser("audit", help="print the audit lines matching every filter")
     audit.add_argument("file", type=Path)
     audit.add_argument("--key", help="key ARN or key id")
@@ -51,7 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
         config = KeyServiceConfig.load(args.config, os.environ)
         if args.listen:
             config.listen = args.listen
+        if args.admin_listen:
+            config.admin_listen = args.admin_listen
         config.host_port()
+        config.admin_host_port()
         level = parse_level(config.log_level)
     except (ConfigError, ValueError) as e:
         print(f"keyservice: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.accesslog import check_destination, check_format
 from common.connections import ServerLimits
 from common.digits import parse_decimal
 from common.logsetup import parse_level
@@ -82,6 +83,10 @@ class KeyServiceConfig:
     body_min_rate: float = ServerLimits.body_min_rate
     max_connections_per_ip: int = ServerLimits.max_connections_per_ip
     pkcs11: dict[str, TokenConfig] = field(default_factory=dict)  # [keyservice.pkcs11.NAME]: custom key stores
+    # The admin endpoints (health, metrics: common/admin.py) listen here; empty: not served (and no metrics).
+    admin_listen: str = ""
+    access_log: str = "stdout"           # stdout, stderr, off, or a file path (common/accesslog.py)
+    access_log_format: str = "json"      # json or text
 
     @property
     def limits(self) -> ServerLimits:
@@ -97,10 +102,11 @@ class KeyServiceConfig:
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``[::1]:7000`` style for IPv6)."""
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
-            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), number
+        return _host_port("listen", self.listen)
+
+    def admin_host_port(self) -> tuple[str, int] | None:
+        """``admin_listen`` split into host and port; None when the admin endpoints are not served."""
+        return _host_port("admin_listen (KEYSERVICE_ADMIN_LISTEN)", self.admin_listen) if self.admin_listen else None
 
     def credential_for(self, access_key: str) -> Credential | None:
         for cred in self.credentials:
@@ -122,6 +128,13 @@ class KeyServiceConfig:
         return _checked(_apply_env(config, env))
 
 
+def _host_port(name: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), number
+
+
 def _read_table(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
@@ -136,7 +149,8 @@ def _read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level", "admin_listen", "access_log",
+             "access_log_format")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
@@ -224,6 +238,8 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
                        ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"), ("KEYSERVICE_LOG_LEVEL", "log_level"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
+                       ("KEYSERVICE_ADMIN_LISTEN", "admin_listen"), ("KEYSERVICE_ACCESS_LOG", "access_log"),
+                       ("KEYSERVICE_ACCESS_LOG_FORMAT", "access_log_format"),
                        ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase")):
         if env.get(name):
             changes[attr] = env[name]
@@ -263,6 +279,12 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
         parse_level(config.log_level)
     except ValueError as exc:
         raise ConfigError(f"log_level (KEYSERVICE_LOG_LEVEL): {exc}") from None
+    try:
+        check_destination("access_log (KEYSERVICE_ACCESS_LOG)", config.access_log)
+        check_format("access_log_format (KEYSERVICE_ACCESS_LOG_FORMAT)", config.access_log_format)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    config.admin_host_port()
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:

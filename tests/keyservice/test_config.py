@@ -180,3 +180,19 @@ def test_a_default_data_dir_applies_only_when_neither_file_nor_env_names_one(tmp
     config = KeyServiceConfig.load(write(tmp_path, "[keyservice]\n" + table), env,
                                    default_data_dir=Path("/gw/keyservice"))
     assert config.data_dir == Path(expected)
+
+
+def test_observability_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "ks.toml"
+    path.write_text('[keyservice]\nadmin_listen = "127.0.0.1:7001"\naccess_log = "off"\n')
+    config = KeyServiceConfig.load(path, {})
+    assert (config.admin_host_port(), config.access_log, config.access_log_format) == (
+        ("127.0.0.1", 7001), "off", "json")
+    config = KeyServiceConfig.load(path, {"KEYSERVICE_ADMIN_LISTEN": "0.0.0.0:7002", "KEYSERVICE_ACCESS_LOG": "stderr",
+                                          "KEYSERVICE_ACCESS_LOG_FORMAT": "text"})
+    assert (config.admin_host_port(), config.access_log, config.access_log_format) == (
+        ("0.0.0.0", 7002), "stderr", "text")
+    with pytest.raises(ConfigError, match=r"admin_listen \(KEYSERVICE_ADMIN_LISTEN\) must be HOST:PORT"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_ADMIN_LISTEN": "nope"})
+    with pytest.raises(ConfigError, match="KEYSERVICE_ACCESS_LOG_FORMAT"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_ACCESS_LOG_FORMAT": "xml"})
