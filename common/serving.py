@@ -8,8 +8,10 @@ stopped again, also when start-up fails half-way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
+import os
 import signal
 import ssl
 from os import PathLike
@@ -33,10 +35,14 @@ def server_ssl_context(cert_file: str | PathLike[str] | None,
     return context
 
 
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT as URLs and --listen write it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listening_url(host: str, port: int, tls: bool) -> str:
-    """The URL clients use: an IPv6 address in brackets, as URLs need it."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{port}"
+    """The URL clients use."""
+    return f"{'https' if tls else 'http'}://{host_port(host, port)}"
 
 
 async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None) -> str:
@@ -44,9 +50,26 @@ async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.S
     actually bound, which is how a server started on port 0 tells its port."""
     bound_before = len(runner.addresses)
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenFailed(host, port, exc) from None
     real_port = runner.addresses[bound_before][1]  # this site's first socket
     return listening_url(host, real_port, ssl_context is not None)
+
+
+class ListenFailed(OSError):
+    """The listening socket could not be bound: one line naming the address and why (the event loop's own
+    text repeats the address as a Python tuple)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        hint = " (another process listens there: stop it or choose another address with --listen)" \
+            if cause.errno == errno.EADDRINUSE else ""
+        super().__init__(cause.errno, f"cannot listen on {host_port(host, port)}: {reason}{hint}")
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def announce(url: str) -> None:

@@ -29,7 +29,7 @@ from common.files import private_dir
 from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
-from gateway.config import Credential, GatewayConfig
+from gateway.config import ConfigError, Credential, GatewayConfig
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
 from gateway.handlers import (bucket_encryption, buckets, copy, cors, get_object, lifecycle, listing, multipart,
@@ -41,6 +41,7 @@ from gateway.handlers.request_body import BODY_STALLED
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provider
 from gateway.kmsendpoint import KmsEndpoint, endpoint_for, is_kms_request
 from gateway.objects.store import ObjectStore
+from gateway.probes import probe_upstream
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
 from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
@@ -298,7 +299,8 @@ def create_app(config: GatewayConfig) -> web.Application:
     contexts), so tests can run it in-process as `serve()` runs it."""
     app = web.Application(client_max_size=2**62, middlewares=[s3_errors])
     app[CONFIG_KEY] = _with_dev_credentials(config)
-    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
+    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _upstream_check_ctx,
+                            _key_provider_ctx])
     app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
     app.on_startup.append(_kms_endpoint_state)
     app.on_startup.append(freeze_startup_objects)
@@ -335,6 +337,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM_KEY] = upstream
     yield
     await upstream.close()
+
+
+async def _upstream_check_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before anything else is opened: the upstream answers a signed request with the configured credential
+    (gateway/probes.py), or the start stops with one line naming what failed (unless startup_checks is off)."""
+    config = app[CONFIG_KEY]
+    if not config.startup_checks:
+        log.warning("startup_checks is off: the upstream %s and its credential were not checked", config.upstream.url)
+    elif (failure := await probe_upstream(app[UPSTREAM_KEY])) is not None:
+        raise ConfigError(failure)
+    yield
 
 
 async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
