@@ -8,20 +8,18 @@ and what to check -- the text an operator reads in the start-up error or the rea
 from __future__ import annotations
 
 import asyncio
+import os
 import xml.etree.ElementTree as ET
 
 import aiohttp
 
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
-from gateway.s3errors import S3Error, parse_s3_error
+from gateway.s3errors import (UPSTREAM_CREDENTIAL_REFUSALS as CREDENTIAL_REFUSALS,
+                              UPSTREAM_REGION_REFUSALS as REGION_REFUSALS, S3Error, parse_s3_error)
 from gateway.upstream import Upstream, read_up_to
 
 PROBE_TIMEOUT = 5.0  # seconds one probe may take in all (connect, answer, body)
 _BODY_LIMIT = 64 * 1024  # of a ListBuckets answer: enough to tell an S3 answer from anything else
-# The upstream's refusals of the gateway's own signature: the credential (or its signing region) is wrong.
-CREDENTIAL_REFUSALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-                                 "InvalidClientTokenId", "TokenRefreshRequired"})
-REGION_REFUSALS = frozenset({"AuthorizationHeaderMalformed", "AuthorizationQueryParametersError"})
 _CREDENTIAL_SETTINGS = "check upstream.access_key and upstream.secret_key (GATEWAY_UPSTREAM_ACCESS_KEY, " \
                        "GATEWAY_UPSTREAM_SECRET_KEY)"
 
@@ -72,7 +70,8 @@ def _is_bucket_list(body: bytes) -> bool:
 def _reason(exc: BaseException) -> str:
     """A connection failure in a few words (aiohttp's texts repeat the address)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or type(exc.os_error).__name__
+        cause = exc.os_error
+        return os.strerror(cause.errno) if cause.errno else (str(cause) or type(cause).__name__)
     if isinstance(exc, S3Error):
         return exc.message
     return str(exc) or type(exc).__name__
