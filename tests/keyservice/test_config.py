@@ -180,3 +180,14 @@ def test_a_default_data_dir_applies_only_when_neither_file_nor_env_names_one(tmp
     config = KeyServiceConfig.load(write(tmp_path, "[keyservice]\n" + table), env,
                                    default_data_dir=Path("/gw/keyservice"))
     assert config.data_dir == Path(expected)
+
+
+def test_an_unknown_section_is_refused_and_a_gateways_tables_are_accepted(tmp_path: Path) -> None:
+    shared = tmp_path / "gateway.toml"
+    shared.write_text('[gateway]\n[upstream]\n[kms]\n[buckets]\n[keyservice]\nregion = "eu-west-1"\n')
+    assert KeyServiceConfig.load(shared, {}).region == "eu-west-1"
+    misspelt = tmp_path / "keyservice.toml"
+    misspelt.write_text('[keyservce]\nregion = "eu-west-1"\n')
+    with pytest.raises(ConfigError) as refused:
+        KeyServiceConfig.load(misspelt, {})
+    assert str(refused.value) == f"unknown section(s) in {misspelt}: [keyservce] (the key service reads [keyservice])"
