@@ -31,7 +31,14 @@ def server_ssl_context(cert_file: str | PathLike[str] | None,
     if not cert_file:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file or None)
+    try:
+        context.load_cert_chain(cert_file, key_file or None)
+    except ssl.SSLError as exc:  # OpenSSL's own text ("[SSL] PEM lib (_ssl.c:3905)") names neither file nor fault
+        raise ValueError(f"the TLS certificate {cert_file} and key {key_file or cert_file} are not a PEM certificate "
+                         "chain and its private key") from None
+    except OSError as exc:
+        raise ValueError(f"the TLS certificate {cert_file} and key {key_file or cert_file} cannot be read: "
+                         f"{exc.strerror or exc}") from None
     return context
 
 

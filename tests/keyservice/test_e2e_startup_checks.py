@@ -86,3 +86,11 @@ def test_a_lower_case_log_level_is_accepted(tmp_path):
                           {"KEYSERVICE_ROOT_KEY": ROOT_KEY_B64, "KEYSERVICE_DATA_DIR": str(tmp_path / "data"),
                            "KEYSERVICE_LOG_LEVEL": "debug", **CREDENTIAL})
     assert server.stop() == 0, server.log()
+
+
+def test_a_tls_certificate_that_is_not_pem_refuses_the_start_in_one_line(tmp_path):
+    cert = tmp_path / "tls.pem"
+    cert.write_text("not a certificate\n")
+    assert refused_start(tmp_path, {"KEYSERVICE_ROOT_KEY": ROOT_KEY_B64, "KEYSERVICE_TLS_CERT_FILE": str(cert),
+                                    "KEYSERVICE_TLS_KEY_FILE": str(cert), **CREDENTIAL}) == (
+        1, f"keyservice: the TLS certificate {cert} and key {cert} are not a PEM certificate chain and its private key")
