@@ -398,13 +398,18 @@ UPSTREAM_REGION_REFUSALS = frozenset({"AuthorizationHeaderMalformed", "Authoriza
 _refusals_log = RateLimitedLog(logging.getLogger("gateway.upstream"))
 
 
+def refuses_gateway_credential(root: ET.Element) -> bool:
+    """Whether an upstream error document refuses the gateway's own credential (or signing region)."""
+    return (root.findtext("Code") or "").strip() in UPSTREAM_CREDENTIAL_REFUSALS | UPSTREAM_REGION_REFUSALS
+
+
 def gateway_credential_refused(root: ET.Element) -> S3Error | None:
     """For an upstream error document refusing the gateway's own credential: the client's 503
     ServiceUnavailable naming the gateway's upstream credential (logged, rate-limited), instead of a relayed
     SignatureDoesNotMatch that tells the client its own key is wrong; None for any other error."""
-    code = (root.findtext("Code") or "").strip()
-    if code not in UPSTREAM_CREDENTIAL_REFUSALS | UPSTREAM_REGION_REFUSALS:
+    if not refuses_gateway_credential(root):
         return None
+    code = (root.findtext("Code") or "").strip()
     _refusals_log.note("the upstream refused the gateway's own credential (%s: %s); answering 503 "
                        "ServiceUnavailable: check [upstream] access_key, secret_key and region", code,
                        (root.findtext("Message") or "").strip())

@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
     redactor = configure_logging(level, log_secrets(config))
-    from common.connections import UnsupportedAiohttp, check_aiohttp
+    from common.connections import check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         check_aiohttp()  # before anything is started or written

@@ -25,8 +25,8 @@ from gateway.etag import client_etag
 from gateway.objects.writing import Written
 from gateway.s3client import ObjectBody, UpstreamError
 from gateway.sseheaders import SSE_HEADERS, mode_headers
-from gateway.s3errors import (UPSTREAM_CREDENTIAL_REFUSALS, UPSTREAM_REGION_REFUSALS, S3Error, error_xml,
-                              from_upstream, not_implemented, parse_s3_error, with_message)
+from gateway.s3errors import (S3Error, error_xml, from_upstream, not_implemented, parse_s3_error,
+                              refuses_gateway_credential, with_message)
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
@@ -34,8 +34,6 @@ CHUNK = 256 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
 # Headers describing an upstream error body, which the client gets a body of its own in place of.
 _ERROR_BODY_HEADERS = ("content-length", "content-type", "content-encoding", "content-md5")
-# Upstream errors refusing the gateway's own credential: rendered by `from_upstream` as the gateway's 503.
-GATEWAY_CREDENTIAL_CODES = UPSTREAM_CREDENTIAL_REFUSALS | UPSTREAM_REGION_REFUSALS
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream response headers that describe the upstream's own request or connection, not the data.
 _UPSTREAM_ONLY = HOP_BY_HOP | {"x-amz-request-id", "x-amz-id-2", "date", "server", "x-amzn-requestid",
@@ -92,8 +90,9 @@ def error_answer(request: web.Request, request_id: str, status: int, upstream_he
     upstream's headers (Retry-After, x-amz-delete-marker ...) are kept either way."""
     headers = response_headers(upstream_headers, (*drop, *_ERROR_BODY_HEADERS))
     document = parse_s3_error(body)
-    if document is not None and document.findtext("Code", "").strip() not in GATEWAY_CREDENTIAL_CODES:
-        # relayed as it is, an empty <Message> (Ceph RGW's) filled in
+    if document is not None and not refuses_gateway_credential(document):
+        # relayed as it is, an empty <Message> (Ceph RGW's) filled in; a refusal of the gateway's own
+        # credential is the gateway's 503 (`from_upstream`), not the client's signature mistake
         return web.Response(status=status, body=with_message(body, status), headers=headers,
                             content_type="application/xml")
     err = from_upstream(status, body, upstream_headers)
