@@ -56,15 +56,20 @@ def _judged(upstream: Upstream, status: int, body: bytes) -> str | None:
                 f"{(error.findtext('Message') or '').strip()}); check upstream.region (GATEWAY_UPSTREAM_REGION)")
     if code == "AccessDenied":
         return None  # signature and key accepted; ListBuckets is merely not allowed to this credential
-    described = f"{status} {code}" if code else f"{status} with a body that is not an S3 answer"
+    described = f"{status} {code}" if code else f"{status} and a body that is not an S3 answer"
     return f"upstream {url} answered a signed ListBuckets with {described}; is upstream.url an S3 endpoint?"
 
 
 def _is_bucket_list(body: bytes) -> bool:
+    """Whether the answer's root element is ListAllMyBucketsResult: only the start is read, as a store with
+    many buckets answers more than the bytes read."""
+    parser = ET.XMLPullParser(events=("start",))
     try:
-        return ET.fromstring(body).tag.rsplit("}", 1)[-1] == "ListAllMyBucketsResult"
-    except (ET.ParseError, ValueError):
+        parser.feed(body)
+        first = next(parser.read_events(), None)
+    except ET.ParseError:
         return False
+    return first is not None and first[1].tag.rsplit("}", 1)[-1] == "ListAllMyBucketsResult"
 
 
 def _reason(exc: BaseException) -> str:

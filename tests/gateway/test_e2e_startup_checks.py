@@ -93,7 +93,7 @@ def test_an_unreachable_upstream_refuses_the_start_naming_it(tmp_path):
 
 
 def test_an_upstream_that_is_not_s3_refuses_the_start(tmp_path):
-    """A key service's port given as the upstream: it answers, but not as S3 does."""
+    """Another HTTP service given as the upstream (a console port, a web server): it answers, not as S3 does."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         config = gateway_toml(tmp_path, url, "AKIDUP", "upstream-secret")
@@ -101,7 +101,7 @@ def test_an_upstream_that_is_not_s3_refuses_the_start(tmp_path):
         server = subprocess.Popen(["python3", "-c", _NOT_S3, str(listener.fileno())], pass_fds=[listener.fileno()])
         try:
             assert refused_start(config) == (
-                2, f"gateway: upstream {url} answered a signed ListBuckets with 404 with a body that is not an S3 "
+                2, f"gateway: upstream {url} answered a signed ListBuckets with 404 and a body that is not an S3 "
                    "answer; is upstream.url an S3 endpoint?")
         finally:
             server.kill()

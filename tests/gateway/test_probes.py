@@ -97,3 +97,15 @@ async def test_a_remote_key_service_is_none_while_it_answers_and_named_while_it_
             assert back.server.stop() == 0
     finally:
         await provider.close()
+
+
+def test_a_bucket_list_longer_than_what_is_read_is_still_an_s3_answer():
+    upstream = Upstream(UpstreamTarget("http://127.0.0.1:9000", "us-east-1", "AKID", "secret"))
+    buckets = "".join(f"<Bucket><Name>bucket-{i:06d}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate>"
+                      "</Bucket>" for i in range(5000))
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/'
+            f'2006-03-01/"><Owner><ID>x</ID></Owner><Buckets>{buckets}</Buckets></ListAllMyBucketsResult>').encode()
+    assert probes._judged(upstream, 200, body[:probes._BODY_LIMIT + 100]) is None
+    assert probes._judged(upstream, 200, b"<html><body>hello</body></html>") == (
+        "upstream http://127.0.0.1:9000 answered a signed ListBuckets with 200 and a body that is not an S3 answer; "
+        "is upstream.url an S3 endpoint?")
