@@ -14,8 +14,7 @@ import xml.etree.ElementTree as ET
 import aiohttp
 
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider
-from gateway.s3errors import (UPSTREAM_CREDENTIAL_REFUSALS as CREDENTIAL_REFUSALS,
-                              UPSTREAM_REGION_REFUSALS as REGION_REFUSALS, S3Error, parse_s3_error)
+from gateway.s3errors import UPSTREAM_CREDENTIAL_REFUSALS, UPSTREAM_REGION_REFUSALS, S3Error, parse_s3_error
 from gateway.upstream import Upstream, read_up_to
 
 PROBE_TIMEOUT = 5.0  # seconds one probe may take in all (connect, answer, body)
@@ -49,9 +48,9 @@ def _judged(upstream: Upstream, status: int, body: bytes) -> str | None:
     code = None if error is None else (error.findtext("Code") or "").strip()
     if status == 200 and _is_bucket_list(body):
         return None
-    if code in CREDENTIAL_REFUSALS:
+    if code in UPSTREAM_CREDENTIAL_REFUSALS:
         return f"upstream {url} refused the gateway's credential ({code}): {_CREDENTIAL_SETTINGS}"
-    if code in REGION_REFUSALS:
+    if code in UPSTREAM_REGION_REFUSALS:
         return (f"upstream {url} refused the gateway's signing region {upstream.target.region!r} ({code}: "
                 f"{(error.findtext('Message') or '').strip()}); check upstream.region (GATEWAY_UPSTREAM_REGION)")
     if code == "AccessDenied":
@@ -88,15 +87,16 @@ async def probe_key_provider(provider: EmbeddedKeyProvider | RemoteKeyProvider) 
     (a refusal of DescribeKey by the key's policy is an answer too)."""
     if not isinstance(provider, RemoteKeyProvider):
         return None
+    where, bound = f"the key service at {provider.endpoint}", min(provider.timeout, PROBE_TIMEOUT)
     try:
-        async with asyncio.timeout(min(provider.timeout, PROBE_TIMEOUT)):
+        async with asyncio.timeout(bound):
             await provider.key_arn(provider.default_key_id)
     except TimeoutError:
-        return f"the key service at {provider.endpoint} did not answer within {min(provider.timeout, PROBE_TIMEOUT):g} s"
+        return f"{where} did not answer within {bound:g} s"
     except S3Error as exc:
         if exc.code == "ServiceUnavailable":
-            return f"the key service at {provider.endpoint} cannot be reached"
+            return f"{where} cannot be reached"
         if exc.code == "AccessDenied":
             return None
-        return f"the key service at {provider.endpoint} refused DescribeKey of {provider.default_key_id} ({exc.code}: {exc.message})"
+        return f"{where} refused DescribeKey of {provider.default_key_id} ({exc.code}: {exc.message})"
     return None

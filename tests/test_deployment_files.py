@@ -74,7 +74,8 @@ def test_the_gateway_reads_config_minio_toml_whose_credentials_minio_and_the_rea
 
 
 def test_the_gateway_and_the_key_service_share_one_kms_credential(compose):
-    keyservice, gateway = compose["services"]["keyservice"]["environment"], compose["services"]["gateway"]["environment"]
+    services = compose["services"]
+    keyservice, gateway = services["keyservice"]["environment"], services["gateway"]["environment"]
     assert (gateway["GATEWAY_KMS_ACCESS_KEY"], gateway["GATEWAY_KMS_SECRET_KEY"]) == (
         keyservice["KEYSERVICE_ACCESS_KEY"], keyservice["KEYSERVICE_SECRET_KEY"])
     assert gateway["GATEWAY_KMS_ENDPOINT"] == f"http://keyservice:{keyservice['KEYSERVICE_LISTEN'].rpartition(':')[2]}"
