@@ -84,11 +84,13 @@ def announce(url: str) -> None:
     print(f"listening on {url}", flush=True)
 
 
-async def wait_for_signal() -> signal.Signals:
-    """Wait for SIGTERM or SIGINT; the signal received.
+def stop_signals() -> asyncio.Future[signal.Signals]:
+    """Handle SIGTERM and SIGINT from now on; the future is the first one received.
 
-    The handlers stay installed afterwards: a second signal during the orderly shutdown that follows
-    must not kill the process half-way (it is ignored; the event loop removes them when it closes)."""
+    Installed before the listening line is printed, so a script that stops a server as soon as it has
+    read that line stops it cleanly. The handlers stay installed afterwards: a second signal during the
+    orderly shutdown that follows must not kill the process half-way (it is ignored; the event loop
+    removes them when it closes)."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
 
@@ -98,7 +100,7 @@ async def wait_for_signal() -> signal.Signals:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, note, sig)
-    return await received
+    return received
 
 
 async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None,
@@ -109,9 +111,10 @@ async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_co
     contexts that were entered, in reverse order), before the failure propagates."""
     try:
         await runner.setup()
-        announce(await listen(runner, host, port, ssl_context))
-        received = await wait_for_signal()
-        log.info("%s received: shutting down", received.name)
+        url = await listen(runner, host, port, ssl_context)
+        received = stop_signals()
+        announce(url)
+        log.info("%s received: shutting down", (await received).name)
     finally:
         await runner.cleanup()
 

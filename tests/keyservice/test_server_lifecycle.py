@@ -50,3 +50,12 @@ def test_serves_https_when_given_a_certificate(tmp_path: Path) -> None:
         assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"over tls"
     finally:
         assert ks.server.stop() == 0
+
+
+def test_a_signal_right_after_the_listening_line_stops_cleanly(tmp_path: Path) -> None:
+    """The stop signals are handled from before the line is printed: a script that stops the server as soon
+    as it reads the line gets a clean stop (exit 0), never the default action of SIGTERM."""
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        ks = launch(tmp_path / str(attempt))
+        assert ks.server.stop() == 0, ks.server.log()
