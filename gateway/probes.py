@@ -36,7 +36,9 @@ async def probe_upstream(upstream: Upstream) -> str | None:
                 response.release()
     except TimeoutError:
         return f"upstream {url} did not answer within {PROBE_TIMEOUT:g} s; check upstream.url (GATEWAY_UPSTREAM_URL)"
-    except (aiohttp.ClientError, OSError, S3Error) as exc:
+    except S3Error:  # SlowDown: every pooled connection stayed busy for pool_wait (gateway/upstream.py)
+        return f"upstream {url}: every pooled connection is in use (upstream.pool_size); the probe was not sent"
+    except (aiohttp.ClientError, OSError) as exc:
         return f"upstream {url} cannot be reached ({_reason(exc)}); check upstream.url (GATEWAY_UPSTREAM_URL)"
     return _judged(upstream, status, body)
 
@@ -76,8 +78,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
         return os.strerror(cause.errno) if cause.errno else (str(cause) or type(cause).__name__)
-    if isinstance(exc, S3Error):
-        return exc.message
     return str(exc) or type(exc).__name__
 
 

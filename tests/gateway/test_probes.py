@@ -4,6 +4,7 @@ otherwise, stays within its bound against a server that never answers, and may b
 recovers when the server does)."""
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -109,3 +110,19 @@ def test_a_bucket_list_longer_than_what_is_read_is_still_an_s3_answer():
     assert probes._judged(upstream, 200, b"<html><body>hello</body></html>") == (
         "upstream http://127.0.0.1:9000 answered a signed ListBuckets with 200 and a body that is not an S3 answer; "
         "is upstream.url an S3 endpoint?")
+
+
+async def test_an_upstream_pool_held_by_other_requests_is_reported_without_waiting_for_the_upstream():
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        upstream = Upstream(UpstreamTarget(url, "us-east-1", "AKID", "secret"), pool_size=1, pool_wait=0.3)
+        await upstream.start()
+        holder = asyncio.create_task(upstream.request("GET", "/held", [], {}))  # never answered: holds the pool
+        try:
+            await asyncio.sleep(0.2)
+            assert await probe_upstream(upstream) == (
+                f"upstream {url}: every pooled connection is in use (upstream.pool_size); the probe was not sent")
+        finally:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)
+            await upstream.close()
