@@ -70,11 +70,12 @@ def test_a_misspelt_top_level_section_refuses_the_start_naming_it(moto, tmp_path
                                         f"[{section}] (known: [gateway], [upstream], [kms], [buckets], [keyservice])")
 
 
-def test_a_wrong_upstream_secret_key_refuses_the_start_naming_the_credential(moto, tmp_path):
+def test_a_wrong_upstream_secret_key_refuses_the_start_naming_the_credential_before_keys_are_made(moto, tmp_path):
     config = gateway_toml(tmp_path, moto.url, moto.access_key, "not-the-upstream-secret")
     assert refused_start(config) == (
         2, f"gateway: upstream {moto.url} refused the gateway's credential (SignatureDoesNotMatch): "
            f"{CREDENTIAL_SETTINGS}")
+    assert list((tmp_path / "data").iterdir()) == []  # no key store, root key or gateway secret made
 
 
 def test_an_unknown_upstream_access_key_refuses_the_start_naming_the_credential(moto, tmp_path):
