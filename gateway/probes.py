@@ -87,15 +87,16 @@ async def probe_key_provider(provider: EmbeddedKeyProvider | RemoteKeyProvider) 
     (a refusal of DescribeKey by the key's policy is an answer too)."""
     if not isinstance(provider, RemoteKeyProvider):
         return None
-    where, bound = f"the key service at {provider.endpoint}", min(provider.timeout, PROBE_TIMEOUT)
+    where, hint = f"the key service at {provider.endpoint}", "check [kms] endpoint (GATEWAY_KMS_ENDPOINT)"
+    bound = min(provider.timeout, PROBE_TIMEOUT) + 1.0  # past the provider's own bound, which answers first
     try:
         async with asyncio.timeout(bound):
             await provider.key_arn(provider.default_key_id)
     except TimeoutError:
-        return f"{where} did not answer within {bound:g} s"
+        return f"{where} cannot be reached within {bound:g} s; {hint}"
     except S3Error as exc:
-        if exc.code == "ServiceUnavailable":
-            return f"{where} cannot be reached"
+        if exc.code == "ServiceUnavailable":  # no answer within [kms] timeout (logged by the provider)
+            return f"{where} cannot be reached within {provider.timeout:g} s; {hint}"
         if exc.code == "AccessDenied":
             return None
         return f"{where} refused DescribeKey of {provider.default_key_id} ({exc.code}: {exc.message})"

@@ -90,7 +90,8 @@ async def test_a_remote_key_service_is_none_while_it_answers_and_named_while_it_
     try:
         assert await probe_key_provider(provider) is None
         assert keyservice.server.stop() == 0
-        assert await probe_key_provider(provider) == f"the key service at {keyservice.url} cannot be reached"
+        assert await probe_key_provider(provider) == (f"the key service at {keyservice.url} cannot be reached "
+                                                      "within 2 s; check [kms] endpoint (GATEWAY_KMS_ENDPOINT)")
         back = launch(tmp_path, data_dir=keyservice.data_dir, listen=listen)
         try:
             assert await probe_key_provider(provider) is None
