@@ -48,6 +48,14 @@ def parse_level(value: str | None, default: str = "INFO") -> int:
     return level
 
 
+def failure_line(exc: BaseException) -> str:
+    """A start-up failure as the one line a server prints before it exits non-zero, never a traceback: the
+    exception's own text (the project's name the setting or file to fix), a file error with its file."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record's message (and exception text) with secrets replaced by ``[redacted]``."""
 

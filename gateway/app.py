@@ -29,7 +29,7 @@ from common.files import private_dir
 from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
-from gateway.config import Credential, GatewayConfig
+from gateway.config import ConfigError, Credential, GatewayConfig
 from gateway.bodybuffer import BodyBuffer
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
@@ -43,6 +43,7 @@ from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provid
 from gateway.kmsendpoint import KmsEndpoint, endpoint_for, is_kms_request
 from gateway.objects.store import ObjectStore
 from gateway.observability import OBSERVABILITY_KEY, GatewayObservability, auth_rejected, note_error, note_route
+from gateway.probes import probe_upstream
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
 from gateway.s3errors import S3Error, error_xml, internal_error, not_implemented, slow_down
@@ -318,7 +319,8 @@ def create_app(config: GatewayConfig) -> web.Application:
     observability = GatewayObservability(config)  # access log, metrics, admin endpoints (gateway/observability.py)
     app = web.Application(client_max_size=2**62, middlewares=[*observability.middlewares, s3_errors])
     app[CONFIG_KEY] = config
-    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
+    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _upstream_check_ctx,
+                            _key_provider_ctx])
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     app.on_response_prepare.append(_cors_headers)
@@ -357,6 +359,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM_KEY] = upstream
     yield
     await upstream.close()
+
+
+async def _upstream_check_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before anything else is opened: the upstream answers a signed request with the configured credential
+    (gateway/probes.py), or the start stops with one line naming what failed (unless startup_checks is off)."""
+    config = app[CONFIG_KEY]
+    if not config.startup_checks:
+        log.warning("startup_checks is off: the upstream %s and its credential were not checked", config.upstream.url)
+    elif (failure := await probe_upstream(app[UPSTREAM_KEY])) is not None:
+        raise ConfigError(failure)
+    yield
 
 
 async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:

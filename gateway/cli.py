@@ -9,7 +9,7 @@ import sys
 
 from gateway.config import ConfigError, load_config, secrets_of
 from common.eventloop import run
-from common.logsetup import configure_logging, parse_level
+from common.logsetup import configure_logging, failure_line, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(parse_level(config.log_level), secrets_of(config))
+    redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.embedded import ConfigError as KeyServiceConfigError
@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         check_aiohttp()  # before anything is started or written
         run(serve(config))
     except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a port in use, an unreadable root key or store ...: one line, no traceback
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -129,6 +129,9 @@ class GatewayConfig:
     admin_listen: str = ""
     access_log: str = "stdout"       # stdout, stderr, off, or a file path (common/accesslog.py)
     access_log_format: str = "json"  # json (one object per line) or text
+    # Verify before listening that the upstream answers a signed request with the configured credential
+    # (gateway/probes.py); off only for a gateway that must start while its upstream is down.
+    startup_checks: bool = True
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -195,7 +198,11 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "admin_listen": ("GATEWAY_ADMIN_LISTEN", str),
     "access_log": ("GATEWAY_ACCESS_LOG", str),
     "access_log_format": ("GATEWAY_ACCESS_LOG_FORMAT", str),
+    "startup_checks": ("GATEWAY_STARTUP_CHECKS", bool),
 }
+# The file's top-level tables; any other (a misspelt ``[gatway]``) would be silently ignored and the gateway
+# start on development defaults, so it is refused. ``[keyservice]`` is the embedded key service's.
+SECTIONS = ("gateway", "upstream", "kms", "buckets", "keyservice")
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,
                                        "pool_size": int, "pool_wait": float,
@@ -285,6 +292,14 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _check_sections(doc: Mapping[str, Any], path: Path | None) -> None:
+    """Every top-level entry is one of the known tables (a key outside any table is refused too)."""
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(f'[{name}]' for name in unknown)} "
+                          f"(known: {', '.join(f'[{name}]' for name in SECTIONS)})")
 
 
 def _gateway_settings(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -438,6 +453,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | N
     setting."""
     file_path = Path(path) if path else None
     doc = _read_toml(file_path)
+    _check_sections(doc, file_path)
     gateway_table = doc.get("gateway", {})
     settings = _gateway_settings(gateway_table, env)
     if listen:

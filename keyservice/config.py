@@ -30,6 +30,10 @@ DEFAULT_LISTEN = "127.0.0.1:7000"
 DEFAULT_ACCOUNT = "111122223333"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PURGE_INTERVAL = 60.0
+# The other tables of a gateway's file, whose [keyservice] table its embedded key service reads.
+GATEWAY_SECTIONS = ("gateway", "upstream", "kms", "buckets")
+NO_CREDENTIAL = ("no credential is configured, so every request would be refused: add a "
+                 "[[keyservice.credentials]] table or set KEYSERVICE_ACCESS_KEY and KEYSERVICE_SECRET_KEY")
 
 
 class ConfigError(ValueError):
@@ -143,6 +147,10 @@ def _read_table(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(doc) - {"keyservice", *GATEWAY_SECTIONS})
+    if unknown:  # a misspelt [keyservce] would otherwise start a key service on every default
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(f'[{name}]' for name in unknown)} "
+                          "(the key service reads [keyservice])")
     table = doc.get("keyservice", {})
     if not isinstance(table, dict):
         raise ConfigError("[keyservice] must be a table")
@@ -290,6 +298,13 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     for cred in config.credentials:
         _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
     return config
+
+
+def require_credentials(config: KeyServiceConfig) -> None:
+    """A standalone key service accepts only configured credentials: without one it could serve nobody,
+    which is a mistake to report at start rather than as every client's UnrecognizedClientException."""
+    if not config.credentials:
+        raise ConfigError(NO_CREDENTIAL)
 
 
 def log_secrets(config: KeyServiceConfig) -> list[str]:

@@ -28,7 +28,10 @@ CREATE TABLE IF NOT EXISTS import_params (
     key_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS custom_key_stores (
     store_id TEXT PRIMARY KEY, meta TEXT NOT NULL, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS canary (name TEXT PRIMARY KEY, wrapped BLOB NOT NULL);
 """
+_CANARY = ("canary", "root-key")  # table and identity of the value that proves the root key at open
+_SECRET_TABLES = {"backing_keys": "key_id || '|' || backing_id", "import_params": "key_id"}
 
 
 class StoreCorruption(Exception):
@@ -44,6 +47,11 @@ class BackingKeyRow:
     created: float
     rotation_type: str | None
     material: bytes
+
+
+class RootKeyMismatch(ValueError):
+    """The root key given is not the one the store's secrets are wrapped under: refused at open, before
+    any call would fail with KMSInternalException."""
 
 
 class StoreInUse(OSError):
@@ -68,6 +76,11 @@ class KeyStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        try:
+            self._check_root_key(data_dir)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -83,6 +96,25 @@ class KeyStore:
             return self._aead.open(wrapped, f"{table}|{identity}".encode())
         except AuthenticationFailed as exc:
             raise StoreCorruption(f"cannot unwrap {table} row {identity}") from exc
+
+    def _check_root_key(self, data_dir: Path) -> None:
+        """The root key opens the store's canary (written on first open), or -- for a store from before
+        canaries -- its first secret row: else RootKeyMismatch, as the wrong key would fail every call."""
+        row = self._db.execute("SELECT wrapped FROM canary WHERE name = ?", (_CANARY[1],)).fetchone()
+        samples = [(_CANARY[0], _CANARY[1], row[0])] if row else [
+            (table, *found) for table, identity in _SECRET_TABLES.items()
+            if (found := self._db.execute(f"SELECT {identity}, wrapped FROM {table} LIMIT 1").fetchone())]
+        for table, identity, wrapped in samples:
+            try:
+                self._unwrap(table, identity, wrapped)
+            except StoreCorruption:
+                raise RootKeyMismatch(
+                    f"the root key does not open the key store in {data_dir}: it is not the key the store was "
+                    "created with (check root_key_file / KEYSERVICE_ROOT_KEY_FILE, KEYSERVICE_ROOT_KEY or "
+                    "KEYSERVICE_ROOT_PASSPHRASE)") from None
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO canary VALUES (?, ?)",
+                             (_CANARY[1], self._wrap(*_CANARY, b"root key canary")))
 
     # --- keys ------------------------------------------------------------------------------
     def load_keys(self) -> dict[str, dict[str, Any]]:

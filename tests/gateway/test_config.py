@@ -462,3 +462,22 @@ def test_a_bad_observability_setting_is_refused_naming_it(env, message):
     with pytest.raises(ConfigError) as error:
         load_config(None, env)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("text, named", [('[gatway]\nlisten = "127.0.0.1:1"\n', "[gatway]"),
+                                         ('[upstrem]\nurl = "http://127.0.0.1:9000"\n', "[upstrem]"),
+                                         ('listen = "127.0.0.1:1"\n', "[listen]")])
+def test_an_unknown_top_level_section_or_key_is_refused_naming_it(tmp_path, text, named):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, {})
+    assert str(refused.value) == (f"unknown section(s) in {path}: {named} (known: [gateway], [upstream], [kms], "
+                                  "[buckets], [keyservice])")
+
+
+def test_every_known_section_is_accepted_and_startup_checks_default_on_with_an_environment_switch(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[upstream]\n[kms]\n[buckets]\n[keyservice]\n')
+    assert load_config(path, {}).startup_checks is True
+    assert load_config(path, {"GATEWAY_STARTUP_CHECKS": "false"}).startup_checks is False
+    with pytest.raises(ConfigError, match=r"gateway.startup_checks \(GATEWAY_STARTUP_CHECKS\) must be true or false"):
+        load_config(path, {"GATEWAY_STARTUP_CHECKS": "maybe"})

@@ -196,3 +196,14 @@ def test_observability_settings_from_the_file_and_the_environment(tmp_path: Path
         KeyServiceConfig.load(None, {"KEYSERVICE_ADMIN_LISTEN": "nope"})
     with pytest.raises(ConfigError, match="KEYSERVICE_ACCESS_LOG_FORMAT"):
         KeyServiceConfig.load(None, {"KEYSERVICE_ACCESS_LOG_FORMAT": "xml"})
+
+
+def test_an_unknown_section_is_refused_and_a_gateways_tables_are_accepted(tmp_path: Path) -> None:
+    shared = tmp_path / "gateway.toml"
+    shared.write_text('[gateway]\n[upstream]\n[kms]\n[buckets]\n[keyservice]\nregion = "eu-west-1"\n')
+    assert KeyServiceConfig.load(shared, {}).region == "eu-west-1"
+    misspelt = tmp_path / "keyservice.toml"
+    misspelt.write_text('[keyservce]\nregion = "eu-west-1"\n')
+    with pytest.raises(ConfigError) as refused:
+        KeyServiceConfig.load(misspelt, {})
+    assert str(refused.value) == f"unknown section(s) in {misspelt}: [keyservce] (the key service reads [keyservice])"

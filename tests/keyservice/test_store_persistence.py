@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
 from keyservice.service import CallContext, KeyService
-from keyservice.store import StoreCorruption
+from keyservice.store import RootKeyMismatch, StoreCorruption
 
 ACCOUNT = "111122223333"
 CTX = CallContext(f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT, "req")
@@ -47,14 +47,38 @@ async def test_keys_aliases_grants_and_tags_survive_reopen_without_plaintext_in_
     assert root not in database
 
 
-async def test_wrong_root_key_cannot_unwrap_material(tmp_path):
-    svc = KeyService.open(tmp_path, os.urandom(32))
+async def test_a_wrong_root_key_is_refused_at_open_and_the_store_stays_usable_with_the_right_one(tmp_path):
+    root = os.urandom(32)
+    svc = KeyService.open(tmp_path, root)
     key = (await svc.handle("CreateKey", {}, CTX))["KeyMetadata"]["KeyId"]
     await svc.close()
-    impostor = KeyService.open(tmp_path, os.urandom(32))
-    with pytest.raises(StoreCorruption):
-        impostor.store.backing_keys(key)
-    await impostor.close()
+    with pytest.raises(RootKeyMismatch) as refused:
+        KeyService.open(tmp_path, os.urandom(32))
+    assert str(refused.value) == (
+        f"the root key does not open the key store in {tmp_path}: it is not the key the store was created with "
+        "(check root_key_file / KEYSERVICE_ROOT_KEY_FILE, KEYSERVICE_ROOT_KEY or KEYSERVICE_ROOT_PASSPHRASE)")
+    reopened = KeyService.open(tmp_path, root)  # the refused open released the store's lock
+    assert len(reopened.store.backing_keys(key)) == 1
+    await reopened.close()
+
+
+async def test_a_store_from_before_the_canary_is_checked_by_its_first_secret_and_then_gets_one(tmp_path):
+    root = os.urandom(32)
+    svc = KeyService.open(tmp_path, root)
+    await svc.handle("CreateKey", {}, CTX)
+    await svc.close()
+    db = sqlite3.connect(tmp_path / "keys.db")
+    db.execute("DROP TABLE canary")
+    db.commit()
+    db.close()
+    with pytest.raises(RootKeyMismatch):
+        KeyService.open(tmp_path, os.urandom(32))
+    await KeyService.open(tmp_path, root).close()
+    db = sqlite3.connect(tmp_path / "keys.db")
+    assert db.execute("SELECT name FROM canary").fetchall() == [("root-key",)]
+    db.close()
+    with pytest.raises(RootKeyMismatch):  # from now on the canary proves the key
+        KeyService.open(tmp_path, os.urandom(32))
 
 
 async def test_database_uses_wal_and_full_sync(tmp_path):
