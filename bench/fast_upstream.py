@@ -222,8 +222,11 @@ class FastUpstream:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         bucket, key = _split(request)
-        if not bucket:
-            return _error("NotImplemented", "ListBuckets is not implemented", 501)
+        if not bucket:  # ListBuckets: what the gateway's start-up check of its upstream asks (gateway/probes.py)
+            if request.method != "GET":
+                return _error("MethodNotAllowed", "The method is not allowed", 405)
+            names = "".join(f"<Bucket><Name>{escape(name)}</Name></Bucket>" for name in sorted(self.store.buckets))
+            return _xml("ListAllMyBucketsResult", f"<Buckets>{names}</Buckets>")
         if not key:
             return await self._bucket_op(request, bucket)
         objects = self.store.buckets.get(bucket)

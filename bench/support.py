@@ -131,10 +131,11 @@ def start_server(args: list[str], env: Mapping[str, str] | None = None, timeout:
     return Server(proc=proc, url=holder[0], output=output)
 
 
-def start_moto(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Server:
-    """moto's S3 server on a free loopback port, PUT bodies kept raw (``gateway.devupstream.serve_moto``).
-    moto prints its own banner, not ``listening on``: wait for the port instead."""
-    port = free_port()
+def start_moto(env: Mapping[str, str] | None = None, timeout: float = 30.0, port: int | None = None) -> Server:
+    """moto's S3 server on loopback (on a free port unless ``port`` names one: a test restarts it there), PUT
+    bodies kept raw (``gateway.devupstream.serve_moto``). moto prints its own banner, not ``listening on``:
+    wait for the port instead."""
+    port = port or free_port()
     launch = "import sys; from gateway.devupstream import serve_moto; serve_moto(sys.argv[1:])"
     proc, output, _, _ = spawn([sys.executable, "-c", launch, "-H", "127.0.0.1", "-p", str(port)],
                                {"MOTO_ALLOW_NONEXISTENT_REGION": "true", **(env or {})}, cwd=REPO_ROOT)

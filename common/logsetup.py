@@ -25,12 +25,17 @@ _MIN_SECRET_LENGTH = 8  # shorter configured "secrets" (the dev credential test/
 # A quoted value (a str or bytes repr, a JSON string) ends at the first quote of its kind that no backslash
 # escapes (`b'..\'..'`, `"..\".."`); one cut off before its closing quote is redacted to the end.
 _QUOTED = r"""b?"(?:[^"\\]|\\.)*(?:"|\\?\Z)|b?'(?:[^'\\]|\\.)*(?:'|\\?\Z)"""
+# Each pattern with the lower-case words one of which a text must hold for it to match: the words are looked
+# for first (a substring test), so the common line that holds none never runs the (costly) regular expressions.
 _PATTERNS = [
-    re.compile(r"""(["']?(?:Plaintext|SecretAccessKey|SecretKey|secret_key|aws_secret_access_key)["']?\s*[:=]\s*)"""
-               rf"""({_QUOTED}|[^\s,}}]+)""", re.IGNORECASE | re.DOTALL),
-    re.compile(r"(x-amz-(?:copy-source-)?server-side-encryption-customer-key\s*[:=]\s*)([^\s,}'\"]+)", re.IGNORECASE),
-    re.compile(r"((?:Signature|X-Amz-Signature)\s*[:=]\s*)([0-9a-fA-F]{64})"),
-    re.compile(r"((?:StringToSign|CanonicalRequest|signing key)\s*[:=]?\s*)(.+)", re.IGNORECASE | re.DOTALL),
+    (("plaintext", "secret"),
+     re.compile(r"""(["']?(?:Plaintext|SecretAccessKey|SecretKey|secret_key|aws_secret_access_key)["']?\s*[:=]\s*)"""
+                rf"""({_QUOTED}|[^\s,}}]+)""", re.IGNORECASE | re.DOTALL)),
+    (("customer-key",),
+     re.compile(r"(x-amz-(?:copy-source-)?server-side-encryption-customer-key\s*[:=]\s*)([^\s,}'\"]+)", re.IGNORECASE)),
+    (("signature",), re.compile(r"((?:Signature|X-Amz-Signature)\s*[:=]\s*)([0-9a-fA-F]{64})")),
+    (("stringtosign", "canonicalrequest", "signing key"),
+     re.compile(r"((?:StringToSign|CanonicalRequest|signing key)\s*[:=]?\s*)(.+)", re.IGNORECASE | re.DOTALL)),
 ]
 
 
@@ -43,6 +48,14 @@ def parse_level(value: str | None, default: str = "INFO") -> int:
     return level
 
 
+def failure_line(exc: BaseException) -> str:
+    """A start-up failure as the one line a server prints before it exits non-zero, never a traceback: the
+    exception's own text (the project's name the setting or file to fix), a file error with its file."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record's message (and exception text) with secrets replaced by ``[redacted]``."""
 
@@ -53,8 +66,10 @@ class RedactingFilter(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        lowered = text.lower()
+        for words, pattern in _PATTERNS:
+            if any(word in lowered for word in words):
+                text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

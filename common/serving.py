@@ -8,8 +8,10 @@ stopped again, also when start-up fails half-way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
+import os
 import signal
 import ssl
 from os import PathLike
@@ -29,14 +31,25 @@ def server_ssl_context(cert_file: str | PathLike[str] | None,
     if not cert_file:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file or None)
+    try:
+        context.load_cert_chain(cert_file, key_file or None)
+    except ssl.SSLError as exc:  # OpenSSL's own text ("[SSL] PEM lib (_ssl.c:3905)") names neither file nor fault
+        raise ValueError(f"the TLS certificate {cert_file} and key {key_file or cert_file} are not a PEM certificate "
+                         "chain and its private key") from None
+    except OSError as exc:
+        raise ValueError(f"the TLS certificate {cert_file} and key {key_file or cert_file} cannot be read: "
+                         f"{exc.strerror or exc}") from None
     return context
 
 
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT as URLs and --listen write it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listening_url(host: str, port: int, tls: bool) -> str:
-    """The URL clients use: an IPv6 address in brackets, as URLs need it."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{port}"
+    """The URL clients use."""
+    return f"{'https' if tls else 'http'}://{host_port(host, port)}"
 
 
 async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None) -> str:
@@ -44,21 +57,40 @@ async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.S
     actually bound, which is how a server started on port 0 tells its port."""
     bound_before = len(runner.addresses)
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenFailed(host, port, exc) from None
     real_port = runner.addresses[bound_before][1]  # this site's first socket
     return listening_url(host, real_port, ssl_context is not None)
 
 
-def announce(url: str) -> None:
+class ListenFailed(OSError):
+    """The listening socket could not be bound: one line naming the address and why (the event loop's own
+    text repeats the address as a Python tuple)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        hint = " (another process listens there: stop it or choose another address with --listen)" \
+            if cause.errno == errno.EADDRINUSE else ""
+        super().__init__(cause.errno, f"cannot listen on {host_port(host, port)}: {reason}{hint}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def announce(url: str, what: str = "listening on") -> None:
     """The one line scripts wait for; flushed, as stdout is a pipe for them."""
-    print(f"listening on {url}", flush=True)
+    print(f"{what} {url}", flush=True)
 
 
-async def wait_for_signal() -> signal.Signals:
-    """Wait for SIGTERM or SIGINT; the signal received.
+def stop_signals() -> asyncio.Future[signal.Signals]:
+    """Handle SIGTERM and SIGINT from now on; the future is the first one received.
 
-    The handlers stay installed afterwards: a second signal during the orderly shutdown that follows
-    must not kill the process half-way (it is ignored; the event loop removes them when it closes)."""
+    Installed before the listening line is printed, so a script that stops a server as soon as it has
+    read that line stops it cleanly. The handlers stay installed afterwards: a second signal during the
+    orderly shutdown that follows must not kill the process half-way (it is ignored; the event loop
+    removes them when it closes)."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
 
@@ -68,21 +100,34 @@ async def wait_for_signal() -> signal.Signals:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, note, sig)
-    return await received
+    return received
 
 
 async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                             log: logging.Logger) -> None:
+                             log: logging.Logger, admin_listen: tuple[str, int] | None = None) -> None:
     """Set ``runner`` up (its application's start-up), listen, print the listening line and serve
     until SIGTERM/SIGINT; then stop listening, finish the requests in flight and run the
     application's cleanup -- also when start-up failed half-way (aiohttp then unwinds the cleanup
-    contexts that were entered, in reverse order), before the failure propagates."""
+    contexts that were entered, in reverse order), before the failure propagates.
+
+    With ``admin_listen``, the application's admin endpoints (common/admin.py) are served on that
+    address too, after the main listener (so its line ``admin listening on URL`` comes second: scripts
+    waiting for the first ``listening on`` line get the main one), and stopped first."""
+    admin: web.AppRunner | None = None
     try:
         await runner.setup()
-        announce(await listen(runner, host, port, ssl_context))
-        received = await wait_for_signal()
-        log.info("%s received: shutting down", received.name)
+        url = await listen(runner, host, port, ssl_context)
+        received = stop_signals()
+        announce(url)
+        if admin_listen is not None:
+            from common.admin import ADMIN_KEY, admin_app
+            admin = web.AppRunner(admin_app(runner.app[ADMIN_KEY]), access_log=None, handle_signals=False)
+            await admin.setup()
+            announce(await listen(admin, *admin_listen, None), "admin listening on")
+        log.info("%s received: shutting down", (await received).name)
     finally:
+        if admin is not None:
+            await admin.cleanup()
         await runner.cleanup()
 
 

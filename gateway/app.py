@@ -29,7 +29,7 @@ from common.files import private_dir
 from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from common.sigv4 import AuthError, AuthResult, query_borne_headers, verify
-from gateway.config import Credential, GatewayConfig
+from gateway.config import ConfigError, Credential, GatewayConfig
 from gateway.bodybuffer import BodyBuffer
 from gateway.datakeys import Requester
 from gateway.devupstream import DevUpstream
@@ -42,9 +42,11 @@ from gateway.handlers.request_body import BODY_STALLED
 from gateway.kms import EmbeddedKeyProvider, RemoteKeyProvider, start_key_provider
 from gateway.kmsendpoint import KmsEndpoint, endpoint_for, is_kms_request
 from gateway.objects.store import ObjectStore
+from gateway.observability import OBSERVABILITY_KEY, GatewayObservability, auth_rejected, note_error, note_route
+from gateway.probes import probe_upstream
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
-from gateway.s3errors import S3Error, error_xml, from_auth_error, internal_error, not_implemented, slow_down
+from gateway.s3errors import S3Error, error_xml, internal_error, not_implemented, slow_down
 from gateway.s3request import classify, split_path
 from gateway.secret import load_gateway_secret
 from gateway.upstream import Upstream, UpstreamTarget
@@ -111,6 +113,7 @@ def new_request_id() -> str:
 
 def error_response(err: S3Error, request: web.Request, request_id: str) -> web.Response:
     """S3's error answer; HEAD answers carry no body, as S3's do."""
+    note_error(err.code)
     body = b"" if request.method == "HEAD" else error_xml(err, request_id=request_id, resource=request.path)
     return web.Response(status=err.status, body=body, headers=err.headers, content_type="application/xml")
 
@@ -189,7 +192,7 @@ async def _handle(gw: Gateway, request: web.Request, request_id: str) -> web.Str
     try:
         auth = _authenticate(request, gw.config, signed, path_style)
     except AuthError as exc:
-        raise from_auth_error(exc) from None
+        raise auth_rejected(exc) from None
     handled = _apply_query_headers(_as_path_style(request, path_style), auth)
     try:
         return await _route(gw, handled, auth, request_id)
@@ -220,11 +223,12 @@ async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id
                  anonymous: bool = False) -> web.StreamResponse:
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
     if anonymous and s3.operation not in ANONYMOUS_OPERATIONS:
-        raise from_auth_error(AuthError("AccessDenied", "Access Denied", 403))
+        raise auth_rejected(AuthError("AccessDenied", "Access Denied", 403))
     if s3.operation in REFUSED:
         raise not_implemented(REFUSED[s3.operation])
     refuse_reserved_key(s3.key)
     request[BUCKET] = s3.bucket  # for the CORS headers of the answer (`_cors_headers`)
+    note_route(s3, auth)  # for the access log and metrics
     ctx = RequestContext(request=request, s3=s3, auth=auth, request_id=request_id,
                          secure=_is_secure(request, gw.config), anonymous=anonymous)
     return await HANDLERS.get(s3.operation, forward)(gw, ctx)
@@ -311,15 +315,19 @@ def create_app(config: GatewayConfig) -> web.Application:
     development upstream when no upstream URL is set, the upstream pool, the key provider) and its
     cleanup stops them in reverse order, also when start-up fails half-way (aiohttp's cleanup
     contexts), so tests can run it in-process as `serve()` runs it."""
-    app = web.Application(client_max_size=2**62, middlewares=[s3_errors])
-    app[CONFIG_KEY] = _with_dev_credentials(config)
-    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _key_provider_ctx])
-    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
-    app.on_startup.append(_kms_endpoint_state)
-    app.on_startup.append(freeze_startup_objects)
+    config = _with_dev_credentials(config)
+    observability = GatewayObservability(config)  # access log, metrics, admin endpoints (gateway/observability.py)
+    app = web.Application(client_max_size=2**62, middlewares=[*observability.middlewares, s3_errors])
+    app[CONFIG_KEY] = config
+    app.cleanup_ctx.extend([_data_dir_ctx, _dev_upstream_ctx, _upstream_ctx, _upstream_check_ctx,
+                            _key_provider_ctx])
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_response_prepare.append(_stamp_request_id)
     app.on_response_prepare.append(_cors_headers)
+    app.on_startup.append(_gateway_state)  # after every cleanup context: it uses what they started
+    app.on_startup.append(_kms_endpoint_state)
+    observability.install(app, UPSTREAM_KEY, KEY_PROVIDER_KEY, lambda app: app[GATEWAY_KEY].objects.keys.kms.data_keys)
+    app.on_startup.append(freeze_startup_objects)
     return app
 
 
@@ -345,11 +353,23 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """The pooled, re-signing connection to the upstream store."""
     up = app[CONFIG_KEY].upstream
     upstream = Upstream(UpstreamTarget(up.url, up.region, up.access_key, up.secret_key),
-                        pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout)
+                        pool_size=up.pool_size, pool_wait=up.pool_wait, read_timeout=up.read_timeout,
+                        meter=app[OBSERVABILITY_KEY].upstream_meter())
     await upstream.start()
     app[UPSTREAM_KEY] = upstream
     yield
     await upstream.close()
+
+
+async def _upstream_check_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before anything else is opened: the upstream answers a signed request with the configured credential
+    (gateway/probes.py), or the start stops with one line naming what failed (unless startup_checks is off)."""
+    config = app[CONFIG_KEY]
+    if not config.startup_checks:
+        log.warning("startup_checks is off: the upstream %s and its credential were not checked", config.upstream.url)
+    elif (failure := await probe_upstream(app[UPSTREAM_KEY])) is not None:
+        raise ConfigError(failure)
+    yield
 
 
 async def _key_provider_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -438,4 +458,4 @@ async def serve(config: GatewayConfig) -> None:
     guard = ConnectionGuard(config.limits, refusal_answer(), "gateway")
     runner = GuardedAppRunner(create_app(config), guard, handle_signals=False, access_log=None,
                               logger=server_logger())
-    await serve_until_signal(runner, *config.listen_host_port, tls, log)
+    await serve_until_signal(runner, *config.listen_host_port, tls, log, admin_listen=config.admin_host_port)

@@ -1,4 +1,5 @@
-"""``gateway serve --config FILE [--listen HOST:PORT]``: load and validate settings, then serve.
+"""``gateway serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT]``: load and validate settings,
+then serve.
 ``gateway migrate s3://BUCKET[/PREFIX] ...``: encrypt legacy objects in place (gateway/tools/migrate.py)."""
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 from gateway.config import ConfigError, load_config, secrets_of
 from common.eventloop import run
-from common.logsetup import configure_logging, parse_level
+from common.logsetup import configure_logging, failure_line, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML settings file (GATEWAY_* environment variables override it)")
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
+    serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics), overriding the "
+                                              "file and GATEWAY_ADMIN_LISTEN")
     from gateway.tools import migrate
     migrate.add_parser(sub)
     _add_key_tools(sub)
@@ -39,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("rewrap", "keys"):
         return _run_key_tool(args)
     try:
-        config = load_config(args.config, os.environ, args.listen)
+        config = load_config(args.config, os.environ, args.listen, args.admin_listen)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(parse_level(config.log_level), secrets_of(config))
+    redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
     from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.embedded import ConfigError as KeyServiceConfigError
@@ -52,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         check_aiohttp()  # before anything is started or written
         run(serve(config))
     except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a port in use, an unreadable root key or store ...: one line, no traceback
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 1
     return 0
 
 

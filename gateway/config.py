@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from common.accesslog import check_destination, check_format
 from common.logsetup import parse_level
 from common.connections import ServerLimits
 from common.digits import parse_decimal
@@ -124,6 +125,13 @@ class GatewayConfig:
     # Bytes of memory for holding PutObject bodies whose checksum comes in a trailer (SDKs streaming over https)
     # until that checksum is known, so it can be stored with the object (up to 8 MiB each); 0 never holds one.
     trailer_checksum_buffer: int = 64 * 1024 * 1024
+    # The admin endpoints (health, metrics: common/admin.py) listen here; empty: not served (and no metrics).
+    admin_listen: str = ""
+    access_log: str = "stdout"       # stdout, stderr, off, or a file path (common/accesslog.py)
+    access_log_format: str = "json"  # json (one object per line) or text
+    # Verify before listening that the upstream answers a signed request with the configured credential
+    # (gateway/probes.py); off only for a gateway that must start while its upstream is down.
+    startup_checks: bool = True
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -137,6 +145,10 @@ class GatewayConfig:
     @property
     def listen_host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    @property
+    def admin_host_port(self) -> tuple[str, int] | None:
+        return parse_listen(self.admin_listen) if self.admin_listen else None
 
     @property
     def limits(self) -> ServerLimits:
@@ -183,7 +195,14 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "log_level": ("GATEWAY_LOG_LEVEL", str),
     "bucket_config_ttl": ("GATEWAY_BUCKET_CONFIG_TTL", Rate),
     "trailer_checksum_buffer": ("GATEWAY_TRAILER_CHECKSUM_BUFFER", Count),
+    "admin_listen": ("GATEWAY_ADMIN_LISTEN", str),
+    "access_log": ("GATEWAY_ACCESS_LOG", str),
+    "access_log_format": ("GATEWAY_ACCESS_LOG_FORMAT", str),
+    "startup_checks": ("GATEWAY_STARTUP_CHECKS", bool),
 }
+# The file's top-level tables; any other (a misspelt ``[gatway]``) would be silently ignored and the gateway
+# start on development defaults, so it is refused. ``[keyservice]`` is the embedded key service's.
+SECTIONS = ("gateway", "upstream", "kms", "buckets", "keyservice")
 _SECTION_ENV: dict[str, tuple[str, dict[str, type]]] = {
     "upstream": ("GATEWAY_UPSTREAM_", {"url": str, "region": str, "access_key": str, "secret_key": str,
                                        "pool_size": int, "pool_wait": float,
@@ -273,6 +292,14 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _check_sections(doc: Mapping[str, Any], path: Path | None) -> None:
+    """Every top-level entry is one of the known tables (a key outside any table is refused too)."""
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(f'[{name}]' for name in unknown)} "
+                          f"(known: {', '.join(f'[{name}]' for name in SECTIONS)})")
 
 
 def _gateway_settings(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -374,6 +401,17 @@ def _check_encryption(name: str, value: str) -> None:
 
 def _validate(cfg: GatewayConfig) -> None:
     parse_listen(cfg.listen)
+    if cfg.admin_listen:
+        try:
+            parse_listen(cfg.admin_listen)
+        except ConfigError:
+            raise ConfigError(f"gateway.admin_listen (GATEWAY_ADMIN_LISTEN) must be HOST:PORT, "
+                              f"got {cfg.admin_listen!r}") from None
+    try:
+        check_destination("gateway.access_log (GATEWAY_ACCESS_LOG)", cfg.access_log)
+        check_format("gateway.access_log_format (GATEWAY_ACCESS_LOG_FORMAT)", cfg.access_log_format)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.domain and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", cfg.domain):
         raise ConfigError(f"gateway.domain (GATEWAY_DOMAIN) must be a DNS name such as s3.example.test, "
                           f"got {cfg.domain!r}")
@@ -409,14 +447,19 @@ def secrets_of(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> list
     return own + settings_secrets(cfg.config_path, env)
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None) -> GatewayConfig:
-    """Read FILE, apply the environment, then --listen; raise ConfigError naming any bad setting."""
+def load_config(path: str | Path | None, env: Mapping[str, str], listen: str | None = None,
+                admin_listen: str | None = None) -> GatewayConfig:
+    """Read FILE, apply the environment, then --listen and --admin-listen; raise ConfigError naming any bad
+    setting."""
     file_path = Path(path) if path else None
     doc = _read_toml(file_path)
+    _check_sections(doc, file_path)
     gateway_table = doc.get("gateway", {})
     settings = _gateway_settings(gateway_table, env)
     if listen:
         settings["listen"] = listen
+    if admin_listen:
+        settings["admin_listen"] = admin_listen
     cfg = GatewayConfig(
         **settings,
         credentials=_credentials(gateway_table, env),

@@ -158,6 +158,9 @@ class DataKeys:
         self._unwrapped = KeyCache(limits, clock)
         self._pending: dict[tuple, asyncio.Future[None]] = {}
         self.calls: Counter[str] = Counter()  # the key provider's calls by operation, retries included
+        # Uses of the caches by kind ("generate": Bucket Keys, "decrypt": unwrapped keys), for the metrics.
+        self.cache_hits: Counter[str] = Counter()
+        self.cache_misses: Counter[str] = Counter()
         self._generation = 0  # bumped by clear(): a call in flight across a clear is not cached
 
     async def fresh(self, key_id: str | None, context: Mapping[str, str], requester: Requester) -> DataKey:
@@ -210,7 +213,9 @@ class DataKeys:
             if not pending.cancelled() and (failure := pending.exception()) is not None:
                 raise failure
         if key is not None:
+            self.cache_hits[slot[0]] += 1
             return key
+        self.cache_misses[slot[0]] += 1
         outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[slot] = outcome
         generation = self._generation

@@ -6,10 +6,12 @@ every failure is a proper S3 error with the right code and status, never a bare 
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
+from common.connections import RateLimitedLog
 from common.sigv4 import AuthError
 
 
@@ -378,9 +380,38 @@ def from_upstream(status: int, body: bytes, headers: Mapping[str, str] | None = 
     if root is None:
         code, message, out_status = _for_status(status)
         return S3Error(code, message, out_status, headers=kept)
+    if (refused := gateway_credential_refused(root)) is not None:
+        return refused
     fields = {child.tag: child.text or "" for child in root  # S3's fields are capitalised, S3Error's own not
               if child.tag[:1].isupper() and child.tag not in _UPSTREAM_ERROR_ONLY and len(child) == 0}
     code = (root.findtext("Code") or "").strip() or "InternalError"
     out_status = status if status >= 400 else 500
     message = (root.findtext("Message") or "").strip() or default_message(code, out_status)
     return S3Error(code, message, out_status, headers=kept, **fields)
+
+
+# The upstream's refusals of the signature on the gateway's own re-signed request: its [upstream] credential,
+# or the region it signs for, is wrong. Never the client's mistake (the gateway verified the client's signature).
+UPSTREAM_CREDENTIAL_REFUSALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                                          "ExpiredToken", "InvalidClientTokenId", "TokenRefreshRequired"})
+UPSTREAM_REGION_REFUSALS = frozenset({"AuthorizationHeaderMalformed", "AuthorizationQueryParametersError"})
+_refusals_log = RateLimitedLog(logging.getLogger("gateway.upstream"))
+
+
+def refuses_gateway_credential(root: ET.Element) -> bool:
+    """Whether an upstream error document refuses the gateway's own credential (or signing region)."""
+    return (root.findtext("Code") or "").strip() in UPSTREAM_CREDENTIAL_REFUSALS | UPSTREAM_REGION_REFUSALS
+
+
+def gateway_credential_refused(root: ET.Element) -> S3Error | None:
+    """For an upstream error document refusing the gateway's own credential: the client's 503
+    ServiceUnavailable naming the gateway's upstream credential (logged, rate-limited), instead of a relayed
+    SignatureDoesNotMatch that tells the client its own key is wrong; None for any other error."""
+    if not refuses_gateway_credential(root):
+        return None
+    code = (root.findtext("Code") or "").strip()
+    _refusals_log.note("the upstream refused the gateway's own credential (%s: %s); answering 503 "
+                       "ServiceUnavailable: check [upstream] access_key, secret_key and region", code,
+                       (root.findtext("Message") or "").strip())
+    return S3Error("ServiceUnavailable", f"The upstream store refused the gateway's own credential ({code}); "
+                   "the gateway's operator must correct its upstream credential.", 503)

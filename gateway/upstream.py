@@ -7,11 +7,13 @@ the canonicalisation is botocore's, never ours. Bodies are streamed, so the payl
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import time
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any, AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncIterable, AsyncIterator, Iterable, Mapping, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -40,6 +42,15 @@ AUTH_QUERY = frozenset({
     "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
     "x-amz-signature", "x-amz-security-token", "awsaccesskeyid", "signature", "expires", "x-id",
 })
+
+
+class UpstreamMeter(Protocol):
+    """What measures the upstream requests (gateway/observability.py): an answer's latency to its headers, or
+    the failure of a request that got none."""
+
+    def answered(self, method: str, seconds: float, status: int) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
 
 
 class _Signer(S3SigV4Auth):
@@ -100,8 +111,9 @@ class Upstream:
     """
 
     def __init__(self, target: UpstreamTarget, *, pool_size: int = 100, pool_wait: float = 10.0,
-                 read_timeout: float = 60.0) -> None:
+                 read_timeout: float = 60.0, meter: UpstreamMeter | None = None) -> None:
         self.target = target
+        self._meter = meter  # the metrics' (gateway/observability.py), when collected
         self._base = target.url.rstrip("/")
         # One signer for every request: it holds only credentials, region and service; the
         # per-request state (date, payload hash) lives on each AWSRequest.
@@ -170,6 +182,22 @@ class Upstream:
         kwargs: dict[str, Any] = {"headers": signed, "allow_redirects": False, "trace_request_ctx": trace}
         if body is not None:
             kwargs["data"] = body if isinstance(body, (bytes, bytearray)) else await primed(body)
+        if self._meter is None:
+            return await self._send(method, url, kwargs, trace)
+        began = time.perf_counter()
+        try:
+            response = await self._send(method, url, kwargs, trace)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # an S3Error (SlowDown) is the gateway's own
+            self._meter.failed(exc)
+            raise
+        self._meter.answered(method, time.perf_counter() - began, response.status)
+        return response
+
+    async def _send(self, method: str, url: str, kwargs: dict[str, Any], trace: SimpleNamespace
+                    ) -> aiohttp.ClientResponse:
+        """The request on the pool: waiting too long for a connection is SlowDown, a body that failed its
+        own way raises that failure."""
+        assert self._session is not None
         try:
             return await self._session.request(method, URL(url, encoded=True), **kwargs)
         except aiohttp.ConnectionTimeoutError:

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from common.eventloop import run
-from common.logsetup import configure_logging, parse_level
+from common.logsetup import configure_logging, failure_line, parse_level
 from keyservice.audit import filter_lines, parse_time
-from keyservice.config import ConfigError, KeyServiceConfig, log_secrets
+from keyservice.config import ConfigError, KeyServiceConfig, log_secrets, require_credentials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the AWS KMS JSON protocol over HTTP")
     serve.add_argument("--config", type=Path, help="TOML file with a [keyservice] table")
     serve.add_argument("--listen", help="HOST:PORT (overrides config and KEYSERVICE_LISTEN)")
+    serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics; overrides config "
+                                              "and KEYSERVICE_ADMIN_LISTEN)")
     audit = commands.add_parser("audit", help="print the audit lines matching every filter")
     audit.add_argument("file", type=Path)
     audit.add_argument("--key", help="key ARN or key id")
@@ -51,18 +53,22 @@ def _serve(args: argparse.Namespace) -> int:
         config = KeyServiceConfig.load(args.config, os.environ)
         if args.listen:
             config.listen = args.listen
+        if args.admin_listen:
+            config.admin_listen = args.admin_listen
         config.host_port()
+        config.admin_host_port()
+        require_credentials(config)
         level = parse_level(config.log_level)
     except (ConfigError, ValueError) as e:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
-    configure_logging(level, log_secrets(config))
-    from common.connections import UnsupportedAiohttp, check_aiohttp
+    redactor = configure_logging(level, log_secrets(config))
+    from common.connections import check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
         check_aiohttp()  # before anything is started or written
         run(serve(config))
-    except (ConfigError, ValueError, OSError, UnsupportedAiohttp) as e:
-        print(f"keyservice: {e}", file=sys.stderr)
+    except Exception as e:  # a port in use, an unreadable root key, a store it does not open: one line
+        print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.accesslog import check_destination, check_format
 from common.connections import ServerLimits
 from common.digits import parse_decimal
 from common.logsetup import parse_level
@@ -30,6 +31,10 @@ DEFAULT_LISTEN = "127.0.0.1:7000"
 DEFAULT_ACCOUNT = "111122223333"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PURGE_INTERVAL = 60.0
+# The other tables of a gateway's file, whose [keyservice] table its embedded key service reads.
+GATEWAY_SECTIONS = ("gateway", "upstream", "kms", "buckets")
+NO_CREDENTIAL = ("no credential is configured, so every request would be refused: add a "
+                 "[[keyservice.credentials]] table or set KEYSERVICE_ACCESS_KEY and KEYSERVICE_SECRET_KEY")
 
 
 class ConfigError(ValueError):
@@ -83,6 +88,10 @@ class KeyServiceConfig:
     body_min_rate: float = ServerLimits.body_min_rate
     max_connections_per_ip: int = ServerLimits.max_connections_per_ip
     pkcs11: dict[str, TokenConfig] = field(default_factory=dict)  # [keyservice.pkcs11.NAME]: custom key stores
+    # The admin endpoints (health, metrics: common/admin.py) listen here; empty: not served (and no metrics).
+    admin_listen: str = ""
+    access_log: str = "stdout"           # stdout, stderr, off, or a file path (common/accesslog.py)
+    access_log_format: str = "json"      # json or text
     store_url: str | None = None         # postgresql://USER[:PASSWORD]@HOST:PORT/DB; None: SQLite in data_dir
 
     @property
@@ -99,10 +108,11 @@ class KeyServiceConfig:
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``[::1]:7000`` style for IPv6)."""
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
-            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), number
+        return _host_port("listen", self.listen)
+
+    def admin_host_port(self) -> tuple[str, int] | None:
+        """``admin_listen`` split into host and port; None when the admin endpoints are not served."""
+        return _host_port("admin_listen (KEYSERVICE_ADMIN_LISTEN)", self.admin_listen) if self.admin_listen else None
 
     def credential_for(self, access_key: str) -> Credential | None:
         for cred in self.credentials:
@@ -124,6 +134,13 @@ class KeyServiceConfig:
         return _checked(_apply_env(config, env))
 
 
+def _host_port(name: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or (number := parse_decimal(port, 65536)) is None or number > 65535:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), number
+
+
 def _read_table(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
@@ -132,13 +149,18 @@ def _read_table(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(doc) - {"keyservice", *GATEWAY_SECTIONS})
+    if unknown:  # a misspelt [keyservce] would otherwise start a key service on every default
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(f'[{name}]' for name in unknown)} "
+                          "(the key service reads [keyservice])")
     table = doc.get("keyservice", {})
     if not isinstance(table, dict):
         raise ConfigError("[keyservice] must be a table")
     return table
 
 
-_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level", "store_url")
+_STR_KEYS = ("listen", "account_id", "region", "audit_on_failure", "log_level", "admin_listen", "access_log",
+             "access_log_format", "store_url")
 _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_key_file")
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
@@ -226,6 +248,8 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
     for name, attr in (("KEYSERVICE_LISTEN", "listen"), ("KEYSERVICE_ACCOUNT_ID", "account_id"),
                        ("KEYSERVICE_AUDIT_ON_FAILURE", "audit_on_failure"), ("KEYSERVICE_LOG_LEVEL", "log_level"),
                        ("KEYSERVICE_REGION", "region"), ("KEYSERVICE_ROOT_KEY", "root_key"),
+                       ("KEYSERVICE_ADMIN_LISTEN", "admin_listen"), ("KEYSERVICE_ACCESS_LOG", "access_log"),
+                       ("KEYSERVICE_ACCESS_LOG_FORMAT", "access_log_format"),
                        ("KEYSERVICE_ROOT_PASSPHRASE", "root_passphrase"), ("KEYSERVICE_STORE_URL", "store_url")):
         if env.get(name):
             changes[attr] = env[name]
@@ -265,6 +289,12 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
         parse_level(config.log_level)
     except ValueError as exc:
         raise ConfigError(f"log_level (KEYSERVICE_LOG_LEVEL): {exc}") from None
+    try:
+        check_destination("access_log (KEYSERVICE_ACCESS_LOG)", config.access_log)
+        check_format("access_log_format (KEYSERVICE_ACCESS_LOG_FORMAT)", config.access_log_format)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    config.admin_host_port()
     if config.store_url is not None and not config.store_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("store_url (KEYSERVICE_STORE_URL) must be postgresql://USER[:PASSWORD]@HOST:PORT/DB")
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
@@ -272,6 +302,13 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     for cred in config.credentials:
         _ = cred.account_id  # raises ConfigError for a principal whose account cannot be told
     return config
+
+
+def require_credentials(config: KeyServiceConfig) -> None:
+    """A standalone key service accepts only configured credentials: without one it could serve nobody,
+    which is a mistake to report at start rather than as every client's UnrecognizedClientException."""
+    if not config.credentials:
+        raise ConfigError(NO_CREDENTIAL)
 
 
 def log_secrets(config: KeyServiceConfig) -> list[str]:

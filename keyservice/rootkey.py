@@ -25,7 +25,12 @@ def load_root_key(*, key_file: str | None, env_value: str | None, passphrase: st
     warning is emitted, because such a key sits next to the data it protects.
     """
     if key_file:
-        return decode_root_key(Path(key_file).read_bytes(), f"root key file {key_file}")
+        try:
+            raw = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"root key file {key_file} (root_key_file, KEYSERVICE_ROOT_KEY_FILE) cannot be read: "
+                             f"{exc.strerror}") from None
+        return decode_root_key(raw, f"root key file {key_file}")
     if env_value:
         return decode_root_key(env_value.encode(), "root key environment value")
     if passphrase:

@@ -29,12 +29,16 @@ from botocore.model import Shape
 from botocore.validate import ParamValidator
 
 from common import sigv4
+from common.accesslog import KEYSERVICE_FIELDS, OFF, AccessLog
+from common.admin import ADMIN_KEY, Admin
+from common.metrics import HttpMetrics, new_registry
+from common.observe import Observer, current
 from common.connections import (BodyTimeout, ConnectionGuard, GuardedAppRunner, request_body_chunks,
                                  send_and_close)
 from common.serverlog import server_logger
 from common.serving import freeze_startup_objects, serve_until_signal, server_ssl_context
 from keyservice.api import KmsApi
-from keyservice.config import Credential, KeyServiceConfig, build_api
+from keyservice.config import Credential, KeyServiceConfig, build_api, log_secrets
 from keyservice.errors import KMSError
 from keyservice.service import CallContext
 
@@ -131,6 +135,8 @@ def json_response(payload: dict[str, Any], status: int, request_id: str) -> web.
 
 
 def error_response(error: KMSError, request_id: str) -> web.Response:
+    if (record := current()) is not None:
+        record.error = error.type  # for the access log and metrics
     return json_response({"__type": error.type, "message": error.message}, error.status, request_id)
 
 
@@ -153,7 +159,7 @@ def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Cr
     requests); the caller's principal comes from the matching configured credential, and its
     account from that principal's ARN (another account's principal is a cross-account caller)."""
     if "authorization" not in request.headers:
-        raise ProtocolError("MissingAuthenticationTokenException", "Missing Authentication Token")
+        raise _rejected(ProtocolError("MissingAuthenticationTokenException", "Missing Authentication Token"))
     raw_path, _, raw_query = request.raw_path.partition("?")
     try:
         result = sigv4.verify(request.method, raw_path, raw_query, request.headers,
@@ -164,10 +170,19 @@ def authenticate(request: web.Request, body: bytes, credentials: Mapping[str, Cr
         type_, message = _AUTH_ERRORS.get(e.code, ("IncompleteSignatureException", e.message))
         if e.code == "RequestTimeTooSkewed":
             message = f"{message}: {e.message}"
-        raise ProtocolError(type_, message) from None
+        raise _rejected(ProtocolError(type_, message)) from None
     cred = credentials[result.access_key]
+    if (record := current()) is not None:
+        record.access_key = cred.access_key
     return CallContext(principal_arn=cred.principal, account_id=cred.account_id,
                        request_id=request_id, access_key=cred.access_key, source=request.remote)
+
+
+def _rejected(error: ProtocolError) -> ProtocolError:
+    """An authentication refusal, its reason noted for the metrics (``kms_auth_rejections_total``)."""
+    if (record := current()) is not None:
+        record.auth_rejection = error.type
+    return error
 
 
 def _secret_of(credentials: Mapping[str, Credential], access_key: str) -> str | None:
@@ -223,6 +238,8 @@ class KmsFrontend:
             body = await read_body(request)
             ctx = authenticate(request, body, self._credentials, self._region, request_id)
             operation = operation_of(request)
+            if (record := current()) is not None:  # a name the model knows: clients cannot grow the labels
+                record.operation = operation if operation in _KMS_MODEL.operation_names else "Unknown"
             params = parse_params(operation, body)
             result = await self._api.call(operation, params, ctx)
             return json_response(result, 200, request_id)
@@ -239,11 +256,32 @@ class KmsFrontend:
 
 
 def create_app(api: KmsApi, config: KeyServiceConfig) -> web.Application:
-    """The aiohttp application; every path and method goes to the one handler."""
-    app = web.Application(client_max_size=MAX_BODY)
+    """The aiohttp application; every path and method goes to the one handler. With an admin listener its
+    metrics are collected (its readiness is that it serves: the key store is in the process), and every
+    request gets an access-log line unless ``access_log`` is off (common/observe.py)."""
+    registry = new_registry() if config.admin_listen else None
+    observer = Observer(None, HttpMetrics("kms", registry) if registry is not None else None, None,
+                        "x-amzn-RequestId")  # the handler notes operation, caller and error type as it goes
+    observed = registry is not None or config.access_log != OFF
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[observer.middleware] if observed else [])
     app.router.add_route("*", "/{tail:.*}", KmsFrontend(api, config.credentials, config.region).handle)
     app.on_startup.append(freeze_startup_objects)
+    if registry is not None:
+        app[ADMIN_KEY] = Admin(registry)
+    if config.access_log != OFF:
+        observer.access_log = AccessLog(config.access_log, config.access_log_format, KEYSERVICE_FIELDS,
+                                        "keyservice", log_secrets(config))
+        app.on_cleanup.append(_closing(observer.access_log))
+    if observed:
+        app.on_response_prepare.append(observer.mark_first_byte)
     return app
+
+
+def _closing(access_log: AccessLog):
+    """An ``on_cleanup`` hook closing the access log (its file) with the application."""
+    async def close(app: web.Application) -> None:
+        access_log.close()
+    return close
 
 
 # ---------------------------------------------------------------------------- serving
@@ -268,7 +306,7 @@ async def serve(config: KeyServiceConfig) -> None:
                               logger=server_logger())
     purger = asyncio.create_task(api.maintain_forever(config.purge_interval))  # key upkeep meanwhile
     try:
-        await serve_until_signal(runner, host, port, tls, log)
+        await serve_until_signal(runner, host, port, tls, log, admin_listen=config.admin_host_port())
     finally:
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -25,7 +25,8 @@ from gateway.etag import client_etag
 from gateway.objects.writing import Written
 from gateway.s3client import ObjectBody, UpstreamError
 from gateway.sseheaders import SSE_HEADERS, mode_headers
-from gateway.s3errors import S3Error, error_xml, from_upstream, not_implemented, parse_s3_error, with_message
+from gateway.s3errors import (S3Error, error_xml, from_upstream, not_implemented, parse_s3_error,
+                              refuses_gateway_credential, with_message)
 from gateway.upstream import HOP_BY_HOP, UNSIGNED_PAYLOAD, forwardable_headers, read_up_to
 
 log = logging.getLogger("gateway.passthrough")
@@ -88,12 +89,15 @@ def error_answer(request: web.Request, request_id: str, status: int, upstream_he
     balancer's HTML 502 page, plain text, a cut-off body) as the S3 error its status stands for. The
     upstream's headers (Retry-After, x-amz-delete-marker ...) are kept either way."""
     headers = response_headers(upstream_headers, (*drop, *_ERROR_BODY_HEADERS))
-    if parse_s3_error(body) is not None:  # relayed as it is, an empty <Message> (Ceph RGW's) filled in
+    document = parse_s3_error(body)
+    if document is not None and not refuses_gateway_credential(document):
+        # relayed as it is, an empty <Message> (Ceph RGW's) filled in; a refusal of the gateway's own
+        # credential is the gateway's 503 (`from_upstream`), not the client's signature mistake
         return web.Response(status=status, body=with_message(body, status), headers=headers,
                             content_type="application/xml")
     err = from_upstream(status, body, upstream_headers)
     head = request.method == "HEAD"
-    if not head:
+    if document is None and not head:
         log.warning("request %s: the upstream answered %s with a body that is not an S3 error; sending %s %s",
                     request_id, status, err.status, err.code)
     rendered = b"" if head else error_xml(err, request_id=request_id, resource=request.path)

@@ -56,8 +56,9 @@ def test_the_pin_in_pyproject_is_the_range_the_check_names():
 
 def test_gateway_serve_on_an_unsupported_aiohttp_exits_with_one_line_before_starting_anything(
         monkeypatch, capsys, tmp_path):
+    from common.logsetup import RedactingFilter
     from gateway import cli
-    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: RedactingFilter())
     monkeypatch.setattr(connections, "RequestHandler", _HandlerWithoutWaiter)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["serve", "--listen", "127.0.0.1:0"]) == 2

@@ -75,9 +75,19 @@ def test_without_a_certificate_there_is_no_tls(cert):
     assert server_ssl_context(cert, None) is None
 
 
-def test_a_missing_certificate_file_fails_before_anything_starts(tmp_path: Path):
-    with pytest.raises(FileNotFoundError):
+def test_a_missing_certificate_file_fails_before_anything_starts_naming_it(tmp_path: Path):
+    with pytest.raises(ValueError) as refused:
         server_ssl_context(tmp_path / "absent.pem", tmp_path / "absent.key")
+    assert str(refused.value) == (f"the TLS certificate {tmp_path / 'absent.pem'} and key {tmp_path / 'absent.key'} "
+                                  "cannot be read: No such file or directory")
+
+
+def test_a_file_that_is_no_pem_certificate_fails_naming_it(tmp_path: Path):
+    (tmp_path / "tls.pem").write_text("not a certificate\n")
+    with pytest.raises(ValueError) as refused:
+        server_ssl_context(tmp_path / "tls.pem", None)
+    assert str(refused.value) == (f"the TLS certificate {tmp_path / 'tls.pem'} and key {tmp_path / 'tls.pem'} are not "
+                                  "a PEM certificate chain and its private key")
 
 
 async def test_what_start_up_made_is_out_of_the_collectors_reach_once_started() -> None:

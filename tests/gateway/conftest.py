@@ -1,7 +1,8 @@
 """Session fixtures for the gateway's end-to-end tests: one moto, one gateway (http and https).
 
 moto runs with IAM auth enforced, so the gateway must re-sign every upstream request with the IAM
-user's key; a gateway bug in re-signing shows up as SignatureDoesNotMatch, not as a silent pass.
+user's key; a gateway bug in re-signing shows up as moto's SignatureDoesNotMatch (which clients get as the
+gateway's 503 ServiceUnavailable naming its upstream credential, and in its log), not as a silent pass.
 The embedded key service creates ``alias/s3-gateway-default`` at start (default_kms_key_id is
 empty), which is the CMK the SSE-KMS tests name.
 """

@@ -440,3 +440,44 @@ def test_an_unknown_credential_field_names_the_fields_it_takes(tmp_path):
 def test_an_upstream_users_secret_key_is_redacted_from_logs(tmp_path):
     from gateway.config import secrets_of
     assert "UPSA" in secrets_of(load_config(_write(tmp_path, "[gateway]\n" + _MAPPED), {}), {})
+
+
+def test_observability_settings_from_the_file_the_environment_and_the_command_line(tmp_path):
+    path = _write(tmp_path, '[gateway]\nadmin_listen = "127.0.0.1:9090"\naccess_log = "off"\n'
+                            'access_log_format = "text"\n')
+    cfg = load_config(path, {})
+    assert (cfg.admin_host_port, cfg.access_log, cfg.access_log_format) == (("127.0.0.1", 9090), "off", "text")
+    cfg = load_config(path, {"GATEWAY_ADMIN_LISTEN": "0.0.0.0:9100", "GATEWAY_ACCESS_LOG": "/var/log/gw.log",
+                             "GATEWAY_ACCESS_LOG_FORMAT": "json"}, admin_listen="[::1]:9200")
+    assert (cfg.admin_host_port, cfg.access_log, cfg.access_log_format) == (("::1", 9200), "/var/log/gw.log", "json")
+    assert load_config(None, {}).admin_host_port is None and load_config(None, {}).access_log == "stdout"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"GATEWAY_ADMIN_LISTEN": "9090"}, "gateway.admin_listen (GATEWAY_ADMIN_LISTEN) must be HOST:PORT, got '9090'"),
+    ({"GATEWAY_ACCESS_LOG_FORMAT": "xml"}, "GATEWAY_ACCESS_LOG_FORMAT) must be one of json, text, got 'xml'"),
+    ({"GATEWAY_ACCESS_LOG": " "}, "GATEWAY_ACCESS_LOG) must be stdout, stderr, off or a file path"),
+])
+def test_a_bad_observability_setting_is_refused_naming_it(env, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, env)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("text, named", [('[gatway]\nlisten = "127.0.0.1:1"\n', "[gatway]"),
+                                         ('[upstrem]\nurl = "http://127.0.0.1:9000"\n', "[upstrem]"),
+                                         ('listen = "127.0.0.1:1"\n', "[listen]")])
+def test_an_unknown_top_level_section_or_key_is_refused_naming_it(tmp_path, text, named):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, {})
+    assert str(refused.value) == (f"unknown section(s) in {path}: {named} (known: [gateway], [upstream], [kms], "
+                                  "[buckets], [keyservice])")
+
+
+def test_every_known_section_is_accepted_and_startup_checks_default_on_with_an_environment_switch(tmp_path):
+    path = _write(tmp_path, '[gateway]\n[upstream]\n[kms]\n[buckets]\n[keyservice]\n')
+    assert load_config(path, {}).startup_checks is True
+    assert load_config(path, {"GATEWAY_STARTUP_CHECKS": "false"}).startup_checks is False
+    with pytest.raises(ConfigError, match=r"gateway.startup_checks \(GATEWAY_STARTUP_CHECKS\) must be true or false"):
+        load_config(path, {"GATEWAY_STARTUP_CHECKS": "maybe"})

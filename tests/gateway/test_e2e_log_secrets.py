@@ -5,7 +5,8 @@ The gateway runs at GATEWAY_LOG_LEVEL=DEBUG in front of a standalone key service
 prints response bodies). After SSE-KMS and SSE-C traffic (and a request with a bad signature), the test
 recovers the actual plaintext data key of an object it wrote, by calling the key service's Decrypt on the
 wrapped key in the object's upstream metadata (docs/FORMAT.md §2), and looks for it and every other secret in
-the output of the gateway, the key service and the upstream.
+the output of the gateway, the key service and the upstream, in both servers' access logs (written to files
+here) and in their /metrics.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, _conf
 from tests.keyservice.conftest import ROOT, kms_client, launch
 from tests.support.clients import s3_client
 from tests.support.moto import MotoServer
+from tests.support.observability import access_lines, admin_url, get
 from tests.support.process import VENV_BIN, start_server
 from tests.support.secrets import CUSTOMER_KEY, leaks, signing_key
 
@@ -60,7 +62,9 @@ def _traffic(s3, bucket: str) -> None:
 
 def test_no_server_logs_a_data_key_customer_key_secret_key_or_signing_key_at_debug(
         moto: MotoServer, upstream_s3, tmp_path: Path):
-    keyservice = launch(tmp_path, env={"KEYSERVICE_LOG_LEVEL": "DEBUG"})
+    access_logs = {"gateway": tmp_path / "gateway-access.log", "key service": tmp_path / "keyservice-access.log"}
+    keyservice = launch(tmp_path, env={"KEYSERVICE_LOG_LEVEL": "DEBUG", "KEYSERVICE_ADMIN_LISTEN": "127.0.0.1:0",
+                                       "KEYSERVICE_ACCESS_LOG": str(access_logs["key service"])})
     gateway = None
     try:
         kms = kms_client(keyservice.url)
@@ -71,12 +75,15 @@ def test_no_server_logs_a_data_key_customer_key_secret_key_or_signing_key_at_deb
                                 "127.0.0.1:0"], env={
             "GATEWAY_LOG_LEVEL": "DEBUG", "GATEWAY_KMS_ENDPOINT": keyservice.url, "GATEWAY_KMS_REGION": "us-east-1",
             "GATEWAY_KMS_ACCESS_KEY": ROOT[0], "GATEWAY_KMS_SECRET_KEY": ROOT[1],
-            "GATEWAY_DEFAULT_KMS_KEY_ID": key_arn}, timeout=60)
+            "GATEWAY_DEFAULT_KMS_KEY_ID": key_arn, "GATEWAY_ADMIN_LISTEN": "127.0.0.1:0",
+            "GATEWAY_ACCESS_LOG": str(access_logs["gateway"])}, timeout=60)
         s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
         bucket = f"log-secrets-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=bucket)
         _traffic(s3, bucket)
         data_key = _recover_data_key(upstream_s3, kms, bucket, "kms")
+        metrics = {f"{name} metrics": get(f"{admin_url(server)}/metrics")[2]
+                   for name, server in (("gateway", gateway), ("key service", keyservice.server))}
     finally:
         if gateway is not None:
             assert gateway.stop() == 0, gateway.log()
@@ -85,7 +92,11 @@ def test_no_server_logs_a_data_key_customer_key_secret_key_or_signing_key_at_deb
     secrets = {"the object's data key": data_key, "SSE-C key": CUSTOMER_KEY,
                "client secret key": GATEWAY_SECRET_KEY.encode(), "upstream secret key": moto.secret_key.encode(),
                "KMS secret key": ROOT[1].encode()}
-    outputs = {"gateway": gateway.log(), "key service": keyservice.server.log(), "upstream": moto.server.log()}
+    outputs = {"gateway": gateway.log(), "key service": keyservice.server.log(), "upstream": moto.server.log(),
+               **{f"{name} access log": path.read_text() for name, path in access_logs.items()}, **metrics}
+    # the access logs saw the SSE-C and SSE-KMS traffic (the scan below is not of empty files)
+    assert {line["sse"] for line in access_lines(access_logs["gateway"])} >= {"SSE-C", "aws:kms"}
+    assert {"GenerateDataKey", "Decrypt"} <= {line["operation"] for line in access_lines(access_logs["key service"])}
     assert "DEBUG" in outputs["gateway"] or outputs["gateway"], "the gateway wrote nothing at all"
     assert {name: leaks(text, secrets) for name, text in outputs.items()} == {name: [] for name in outputs}
 

@@ -106,3 +106,17 @@ def test_parse_s3_error_accepts_only_error_documents_with_a_code():
     assert s3errors.parse_s3_error(b"<Error><Message>m</Message></Error>") is None
     assert s3errors.parse_s3_error(b"<ListBucketResult/>") is None
     assert s3errors.parse_s3_error(LB_502_PAGE) is None
+
+
+@pytest.mark.parametrize("code", ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"])
+def test_an_upstream_refusal_of_the_gateways_own_credential_is_the_gateways_503(code):
+    body = f"<Error><Code>{code}</Code><Message>upstream's words</Message></Error>".encode()
+    err = s3errors.from_upstream(403 if code != "AuthorizationHeaderMalformed" else 400, body)
+    assert (err.code, err.status, err.message) == (
+        "ServiceUnavailable", 503, f"The upstream store refused the gateway's own credential ({code}); the "
+                                   "gateway's operator must correct its upstream credential.")
+
+
+def test_an_upstream_access_denied_is_relayed_as_the_clients():
+    err = s3errors.from_upstream(403, b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+    assert (err.code, err.status, err.message) == ("AccessDenied", 403, "Access Denied")

@@ -195,3 +195,30 @@ def test_store_url_comes_from_the_file_or_the_environment_its_password_is_a_log_
 def test_a_store_url_that_is_not_postgresql_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"store_url \(KEYSERVICE_STORE_URL\) must be postgresql://"):
         KeyServiceConfig.load(None, {"KEYSERVICE_STORE_URL": "mysql://db/keys"})
+
+
+def test_observability_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "ks.toml"
+    path.write_text('[keyservice]\nadmin_listen = "127.0.0.1:7001"\naccess_log = "off"\n')
+    config = KeyServiceConfig.load(path, {})
+    assert (config.admin_host_port(), config.access_log, config.access_log_format) == (
+        ("127.0.0.1", 7001), "off", "json")
+    config = KeyServiceConfig.load(path, {"KEYSERVICE_ADMIN_LISTEN": "0.0.0.0:7002", "KEYSERVICE_ACCESS_LOG": "stderr",
+                                          "KEYSERVICE_ACCESS_LOG_FORMAT": "text"})
+    assert (config.admin_host_port(), config.access_log, config.access_log_format) == (
+        ("0.0.0.0", 7002), "stderr", "text")
+    with pytest.raises(ConfigError, match=r"admin_listen \(KEYSERVICE_ADMIN_LISTEN\) must be HOST:PORT"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_ADMIN_LISTEN": "nope"})
+    with pytest.raises(ConfigError, match="KEYSERVICE_ACCESS_LOG_FORMAT"):
+        KeyServiceConfig.load(None, {"KEYSERVICE_ACCESS_LOG_FORMAT": "xml"})
+
+
+def test_an_unknown_section_is_refused_and_a_gateways_tables_are_accepted(tmp_path: Path) -> None:
+    shared = tmp_path / "gateway.toml"
+    shared.write_text('[gateway]\n[upstream]\n[kms]\n[buckets]\n[keyservice]\nregion = "eu-west-1"\n')
+    assert KeyServiceConfig.load(shared, {}).region == "eu-west-1"
+    misspelt = tmp_path / "keyservice.toml"
+    misspelt.write_text('[keyservce]\nregion = "eu-west-1"\n')
+    with pytest.raises(ConfigError) as refused:
+        KeyServiceConfig.load(misspelt, {})
+    assert str(refused.value) == f"unknown section(s) in {misspelt}: [keyservce] (the key service reads [keyservice])"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.keyservice.conftest import ROOT_KEY_B64, kms_client, launch
+from tests.keyservice.conftest import ROOT, ROOT_KEY_B64, kms_client, launch
 from tests.support.tls import write_self_signed
 
 
@@ -32,6 +32,7 @@ def test_bad_root_key_fails_to_start_with_a_message(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "keyservice", "serve", "--listen", "127.0.0.1:0"],
                           capture_output=True, text=True, timeout=30,
                           env={"KEYSERVICE_ROOT_KEY": "tooshort", "KEYSERVICE_DATA_DIR": str(tmp_path),
+                               "KEYSERVICE_ACCESS_KEY": ROOT[0], "KEYSERVICE_SECRET_KEY": ROOT[1],
                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1 and "root key" in proc.stderr and "Traceback" not in proc.stderr
     assert ROOT_KEY_B64 not in proc.stderr
@@ -49,3 +50,12 @@ def test_serves_https_when_given_a_certificate(tmp_path: Path) -> None:
         assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"over tls"
     finally:
         assert ks.server.stop() == 0
+
+
+def test_a_signal_right_after_the_listening_line_stops_cleanly(tmp_path: Path) -> None:
+    """The stop signals are handled from before the line is printed: a script that stops the server as soon
+    as it reads the line gets a clean stop (exit 0), never the default action of SIGTERM."""
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        ks = launch(tmp_path / str(attempt))
+        assert ks.server.stop() == 0, ks.server.log()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
@@ -50,7 +51,8 @@ async def test_an_unsigned_write_is_403_access_denied_with_a_request_id(gw, buck
 
 async def test_an_unreachable_upstream_is_503_service_unavailable_and_head_has_no_body(tmp_path, clean_environment):
     nothing_listens = UpstreamConfig(url=f"http://127.0.0.1:{free_port()}", access_key="a", secret_key="b")
-    async with inprocess(create_app(gateway_config(nothing_listens, tmp_path / "data"))) as gw:
+    config = replace(gateway_config(nothing_listens, tmp_path / "data"), startup_checks=False)  # it went down
+    async with inprocess(create_app(config)) as gw:
         answer = await gw.send("GET", "/bucket/k")
         assert answer.error() == (503, "ServiceUnavailable")
         assert answer.xml()["Message"] == "The upstream store cannot be reached"
