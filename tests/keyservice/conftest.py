@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 from keyservice.clock import FakeClock
 from keyservice.service import KeyService
 from tests.keyservice.inprocess import START
-from tests.support.postgres import MISSING, PostgresServer, server_bin, start_postgres
+from tests.support.postgres import postgres  # noqa: F401  (the session's PostgreSQL, for the store tests)
 from tests.support.process import Server, VENV_BIN, start_server
 from tests.support.secrets import (KEYSERVICE_ADMIN, KEYSERVICE_ALICE, KEYSERVICE_OTHER, KEYSERVICE_ROOT,
                                    KEYSERVICE_ROOT_KEY)
@@ -88,17 +88,6 @@ def launch(tmp_path: Path, quotas: dict[str, float] | None = None, data_dir: Pat
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
                            "--listen", listen], full_env)
     return KeyServiceProcess(server, data_dir, data_dir / "audit.log", clock_file)
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A throw-away PostgreSQL cluster for the session (tests/support/postgres.py); skipped, saying why,
-    where the server binaries are missing."""
-    if server_bin() is None:
-        pytest.skip(MISSING)
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

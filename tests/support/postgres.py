@@ -17,8 +17,11 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.support import secrets
 
@@ -144,3 +147,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster for the session; skipped, saying why, where the server binaries are
+    missing. Import it into a conftest or test module to use it."""
+    if server_bin() is None:
+        pytest.skip(MISSING)
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
