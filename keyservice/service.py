@@ -327,7 +327,13 @@ class KeyService:
     # --- time-driven changes ---------------------------------------------------------------
     def purge_due_keys(self) -> int:
         """Apply every due deletion, rotation and expiry; returns how many keys were destroyed."""
-        return sum(not self._maintain(rec) for rec in list(self.keys.values()))
+        destroyed = 0
+        for rec in list(self.keys.values()):
+            try:
+                destroyed += not self._maintain(rec)
+            except StoreCorruption as exc:  # that key is refused from now on; the others are still maintained
+                log.error("key %s left out of maintenance: %s", rec.arn, exc)
+        return destroyed
 
     def _maintain(self, rec: KeyRecord) -> bool:
         """Apply due time-driven changes to one key; False if it has been destroyed.
@@ -337,13 +343,18 @@ class KeyService:
         rotated or destroyed the key adopts that instead of doing it again, so each runs once."""
         if not _change_due(rec, self.clock.now()):
             return True
-        with self.store.exclusive_key(rec.key_id) as stored:
-            if stored is None:  # destroyed by another node meanwhile
+        try:
+            with self.store.exclusive_key(rec.key_id) as stored:
+                if stored is None:  # destroyed by another node meanwhile
+                    self._forget_key(rec.key_id)
+                    return False
+                if stored != rec.to_meta():
+                    self._adopt(rec, stored)
+                return self._apply_due_changes(rec)
+        except StoreCorruption:
+            if ("keys", rec.key_id) in self.store.refused:  # its row was forged: the key is unusable from now on
                 self._forget_key(rec.key_id)
-                return False
-            if stored != rec.to_meta():
-                self._adopt(rec, stored)
-            return self._apply_due_changes(rec)
+            raise
 
     def _apply_due_changes(self, rec: KeyRecord) -> bool:
         now = self.clock.now()

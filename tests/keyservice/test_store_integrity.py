@@ -18,7 +18,7 @@ from keyservice.service import KeyService
 from keyservice.store import KeyStore, RootKeyMismatch
 from keyservice.storeapi import TABLES, BackingKeyRow, open_store
 from tests.keyservice.conftest import ROOT_KEY_B64, write_config
-from tests.keyservice.inprocess import START, call, fails, new_key
+from tests.keyservice.inprocess import DAY, START, call, fails, new_key
 from tests.support.postgres import PostgresServer
 
 GRANTEE = "arn:aws:iam::111122223333:user/grantee"
@@ -185,3 +185,25 @@ def test_a_wrong_root_key_is_refused_at_open_on_postgresql_too(tmp_path, postgre
                                                         f"at 127.0.0.1:{postgres.port}/")):
         open_store(tmp_path, bytes(range(32)), url)
     open_store(tmp_path, bytes(32), url).close()
+
+
+async def test_a_forged_row_of_a_key_due_for_rotation_is_refused_and_the_others_are_still_rotated(
+        tmp_path, store_url, pg, caplog) -> None:
+    root = os.urandom(32)
+    clock = FakeClock(START)
+    svc = KeyService.open(tmp_path, root, clock=clock, store_url=store_url)
+    try:
+        forged, kept = await new_key(svc), await new_key(svc)
+        for key in (forged, kept):
+            await call(svc, "EnableKeyRotation", KeyId=key, RotationPeriodInDays=90)
+        run_sql(tmp_path, store_url, pg, f"UPDATE keys SET meta = replace(meta, '\"Enabled\"', '\"Enabled\" ') "
+                                         f"WHERE key_id = '{forged}'")
+        clock.advance(100 * DAY)
+        svc.purge_due_keys()
+        assert len(svc.store.backing_keys(kept)) == 2
+        assert f"left out of maintenance: keys row {forged} fails its integrity check (MAC)" in caplog.text
+        with pytest.raises(Exception) as info:
+            await call(svc, "Encrypt", KeyId=forged, Plaintext=b"x")
+        assert (info.value.type, info.value.status) == ("KMSInternalException", 500)
+    finally:
+        await svc.close()
