@@ -207,3 +207,20 @@ async def test_a_forged_row_of_a_key_due_for_rotation_is_refused_and_the_others_
         assert (info.value.type, info.value.status) == ("KMSInternalException", 500)
     finally:
         await svc.close()
+
+
+async def test_the_postgresql_store_holds_no_plaintext_key_material_nor_the_root_key(tmp_path,
+                                                                                     postgres: PostgresServer) -> None:
+    url, root = postgres.create_database(), os.urandom(32)
+    svc = reopen(tmp_path, root, url)
+    try:
+        key = await new_key(svc)
+        hmac_key = await new_key(svc, KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
+        await call(svc, "RotateKeyOnDemand", KeyId=key)
+        materials = [row.material for k in (key, hmac_key) for row in svc.store.backing_keys(k)]
+    finally:
+        await svc.close()
+    dump = postgres.dump(url)
+    assert b"COPY public.backing_keys" in dump and len(materials) == 3
+    for secret in materials + [root]:
+        assert secret.hex().encode() not in dump and secret not in dump

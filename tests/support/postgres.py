@@ -74,6 +74,13 @@ class PostgresServer:
             raise RuntimeError(f"psql failed: {result.stderr}")
         return result.stdout
 
+    def dump(self, url: str) -> bytes:
+        """pg_dump of the database ``url`` names (schema and data, plain SQL; bytea as hex)."""
+        result = subprocess.run([str(self.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER,
+                                 url.rsplit("/", 1)[1]], env={**os.environ, "PGPASSWORD": PASSWORD},
+                                capture_output=True, timeout=60, check=True)
+        return result.stdout
+
     def stop(self) -> None:
         subprocess.run(self.run_as + [str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=120, check=False)
