@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import boto3
 import pytest
@@ -33,7 +34,7 @@ from tests.support.balancer import RoundRobinBalancer
 from tests.support.clients import s3_client
 from tests.support.moto import MotoServer
 from tests.support.postgres import PostgresServer, postgres  # noqa: F401
-from tests.support.process import VENV_BIN, Server, start_server
+from tests.support.process import VENV_BIN, Server, free_port, start_server
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 
 NOTIFY_BOUND = 2.0  # README ("The key store on PostgreSQL"): milliseconds; allowance for a loaded machine
@@ -42,52 +43,112 @@ PART = 5 * 1024 * 1024
 SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
 
 
+class Balancer(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as a balancer sees it: its compose service name, where it listens, its admin port."""
+
+    name: str
+    url: str
+    admin_port: int
+
+
+Balance = Callable[[str, list[Node]], Balancer]
+"""Starts the balancer ``kind`` ("s3" or "kms") in front of ``nodes``."""
+
+
+def own_balancer(kind: str, nodes: list[Node]) -> Balancer:
+    """The test's own round-robin TCP balancer (tests/support/balancer.py)."""
+    return RoundRobinBalancer.of_urls([node.url for node in nodes]).start()
+
+
 @dataclass
 class Cluster:
     """The running nodes and the balancers in front of them."""
 
     keyservices: list[KeyServiceProcess]
+    keyservice_nodes: list[Node]
+    keyservice_env: dict[str, str]
     gateways: list[Server]
-    kms_balancer: RoundRobinBalancer
-    s3_balancer: RoundRobinBalancer
-    key_arn: str
+    kms_balancer: Balancer
+    s3_balancer: Balancer
+    workdir: Path
 
     def s3(self, url: str | None = None, **config: object):
         """A boto3 client to one gateway (``url``) or through the balancer, without retries."""
         return s3_client(url or self.s3_balancer.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, **config)
 
+    def served_by(self, request_id: str) -> int:
+        """Which gateway (0 or 1) answered the request ``request_id`` (by their access logs, on stdout)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [n for n, gateway in enumerate(self.gateways) if request_id in gateway.log()]
+            if found:
+                [index] = found
+                return index
+            time.sleep(0.02)
+        raise AssertionError(f"request {request_id} is in no gateway's access log")
+
+    def start_keyservice(self, index: int) -> KeyServiceProcess:
+        """Key service node ``index`` (again) on its own ports and data directory."""
+        node = self.keyservice_nodes[index]
+        env = {**self.keyservice_env, "KEYSERVICE_ADMIN_LISTEN": f"127.0.0.1:{node.admin_port}"}
+        return launch(self.workdir / node.name, env=env, listen=node.url.removeprefix("http://"))
+
+
+def start_cluster(moto: MotoServer, postgres: PostgresServer, workdir: Path,  # noqa: F811
+                  balance: Balance) -> Cluster:
+    """Two key service nodes on one PostgreSQL database (the same root key: conftest's ROOT_KEY_B64), the
+    balancer "kms" in front of them, two gateways with one secret file whose KMS is that balancer, and the
+    balancer "s3" in front of the gateways."""
+    keyservice_env = {"KEYSERVICE_STORE_URL": postgres.create_database()}
+    nodes = [Node(f"keyservice-{n}", f"http://127.0.0.1:{free_port()}", free_port()) for n in (1, 2)]
+    cluster = Cluster([], nodes, keyservice_env, [], None, None, workdir)  # type: ignore[arg-type]
+    for index, node in enumerate(nodes):
+        (workdir / node.name).mkdir()
+        cluster.keyservices.append(cluster.start_keyservice(index))
+    cluster.kms_balancer = balance("kms", nodes)
+    key_arn = kms_client(nodes[0].url).create_key(Description="multinode")["KeyMetadata"]["Arn"]
+    secret_file = workdir / "gateway.secret"
+    secret_file.write_bytes(os.urandom(32))  # one secret for every gateway node, as the compose file's volume
+    admin_ports = [free_port(), free_port()]
+    cluster.gateways = [_start_gateway(moto, workdir / f"gateway-{n + 1}", cluster.kms_balancer.url, key_arn,
+                                       secret_file, admin_ports[n]) for n in range(2)]
+    cluster.s3_balancer = balance("s3", [Node(f"gateway-{n + 1}", gateway.url, admin_ports[n])
+                                         for n, gateway in enumerate(cluster.gateways)])
+    return cluster
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    cluster.s3_balancer.stop()
+    for gateway in cluster.gateways:
+        assert gateway.stop() == 0, gateway.log()
+    cluster.kms_balancer.stop()
+    for ks in cluster.keyservices:
+        ks.server.stop()
+
 
 @pytest.fixture(scope="module")
 def cluster(moto: MotoServer, postgres: PostgresServer,  # noqa: F811
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    workdir = tmp_path_factory.mktemp("multinode")
-    env = {"KEYSERVICE_STORE_URL": postgres.create_database()}  # the same root key: conftest's ROOT_KEY_B64
-    keyservices = []
-    for name in ("ks1", "ks2"):
-        (workdir / name).mkdir()
-        keyservices.append(launch(workdir / name, env=env))
-    kms_balancer = RoundRobinBalancer.of_urls([ks.url for ks in keyservices]).start()
-    key_arn = kms_client(keyservices[0].url).create_key(Description="multinode")["KeyMetadata"]["Arn"]
-    secret_file = workdir / "gateway.secret"
-    secret_file.write_bytes(os.urandom(32))  # one secret for every gateway node, as the compose file's volume
-    gateways = [_start_gateway(moto, workdir / name, kms_balancer.url, key_arn, secret_file)
-                for name in ("gw1", "gw2")]
-    s3_balancer = RoundRobinBalancer.of_urls([gateway.url for gateway in gateways]).start()
-    yield Cluster(keyservices, gateways, kms_balancer, s3_balancer, key_arn)
-    s3_balancer.stop()
-    for gateway in gateways:
-        assert gateway.stop() == 0, gateway.log()
-    kms_balancer.stop()
-    for ks in keyservices:
-        ks.server.stop()
+    cluster = start_cluster(moto, postgres, tmp_path_factory.mktemp("multinode"), own_balancer)
+    yield cluster
+    stop_cluster(cluster)
 
 
-def _start_gateway(moto: MotoServer, workdir: Path, kms_url: str, key_arn: str, secret_file: Path) -> Server:
+def _start_gateway(moto: MotoServer, workdir: Path, kms_url: str, key_arn: str, secret_file: Path,
+                   admin_port: int) -> Server:
     workdir.mkdir()
     config = workdir / "gateway.toml"
     config.write_text(remote_kms_toml(
         moto, workdir / "data", kms_url, key_arn,
-        gateway_settings=f'secret_file = "{secret_file}"\nallow_ssec_over_http = true',
+        gateway_settings=f'secret_file = "{secret_file}"\nallow_ssec_over_http = true\n'
+                         f'admin_listen = "127.0.0.1:{admin_port}"',
         kms_settings=f"data_key_max_age = {DATA_KEY_MAX_AGE}"))
     return start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
                         cwd=workdir, timeout=60)
@@ -147,14 +208,14 @@ def test_a_multipart_upload_through_the_balancer_one_connection_per_request_uses
     client = cluster.s3()
     close_each_connection(client)
     parts = [os.urandom(PART) for _ in range(4)]
-    before = len(cluster.s3_balancer.chosen)
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key="balanced")["UploadId"]
-    etags = [client.upload_part(Bucket=bucket, Key="balanced", UploadId=upload_id, PartNumber=n + 1,
-                                Body=body)["ETag"] for n, body in enumerate(parts)]
-    client.complete_multipart_upload(Bucket=bucket, Key="balanced", UploadId=upload_id, MultipartUpload={
-        "Parts": [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]})
-    chosen = cluster.s3_balancer.chosen[before:]
-    assert len(chosen) == 6 and all(a != b for a, b in zip(chosen, chosen[1:]))  # strictly alternating
+    answers = [client.create_multipart_upload(Bucket=bucket, Key="balanced")]
+    upload_id = answers[0]["UploadId"]
+    answers += [client.upload_part(Bucket=bucket, Key="balanced", UploadId=upload_id, PartNumber=n + 1, Body=body)
+                for n, body in enumerate(parts)]
+    answers.append(client.complete_multipart_upload(Bucket=bucket, Key="balanced", UploadId=upload_id, MultipartUpload={
+        "Parts": [{"PartNumber": n + 1, "ETag": answer["ETag"]} for n, answer in enumerate(answers[1:])]}))
+    served = [cluster.served_by(answer["ResponseMetadata"]["RequestId"]) for answer in answers]
+    assert all(a != b for a, b in zip(served, served[1:])), served  # round robin: strictly alternating
     got = client.get_object(Bucket=bucket, Key="balanced")
     assert got["Body"].read() == b"".join(parts) and got["ServerSideEncryption"] == "aws:kms"
 
@@ -200,9 +261,9 @@ def test_a_key_disabled_through_one_key_service_node_is_refused_by_the_other_and
 
 
 def test_a_key_service_node_killed_during_a_workload_costs_no_client_request(cluster):
-    """Runs last in the module: it leaves one key service node. boto3 with its default retries (legacy mode,
-    5 attempts) through the balancer; writes and reads of SSE-KMS objects, each needing the key service
-    (no Bucket Key; reads of objects another gateway wrote need a Decrypt)."""
+    """boto3 with its default retries (legacy mode, 5 attempts) through the balancer; writes and reads of
+    SSE-KMS objects, each needing the key service (no Bucket Key; reads of objects another gateway wrote need
+    a Decrypt). The killed node is started again at the end, for the module's other tests."""
     bucket = new_bucket(cluster)
     client = boto3.client("s3", endpoint_url=cluster.s3_balancer.url, region_name="us-east-1",
                           aws_access_key_id=GATEWAY_ACCESS_KEY, aws_secret_access_key=GATEWAY_SECRET_KEY,
@@ -232,10 +293,13 @@ def test_a_key_service_node_killed_during_a_workload_costs_no_client_request(clu
     time.sleep(2.0)
     cluster.keyservices[0].server.kill()
     killed_at, audited_at = len(written), len(survivor.audit_records())
-    time.sleep(4.0)
-    stop.set()
-    for worker in workers:
-        worker.join(60)
+    try:
+        time.sleep(4.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+        cluster.keyservices[0] = cluster.start_keyservice(0)
     assert failures == []
     assert len(written) > killed_at + 10  # the workload went on after the kill
     data_key_calls = {"GenerateDataKey", "Decrypt"}
