@@ -4,7 +4,8 @@ upstream (moto with IAM auth), and the test's own round-robin TCP balancer (test
 of the gateways and another in front of the key services -- the gateways' one ``[kms] endpoint``, as HAProxy's
 is in the compose file: RemoteKeyProvider takes one endpoint, so failing over to the other key service node is
 the balancer's (a refused connection goes to the next node; a dropped one is retried by the gateway's KMS
-client, 3 attempts within ``[kms] timeout``).
+client, 3 attempts within ``[kms] timeout``). test_e2e_multinode_haproxy.py runs the same tests behind HAProxy
+running the compose file's balancer configurations.
 
 What they show: a multipart upload whose parts alternate between the gateways completes and reads back
 exactly; an object (SSE-KMS or SSE-C) written through one gateway reads through the other; a key disabled
@@ -44,6 +45,8 @@ SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
 
 
 class Balancer(Protocol):
+    """The test's own balancer or HAProxy: where clients connect, and how to stop it."""
+
     url: str
 
     def stop(self) -> None: ...
