@@ -4,7 +4,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from . import customkeystores
+from . import customkeystores, multiregion
 from . import params as p
 from .errors import KMSError, validation
 from .keys import DAY, KEY_SPECS, RSA_BITS, KeyRecord, new_backing_id, new_material, usages_for
@@ -32,8 +32,11 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
     origin = p.enum(params, "Origin", {"AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"}, "AWS_KMS")
     assert origin is not None
     store_id = customkeystores.check_create_key(params, origin, spec, usage)
-    if origin == "EXTERNAL_KEY_STORE" or params.get("MultiRegion"):
-        raise KMSError("UnsupportedOperationException", "External key stores and multi-Region keys are not supported.")
+    if origin == "EXTERNAL_KEY_STORE":
+        raise KMSError("UnsupportedOperationException", "External key stores are not supported.")
+    multi_region = p.boolean(params, "MultiRegion")
+    if multi_region:
+        multiregion.check_create(origin, store_id)
     if origin == "EXTERNAL" and spec != "SYMMETRIC_DEFAULT":
         raise KMSError("UnsupportedOperationException", "Only symmetric keys can have imported key material.")
     description = p.optional_str(params, "Description", 0, 8192) or ""
@@ -43,12 +46,13 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
         raise KMSError("TagException", f"A KMS key can have at most {MAX_TAGS} tags.")
     if policy_text is not None:
         _check_lockout(svc, policy_text, params, ctx)
-    key_id = KeyRecord.new_id()
+    key_id = multiregion.new_key_id() if multi_region else KeyRecord.new_id()
     rec = KeyRecord(key_id=key_id, arn=svc.key_arn(key_id), account_id=svc.account_id, created=svc.now(),
                     key_spec=spec, key_usage=usage, origin=origin,
                     state="PendingImport" if origin == "EXTERNAL" else "Enabled",
                     policy=policy_text or default_policy(svc.account_id), description=description,
-                    expiration_model=None, custom_key_store_id=store_id)
+                    expiration_model=None, custom_key_store_id=store_id,
+                    multi_region={"primary": svc.region, "replicas": []} if multi_region else None)
     ctx.key_arn = rec.arn
     if store_id is not None:
         _create_in_token(svc, rec, store_id)
@@ -246,6 +250,7 @@ def _alias_entry(svc: "KeyService", name: str) -> dict[str, Any]:
 # --- rotation --------------------------------------------------------------------------------
 def _rotatable(svc: "KeyService", params: dict[str, Any], ctx: "CallContext", operation: str) -> KeyRecord:
     rec = _managed_key(svc, params, ctx, operation)
+    multiregion.refuse_on_replica(rec, operation)
     if not rec.symmetric or rec.origin != "AWS_KMS":
         raise KMSError("UnsupportedOperationException", f"{rec.arn} key rotation is not supported for asymmetric, "
                                                         "HMAC or imported keys, or keys in custom key stores.")
@@ -282,13 +287,14 @@ def get_key_rotation_status(svc: "KeyService", params: dict[str, Any], ctx: "Cal
     return result
 
 
-def rotate_key_on_demand(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+async def rotate_key_on_demand(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     rec = _rotatable(svc, params, ctx, "RotateKeyOnDemand")
     svc.require_usable(rec)
     if sum(r["RotationType"] == "ON_DEMAND" for r in rec.rotations) >= MAX_ON_DEMAND_ROTATIONS:
         raise KMSError("LimitExceededException", f"{rec.arn} has reached the limit of on-demand rotations.")
     rec.on_demand_started = svc.now()
     svc.add_backing_key(rec, new_material("SYMMETRIC_DEFAULT"), "ON_DEMAND")
+    await multiregion.push_to_replicas(svc, rec)
     return {"KeyId": rec.arn}
 
 

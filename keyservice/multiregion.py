@@ -1,0 +1,251 @@
+"""Multi-region keys: ReplicateKey, UpdatePrimaryRegion, and the peer operations behind them.
+
+A multi-region key has an ``mrk-`` id (mrk- + 32 hex digits) and the same id, key material and every
+backing key (rotation version) in each region it is replicated to, so a ciphertext blob made in one region
+(it names the key id, not the region: keyservice/blob.py) decrypts in another with no call between them.
+Aliases, policies, grants, tags and enabled state are each region's own, as in AWS.
+
+``KeyRecord.multi_region`` holds {"primary": region, "replicas": [regions]}. The primary's deployment
+pushes material to a replica's through peer operations (not AWS operations; their names start with
+``Peer``), signed with the peer credential (keyservice/peers.py) and accepted only from this account's
+root principal, the material sealed under a key derived from that credential's secret:
+
+- ``PeerReplicateKey``: the replica's record and every backing key, written in one transaction (a
+  replica is there whole or not at all). Sent again (rotation), it adds the versions the replica lacks.
+- ``PeerUpdatePrimaryRegion``: the new multi-region configuration, from the primary's region only.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import params as p
+from .blob import MRK_PREFIX
+from .errors import KMSError, validation
+from .keys import KeyRecord
+from .peers import Peer, binding, call_peer, seal, unseal
+from .policy import default_policy
+from .store import BackingKeyRow
+
+if TYPE_CHECKING:
+    from .service import CallContext, KeyService
+
+log = logging.getLogger(__name__)
+REPLICABLE_STATES = ("Enabled", "Disabled")
+
+
+def new_key_id() -> str:
+    """AWS's multi-region key id: mrk- and 32 lower-case hex digits."""
+    return MRK_PREFIX + os.urandom(16).hex()
+
+
+def check_create(origin: str, custom_key_store_id: str | None) -> None:
+    """CreateKey MultiRegion=true: not in a custom key store (as AWS), nor with imported material (here)."""
+    if custom_key_store_id is not None or origin == "AWS_CLOUDHSM":
+        raise KMSError("UnsupportedOperationException", "Multi-Region keys cannot be created in a custom key store.")
+    if origin != "AWS_KMS":
+        raise KMSError("UnsupportedOperationException",
+                       "This key service creates multi-Region keys with Origin AWS_KMS only.")
+
+
+def refuse_on_replica(rec: KeyRecord, operation: str) -> None:
+    """Rotation is managed on the primary key (its new versions reach the replicas): AWS refuses it on one."""
+    if rec.is_replica:
+        raise KMSError("UnsupportedOperationException",
+                       f"{rec.arn} is a replica key: {operation} is performed on its primary key "
+                       f"({rec.arn_in(rec.multi_region['primary'])}).")
+
+
+# --- ReplicateKey ----------------------------------------------------------------------------
+async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    region = p.required_str(params, "ReplicaRegion", 32)
+    policy_text = p.optional_str(params, "Policy", 1, 32768)
+    description = p.optional_str(params, "Description", 0, 8192)
+    tags = params.get("Tags") or []
+    if not isinstance(tags, list):
+        raise validation("Tags must be a list of {TagKey, TagValue}.")
+    rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
+    svc.authorize(rec, "ReplicateKey", ctx)
+    if rec.multi_region is None:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is not a multi-Region key.")
+    if rec.is_replica:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is a replica key: replicate its primary key "
+                                                        f"in {rec.multi_region['primary']}.")
+    if rec.state not in REPLICABLE_STATES:
+        svc.raise_invalid_state(rec)
+    if region == svc.region or region in rec.multi_region["replicas"]:
+        raise KMSError("AlreadyExistsException", f"A key with the ARN {rec.arn_in(region)} already exists.")
+    peer = _peer(svc, region)
+    if policy_text is not None:
+        from .management import _check_lockout  # the replica's policy must not lock its caller out either
+        _check_lockout(svc, policy_text, params, ctx)
+    configuration = {"primary": svc.region, "replicas": [*rec.multi_region["replicas"], region]}
+    answer = await _push(svc, rec, peer, configuration, create={
+        "Policy": policy_text, "Description": rec.description if description is None else description,
+        "Tags": tags})
+    rec.multi_region = configuration
+    svc.save(rec)
+    return {"ReplicaKeyMetadata": answer["KeyMetadata"], "ReplicaPolicy": answer["Policy"],
+            "ReplicaTags": answer.get("Tags", [])}
+
+
+def _peer(svc: "KeyService", region: str) -> Peer:
+    peer = svc.peers.get(region)
+    if peer is None:
+        raise validation(f"Region {region} has no key service peer configured ([[keyservice.peers]]).")
+    return peer
+
+
+async def _push(svc: "KeyService", rec: KeyRecord, peer: Peer, configuration: dict[str, Any],
+                create: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send the key's record and every backing key, sealed, to one replica's deployment."""
+    rows = svc.store.backing_keys(rec.key_id)
+    payload = [{"BackingId": r.backing_id, "Created": r.created, "RotationType": r.rotation_type,
+                "Material": base64.b64encode(r.material).decode()} for r in rows]
+    params = {
+        "KeyId": rec.key_id, "SourceRegion": svc.region, "MultiRegion": configuration,
+        "Key": {"created": rec.created, "key_spec": rec.key_spec, "key_usage": rec.key_usage, "origin": rec.origin,
+                "current_backing": rec.current_backing, "rotations": rec.rotations},
+        "Material": seal(peer.secret_key, binding(svc.account_id, rec.key_id, svc.region, peer.region), payload),
+        **({"Create": create} if create is not None else {}),
+    }
+    return await asyncio.to_thread(call_peer, peer, "PeerReplicateKey", params)
+
+
+async def push_to_replicas(svc: "KeyService", rec: KeyRecord) -> None:
+    """After a rotation of a primary key: its new version to every replica. A replica that cannot be
+    reached is logged; the rotation stands (as in AWS, replicas follow asynchronously), and the next
+    rotation or ReplicateKey attempt sends every version again."""
+    if rec.multi_region is None or rec.is_replica:
+        return
+    for region in rec.multi_region["replicas"]:
+        try:
+            await _push(svc, rec, _peer(svc, region), rec.multi_region)
+        except KMSError as exc:
+            log.error("the new version of %s did not reach its replica in %s: %s", rec.arn, region, exc.message)
+
+
+# --- UpdatePrimaryRegion ---------------------------------------------------------------------
+async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    region = p.required_str(params, "PrimaryRegion", 32)
+    rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
+    svc.authorize(rec, "UpdatePrimaryRegion", ctx)
+    if rec.multi_region is None:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is not a multi-Region key.")
+    if rec.is_replica:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is a replica key: call UpdatePrimaryRegion "
+                                                        f"in the primary's region {rec.multi_region['primary']}.")
+    svc.require_not_pending_deletion(rec)
+    if region == svc.region:
+        return {}
+    if region not in rec.multi_region["replicas"]:
+        raise KMSError("NotFoundException", f"Key '{rec.arn_in(region)}' does not exist")
+    configuration = {"primary": region,
+                     "replicas": [svc.region, *(r for r in rec.multi_region["replicas"] if r != region)]}
+    peer = _peer(svc, region)
+    aad = binding(svc.account_id, rec.key_id, svc.region, region)
+    await asyncio.to_thread(call_peer, peer, "PeerUpdatePrimaryRegion", {
+        "KeyId": rec.key_id, "SourceRegion": svc.region, "MultiRegion": configuration,
+        "Proof": seal(peer.secret_key, aad, configuration)})
+    rec.multi_region = configuration
+    svc.save(rec)
+    return {}
+
+
+# --- the peer operations (the replica's side) ------------------------------------------------
+def _from_peer(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> tuple[str, str, bytes]:
+    """(key id, source region, AAD) of a peer call, which only this account's root principal may make
+    (the peer credential), naming an mrk- key and a configured peer region."""
+    if ctx.principal_arn != f"arn:aws:iam::{svc.account_id}:root" or ctx.access_key not in svc.peer_secrets:
+        raise KMSError("AccessDeniedException", f"User: {ctx.principal_arn} is not authorized to perform: "
+                                                "replication of multi-Region keys (peer key services only)")
+    key_id = p.required_str(params, "KeyId", 36)
+    source = p.required_str(params, "SourceRegion", 32)
+    if not key_id.startswith(MRK_PREFIX) or source == svc.region:
+        raise validation("KeyId must be a multi-Region key id and SourceRegion another region.")
+    return key_id, source, binding(svc.account_id, key_id, source, svc.region)
+
+
+def _configuration(params: dict[str, Any], source: str, region: str) -> dict[str, Any]:
+    config = params.get("MultiRegion")
+    if (not isinstance(config, dict) or config.get("primary") != source or not isinstance(config.get("replicas"), list)
+            or region not in config["replicas"] or not all(isinstance(r, str) for r in config["replicas"])):
+        raise validation("MultiRegion must name the sending region as primary and this region as a replica.")
+    return {"primary": source, "replicas": list(config["replicas"])}
+
+
+def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    """Create the replica (params ``Create``) or add the versions it lacks; one transaction either way."""
+    key_id, source, aad = _from_peer(svc, params, ctx)
+    configuration = _configuration(params, source, svc.region)
+    rows = _rows(key_id, unseal(svc.peer_secrets[ctx.access_key], aad, params.get("Material")))
+    key = params.get("Key") if isinstance(params.get("Key"), dict) else {}
+    rec = svc.keys.get(key_id)
+    if rec is None:
+        create = params.get("Create")
+        if not isinstance(create, dict):
+            raise KMSError("NotFoundException", f"Key '{svc.key_arn(key_id)}' does not exist")
+        rec = _new_replica(svc, key_id, key, create, configuration)
+    elif rec.multi_region is None or rec.multi_region["primary"] != source:
+        raise KMSError("AlreadyExistsException", f"A key with the ARN {rec.arn} already exists.")
+    else:
+        rec.multi_region = configuration
+    have = {r.backing_id for r in svc.store.backing_keys(key_id)} if key_id in svc.keys else set()
+    missing = [r for r in rows if r.backing_id not in have]
+    if not any(r.backing_id == key.get("current_backing") for r in rows):
+        raise validation("The current backing key of the replica was not sent.")
+    rec.current_backing = key["current_backing"]
+    rec.rotations = list(key.get("rotations") or [])
+    svc.store.add_backing_keys(key_id, missing, rec.to_meta())
+    svc.keys[key_id] = rec
+    svc.forget_material(key_id)
+    ctx.key_arn = rec.arn
+    if isinstance(params.get("Create"), dict) and (tags := params["Create"].get("Tags")):
+        from .management import _store_tags, _tags_param
+        _store_tags(svc, rec, _tags_param({"Tags": tags}, "Tags"))
+    return {"KeyMetadata": svc.key_metadata(rec), "Policy": rec.policy,
+            "Tags": [{"TagKey": k, "TagValue": v} for k, v in sorted(svc.tags.get(key_id, {}).items())]}
+
+
+def _rows(key_id: str, payload: Any) -> list[BackingKeyRow]:
+    try:
+        return [BackingKeyRow(key_id, str(r["BackingId"]), float(r["Created"]), r["RotationType"],
+                              base64.b64decode(r["Material"], validate=True)) for r in payload]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise validation("The replicated key material is malformed.") from exc
+
+
+def _new_replica(svc: "KeyService", key_id: str, key: dict[str, Any], create: dict[str, Any],
+                 configuration: dict[str, Any]) -> KeyRecord:
+    spec, usage = key.get("key_spec"), key.get("key_usage")
+    if not isinstance(spec, str) or not isinstance(usage, str) or not isinstance(key.get("created"), (int, float)):
+        raise validation("The replicated key's record is malformed.")
+    return KeyRecord(key_id=key_id, arn=svc.key_arn(key_id), account_id=svc.account_id, created=key["created"],
+                     key_spec=spec, key_usage=usage, origin="AWS_KMS", state="Enabled",
+                     policy=create.get("Policy") or default_policy(svc.account_id),
+                     description=create.get("Description") or "", multi_region=configuration)
+
+
+def peer_update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    """The primary's region hands the primary over: this region's replica becomes the primary."""
+    key_id, source, aad = _from_peer(svc, params, ctx)
+    proof = unseal(svc.peer_secrets[ctx.access_key], aad, params.get("Proof"))
+    rec = svc.keys.get(key_id)
+    if rec is None or rec.multi_region is None or rec.multi_region["primary"] != source:
+        raise KMSError("NotFoundException", f"Key '{svc.key_arn(key_id)}' is not a replica of {source}'s key")
+    if proof != params.get("MultiRegion") or not isinstance(proof, dict) or proof.get("primary") != svc.region \
+            or source not in proof.get("replicas", []):
+        raise validation("MultiRegion must name this region as primary and the sending region as a replica.")
+    rec.multi_region = {"primary": svc.region, "replicas": [str(r) for r in proof["replicas"]]}
+    svc.save(rec)
+    ctx.key_arn = rec.arn
+    return {}
+
+
+HANDLERS = {
+    "ReplicateKey": replicate_key, "UpdatePrimaryRegion": update_primary_region,
+    "PeerReplicateKey": peer_replicate_key, "PeerUpdatePrimaryRegion": peer_update_primary_region,
+}
