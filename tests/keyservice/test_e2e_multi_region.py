@@ -1,0 +1,300 @@
+"""Multi-region keys between two real ``keyservice serve`` processes of different regions on loopback,
+each configured with the other as its peer, driven by the aws CLI and boto3."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from keyservice.peers import binding, seal
+from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, KeyServiceProcess, aws_kms, launch, raw_post
+from tests.support.process import free_port
+
+HOME, AWAY = "us-east-1", "eu-west-1"
+QUOTAS = {"CreateKey": 100, "RotateKeyOnDemand": 100}  # the tests make keys and versions faster than AWS allows
+
+
+@dataclass
+class Region:
+    """One region's key service: where it listens and how to start it again on the same store."""
+
+    name: str
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    process: KeyServiceProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Region":
+        self.process = launch(self.workdir, quotas=QUOTAS, env=self.env, listen=f"127.0.0.1:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        assert self.process is not None
+        assert self.process.server.stop() == 0, self.process.server.log()
+        self.process = None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.server.kill()
+        self.process = None
+
+    def kms(self, creds: tuple[str, str] = ROOT):
+        return boto3.client("kms", endpoint_url=self.url, region_name=self.name, aws_access_key_id=creds[0],
+                            aws_secret_access_key=creds[1],
+                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+
+    def cli(self, *args: str) -> dict:
+        done = aws_kms(self.url, *args, "--region", self.name)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def peer_env(region: str, port: int) -> dict[str, str]:
+    """The KEYSERVICE_PEER_* variables naming the key service of ``region`` (its root credential)."""
+    prefix = f"KEYSERVICE_PEER_{region.upper().replace('-', '_')}"
+    return {f"{prefix}_ENDPOINT": f"http://127.0.0.1:{port}", f"{prefix}_ACCESS_KEY": ROOT[0],
+            f"{prefix}_SECRET_KEY": ROOT[1]}
+
+
+@pytest.fixture
+def regions(tmp_path: Path) -> Iterator[tuple[Region, Region]]:
+    home_port, away_port = free_port(), free_port()
+    home = Region(HOME, home_port, tmp_path / "home", {"KEYSERVICE_REGION": HOME, **peer_env(AWAY, away_port)})
+    away = Region(AWAY, away_port, tmp_path / "away", {"KEYSERVICE_REGION": AWAY, **peer_env(HOME, home_port)})
+    for region in (home, away):
+        region.workdir.mkdir()
+        region.start()
+    yield home, away
+    for region in (home, away):
+        if region.process is not None:
+            region.stop()
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def replicated_key(home: Region) -> str:
+    """A multi-region key made in ``home`` and replicated to AWAY: its id."""
+    key_id = home.kms().create_key(MultiRegion=True, Description="mrk")["KeyMetadata"]["KeyId"]
+    home.kms().replicate_key(KeyId=key_id, ReplicaRegion=AWAY)
+    return key_id
+
+
+def test_aws_cli_drives_create_replicate_describe_update_primary_and_rotate(regions, tmp_path: Path) -> None:
+    home, away = regions
+    created = home.cli("create-key", "--multi-region", "--description", "shared")["KeyMetadata"]
+    key_id = created["KeyId"]
+    assert key_id.startswith("mrk-") and len(key_id) == 36 and int(key_id[4:], 16) >= 0
+    assert created["MultiRegion"] is True
+    assert created["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "PRIMARY", "PrimaryKey": {"Arn": created["Arn"], "Region": HOME}, "ReplicaKeys": []}
+
+    replica = home.cli("replicate-key", "--key-id", key_id, "--replica-region", AWAY)
+    away_arn = f"arn:aws:kms:{AWAY}:{ACCOUNT}:key/{key_id}"
+    assert replica["ReplicaKeyMetadata"]["Arn"] == away_arn
+    assert replica["ReplicaKeyMetadata"]["Description"] == "shared"
+    assert json.loads(replica["ReplicaPolicy"])["Statement"]
+    expected = {"PrimaryKey": {"Arn": created["Arn"], "Region": HOME},
+                "ReplicaKeys": [{"Arn": away_arn, "Region": AWAY}]}
+    assert away.cli("describe-key", "--key-id", key_id)["KeyMetadata"]["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "REPLICA", **expected}
+    assert home.cli("describe-key", "--key-id", key_id)["KeyMetadata"]["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "PRIMARY", **expected}
+
+    (tmp_path / "plain").write_bytes(b"made at home")
+    encrypted = home.cli("encrypt", "--key-id", key_id, "--plaintext", f"fileb://{tmp_path / 'plain'}",
+                         "--encryption-context", "purpose=mrk")
+    (tmp_path / "ct").write_bytes(base64.b64decode(encrypted["CiphertextBlob"]))
+    decrypted = away.cli("decrypt", "--ciphertext-blob", f"fileb://{tmp_path / 'ct'}",
+                         "--encryption-context", "purpose=mrk")
+    assert (base64.b64decode(decrypted["Plaintext"]), decrypted["KeyId"]) == (b"made at home", away_arn)
+
+    assert home.cli("update-primary-region", "--key-id", key_id, "--primary-region", AWAY) == {}
+    moved = {"PrimaryKey": {"Arn": away_arn, "Region": AWAY},
+             "ReplicaKeys": [{"Arn": created["Arn"], "Region": HOME}]}
+    assert away.cli("describe-key", "--key-id", key_id)["KeyMetadata"]["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "PRIMARY", **moved}
+    assert home.cli("describe-key", "--key-id", key_id)["KeyMetadata"]["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "REPLICA", **moved}
+
+    away.cli("rotate-key-on-demand", "--key-id", key_id)  # on the new primary: reaches the replica at home
+    (tmp_path / "plain2").write_bytes(b"made away after rotation")
+    rotated = away.cli("encrypt", "--key-id", key_id, "--plaintext", f"fileb://{tmp_path / 'plain2'}")
+    (tmp_path / "ct2").write_bytes(base64.b64decode(rotated["CiphertextBlob"]))
+    back = home.cli("decrypt", "--ciphertext-blob", f"fileb://{tmp_path / 'ct2'}")
+    assert base64.b64decode(back["Plaintext"]) == b"made away after rotation"
+    refused = aws_kms(home.url, "rotate-key-on-demand", "--key-id", key_id, "--region", HOME)
+    assert refused.returncode != 0 and "UnsupportedOperationException" in refused.stderr
+
+
+def test_ciphertexts_of_every_version_decrypt_in_the_replica_region_with_the_home_region_stopped(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    kms = home.kms()
+    before = kms.encrypt(KeyId=key_id, Plaintext=b"version 1", EncryptionContext={"a": "b"})["CiphertextBlob"]
+    kms.rotate_key_on_demand(KeyId=key_id)
+    after = kms.encrypt(KeyId=key_id, Plaintext=b"version 2")["CiphertextBlob"]
+    data_key = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256")
+    assert before[0] == after[0] == 3 and bytes.fromhex(key_id[4:]) == before[1:17]
+    home.stop()  # no call home from here on
+
+    replica = away.kms()
+    assert replica.decrypt(CiphertextBlob=before, EncryptionContext={"a": "b"})["Plaintext"] == b"version 1"
+    assert replica.decrypt(CiphertextBlob=after)["Plaintext"] == b"version 2"
+    assert replica.decrypt(CiphertextBlob=data_key["CiphertextBlob"])["Plaintext"] == data_key["Plaintext"]
+    assert [r["RotationType"] for r in replica.list_key_rotations(KeyId=key_id)["Rotations"]] == ["ON_DEMAND"]
+    with pytest.raises(ClientError) as wrong_context:
+        replica.decrypt(CiphertextBlob=before)
+    assert error_code(wrong_context) == "InvalidCiphertextException"
+
+
+def test_the_replica_refuses_once_disabled_in_its_region_and_the_primary_still_works(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    blob = home.kms().encrypt(KeyId=key_id, Plaintext=b"still readable at home")["CiphertextBlob"]
+    away.kms().disable_key(KeyId=key_id)
+    with pytest.raises(ClientError) as disabled:
+        away.kms().decrypt(CiphertextBlob=blob)
+    assert error_code(disabled) == "DisabledException"
+    assert home.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"still readable at home"
+    assert home.kms().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_aliases_and_policies_stay_in_their_region(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    home.kms().create_alias(AliasName="alias/shared", TargetKeyId=key_id)
+    assert away.kms().list_aliases()["Aliases"] == []
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*",
+         "Resource": "*"}, {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}]})
+    away.kms().put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
+    blob = home.kms().encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    with pytest.raises(ClientError) as denied:
+        away.kms().decrypt(CiphertextBlob=blob)
+    assert error_code(denied) == "AccessDeniedException"
+    assert home.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+
+
+def test_replicate_key_errors_are_awss(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    cases = [
+        (home, dict(KeyId=key_id, ReplicaRegion=AWAY), "AlreadyExistsException"),
+        (home, dict(KeyId=home.kms().create_key()["KeyMetadata"]["KeyId"], ReplicaRegion=AWAY),
+         "UnsupportedOperationException"),
+        (away, dict(KeyId=key_id, ReplicaRegion=HOME), "UnsupportedOperationException"),  # on the replica
+        (home, dict(KeyId=home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"],
+                    ReplicaRegion="ap-south-1"), "ValidationException"),  # no peer there
+        (home, dict(KeyId="mrk-00000000000000000000000000000000", ReplicaRegion=AWAY), "NotFoundException"),
+    ]
+    for region, params, code in cases:
+        with pytest.raises(ClientError) as refused:
+            region.kms().replicate_key(**params)
+        assert error_code(refused) == code, params
+    with pytest.raises(ClientError) as no_replica:
+        home.kms().update_primary_region(KeyId=home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"],
+                                         PrimaryRegion=AWAY)
+    assert error_code(no_replica) == "NotFoundException"
+    with pytest.raises(ClientError) as single:
+        home.kms().update_primary_region(KeyId=home.kms().create_key()["KeyMetadata"]["KeyId"], PrimaryRegion=AWAY)
+    assert error_code(single) == "UnsupportedOperationException"
+    with pytest.raises(ClientError) as on_replica:
+        away.kms().enable_key_rotation(KeyId=key_id)
+    assert error_code(on_replica) == "UnsupportedOperationException"
+    with pytest.raises(ClientError) as imported:
+        home.kms().create_key(MultiRegion=True, Origin="EXTERNAL")
+    assert error_code(imported) == "UnsupportedOperationException"
+
+
+def peer_call(region: Region, creds: tuple[str, str], payload: dict) -> tuple[int, dict]:
+    """A PeerReplicateKey call as a peer makes it, SigV4-signed for ``region`` with ``creds``."""
+    body = json.dumps(payload).encode()
+    request = AWSRequest(method="POST", url=region.url + "/", data=body,
+                         headers={"Content-Type": "application/x-amz-json-1.1",
+                                  "X-Amz-Target": "TrentService.PeerReplicateKey"})
+    SigV4Auth(Credentials(*creds), "kms", region.name).add_auth(request)
+    status, _, answer = raw_post(region.url, body, dict(request.headers.items()))
+    return status, answer
+
+
+def forged_replica(key_id: str, secret: str, replica_region: str) -> dict:
+    material = [{"BackingId": "00" * 16, "Created": 1.0, "RotationType": None,
+                 "Material": base64.b64encode(b"k" * 32).decode()}]
+    return {"KeyId": key_id, "SourceRegion": HOME, "MultiRegion": {"primary": HOME, "replicas": [AWAY]},
+            "Key": {"created": 1.0, "key_spec": "SYMMETRIC_DEFAULT", "key_usage": "ENCRYPT_DECRYPT",
+                    "origin": "AWS_KMS", "current_backing": "00" * 16, "rotations": []},
+            "Material": seal(secret, binding(ACCOUNT, key_id, HOME, replica_region), material), "Create": {}}
+
+
+def test_only_a_peer_with_material_sealed_for_this_key_and_region_creates_a_replica(regions) -> None:
+    _, away = regions
+    key_id = "mrk-" + "ab" * 16
+    status, answer = peer_call(away, ALICE, forged_replica(key_id, ALICE[1], AWAY))
+    assert (status, answer["__type"]) == (400, "AccessDeniedException")  # not the account root: not a peer
+    status, answer = peer_call(away, ROOT, forged_replica(key_id, "another secret", AWAY))
+    assert (status, answer["__type"]) == (400, "AccessDeniedException")  # sealed under another secret
+    status, answer = peer_call(away, ROOT, forged_replica(key_id, ROOT[1], "ap-south-1"))
+    assert (status, answer["__type"]) == (400, "AccessDeniedException")  # sealed for another region
+    with pytest.raises(ClientError) as absent:
+        away.kms().describe_key(KeyId=key_id)
+    assert error_code(absent) == "NotFoundException"
+    status, answer = peer_call(away, ROOT, forged_replica(key_id, ROOT[1], AWAY))  # what a peer sends
+    assert status == 200 and answer["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
+
+
+def test_a_sigkill_of_the_replica_region_during_replicate_key_leaves_no_replica_or_a_whole_one(regions) -> None:
+    home, away = regions
+    outcomes = set()
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.05):
+        kms = home.kms()
+        key_id = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+        blobs = [kms.encrypt(KeyId=key_id, Plaintext=b"v0")["CiphertextBlob"]]
+        for version in range(1, 6):
+            kms.rotate_key_on_demand(KeyId=key_id)
+            blobs.append(kms.encrypt(KeyId=key_id, Plaintext=f"v{version}".encode())["CiphertextBlob"])
+        answered: list[object] = []
+        call = threading.Thread(target=_replicate, args=(home, key_id, answered))
+        call.start()
+        time.sleep(delay)
+        away.kill()
+        call.join(30)
+        away.start()
+        try:
+            away.kms().describe_key(KeyId=key_id)
+        except ClientError as absent:
+            assert absent.response["Error"]["Code"] == "NotFoundException"
+            outcomes.add("none")
+        else:  # whole: every version decrypts there
+            assert [away.kms().decrypt(CiphertextBlob=b)["Plaintext"] for b in blobs] == \
+                [f"v{v}".encode() for v in range(6)]
+            outcomes.add("whole")
+        # Replicating again completes it either way (a replica already there is taken as it is).
+        if not home.kms().describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["ReplicaKeys"]:
+            home.kms().replicate_key(KeyId=key_id, ReplicaRegion=AWAY)
+        assert away.kms().decrypt(CiphertextBlob=blobs[-1])["Plaintext"] == b"v5"
+    assert outcomes  # which of the two happened depends on timing; both are correct
+
+
+def _replicate(home: Region, key_id: str, answered: list[object]) -> None:
+    try:
+        answered.append(home.kms().replicate_key(KeyId=key_id, ReplicaRegion=AWAY))
+    except ClientError as exc:
+        answered.append(exc)
