@@ -6,84 +6,17 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from keyservice.peers import binding, seal
-from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, KeyServiceProcess, aws_kms, launch, raw_post
-from tests.support.process import free_port
-
-HOME, AWAY = "us-east-1", "eu-west-1"
-QUOTAS = {"CreateKey": 100, "RotateKeyOnDemand": 100}  # the tests make keys and versions faster than AWS allows
-
-
-@dataclass
-class Region:
-    """One region's key service: where it listens and how to start it again on the same store."""
-
-    name: str
-    port: int
-    workdir: Path
-    env: dict[str, str]
-    process: KeyServiceProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Region":
-        self.process = launch(self.workdir, quotas=QUOTAS, env=self.env, listen=f"127.0.0.1:{self.port}")
-        return self
-
-    def stop(self) -> None:
-        assert self.process is not None
-        assert self.process.server.stop() == 0, self.process.server.log()
-        self.process = None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.server.kill()
-        self.process = None
-
-    def kms(self, creds: tuple[str, str] = ROOT):
-        return boto3.client("kms", endpoint_url=self.url, region_name=self.name, aws_access_key_id=creds[0],
-                            aws_secret_access_key=creds[1],
-                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
-
-    def cli(self, *args: str) -> dict:
-        done = aws_kms(self.url, *args, "--region", self.name)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else {}
-
-
-def peer_env(region: str, port: int) -> dict[str, str]:
-    """The KEYSERVICE_PEER_* variables naming the key service of ``region`` (its root credential)."""
-    prefix = f"KEYSERVICE_PEER_{region.upper().replace('-', '_')}"
-    return {f"{prefix}_ENDPOINT": f"http://127.0.0.1:{port}", f"{prefix}_ACCESS_KEY": ROOT[0],
-            f"{prefix}_SECRET_KEY": ROOT[1]}
-
-
-@pytest.fixture
-def regions(tmp_path: Path) -> Iterator[tuple[Region, Region]]:
-    home_port, away_port = free_port(), free_port()
-    home = Region(HOME, home_port, tmp_path / "home", {"KEYSERVICE_REGION": HOME, **peer_env(AWAY, away_port)})
-    away = Region(AWAY, away_port, tmp_path / "away", {"KEYSERVICE_REGION": AWAY, **peer_env(HOME, home_port)})
-    for region in (home, away):
-        region.workdir.mkdir()
-        region.start()
-    yield home, away
-    for region in (home, away):
-        if region.process is not None:
-            region.stop()
+from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, raw_post
+from tests.keyservice.regions import AWAY, HOME, Region, regions  # noqa: F401  (regions: the fixture)
 
 
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
