@@ -21,6 +21,7 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from common.files import private_dir
+from keyservice.multiregion import follow_automatic_rotations
 from keyservice.peers import Peer, PeerConfigError, apply_peer_env, parse_peers
 from keyservice.pkcs11backend import TokenConfig, TokenConfigError, apply_token_env, parse_tokens
 from keyservice.principals import principal_account  # noqa: F401  (re-exported)
@@ -303,6 +304,8 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     config.admin_host_port()
     if config.store_url is not None and not config.store_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("store_url (KEYSERVICE_STORE_URL) must be postgresql://USER[:PASSWORD]@HOST:PORT/DB")
+    if config.region in config.peers:
+        raise ConfigError(f"[[keyservice.peers]]: region {config.region} is this key service's own region")
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:
@@ -366,8 +369,10 @@ def build_api(config: KeyServiceConfig) -> KmsApi:
                               store_url=config.store_url)
     service.peers = dict(config.peers)
     service.peer_secrets = {c.access_key: c.secret_key for c in config.credentials}
-    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
-                  audit_on_failure=config.audit_on_failure)
+    api = KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
+                 audit_on_failure=config.audit_on_failure)
+    api.add_change_listener(follow_automatic_rotations(api))
+    return api
 
 
 def _clock(config: KeyServiceConfig) -> Clock | None:

@@ -20,21 +20,26 @@ import asyncio
 import base64
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from . import params as p
 from .blob import MRK_PREFIX
 from .errors import KMSError, validation
-from .keys import KeyRecord
+from .keys import KEY_SPECS, KeyRecord, usages_for
 from .peers import Peer, binding, call_peer, seal, unseal
 from .policy import default_policy
 from .store import BackingKeyRow
 
 if TYPE_CHECKING:
+    from .api import ChangeListener, KmsApi
     from .service import CallContext, KeyService
 
 log = logging.getLogger(__name__)
 REPLICABLE_STATES = ("Enabled", "Disabled")
+_BACKING_ID = re.compile(r"[0-9a-f]{32}")
+_MRK_ID = re.compile(MRK_PREFIX + r"[0-9a-f]{32}")
+_ROTATION_TYPES = (None, "AUTOMATIC", "ON_DEMAND")
 
 
 def new_key_id() -> str:
@@ -126,6 +131,20 @@ async def push_to_replicas(svc: "KeyService", rec: KeyRecord) -> None:
             await _push(svc, rec, _peer(svc, region), rec.multi_region)
         except KMSError as exc:
             log.error("the new version of %s did not reach its replica in %s: %s", rec.arn, region, exc.message)
+        except Exception:
+            log.exception("the new version of %s did not reach its replica in %s", rec.arn, region)
+
+
+def follow_automatic_rotations(api: "KmsApi") -> "ChangeListener":
+    """A change listener sending a primary key's automatically rotated version (the maintenance event
+    ``RotateKey``) to its replicas, on the service's thread, with no call waiting for it."""
+    def heard(operation: str, key_arn: str | None) -> None:
+        if operation != "RotateKey" or key_arn is None:
+            return
+        rec = api.service.keys.get(key_arn.rsplit("/", 1)[-1])
+        if rec is not None and rec.multi_region is not None and not rec.is_replica and rec.multi_region["replicas"]:
+            api.start_on_service(push_to_replicas(api.service, rec))
+    return heard
 
 
 # --- UpdatePrimaryRegion ---------------------------------------------------------------------
@@ -164,7 +183,7 @@ def _from_peer(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") ->
                                                 "replication of multi-Region keys (peer key services only)")
     key_id = p.required_str(params, "KeyId", 36)
     source = p.required_str(params, "SourceRegion", 32)
-    if not key_id.startswith(MRK_PREFIX) or source == svc.region:
+    if not _MRK_ID.fullmatch(key_id) or source == svc.region:
         raise validation("KeyId must be a multi-Region key id and SourceRegion another region.")
     return key_id, source, binding(svc.account_id, key_id, source, svc.region)
 
@@ -198,7 +217,7 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
     if not any(r.backing_id == key.get("current_backing") for r in rows):
         raise validation("The current backing key of the replica was not sent.")
     rec.current_backing = key["current_backing"]
-    rec.rotations = list(key.get("rotations") or [])
+    rec.rotations = _rotations(key.get("rotations"))
     svc.store.add_backing_keys(key_id, missing, rec.to_meta())
     svc.keys[key_id] = rec
     svc.forget_material(key_id)
@@ -211,17 +230,30 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
 
 
 def _rows(key_id: str, payload: Any) -> list[BackingKeyRow]:
+    """The backing keys a peer sent; each id 32 hex digits (as blobs carry it), each type a rotation's."""
     try:
-        return [BackingKeyRow(key_id, str(r["BackingId"]), float(r["Created"]), r["RotationType"],
+        rows = [BackingKeyRow(key_id, r["BackingId"], float(r["Created"]), r["RotationType"],
                               base64.b64decode(r["Material"], validate=True)) for r in payload]
     except (KeyError, TypeError, ValueError) as exc:
         raise validation("The replicated key material is malformed.") from exc
+    if not all(_BACKING_ID.fullmatch(str(r.backing_id)) and r.rotation_type in _ROTATION_TYPES for r in rows):
+        raise validation("The replicated key material is malformed.")
+    return rows
+
+
+def _rotations(value: Any) -> list[dict[str, Any]]:
+    """The primary's rotation history (ListKeyRotations shows it in each region)."""
+    if not isinstance(value, list) or not all(
+            isinstance(r, dict) and set(r) == {"RotationDate", "RotationType"} and r["RotationType"] in _ROTATION_TYPES
+            and isinstance(r["RotationDate"], (int, float)) for r in value):
+        raise validation("The replicated key's rotations are malformed.")
+    return value
 
 
 def _new_replica(svc: "KeyService", key_id: str, key: dict[str, Any], create: dict[str, Any],
                  configuration: dict[str, Any]) -> KeyRecord:
     spec, usage = key.get("key_spec"), key.get("key_usage")
-    if not isinstance(spec, str) or not isinstance(usage, str) or not isinstance(key.get("created"), (int, float)):
+    if spec not in KEY_SPECS or usage not in usages_for(spec) or not isinstance(key.get("created"), (int, float)):
         raise validation("The replicated key's record is malformed.")
     return KeyRecord(key_id=key_id, arn=svc.key_arn(key_id), account_id=svc.account_id, created=key["created"],
                      key_spec=spec, key_usage=usage, origin="AWS_KMS", state="Enabled",

@@ -15,7 +15,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from keyservice.peers import binding, seal
-from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, raw_post
+from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, aws_kms, raw_post
 from tests.keyservice.regions import AWAY, HOME, Region, regions  # noqa: F401  (regions: the fixture)
 
 
@@ -231,3 +231,17 @@ def _replicate(home: Region, key_id: str, answered: list[object]) -> None:
         answered.append(home.kms().replicate_key(KeyId=key_id, ReplicaRegion=AWAY))
     except ClientError as exc:
         answered.append(exc)
+
+
+def test_an_automatic_rotation_of_the_primary_reaches_the_replica(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    home.kms().enable_key_rotation(KeyId=key_id, RotationPeriodInDays=90)
+    assert home.process is not None
+    home.process.advance_clock(91 * 86400)  # the home service's periodic upkeep rotates it
+    deadline = time.monotonic() + 20
+    while [r["RotationType"] for r in away.kms().list_key_rotations(KeyId=key_id)["Rotations"]] != ["AUTOMATIC"]:
+        assert time.monotonic() < deadline, "the automatic rotation did not reach the replica"
+        time.sleep(0.1)
+    blob = home.kms().encrypt(KeyId=key_id, Plaintext=b"after the automatic rotation")["CiphertextBlob"]
+    assert away.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"after the automatic rotation"
