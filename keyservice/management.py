@@ -41,11 +41,11 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
         raise KMSError("UnsupportedOperationException", "Only symmetric keys can have imported key material.")
     description = p.optional_str(params, "Description", 0, 8192) or ""
     policy_text = p.optional_str(params, "Policy", 1, 32768)
-    tags = _tags_param(params, "Tags", required=False)
+    tags = tags_param(params, "Tags", required=False)
     if len(tags) > MAX_TAGS:
         raise KMSError("TagException", f"A KMS key can have at most {MAX_TAGS} tags.")
     if policy_text is not None:
-        _check_lockout(svc, policy_text, params, ctx)
+        check_lockout(svc, policy_text, params, ctx)
     key_id = multiregion.new_key_id() if multi_region else KeyRecord.new_id()
     rec = KeyRecord(key_id=key_id, arn=svc.key_arn(key_id), account_id=svc.account_id, created=svc.now(),
                     key_spec=spec, key_usage=usage, origin=origin,
@@ -62,7 +62,7 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
         material = await svc.in_thread(new_material, spec) if spec in RSA_BITS else new_material(spec)
         svc.add_backing_key(rec, material, None)
     if tags:
-        _store_tags(svc, rec, tags)
+        store_tags(svc, rec, tags)
     return {"KeyMetadata": svc.key_metadata(rec)}
 
 
@@ -77,7 +77,7 @@ def _create_in_token(svc: "KeyService", rec: KeyRecord, store_id: str) -> None:
         raise
 
 
-def _check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], ctx: "CallContext") -> None:
+def check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], ctx: "CallContext") -> None:
     """AWS refuses a policy that would lock the caller out of PutKeyPolicy, unless told to bypass."""
     policy = compile_policy(policy_text)
     if not p.boolean(params, "BypassPolicyLockoutSafetyCheck") and not svc.policy_allows(policy, "PutKeyPolicy", ctx):
@@ -326,7 +326,7 @@ def put_key_policy(svc: "KeyService", params: dict[str, Any], ctx: "CallContext"
     text = p.required_str(params, "Policy", 32768)
     rec = _managed_key(svc, params, ctx, "PutKeyPolicy")
     svc.require_not_pending_deletion(rec)
-    _check_lockout(svc, text, params, ctx)
+    check_lockout(svc, text, params, ctx)
     rec.policy = text
     svc.save(rec)
     return {}
@@ -339,7 +339,7 @@ def list_key_policies(svc: "KeyService", params: dict[str, Any], ctx: "CallConte
 
 
 # --- tags ------------------------------------------------------------------------------------
-def _tags_param(params: dict[str, Any], name: str, required: bool = True) -> dict[str, str]:
+def tags_param(params: dict[str, Any], name: str, required: bool = True) -> dict[str, str]:
     tags = params.get(name)
     if tags is None and not required:
         return {}
@@ -357,7 +357,7 @@ def _tags_param(params: dict[str, Any], name: str, required: bool = True) -> dic
     return result
 
 
-def _store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
+def store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
     merged = {**svc.tags.get(rec.key_id, {}), **new}
     if len(merged) > MAX_TAGS:
         raise KMSError("TagException", f"A KMS key can have at most {MAX_TAGS} tags.")
@@ -366,10 +366,10 @@ def _store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
 
 
 def tag_resource(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    tags = _tags_param(params, "Tags")
+    tags = tags_param(params, "Tags")
     rec = _managed_key(svc, params, ctx, "TagResource")
     svc.require_not_pending_deletion(rec)
-    _store_tags(svc, rec, tags)
+    store_tags(svc, rec, tags)
     return {}
 
 

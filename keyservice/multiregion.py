@@ -23,6 +23,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from . import management  # (imports this module too: its names are looked up at call time)
 from . import params as p
 from .blob import MRK_PREFIX
 from .errors import KMSError, validation
@@ -70,8 +71,7 @@ async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCon
     policy_text = p.optional_str(params, "Policy", 1, 32768)
     description = p.optional_str(params, "Description", 0, 8192)
     tags = params.get("Tags") or []
-    if not isinstance(tags, list):
-        raise validation("Tags must be a list of {TagKey, TagValue}.")
+    _replica_tags({"Tags": tags})  # checked here, before anything is sent
     rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
     svc.authorize(rec, "ReplicateKey", ctx)
     if rec.multi_region is None:
@@ -85,8 +85,7 @@ async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCon
         raise KMSError("AlreadyExistsException", f"A key with the ARN {rec.arn_in(region)} already exists.")
     peer = _peer(svc, region)
     if policy_text is not None:
-        from .management import _check_lockout  # the replica's policy must not lock its caller out either
-        _check_lockout(svc, policy_text, params, ctx)
+        management.check_lockout(svc, policy_text, params, ctx)  # nor may the replica's policy lock its caller out
     configuration = {"primary": svc.region, "replicas": [*rec.multi_region["replicas"], region]}
     answer = await _push(svc, rec, peer, configuration, create={
         "Policy": policy_text, "Description": rec.description if description is None else description,
@@ -202,9 +201,10 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
     configuration = _configuration(params, source, svc.region)
     rows = _rows(key_id, unseal(svc.peer_secrets[ctx.access_key], aad, params.get("Material")))
     key = params.get("Key") if isinstance(params.get("Key"), dict) else {}
+    create = params.get("Create")
+    tags = _replica_tags(create) if isinstance(create, dict) else {}
     rec = svc.keys.get(key_id)
     if rec is None:
-        create = params.get("Create")
         if not isinstance(create, dict):
             raise KMSError("NotFoundException", f"Key '{svc.key_arn(key_id)}' does not exist")
         rec = _new_replica(svc, key_id, key, create, configuration)
@@ -222,11 +222,18 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
     svc.keys[key_id] = rec
     svc.forget_material(key_id)
     ctx.key_arn = rec.arn
-    if isinstance(params.get("Create"), dict) and (tags := params["Create"].get("Tags")):
-        from .management import _store_tags, _tags_param
-        _store_tags(svc, rec, _tags_param({"Tags": tags}, "Tags"))
+    if tags:
+        management.store_tags(svc, rec, tags)
     return {"KeyMetadata": svc.key_metadata(rec), "Policy": rec.policy,
             "Tags": [{"TagKey": k, "TagValue": v} for k, v in sorted(svc.tags.get(key_id, {}).items())]}
+
+
+def _replica_tags(create: dict[str, Any]) -> dict[str, str]:
+    """ReplicateKey's Tags for the replica, checked as CreateKey checks them."""
+    tags = management.tags_param(create, "Tags", required=False)
+    if len(tags) > management.MAX_TAGS:
+        raise KMSError("TagException", f"A KMS key can have at most {management.MAX_TAGS} tags.")
+    return tags
 
 
 def _rows(key_id: str, payload: Any) -> list[BackingKeyRow]:
@@ -277,7 +284,7 @@ def peer_update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "
     return {}
 
 
-HANDLERS = {
-    "ReplicateKey": replicate_key, "UpdatePrimaryRegion": update_primary_region,
-    "PeerReplicateKey": peer_replicate_key, "PeerUpdatePrimaryRegion": peer_update_primary_region,
-}
+# The operations only peer key services call: this service's own, in no AWS model.
+PEER_HANDLERS = {"PeerReplicateKey": peer_replicate_key, "PeerUpdatePrimaryRegion": peer_update_primary_region}
+PEER_OPERATIONS = frozenset(PEER_HANDLERS)
+HANDLERS = {"ReplicateKey": replicate_key, "UpdatePrimaryRegion": update_primary_region, **PEER_HANDLERS}

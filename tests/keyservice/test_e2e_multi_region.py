@@ -137,6 +137,11 @@ def test_replicate_key_errors_are_awss(regions) -> None:
         (home, dict(KeyId=home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"],
                     ReplicaRegion="ap-south-1"), "ValidationException"),  # no peer there
         (home, dict(KeyId="mrk-00000000000000000000000000000000", ReplicaRegion=AWAY), "NotFoundException"),
+        (home, dict(KeyId=home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"], ReplicaRegion=AWAY,
+                    Tags=[{"TagKey": "aws:reserved", "TagValue": "x"}]), "TagException"),
+        (home, dict(KeyId=home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"], ReplicaRegion=AWAY,
+                    Policy=json.dumps({"Version": "2012-10-17", "Statement": []})),
+         "MalformedPolicyDocumentException"),  # it would lock the caller out of the replica
     ]
     for region, params, code in cases:
         with pytest.raises(ClientError) as refused:
