@@ -192,8 +192,8 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
         if key in table:
             values[key] = _whole(_rate(table[key], key), key) if whole else _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
-    values["pkcs11"] = _tokens(lambda: parse_tokens(table.get("pkcs11", {})))
-    values["peers"] = _tokens(lambda: parse_peers(table.get("peers", [])))
+    values["pkcs11"] = _as_config_error(lambda: parse_tokens(table.get("pkcs11", {})))
+    values["peers"] = _as_config_error(lambda: parse_peers(table.get("peers", [])))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
     return config
@@ -228,7 +228,7 @@ def _quotas(table: Any) -> dict[str, float]:
     return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
 
 
-def _tokens(read: Any) -> dict[str, Any]:
+def _as_config_error(read: Any) -> dict[str, Any]:
     """The PKCS#11 tokens (keyservice/pkcs11backend.py reads them) or the peers (keyservice/peers.py),
     their mistakes as ConfigError."""
     try:
@@ -274,8 +274,8 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         if env.get(name, "").strip():
             value = _rate(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
-    changes["pkcs11"] = _tokens(lambda: apply_token_env(config.pkcs11, env))
-    changes["peers"] = _tokens(lambda: apply_peer_env(config.peers, env))
+    changes["pkcs11"] = _as_config_error(lambda: apply_token_env(config.pkcs11, env))
+    changes["peers"] = _as_config_error(lambda: apply_peer_env(config.peers, env))
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):

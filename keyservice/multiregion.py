@@ -92,6 +92,7 @@ async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCon
         "Tags": tags})
     rec.multi_region = configuration
     svc.save(rec)
+    await push_to_replicas(svc, rec, skip=region)  # the other replicas learn of the new one
     return {"ReplicaKeyMetadata": answer["KeyMetadata"], "ReplicaPolicy": answer["Policy"],
             "ReplicaTags": answer.get("Tags", [])}
 
@@ -119,19 +120,25 @@ async def _push(svc: "KeyService", rec: KeyRecord, peer: Peer, configuration: di
     return await asyncio.to_thread(call_peer, peer, "PeerReplicateKey", params)
 
 
-async def push_to_replicas(svc: "KeyService", rec: KeyRecord) -> None:
-    """After a rotation of a primary key: its new version to every replica. A replica that cannot be
-    reached is logged; the rotation stands (as in AWS, replicas follow asynchronously), and the next
-    rotation or ReplicateKey attempt sends every version again."""
+async def push_to_replicas(svc: "KeyService", rec: KeyRecord, skip: str | None = None) -> None:
+    """After a rotation of a primary key (or a new replica): its versions and configuration to every
+    replica (but ``skip``). A replica that cannot be reached is logged; the change stands (as in AWS,
+    replicas follow asynchronously), and the next rotation or ReplicateKey sends everything again."""
     if rec.multi_region is None or rec.is_replica:
         return
     for region in rec.multi_region["replicas"]:
-        try:
-            await _push(svc, rec, _peer(svc, region), rec.multi_region)
-        except KMSError as exc:
-            log.error("the new version of %s did not reach its replica in %s: %s", rec.arn, region, exc.message)
-        except Exception:
-            log.exception("the new version of %s did not reach its replica in %s", rec.arn, region)
+        if region != skip:
+            await _quietly(rec, region, _push(svc, rec, _peer(svc, region), rec.multi_region))
+
+
+async def _quietly(rec: KeyRecord, region: str, sent: Any) -> None:
+    """Await a push to one replica's region; a failure is logged, not raised (see ``push_to_replicas``)."""
+    try:
+        await sent
+    except KMSError as exc:
+        log.error("the change of %s did not reach its replica in %s: %s", rec.arn, region, exc.message)
+    except Exception:
+        log.exception("the change of %s did not reach its replica in %s", rec.arn, region)
 
 
 def follow_automatic_rotations(api: "KmsApi") -> "ChangeListener":
@@ -163,14 +170,21 @@ async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: 
         raise KMSError("NotFoundException", f"Key '{rec.arn_in(region)}' does not exist")
     configuration = {"primary": region,
                      "replicas": [svc.region, *(r for r in rec.multi_region["replicas"] if r != region)]}
-    peer = _peer(svc, region)
-    aad = binding(svc.account_id, rec.key_id, svc.region, region)
+    await _send_configuration(svc, rec, _peer(svc, region), configuration)  # the new primary first
+    rec.multi_region = configuration
+    svc.save(rec)
+    for other in configuration["replicas"]:
+        if other != svc.region:
+            await _quietly(rec, other, _send_configuration(svc, rec, _peer(svc, other), configuration))
+    return {}
+
+
+async def _send_configuration(svc: "KeyService", rec: KeyRecord, peer: Peer, configuration: dict[str, Any]) -> None:
+    """``PeerUpdatePrimaryRegion``: the key's new configuration, sealed (as a MAC) for that peer."""
+    aad = binding(svc.account_id, rec.key_id, svc.region, peer.region)
     await asyncio.to_thread(call_peer, peer, "PeerUpdatePrimaryRegion", {
         "KeyId": rec.key_id, "SourceRegion": svc.region, "MultiRegion": configuration,
         "Proof": seal(peer.secret_key, aad, configuration)})
-    rec.multi_region = configuration
-    svc.save(rec)
-    return {}
 
 
 # --- the peer operations (the replica's side) ------------------------------------------------
@@ -269,16 +283,20 @@ def _new_replica(svc: "KeyService", key_id: str, key: dict[str, Any], create: di
 
 
 def peer_update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    """The primary's region hands the primary over: this region's replica becomes the primary."""
+    """The primary's region hands the primary over: to this region's replica, which becomes the primary,
+    or to another replica's region, which this replica then takes its versions from."""
     key_id, source, aad = _from_peer(svc, params, ctx)
     proof = unseal(svc.peer_secrets[ctx.access_key], aad, params.get("Proof"))
     rec = svc.keys.get(key_id)
     if rec is None or rec.multi_region is None or rec.multi_region["primary"] != source:
         raise KMSError("NotFoundException", f"Key '{svc.key_arn(key_id)}' is not a replica of {source}'s key")
-    if proof != params.get("MultiRegion") or not isinstance(proof, dict) or proof.get("primary") != svc.region \
-            or source not in proof.get("replicas", []):
-        raise validation("MultiRegion must name this region as primary and the sending region as a replica.")
-    rec.multi_region = {"primary": svc.region, "replicas": [str(r) for r in proof["replicas"]]}
+    replicas = proof.get("replicas") if isinstance(proof, dict) else None
+    if proof != params.get("MultiRegion") or not isinstance(replicas, list) or source not in replicas \
+            or not all(isinstance(r, str) for r in replicas) or svc.region not in [proof.get("primary"), *replicas]:
+        raise validation("MultiRegion must name this region and the sending region as a replica.")
+    if not isinstance(proof.get("primary"), str) or proof["primary"] in replicas:
+        raise validation("MultiRegion must name one primary region, not among the replicas.")
+    rec.multi_region = {"primary": proof["primary"], "replicas": list(replicas)}
     svc.save(rec)
     ctx.key_arn = rec.arn
     return {}

@@ -64,15 +64,27 @@ def peer_env(region: str, port: int) -> dict[str, str]:
             f"{prefix}_SECRET_KEY": ROOT[1]}
 
 
-@pytest.fixture
-def regions(tmp_path: Path) -> Iterator[tuple[Region, Region]]:
-    home_port, away_port = free_port(), free_port()
-    home = Region(HOME, home_port, tmp_path / "home", {"KEYSERVICE_REGION": HOME, **peer_env(AWAY, away_port)})
-    away = Region(AWAY, away_port, tmp_path / "away", {"KEYSERVICE_REGION": AWAY, **peer_env(HOME, home_port)})
-    for region in (home, away):
+def start_regions(tmp_path: Path, names: list[str]) -> list[Region]:
+    """One key service per region, each with every other as its peer."""
+    ports = {name: free_port() for name in names}
+    started = []
+    for name in names:
+        peers = {k: v for other in names if other != name for k, v in peer_env(other, ports[other]).items()}
+        region = Region(name, ports[name], tmp_path / name, {"KEYSERVICE_REGION": name, **peers})
         region.workdir.mkdir()
-        region.start()
-    yield home, away
-    for region in (home, away):
+        started.append(region.start())
+    return started
+
+
+def stop_regions(started: list[Region]) -> None:
+    for region in started:
         if region.process is not None:
             region.stop()
+
+
+@pytest.fixture
+def regions(tmp_path: Path) -> Iterator[list[Region]]:
+    """HOME's and AWAY's key services (unpack as ``home, away = regions``)."""
+    started = start_regions(tmp_path, [HOME, AWAY])
+    yield started
+    stop_regions(started)

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from keyservice.peers import binding, seal
 from tests.keyservice.conftest import ACCOUNT, ALICE, ROOT, aws_kms, raw_post
-from tests.keyservice.regions import AWAY, HOME, Region, regions  # noqa: F401  (regions: the fixture)
+from tests.keyservice.regions import AWAY, HOME, Region, regions, start_regions, stop_regions  # noqa: F401
 
 
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
@@ -250,3 +250,28 @@ def test_an_automatic_rotation_of_the_primary_reaches_the_replica(regions) -> No
         time.sleep(0.1)
     blob = home.kms().encrypt(KeyId=key_id, Plaintext=b"after the automatic rotation")["CiphertextBlob"]
     assert away.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"after the automatic rotation"
+
+
+def test_three_regions_know_every_replica_and_follow_the_primary_when_it_moves(tmp_path: Path) -> None:
+    third = "ap-south-1"
+    started = start_regions(tmp_path, [HOME, AWAY, third])
+    try:
+        home, away, south = started
+        key_id = replicated_key(home)
+        home.kms().replicate_key(KeyId=key_id, ReplicaRegion=third)
+        replicas = [{"Arn": f"arn:aws:kms:{r}:{ACCOUNT}:key/{key_id}", "Region": r} for r in (AWAY, third)]
+        for region in started:
+            config = region.kms().describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+            assert (config["PrimaryKey"]["Region"], config["ReplicaKeys"]) == (HOME, replicas), region.name
+
+        home.kms().update_primary_region(KeyId=key_id, PrimaryRegion=third)
+        for region in started:
+            config = region.kms().describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+            assert config["PrimaryKey"]["Region"] == third, region.name
+            assert config["MultiRegionKeyType"] == ("PRIMARY" if region is south else "REPLICA")
+        south.kms().rotate_key_on_demand(KeyId=key_id)
+        blob = south.kms().encrypt(KeyId=key_id, Plaintext=b"rotated in the south")["CiphertextBlob"]
+        for region in (home, away):
+            assert region.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"rotated in the south"
+    finally:
+        stop_regions(started)
