@@ -21,6 +21,7 @@ import base64
 import logging
 import os
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import management  # (imports this module too: its names are looked up at call time)
@@ -128,13 +129,14 @@ async def push_to_replicas(svc: "KeyService", rec: KeyRecord, skip: str | None =
         return
     for region in rec.multi_region["replicas"]:
         if region != skip:
-            await _quietly(rec, region, _push(svc, rec, _peer(svc, region), rec.multi_region))
+            await _quietly(rec, region, lambda r=region: _push(svc, rec, _peer(svc, r), rec.multi_region))
 
 
-async def _quietly(rec: KeyRecord, region: str, sent: Any) -> None:
-    """Await a push to one replica's region; a failure is logged, not raised (see ``push_to_replicas``)."""
+async def _quietly(rec: KeyRecord, region: str, send: Callable[[], Awaitable[Any]]) -> None:
+    """Send a change to one replica's region; a failure (its peer unreachable, or no longer configured) is
+    logged, not raised (see ``push_to_replicas``)."""
     try:
-        await sent
+        await send()
     except KMSError as exc:
         log.error("the change of %s did not reach its replica in %s: %s", rec.arn, region, exc.message)
     except Exception:
@@ -175,7 +177,7 @@ async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: 
     svc.save(rec)
     for other in configuration["replicas"]:
         if other != svc.region:
-            await _quietly(rec, other, _send_configuration(svc, rec, _peer(svc, other), configuration))
+            await _quietly(rec, other, lambda r=other: _send_configuration(svc, rec, _peer(svc, r), configuration))
     return {}
 
 

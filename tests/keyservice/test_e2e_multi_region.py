@@ -275,3 +275,19 @@ def test_three_regions_know_every_replica_and_follow_the_primary_when_it_moves(t
             assert region.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"rotated in the south"
     finally:
         stop_regions(started)
+
+
+def test_a_rotation_while_the_replica_region_is_down_stands_and_the_next_one_brings_every_version(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    away.stop()
+    assert home.kms().rotate_key_on_demand(KeyId=key_id)["KeyId"].endswith(key_id)  # the replica follows later
+    missed = home.kms().encrypt(KeyId=key_id, Plaintext=b"made while away was down")["CiphertextBlob"]
+    away.start()
+    with pytest.raises(ClientError) as unknown_version:
+        away.kms().decrypt(CiphertextBlob=missed)
+    assert error_code(unknown_version) == "InvalidCiphertextException"
+    home.kms().rotate_key_on_demand(KeyId=key_id)
+    latest = home.kms().encrypt(KeyId=key_id, Plaintext=b"latest")["CiphertextBlob"]
+    assert away.kms().decrypt(CiphertextBlob=missed)["Plaintext"] == b"made while away was down"
+    assert away.kms().decrypt(CiphertextBlob=latest)["Plaintext"] == b"latest"
