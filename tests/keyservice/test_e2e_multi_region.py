@@ -157,6 +157,11 @@ def test_replicate_key_errors_are_awss(regions) -> None:
     with pytest.raises(ClientError) as on_replica:
         away.kms().enable_key_rotation(KeyId=key_id)
     assert error_code(on_replica) == "UnsupportedOperationException"
+    pending = home.kms().create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    home.kms().schedule_key_deletion(KeyId=pending, PendingWindowInDays=7)
+    with pytest.raises(ClientError) as pending_deletion:
+        home.kms().replicate_key(KeyId=pending, ReplicaRegion=AWAY)
+    assert error_code(pending_deletion) == "KMSInvalidStateException"
     with pytest.raises(ClientError) as imported:
         home.kms().create_key(MultiRegion=True, Origin="EXTERNAL")
     assert error_code(imported) == "UnsupportedOperationException"
