@@ -172,12 +172,15 @@ async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: 
         raise KMSError("NotFoundException", f"Key '{rec.arn_in(region)}' does not exist")
     configuration = {"primary": region,
                      "replicas": [svc.region, *(r for r in rec.multi_region["replicas"] if r != region)]}
-    await _send_configuration(svc, rec, _peer(svc, region), configuration)  # the new primary first
+    # The new primary first; automatic rotation moves with the primary (a replica never rotates itself).
+    sent = {**configuration, "rotation": {"period": rec.rotation_period, "next": rec.next_rotation}}
+    await _send_configuration(svc, rec, _peer(svc, region), sent)
     rec.multi_region = configuration
+    rec.rotation_period = rec.next_rotation = None
     svc.save(rec)
     for other in configuration["replicas"]:
         if other != svc.region:
-            await _quietly(rec, other, lambda r=other: _send_configuration(svc, rec, _peer(svc, r), configuration))
+            await _quietly(rec, other, lambda r=other: _send_configuration(svc, rec, _peer(svc, r), sent))
     return {}
 
 
@@ -219,6 +222,9 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
     key = params.get("Key") if isinstance(params.get("Key"), dict) else {}
     create = params.get("Create")
     tags = _replica_tags(create) if isinstance(create, dict) else {}
+    rotations = _rotations(key.get("rotations"))
+    if not any(r.backing_id == key.get("current_backing") for r in rows):
+        raise validation("The current backing key of the replica was not sent.")
     rec = svc.keys.get(key_id)
     if rec is None:
         if not isinstance(create, dict):
@@ -226,14 +232,10 @@ def peer_replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCont
         rec = _new_replica(svc, key_id, key, create, configuration)
     elif rec.multi_region is None or rec.multi_region["primary"] != source:
         raise KMSError("AlreadyExistsException", f"A key with the ARN {rec.arn} already exists.")
-    else:
-        rec.multi_region = configuration
     have = {r.backing_id for r in svc.store.backing_keys(key_id)} if key_id in svc.keys else set()
     missing = [r for r in rows if r.backing_id not in have]
-    if not any(r.backing_id == key.get("current_backing") for r in rows):
-        raise validation("The current backing key of the replica was not sent.")
-    rec.current_backing = key["current_backing"]
-    rec.rotations = _rotations(key.get("rotations"))
+    # Everything checked: the record changes only now.
+    rec.multi_region, rec.current_backing, rec.rotations = configuration, key["current_backing"], rotations
     svc.store.add_backing_keys(key_id, missing, rec.to_meta())
     svc.keys[key_id] = rec
     svc.forget_material(key_id)
@@ -298,10 +300,25 @@ def peer_update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "
         raise validation("MultiRegion must name this region and the sending region as a replica.")
     if not isinstance(proof.get("primary"), str) or proof["primary"] in replicas:
         raise validation("MultiRegion must name one primary region, not among the replicas.")
+    if proof["primary"] == svc.region:  # checked before the record changes
+        rec.rotation_period, rec.next_rotation = _rotation_schedule(proof.get("rotation"))
     rec.multi_region = {"primary": proof["primary"], "replicas": list(replicas)}
     svc.save(rec)
     ctx.key_arn = rec.arn
     return {}
+
+
+def _rotation_schedule(value: Any) -> tuple[int | None, float | None]:
+    """The automatic rotation (period in days, next date) the former primary hands over, or none."""
+    if not isinstance(value, dict):
+        raise validation("The automatic rotation handed over is malformed.")
+    period, due = value.get("period"), value.get("next")
+    if period is None and due is None:
+        return None, None
+    if not isinstance(period, int) or isinstance(period, bool) or not 90 <= period <= 2560 \
+            or not isinstance(due, (int, float)):
+        raise validation("The automatic rotation handed over is malformed.")
+    return period, float(due)
 
 
 # The operations only peer key services call: this service's own, in no AWS model.

@@ -296,3 +296,24 @@ def test_a_rotation_while_the_replica_region_is_down_stands_and_the_next_one_bri
     latest = home.kms().encrypt(KeyId=key_id, Plaintext=b"latest")["CiphertextBlob"]
     assert away.kms().decrypt(CiphertextBlob=missed)["Plaintext"] == b"made while away was down"
     assert away.kms().decrypt(CiphertextBlob=latest)["Plaintext"] == b"latest"
+
+
+def test_automatic_rotation_moves_with_the_primary(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    home.kms().enable_key_rotation(KeyId=key_id, RotationPeriodInDays=90)
+    home.kms().update_primary_region(KeyId=key_id, PrimaryRegion=AWAY)
+    status = away.kms().get_key_rotation_status(KeyId=key_id)
+    assert (status["KeyRotationEnabled"], status["RotationPeriodInDays"]) == (True, 90)
+    assert home.kms().get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is False
+    assert home.process is not None and away.process is not None
+    home.process.advance_clock(91 * 86400)  # the former primary does not rotate on its own
+    away.process.advance_clock(91 * 86400)  # the new one does, and its version reaches home
+    deadline = time.monotonic() + 20
+    while [r["RotationType"] for r in home.kms().list_key_rotations(KeyId=key_id)["Rotations"]] != ["AUTOMATIC"]:
+        assert time.monotonic() < deadline, "the new primary's automatic rotation did not reach the former one"
+        time.sleep(0.1)
+    time.sleep(0.5)  # a few more upkeep rounds of the former primary
+    assert [r["RotationType"] for r in away.kms().list_key_rotations(KeyId=key_id)["Rotations"]] == ["AUTOMATIC"]
+    blob = away.kms().encrypt(KeyId=key_id, Plaintext=b"rotated away")["CiphertextBlob"]
+    assert home.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"rotated away"

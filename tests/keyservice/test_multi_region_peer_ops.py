@@ -30,13 +30,15 @@ async def away(tmp_path: Path):
     await service.close()
 
 
+MATERIAL = [{"BackingId": BACKING, "Created": START, "RotationType": None,
+             "Material": base64.b64encode(b"m" * 32).decode()}]
+
+
 def replica_params(**changes) -> dict:
-    material = [{"BackingId": BACKING, "Created": START, "RotationType": None,
-                 "Material": base64.b64encode(b"m" * 32).decode()}]
     params = {"KeyId": KEY_ID, "SourceRegion": HOME, "MultiRegion": {"primary": HOME, "replicas": [AWAY]},
               "Key": {"created": START, "key_spec": "SYMMETRIC_DEFAULT", "key_usage": "ENCRYPT_DECRYPT",
                       "origin": "AWS_KMS", "current_backing": BACKING, "rotations": []},
-              "Material": seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, HOME, AWAY), material), "Create": {}}
+              "Material": seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, HOME, AWAY), MATERIAL), "Create": {}}
     params.update(changes)
     return params
 
@@ -88,14 +90,18 @@ async def test_a_replica_is_made_once_and_sent_again_only_adds_versions(away: Ke
 async def test_a_key_of_the_same_id_that_is_not_this_primarys_replica_is_not_overwritten(away: KeyService) -> None:
     await peer(away, "PeerReplicateKey", replica_params())
     other = replica_params(SourceRegion="ap-south-1", MultiRegion={"primary": "ap-south-1", "replicas": [AWAY]},
-                           Material=seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, "ap-south-1", AWAY), []))
+                           Material=seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, "ap-south-1", AWAY), MATERIAL))
     await refused(away, "PeerReplicateKey", other, "AlreadyExistsException")
 
 
 @pytest.mark.parametrize("configuration, error", [
-    ({"primary": AWAY, "replicas": [HOME]}, None),
+    ({"primary": AWAY, "replicas": [HOME], "rotation": {"period": None, "next": None}}, None),
+    ({"primary": AWAY, "replicas": [HOME], "rotation": {"period": 90, "next": START + 90 * 86400}}, None),
+    ({"primary": AWAY, "replicas": [HOME], "rotation": {"period": 10, "next": START}}, "ValidationException"),
+    ({"primary": AWAY, "replicas": [HOME], "rotation": "yearly"}, "ValidationException"),
     ({"primary": HOME, "replicas": [AWAY]}, "ValidationException"),
     ({"primary": AWAY, "replicas": []}, "ValidationException"),
+    ({"primary": HOME, "replicas": [HOME, AWAY]}, "ValidationException"),
 ])
 async def test_update_primary_region_from_the_primary_only_names_this_region(away: KeyService,
                                                                              configuration: dict,
@@ -109,6 +115,7 @@ async def test_update_primary_region_from_the_primary_only_names_this_region(awa
     else:
         assert await peer(away, "PeerUpdatePrimaryRegion", params) == {}
         assert not away.keys[KEY_ID].is_replica
+        assert away.keys[KEY_ID].rotation_period == configuration["rotation"]["period"]
     forged = {**params, "Proof": seal("not the secret", binding(ACCOUNT, KEY_ID, HOME, AWAY), configuration)}
     await refused(away, "PeerUpdatePrimaryRegion", forged, "AccessDeniedException")
     unknown = {**params, "KeyId": "mrk-" + "00" * 16,
