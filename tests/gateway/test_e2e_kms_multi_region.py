@@ -39,12 +39,24 @@ def test_an_object_written_through_the_home_gateway_reads_through_the_away_gatew
         put = writer.put_object(Bucket=bucket, Key="obj", Body=BODY, ServerSideEncryption="aws:kms",
                                 SSEKMSEncryptionContext="eyJ0ZWFtIjoiYmx1ZSJ9")  # {"team":"blue"}
         assert put["SSEKMSKeyId"] == home_arn
+        bucket_keyed = writer.put_object(Bucket=bucket, Key="bucket-key", Body=b"under a Bucket Key",
+                                         ServerSideEncryption="aws:kms", BucketKeyEnabled=True)
+        assert bucket_keyed["BucketKeyEnabled"] is True
+        parts = [b"p" * (5 << 20), b"the last part"]
+        upload = writer.create_multipart_upload(Bucket=bucket, Key="multipart", ServerSideEncryption="aws:kms")
+        etags = [writer.upload_part(Bucket=bucket, Key="multipart", UploadId=upload["UploadId"], PartNumber=n,
+                                    Body=part)["ETag"] for n, part in enumerate(parts, 1)]
+        writer.complete_multipart_upload(Bucket=bucket, Key="multipart", UploadId=upload["UploadId"],
+                                         MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n}
+                                                                    for n, e in enumerate(etags, 1)]})
         writer.put_object(Bucket=bucket, Key="single", Body=b"home only", ServerSideEncryption="aws:kms",
                           SSEKMSKeyId=single)
 
         got = reader.get_object(Bucket=bucket, Key="obj")
         assert (got["Body"].read(), got["SSEKMSKeyId"]) == (BODY, home_arn)  # the ARN the object records
         assert reader.get_object(Bucket=bucket, Key="obj", Range="bytes=5-9")["Body"].read() == BODY[5:10]
+        assert reader.get_object(Bucket=bucket, Key="bucket-key")["Body"].read() == b"under a Bucket Key"
+        assert reader.get_object(Bucket=bucket, Key="multipart")["Body"].read() == b"".join(parts)
         with pytest.raises(ClientError) as elsewhere:
             reader.get_object(Bucket=bucket, Key="single")
         # its blob names a key the away key service does not have: KMS InvalidCiphertextException, which the
