@@ -261,7 +261,8 @@ def _rows(key_id: str, payload: Any) -> list[BackingKeyRow]:
                               base64.b64decode(r["Material"], validate=True)) for r in payload]
     except (KeyError, TypeError, ValueError) as exc:
         raise validation("The replicated key material is malformed.") from exc
-    if not all(_BACKING_ID.fullmatch(str(r.backing_id)) and r.rotation_type in _ROTATION_TYPES for r in rows):
+    if not all(_BACKING_ID.fullmatch(str(r.backing_id)) and r.rotation_type in _ROTATION_TYPES for r in rows) \
+            or len({r.backing_id for r in rows}) != len(rows):
         raise validation("The replicated key material is malformed.")
     return rows
 

@@ -13,6 +13,7 @@ from keyservice.clock import FakeClock
 from keyservice.errors import KMSError
 from keyservice.peers import binding, seal
 from keyservice.service import CallContext, KeyService
+from keyservice.storeapi import BackingKeyRow, open_store
 from tests.keyservice.inprocess import ACCOUNT, ROOT_ARN, START
 
 HOME, AWAY = "us-east-1", "eu-west-1"
@@ -73,6 +74,7 @@ async def refused(svc: KeyService, op: str, params: dict, error: str, **ctx) -> 
               "current_backing": BACKING, "rotations": "abc"}}, {}, "ValidationException"),
     ({"Material": seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, HOME, AWAY), [
         {"BackingId": "not hex", "Created": START, "RotationType": None, "Material": ""}])}, {}, "ValidationException"),
+    ({"Material": seal(PEER_SECRET, binding(ACCOUNT, KEY_ID, HOME, AWAY), MATERIAL * 2)}, {}, "ValidationException"),
 ])
 async def test_a_bad_or_unauthorised_replica_is_refused(away: KeyService, changes: dict, ctx: dict,
                                                         error: str) -> None:
@@ -121,3 +123,15 @@ async def test_update_primary_region_from_the_primary_only_names_this_region(awa
     unknown = {**params, "KeyId": "mrk-" + "00" * 16,
                "Proof": seal(PEER_SECRET, binding(ACCOUNT, "mrk-" + "00" * 16, HOME, AWAY), configuration)}
     await refused(away, "PeerUpdatePrimaryRegion", unknown, "NotFoundException")
+
+
+async def test_a_replica_write_that_fails_midway_leaves_neither_record_nor_versions(tmp_path: Path,
+                                                                                    store_url: str | None) -> None:
+    store = open_store(tmp_path, os.urandom(32), store_url)  # SQLite, then PostgreSQL
+    try:
+        row = BackingKeyRow(KEY_ID, BACKING, START, None, b"m" * 32)
+        with pytest.raises(Exception):
+            store.add_backing_keys(KEY_ID, [row, row], {"key_id": KEY_ID})  # the second insert fails
+        assert (store.get_key(KEY_ID), store.backing_keys(KEY_ID)) == (None, [])
+    finally:
+        store.close()
