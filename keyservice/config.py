@@ -21,7 +21,7 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from common.files import private_dir
-from keyservice.multiregion import follow_automatic_rotations
+from keyservice.multiregion import follow_maintenance
 from keyservice.peers import Peer, PeerConfigError, apply_peer_env, parse_peers
 from keyservice.pkcs11backend import TokenConfig, TokenConfigError, apply_token_env, parse_tokens
 from keyservice.principals import principal_account  # noqa: F401  (re-exported)
@@ -371,7 +371,7 @@ def build_api(config: KeyServiceConfig) -> KmsApi:
     service.peer_secrets = {c.access_key: c.secret_key for c in config.credentials}
     api = KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
                  audit_on_failure=config.audit_on_failure)
-    api.add_change_listener(follow_automatic_rotations(api))
+    api.add_change_listener(follow_maintenance(api))
     return api
 
 

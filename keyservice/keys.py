@@ -121,6 +121,7 @@ class KeyRecord:
             meta["MultiRegionConfiguration"] = self.multi_region_configuration()
         if self.deletion_date is not None:
             meta["DeletionDate"] = self.deletion_date
+        if self.pending_window is not None:  # also while a multi-region primary waits for its replicas to go
             meta["PendingDeletionWindowInDays"] = self.pending_window
         if self.origin == "EXTERNAL":
             meta["ExpirationModel"] = self.expiration_model or "KEY_MATERIAL_EXPIRES"

@@ -140,9 +140,13 @@ def schedule_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallC
     assert window is not None
     rec = _managed_key(svc, params, ctx, "ScheduleKeyDeletion")
     svc.require_not_pending_deletion(rec)
+    rec.pending_window = window
+    if multiregion.has_replicas(rec):  # AWS: the waiting period starts once every replica is deleted
+        rec.state = multiregion.PENDING_REPLICA_DELETION
+        svc.save(rec)
+        return {"KeyId": rec.arn, "KeyState": rec.state, "PendingWindowInDays": window}
     rec.state = "PendingDeletion"
     rec.deletion_date = svc.now() + window * DAY
-    rec.pending_window = window
     svc.save(rec)
     _warn_of_known_usage(svc, rec, ctx)
     return {"KeyId": rec.arn, "DeletionDate": rec.deletion_date, "KeyState": rec.state,
@@ -163,7 +167,7 @@ def _warn_of_known_usage(svc: "KeyService", rec: KeyRecord, ctx: "CallContext") 
 
 def cancel_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     rec = _managed_key(svc, params, ctx, "CancelKeyDeletion")
-    if rec.state != "PendingDeletion":
+    if rec.state not in ("PendingDeletion", multiregion.PENDING_REPLICA_DELETION):
         raise KMSError("KMSInvalidStateException", f"{rec.arn} is not pending deletion.")
     rec.state = "PendingImport" if svc.material(rec) is None else "Disabled"
     rec.deletion_date = rec.pending_window = None

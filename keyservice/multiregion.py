@@ -28,7 +28,7 @@ from . import management  # (imports this module too: its names are looked up at
 from . import params as p
 from .blob import MRK_PREFIX
 from .errors import KMSError, validation
-from .keys import KEY_SPECS, KeyRecord, usages_for
+from .keys import DAY, KEY_SPECS, KeyRecord, usages_for
 from .peers import Peer, binding, call_peer, seal, unseal
 from .policy import default_policy
 from .store import BackingKeyRow
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPLICABLE_STATES = ("Enabled", "Disabled")
+# A primary key scheduled for deletion while it has replicas: its waiting period starts once they are gone.
+PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
+# The maintenance event (with the primary's ARN) of a replica destroyed at the end of its waiting period.
+REPLICA_DELETED = "ReplicaDeleted"
 _BACKING_ID = re.compile(r"[0-9a-f]{32}")
 _MRK_ID = re.compile(MRK_PREFIX + r"[0-9a-f]{32}")
 _ROTATION_TYPES = (None, "AUTOMATIC", "ON_DEMAND")
@@ -56,6 +60,11 @@ def check_create(origin: str, custom_key_store_id: str | None) -> None:
     if origin != "AWS_KMS":
         raise KMSError("UnsupportedOperationException",
                        "This key service creates multi-Region keys with Origin AWS_KMS only.")
+
+
+def has_replicas(rec: KeyRecord) -> bool:
+    """A multi-region primary key with replicas in other regions."""
+    return rec.multi_region is not None and not rec.is_replica and bool(rec.multi_region["replicas"])
 
 
 def refuse_on_replica(rec: KeyRecord, operation: str) -> None:
@@ -143,11 +152,17 @@ async def _quietly(rec: KeyRecord, region: str, send: Callable[[], Awaitable[Any
         log.exception("the change of %s did not reach its replica in %s", rec.arn, region)
 
 
-def follow_automatic_rotations(api: "KmsApi") -> "ChangeListener":
-    """A change listener sending a primary key's automatically rotated version (the maintenance event
-    ``RotateKey``) to its replicas, on the service's thread, with no call waiting for it."""
+def follow_maintenance(api: "KmsApi") -> "ChangeListener":
+    """A change listener acting on two maintenance events, on the service's thread, with no call waiting
+    for it: a primary key's automatically rotated version (``RotateKey``) is sent to its replicas; a
+    replica destroyed at the end of its waiting period (``ReplicaDeleted``, the primary's ARN) is
+    reported to its primary's region."""
     def heard(operation: str, key_arn: str | None) -> None:
-        if operation != "RotateKey" or key_arn is None:
+        if key_arn is None:
+            return
+        if operation == REPLICA_DELETED:
+            api.start_on_service(_report_deletion(api.service, key_arn))
+        if operation != "RotateKey":
             return
         rec = api.service.keys.get(key_arn.rsplit("/", 1)[-1])
         if rec is not None and rec.multi_region is not None and not rec.is_replica and rec.multi_region["replicas"]:
@@ -182,6 +197,18 @@ async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: 
         if other != svc.region:
             await _quietly(rec, other, lambda r=other: _send_configuration(svc, rec, _peer(svc, r), sent))
     return {}
+
+
+async def _report_deletion(svc: "KeyService", primary_arn: str) -> None:
+    """``PeerReplicaDeleted`` to the primary's region: this region's replica of the key is gone."""
+    region, key_id = primary_arn.split(":")[3], primary_arn.rsplit("/", 1)[-1]
+    try:
+        peer = _peer(svc, region)
+        aad = binding(svc.account_id, key_id, svc.region, region)
+        await asyncio.to_thread(call_peer, peer, "PeerReplicaDeleted", {
+            "KeyId": key_id, "SourceRegion": svc.region, "Proof": seal(peer.secret_key, aad, {"deleted": svc.region})})
+    except Exception as exc:  # the primary then waits for this replica until told otherwise: say so
+        log.error("the deletion of the replica of %s was not reported to %s: %s", primary_arn, region, exc)
 
 
 async def _send_configuration(svc: "KeyService", rec: KeyRecord, peer: Peer, configuration: dict[str, Any]) -> None:
@@ -322,7 +349,27 @@ def _rotation_schedule(value: Any) -> tuple[int | None, float | None]:
     return period, float(due)
 
 
+async def peer_replica_deleted(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+    """A replica's region destroyed its replica: the primary forgets it, and a primary waiting for its
+    replicas to go (PendingReplicaDeletion) starts its own waiting period once none is left."""
+    key_id, source, aad = _from_peer(svc, params, ctx)
+    if unseal(svc.peer_secrets[ctx.access_key], aad, params.get("Proof")) != {"deleted": source}:
+        raise validation("The proof must name the sending region's replica.")
+    rec = svc.keys.get(key_id)
+    if rec is None or rec.multi_region is None or rec.is_replica or source not in rec.multi_region["replicas"]:
+        raise KMSError("NotFoundException", f"Key '{svc.key_arn(key_id)}' has no replica in {source}")
+    rec.multi_region = {**rec.multi_region, "replicas": [r for r in rec.multi_region["replicas"] if r != source]}
+    if rec.state == PENDING_REPLICA_DELETION and not rec.multi_region["replicas"]:
+        rec.state = "PendingDeletion"
+        rec.deletion_date = svc.now() + (rec.pending_window or 30) * DAY
+    svc.save(rec)
+    ctx.key_arn = rec.arn
+    await push_to_replicas(svc, rec)  # the replicas left learn it too
+    return {}
+
+
 # The operations only peer key services call: this service's own, in no AWS model.
-PEER_HANDLERS = {"PeerReplicateKey": peer_replicate_key, "PeerUpdatePrimaryRegion": peer_update_primary_region}
+PEER_HANDLERS = {"PeerReplicateKey": peer_replicate_key, "PeerUpdatePrimaryRegion": peer_update_primary_region,
+                 "PeerReplicaDeleted": peer_replica_deleted}
 PEER_OPERATIONS = frozenset(PEER_HANDLERS)
 HANDLERS = {"ReplicateKey": replicate_key, "UpdatePrimaryRegion": update_primary_region, **PEER_HANDLERS}

@@ -283,7 +283,7 @@ class KeyService:
         self.raise_invalid_state(rec)
 
     def require_not_pending_deletion(self, rec: KeyRecord) -> None:
-        if rec.state == "PendingDeletion":
+        if rec.state in ("PendingDeletion", multiregion.PENDING_REPLICA_DELETION):
             self.raise_invalid_state(rec)
 
     @staticmethod
@@ -391,6 +391,8 @@ class KeyService:
         self.store.destroy_key(rec.key_id)
         self._forget_key(rec.key_id)
         log.info("key %s destroyed after its deletion waiting period", rec.arn)
+        if rec.is_replica:  # its primary, waiting for its replicas to go, is told (keyservice/multiregion.py)
+            self.maintenance_events.append((multiregion.REPLICA_DELETED, rec.arn_in(rec.multi_region["primary"])))
 
     def _forget_key(self, key_id: str) -> None:
         """Drop a destroyed key and everything attached to it from memory."""

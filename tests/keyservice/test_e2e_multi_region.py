@@ -317,3 +317,35 @@ def test_automatic_rotation_moves_with_the_primary(regions) -> None:
     assert [r["RotationType"] for r in away.kms().list_key_rotations(KeyId=key_id)["Rotations"]] == ["AUTOMATIC"]
     blob = away.kms().encrypt(KeyId=key_id, Plaintext=b"rotated away")["CiphertextBlob"]
     assert home.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == b"rotated away"
+
+
+def test_a_primary_with_replicas_waits_for_them_to_be_deleted_before_its_own_waiting_period(regions) -> None:
+    home, away = regions
+    key_id = replicated_key(home)
+    scheduled = home.kms().schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert (scheduled["KeyState"], scheduled["PendingWindowInDays"], "DeletionDate" in scheduled) == \
+        ("PendingReplicaDeletion", 7, False)
+    with pytest.raises(ClientError) as waiting:
+        home.kms().encrypt(KeyId=key_id, Plaintext=b"x")
+    assert error_code(waiting) == "KMSInvalidStateException"
+    home.kms().cancel_key_deletion(KeyId=key_id)
+    assert home.kms().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+    home.kms().schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+
+    away.kms().schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert away.process is not None and home.process is not None
+    away.process.advance_clock(8 * 86400)  # the replica is destroyed and its primary told
+    deadline = time.monotonic() + 20
+    while (meta := home.kms().describe_key(KeyId=key_id)["KeyMetadata"])["KeyState"] != "PendingDeletion":
+        assert time.monotonic() < deadline, "the primary was not told its replica is gone"
+        time.sleep(0.1)
+    assert meta["MultiRegionConfiguration"]["ReplicaKeys"] == [] and "DeletionDate" in meta
+    home.process.advance_clock(8 * 86400)
+    while True:
+        try:
+            home.kms().describe_key(KeyId=key_id)
+        except ClientError as gone:
+            assert gone.response["Error"]["Code"] == "NotFoundException"
+            break
+        assert time.monotonic() < deadline + 20, "the primary was not destroyed after its own waiting period"
+        time.sleep(0.1)

@@ -81,7 +81,8 @@ def test_every_operation_but_the_reads_and_the_cryptographic_ones_is_announced()
         "ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DisconnectCustomKeyStore",
         "UpdateCustomKeyStore",
         # multi-region keys: a replica made, the primary moved, versions added by the primary's region
-        "ReplicateKey", "UpdatePrimaryRegion", "PeerReplicateKey", "PeerUpdatePrimaryRegion"}
+        "ReplicateKey", "UpdatePrimaryRegion", "PeerReplicateKey", "PeerUpdatePrimaryRegion",
+        "PeerReplicaDeleted"}
     assert READ_ONLY_OPERATIONS < KeyService.OPERATIONS
 
 

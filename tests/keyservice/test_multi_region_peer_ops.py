@@ -135,3 +135,22 @@ async def test_a_replica_write_that_fails_midway_leaves_neither_record_nor_versi
         assert (store.get_key(KEY_ID), store.backing_keys(KEY_ID)) == (None, [])
     finally:
         store.close()
+
+
+async def test_a_replica_deleted_is_reported_only_by_its_region_for_a_primary_here(away: KeyService) -> None:
+    ctx = CallContext(ROOT_ARN, ACCOUNT, "req")
+    key_id = (await away.handle("CreateKey", {"MultiRegion": True}, ctx))["KeyMetadata"]["KeyId"]
+    rec = away.keys[key_id]
+    rec.multi_region = {"primary": AWAY, "replicas": [HOME]}
+    away.save(rec)
+
+    def report(proof: dict, *, secret: str = PEER_SECRET, key: str = key_id) -> dict:
+        return {"KeyId": key, "SourceRegion": HOME, "Proof": seal(secret, binding(ACCOUNT, key, HOME, AWAY), proof)}
+    await refused(away, "PeerReplicaDeleted", report({"deleted": HOME}, secret="not the secret"),
+                  "AccessDeniedException")
+    await refused(away, "PeerReplicaDeleted", report({"deleted": "ap-south-1"}), "ValidationException")
+    await refused(away, "PeerReplicaDeleted", report({"deleted": HOME}, key=KEY_ID), "NotFoundException")
+    assert away.keys[key_id].multi_region["replicas"] == [HOME]
+    assert await peer(away, "PeerReplicaDeleted", report({"deleted": HOME})) == {}
+    assert away.keys[key_id].multi_region["replicas"] == []
+    await refused(away, "PeerReplicaDeleted", report({"deleted": HOME}), "NotFoundException")  # told once
