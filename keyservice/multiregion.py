@@ -13,6 +13,7 @@ root principal, the material sealed under a key derived from that credential's s
 - ``PeerReplicateKey``: the replica's record and every backing key, written in one transaction (a
   replica is there whole or not at all). Sent again (rotation), it adds the versions the replica lacks.
 - ``PeerUpdatePrimaryRegion``: the new multi-region configuration, from the primary's region only.
+- ``PeerReplicaDeleted``: a replica's region destroyed its replica (the primary may be waiting for that).
 """
 from __future__ import annotations
 
