@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from keyservice.audit import AuditLog, AuditUnavailable
@@ -58,7 +58,7 @@ class KmsApi:
         self.audit = audit
         self.refuse_unaudited = audit_on_failure == "refuse"
         self._worker = ServiceWorker()
-        self._on_worker: set[asyncio.Task[dict[str, Any]]] = set()  # calls in flight there, for close
+        self._on_worker: set[asyncio.Task[Any]] = set()  # calls in flight there, for close
         self._closing = False
         self._listeners: list[ChangeListener] = []
         self._store_changes: asyncio.Queue[StoreChange] | None = None  # follow_store's, while it runs
@@ -91,6 +91,13 @@ class KmsApi:
             task.add_done_callback(self._on_worker.discard)
             return await asyncio.shield(task)
         return await self._answer(operation, params, ctx, result=result)
+
+    def start_on_service(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` on the service's thread with no caller waiting for it (a multi-region key's new
+        version on its way to the replicas: keyservice/multiregion.py); ``close`` waits for it too."""
+        task = asyncio.ensure_future(self._worker.run(work))
+        self._on_worker.add(task)
+        task.add_done_callback(self._on_worker.discard)
 
     async def _call_on_worker(self, operation: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         try:

@@ -4,7 +4,9 @@
     | AES-256-GCM ciphertext + 16-byte tag
 
 The version byte also says where the backing key lives: 0x01 in the key store (wrapped by the root
-key), 0x02 in a custom key store's PKCS#11 token (AES-GCM computed by the token). Same layout, same AAD.
+key), 0x02 in a custom key store's PKCS#11 token (AES-GCM computed by the token), 0x03 in the key store for a
+multi-region key, whose id ``mrk-`` + 32 hex digits is stored as those 16 bytes (keyservice/multiregion.py).
+Same layout, same AAD.
 
 AAD = the 33-byte header (version, key id, backing key id) followed by the canonical encryption
 context (JSON, keys sorted, no whitespace, UTF-8; empty context = empty bytes).
@@ -21,7 +23,9 @@ from .errors import KMSError
 
 VERSION = 1  # the backing key is in the key store
 TOKEN_VERSION = 2  # the backing key is in a custom key store's token (keyservice/customkeystores.py)
-VERSIONS = frozenset({VERSION, TOKEN_VERSION})
+MRK_VERSION = 3  # the backing key is in the key store; the key id is a multi-region key's mrk- id
+VERSIONS = frozenset({VERSION, TOKEN_VERSION, MRK_VERSION})
+MRK_PREFIX = "mrk-"
 _HEADER_LEN = 1 + 16 + 16
 MIN_BLOB_LEN = _HEADER_LEN + OVERHEAD  # header || nonce(12) || tag(16): what Aead.seal puts after the header
 
@@ -49,13 +53,15 @@ def canonical_context(context: dict[str, str] | None) -> bytes:
 @functools.lru_cache(maxsize=1024)
 def _header_bytes(key_id: str, backing_id: str, version: int = VERSION) -> bytes:
     """The 33-byte header of a key version; cached, as UUID parsing was a hot-path cost."""
-    return bytes([version]) + uuid.UUID(key_id).bytes + bytes.fromhex(backing_id)
+    id_bytes = bytes.fromhex(key_id[4:]) if version == MRK_VERSION else uuid.UUID(key_id).bytes
+    return bytes([version]) + id_bytes + bytes.fromhex(backing_id)
 
 
 @functools.lru_cache(maxsize=1024)
 def _header_of(raw: bytes) -> BlobHeader:
     """The identity in a raw 33-byte header; cached for the same reason as ``_header_bytes``."""
-    return BlobHeader(str(uuid.UUID(bytes=raw[1:17])), raw[17:33].hex(), raw)
+    key_id = MRK_PREFIX + raw[1:17].hex() if raw[0] == MRK_VERSION else str(uuid.UUID(bytes=raw[1:17]))
+    return BlobHeader(key_id, raw[17:33].hex(), raw)
 
 
 def seal(aead: Aead, key_id: str, backing_id: str, plaintext: bytes, context: bytes,

@@ -21,6 +21,8 @@ from keyservice.api import AUDIT_POLICIES, KmsApi
 from keyservice.audit import AuditLog
 from keyservice.clock import Clock, OffsetFileClock
 from common.files import private_dir
+from keyservice.multiregion import follow_maintenance
+from keyservice.peers import Peer, PeerConfigError, apply_peer_env, parse_peers
 from keyservice.pkcs11backend import TokenConfig, TokenConfigError, apply_token_env, parse_tokens
 from keyservice.principals import principal_account  # noqa: F401  (re-exported)
 from keyservice.quota import QuotaLimiter
@@ -93,6 +95,7 @@ class KeyServiceConfig:
     access_log: str = "stdout"           # stdout, stderr, off, or a file path (common/accesslog.py)
     access_log_format: str = "json"      # json or text
     store_url: str | None = None         # postgresql://USER[:PASSWORD]@HOST:PORT/DB; None: SQLite in data_dir
+    peers: dict[str, Peer] = field(default_factory=dict)  # [[keyservice.peers]]: other regions (multi-region keys)
 
     @property
     def limits(self) -> ServerLimits:
@@ -171,6 +174,7 @@ _RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
     known = set(_STR_KEYS) | set(_PATH_KEYS) | set(_NUMBER_KEYS) | set(_RATE_KEYS) | {"credentials", "quotas"}
     known.add("pkcs11")  # [keyservice.pkcs11.NAME] tables: tokens of custom key stores
+    known.add("peers")  # [[keyservice.peers]]: the deployments of other regions (keyservice/peers.py)
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown [keyservice] settings: {', '.join(unknown)}")
@@ -188,7 +192,8 @@ def _from_table(table: dict[str, Any]) -> KeyServiceConfig:
         if key in table:
             values[key] = _whole(_rate(table[key], key), key) if whole else _rate(table[key], key)
     values["quotas"] = _quotas(table.get("quotas", {}))
-    values["pkcs11"] = _tokens(lambda: parse_tokens(table.get("pkcs11", {})))
+    values["pkcs11"] = _as_config_error(lambda: parse_tokens(table.get("pkcs11", {})))
+    values["peers"] = _as_config_error(lambda: parse_peers(table.get("peers", [])))
     config = KeyServiceConfig(**values)
     config.credentials = _credentials(table.get("credentials", []))
     return config
@@ -223,11 +228,12 @@ def _quotas(table: Any) -> dict[str, float]:
     return {str(name): _positive(rate, f"quota {name}") for name, rate in table.items()}
 
 
-def _tokens(read: Any) -> dict[str, TokenConfig]:
-    """The PKCS#11 tokens (keyservice/pkcs11backend.py reads them), their mistakes as ConfigError."""
+def _as_config_error(read: Any) -> dict[str, Any]:
+    """The PKCS#11 tokens (keyservice/pkcs11backend.py reads them) or the peers (keyservice/peers.py),
+    their mistakes as ConfigError."""
     try:
         return read()
-    except TokenConfigError as exc:
+    except (TokenConfigError, PeerConfigError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -268,7 +274,8 @@ def _apply_env(config: KeyServiceConfig, env: Mapping[str, str]) -> KeyServiceCo
         if env.get(name, "").strip():
             value = _rate(_number(env[name]), name)
             changes[key] = _whole(value, name) if whole else value
-    changes["pkcs11"] = _tokens(lambda: apply_token_env(config.pkcs11, env))
+    changes["pkcs11"] = _as_config_error(lambda: apply_token_env(config.pkcs11, env))
+    changes["peers"] = _as_config_error(lambda: apply_peer_env(config.peers, env))
     config = replace(config, **changes)
     access, secret = env.get("KEYSERVICE_ACCESS_KEY"), env.get("KEYSERVICE_SECRET_KEY")
     if bool(access) != bool(secret):
@@ -297,6 +304,8 @@ def _checked(config: KeyServiceConfig) -> KeyServiceConfig:
     config.admin_host_port()
     if config.store_url is not None and not config.store_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("store_url (KEYSERVICE_STORE_URL) must be postgresql://USER[:PASSWORD]@HOST:PORT/DB")
+    if config.region in config.peers:
+        raise ConfigError(f"[[keyservice.peers]]: region {config.region} is this key service's own region")
     config.credentials = tuple(c if c.principal else replace(c, principal=config.root_principal)
                                for c in config.credentials)
     for cred in config.credentials:
@@ -315,7 +324,7 @@ def log_secrets(config: KeyServiceConfig) -> list[str]:
     """Every secret the settings hold, for the log filter to redact wherever it turns up: the
     credentials' secret keys, the passphrase, and the root key as configured (KEYSERVICE_ROOT_KEY, or
     the text of root_key_file) and in the other textual forms it could be printed in (hex, base64)."""
-    found = [c.secret_key for c in config.credentials]
+    found = [c.secret_key for c in config.credentials] + [peer.secret_key for peer in config.peers.values()]
     if config.root_passphrase:
         found.append(config.root_passphrase)
     if config.store_url and (password := urlsplit(config.store_url).password):
@@ -358,8 +367,12 @@ def build_api(config: KeyServiceConfig) -> KmsApi:
     service = KeyService.open(config.data_dir, root_key, account_id=config.account_id,
                               region=config.region, clock=_clock(config), tokens=config.pkcs11,
                               store_url=config.store_url)
-    return KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
-                  audit_on_failure=config.audit_on_failure)
+    service.peers = dict(config.peers)
+    service.peer_secrets = {c.access_key: c.secret_key for c in config.credentials}
+    api = KmsApi(service, QuotaLimiter(config.quotas), AuditLog(config.audit_path),
+                 audit_on_failure=config.audit_on_failure)
+    api.add_change_listener(follow_maintenance(api))
+    return api
 
 
 def _clock(config: KeyServiceConfig) -> Clock | None:

@@ -64,8 +64,11 @@ def _encrypt_with(rec: KeyRecord, svc: "KeyService", plaintext: bytes, context: 
 
 
 def blob_version(rec: KeyRecord) -> int:
-    """The blob version (backing kind) of a symmetric key's ciphertexts: in the store, or in a token."""
-    return blobfmt.TOKEN_VERSION if rec.custom_key_store_id else blobfmt.VERSION
+    """The blob version (backing kind) of a symmetric key's ciphertexts: in the store, or in a token; a
+    multi-region key's (in the store) names its mrk- id."""
+    if rec.custom_key_store_id:
+        return blobfmt.TOKEN_VERSION
+    return blobfmt.MRK_VERSION if rec.key_id.startswith(blobfmt.MRK_PREFIX) else blobfmt.VERSION
 
 
 def _oaep(algorithm: str) -> padding.OAEP:

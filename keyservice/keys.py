@@ -90,6 +90,8 @@ class KeyRecord:
     material_fingerprint: str | None = None
     rotations: list[dict[str, Any]] = field(default_factory=list)
     custom_key_store_id: str | None = None  # origin AWS_CLOUDHSM: its material is in this store's token
+    # A multi-region key: {"primary": region, "replicas": [region, ...]} (keyservice/multiregion.py)
+    multi_region: dict[str, Any] | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -113,10 +115,13 @@ class KeyRecord:
             "CreationDate": self.created, "Enabled": self.state == "Enabled",
             "Description": self.description, "KeyUsage": self.key_usage, "KeyState": self.state,
             "Origin": self.origin, "KeyManager": "CUSTOMER", "CustomerMasterKeySpec": self.key_spec,
-            "KeySpec": self.key_spec, "MultiRegion": False,
+            "KeySpec": self.key_spec, "MultiRegion": self.multi_region is not None,
         }
+        if self.multi_region is not None:
+            meta["MultiRegionConfiguration"] = self.multi_region_configuration()
         if self.deletion_date is not None:
             meta["DeletionDate"] = self.deletion_date
+        if self.pending_window is not None:  # also while a multi-region primary waits for its replicas to go
             meta["PendingDeletionWindowInDays"] = self.pending_window
         if self.origin == "EXTERNAL":
             meta["ExpirationModel"] = self.expiration_model or "KEY_MATERIAL_EXPIRES"
@@ -124,6 +129,28 @@ class KeyRecord:
                 meta["ValidTo"] = self.valid_to
         meta.update(self.algorithms())
         return meta
+
+    @property
+    def region(self) -> str:
+        return self.arn.split(":")[3]
+
+    def arn_in(self, region: str) -> str:
+        """This key's ARN in another region (a multi-region key has the same id in each)."""
+        parts = self.arn.split(":")
+        parts[3] = region
+        return ":".join(parts)
+
+    @property
+    def is_replica(self) -> bool:
+        return self.multi_region is not None and self.multi_region["primary"] != self.region
+
+    def multi_region_configuration(self) -> dict[str, Any]:
+        """DescribeKey's MultiRegionConfiguration: which region holds the primary, and the replicas."""
+        assert self.multi_region is not None
+        primary = self.multi_region["primary"]
+        return {"MultiRegionKeyType": "REPLICA" if self.is_replica else "PRIMARY",
+                "PrimaryKey": {"Arn": self.arn_in(primary), "Region": primary},
+                "ReplicaKeys": [{"Arn": self.arn_in(r), "Region": r} for r in self.multi_region["replicas"]]}
 
     def algorithms(self) -> dict[str, list[str]]:
         """The algorithm lists AWS includes in KeyMetadata and GetPublicKey for this key."""

@@ -4,7 +4,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from . import customkeystores
+from . import customkeystores, multiregion
 from . import params as p
 from .errors import KMSError, validation
 from .keys import DAY, KEY_SPECS, RSA_BITS, KeyRecord, new_backing_id, new_material, usages_for
@@ -32,23 +32,27 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
     origin = p.enum(params, "Origin", {"AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"}, "AWS_KMS")
     assert origin is not None
     store_id = customkeystores.check_create_key(params, origin, spec, usage)
-    if origin == "EXTERNAL_KEY_STORE" or params.get("MultiRegion"):
-        raise KMSError("UnsupportedOperationException", "External key stores and multi-Region keys are not supported.")
+    if origin == "EXTERNAL_KEY_STORE":
+        raise KMSError("UnsupportedOperationException", "External key stores are not supported.")
+    multi_region = p.boolean(params, "MultiRegion")
+    if multi_region:
+        multiregion.check_create(origin, store_id)
     if origin == "EXTERNAL" and spec != "SYMMETRIC_DEFAULT":
         raise KMSError("UnsupportedOperationException", "Only symmetric keys can have imported key material.")
     description = p.optional_str(params, "Description", 0, 8192) or ""
     policy_text = p.optional_str(params, "Policy", 1, 32768)
-    tags = _tags_param(params, "Tags", required=False)
+    tags = tags_param(params, "Tags", required=False)
     if len(tags) > MAX_TAGS:
         raise KMSError("TagException", f"A KMS key can have at most {MAX_TAGS} tags.")
     if policy_text is not None:
-        _check_lockout(svc, policy_text, params, ctx)
-    key_id = KeyRecord.new_id()
+        check_lockout(svc, policy_text, params, ctx)
+    key_id = multiregion.new_key_id() if multi_region else KeyRecord.new_id()
     rec = KeyRecord(key_id=key_id, arn=svc.key_arn(key_id), account_id=svc.account_id, created=svc.now(),
                     key_spec=spec, key_usage=usage, origin=origin,
                     state="PendingImport" if origin == "EXTERNAL" else "Enabled",
                     policy=policy_text or default_policy(svc.account_id), description=description,
-                    expiration_model=None, custom_key_store_id=store_id)
+                    expiration_model=None, custom_key_store_id=store_id,
+                    multi_region={"primary": svc.region, "replicas": []} if multi_region else None)
     ctx.key_arn = rec.arn
     if store_id is not None:
         _create_in_token(svc, rec, store_id)
@@ -58,7 +62,7 @@ async def create_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContex
         material = await svc.in_thread(new_material, spec) if spec in RSA_BITS else new_material(spec)
         svc.add_backing_key(rec, material, None)
     if tags:
-        _store_tags(svc, rec, tags)
+        store_tags(svc, rec, tags)
     return {"KeyMetadata": svc.key_metadata(rec)}
 
 
@@ -73,7 +77,7 @@ def _create_in_token(svc: "KeyService", rec: KeyRecord, store_id: str) -> None:
         raise
 
 
-def _check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], ctx: "CallContext") -> None:
+def check_lockout(svc: "KeyService", policy_text: str, params: dict[str, Any], ctx: "CallContext") -> None:
     """AWS refuses a policy that would lock the caller out of PutKeyPolicy, unless told to bypass."""
     policy = compile_policy(policy_text)
     if not p.boolean(params, "BypassPolicyLockoutSafetyCheck") and not svc.policy_allows(policy, "PutKeyPolicy", ctx):
@@ -136,9 +140,13 @@ def schedule_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallC
     assert window is not None
     rec = _managed_key(svc, params, ctx, "ScheduleKeyDeletion")
     svc.require_not_pending_deletion(rec)
+    rec.pending_window = window
+    if multiregion.has_replicas(rec):  # AWS: the waiting period starts once every replica is deleted
+        rec.state = multiregion.PENDING_REPLICA_DELETION
+        svc.save(rec)
+        return {"KeyId": rec.arn, "KeyState": rec.state, "PendingWindowInDays": window}
     rec.state = "PendingDeletion"
     rec.deletion_date = svc.now() + window * DAY
-    rec.pending_window = window
     svc.save(rec)
     _warn_of_known_usage(svc, rec, ctx)
     return {"KeyId": rec.arn, "DeletionDate": rec.deletion_date, "KeyState": rec.state,
@@ -159,7 +167,7 @@ def _warn_of_known_usage(svc: "KeyService", rec: KeyRecord, ctx: "CallContext") 
 
 def cancel_key_deletion(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     rec = _managed_key(svc, params, ctx, "CancelKeyDeletion")
-    if rec.state != "PendingDeletion":
+    if rec.state not in ("PendingDeletion", multiregion.PENDING_REPLICA_DELETION):
         raise KMSError("KMSInvalidStateException", f"{rec.arn} is not pending deletion.")
     rec.state = "PendingImport" if svc.material(rec) is None else "Disabled"
     rec.deletion_date = rec.pending_window = None
@@ -246,6 +254,7 @@ def _alias_entry(svc: "KeyService", name: str) -> dict[str, Any]:
 # --- rotation --------------------------------------------------------------------------------
 def _rotatable(svc: "KeyService", params: dict[str, Any], ctx: "CallContext", operation: str) -> KeyRecord:
     rec = _managed_key(svc, params, ctx, operation)
+    multiregion.refuse_on_replica(rec, operation)
     if not rec.symmetric or rec.origin != "AWS_KMS":
         raise KMSError("UnsupportedOperationException", f"{rec.arn} key rotation is not supported for asymmetric, "
                                                         "HMAC or imported keys, or keys in custom key stores.")
@@ -282,13 +291,14 @@ def get_key_rotation_status(svc: "KeyService", params: dict[str, Any], ctx: "Cal
     return result
 
 
-def rotate_key_on_demand(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
+async def rotate_key_on_demand(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     rec = _rotatable(svc, params, ctx, "RotateKeyOnDemand")
     svc.require_usable(rec)
     if sum(r["RotationType"] == "ON_DEMAND" for r in rec.rotations) >= MAX_ON_DEMAND_ROTATIONS:
         raise KMSError("LimitExceededException", f"{rec.arn} has reached the limit of on-demand rotations.")
     rec.on_demand_started = svc.now()
     svc.add_backing_key(rec, new_material("SYMMETRIC_DEFAULT"), "ON_DEMAND")
+    await multiregion.push_to_replicas(svc, rec)
     return {"KeyId": rec.arn}
 
 
@@ -320,7 +330,7 @@ def put_key_policy(svc: "KeyService", params: dict[str, Any], ctx: "CallContext"
     text = p.required_str(params, "Policy", 32768)
     rec = _managed_key(svc, params, ctx, "PutKeyPolicy")
     svc.require_not_pending_deletion(rec)
-    _check_lockout(svc, text, params, ctx)
+    check_lockout(svc, text, params, ctx)
     rec.policy = text
     svc.save(rec)
     return {}
@@ -333,7 +343,7 @@ def list_key_policies(svc: "KeyService", params: dict[str, Any], ctx: "CallConte
 
 
 # --- tags ------------------------------------------------------------------------------------
-def _tags_param(params: dict[str, Any], name: str, required: bool = True) -> dict[str, str]:
+def tags_param(params: dict[str, Any], name: str, required: bool = True) -> dict[str, str]:
     tags = params.get(name)
     if tags is None and not required:
         return {}
@@ -351,7 +361,7 @@ def _tags_param(params: dict[str, Any], name: str, required: bool = True) -> dic
     return result
 
 
-def _store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
+def store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
     merged = {**svc.tags.get(rec.key_id, {}), **new}
     if len(merged) > MAX_TAGS:
         raise KMSError("TagException", f"A KMS key can have at most {MAX_TAGS} tags.")
@@ -360,10 +370,10 @@ def _store_tags(svc: "KeyService", rec: KeyRecord, new: dict[str, str]) -> None:
 
 
 def tag_resource(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
-    tags = _tags_param(params, "Tags")
+    tags = tags_param(params, "Tags")
     rec = _managed_key(svc, params, ctx, "TagResource")
     svc.require_not_pending_deletion(rec)
-    _store_tags(svc, rec, tags)
+    store_tags(svc, rec, tags)
     return {}
 
 

@@ -145,17 +145,26 @@ class RowStore:
         self._write([(f"DELETE FROM {t} WHERE key_id = $1", (key_id,)) for t in tables], [("keys", key_id)])
 
     # --- backing keys -----------------------------------------------------------------------
-    def add_backing_key(self, row: BackingKeyRow, meta: Meta | None = None) -> None:
-        """Store a backing key, and optionally the key's updated metadata, atomically."""
+    def _insert_backing_key(self, row: BackingKeyRow) -> Statement:
         identity = f"{row.key_id}|{row.backing_id}"
         wrapped = self._sealer.wrap("backing_keys", identity, row.material)
         text, mac = self._meta_row("backing_keys", identity, [row.created, row.rotation_type])
-        statements = [("INSERT INTO backing_keys (key_id, backing_id, created, rotation_type, wrapped, mac) "
-                       "VALUES ($1, $2, $3, $4, $5, $6)",
-                       (row.key_id, row.backing_id, row.created, row.rotation_type, wrapped, mac))]
+        return ("INSERT INTO backing_keys (key_id, backing_id, created, rotation_type, wrapped, mac) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                (row.key_id, row.backing_id, row.created, row.rotation_type, wrapped, mac))
+
+    def add_backing_key(self, row: BackingKeyRow, meta: Meta | None = None) -> None:
+        """Store a backing key, and optionally the key's updated metadata, atomically."""
+        statements = [self._insert_backing_key(row)]
         if meta is not None:
             statements.append(self._put_key(row.key_id, meta))
         self._write(statements, [("backing_keys", row.key_id), ("keys", row.key_id)])
+
+    def add_backing_keys(self, key_id: str, rows: list[BackingKeyRow], meta: Meta) -> None:
+        """Store several backing keys and the key's metadata in one transaction: a multi-region key's replica
+        (keyservice/multiregion.py) is written whole or not at all."""
+        statements = [self._insert_backing_key(row) for row in rows] + [self._put_key(key_id, meta)]
+        self._write(statements, [("backing_keys", key_id), ("keys", key_id)])
 
     def backing_keys(self, key_id: str) -> list[BackingKeyRow]:
         rows = self._fetch("SELECT backing_id, created, rotation_type, wrapped, mac FROM backing_keys "

@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from common.aead import Aead
 
-from . import blob, crypto_ops, customkeystores, grant_ops, grants, imports, management
+from . import blob, crypto_ops, customkeystores, grant_ops, grants, imports, management, multiregion
 from .clock import Clock, SystemClock
 from .errors import KMSError, validation
 from .keys import DAY, KeyRecord, new_backing_id, new_material, quota_class_for
+from .peers import Peer
 from .pkcs11backend import TokenConfig
 from .policy import CompiledPolicy, Request, compile_policy
 from .store import BackingKeyRow, StoreCorruption
@@ -54,7 +55,7 @@ class CallContext:
 
 Handler = Callable[["KeyService", dict[str, Any], CallContext], dict[str, Any] | Awaitable[dict[str, Any]]]
 _HANDLERS: dict[str, Handler] = {**management.HANDLERS, **crypto_ops.HANDLERS, **grant_ops.HANDLERS,
-                                 **imports.HANDLERS, **customkeystores.HANDLERS}
+                                 **imports.HANDLERS, **customkeystores.HANDLERS, **multiregion.HANDLERS}
 
 # The actions AWS lets a principal of another account perform on a key: exactly the operations whose
 # AWS KMS API Reference page says "Cross-account use: Yes" (checked operation by operation against the
@@ -100,6 +101,10 @@ class KeyService:
         # PKCS#11 tokens as custom key stores; those that were connected are connected again.
         self.custom_key_stores = customkeystores.CustomKeyStores(store, tokens or {})
         self.custom_key_stores.reconnect()
+        # Multi-region keys (keyservice/multiregion.py): the other regions' deployments by region, and the
+        # secrets of this deployment's own credentials that peers call it with (set by ``build_api``).
+        self.peers: dict[str, Peer] = {}
+        self.peer_secrets: dict[str, str] = {}
 
     @classmethod
     def open(cls, data_dir: Path, root_key: bytes, *, account_id: str = "111122223333",
@@ -278,7 +283,7 @@ class KeyService:
         self.raise_invalid_state(rec)
 
     def require_not_pending_deletion(self, rec: KeyRecord) -> None:
-        if rec.state == "PendingDeletion":
+        if rec.state in ("PendingDeletion", multiregion.PENDING_REPLICA_DELETION):
             self.raise_invalid_state(rec)
 
     @staticmethod
@@ -305,6 +310,10 @@ class KeyService:
                                    rec.to_meta())
         self.keys[rec.key_id] = rec
         self._material.pop(rec.key_id, None)
+
+    def forget_material(self, key_id: str) -> None:
+        """Drop a key's cached versions: its backing keys changed in the store."""
+        self._material.pop(key_id, None)
 
     def drop_material(self, rec: KeyRecord) -> None:
         """Destroy imported material (deleted or expired): the key waits for a new import."""
@@ -382,6 +391,8 @@ class KeyService:
         self.store.destroy_key(rec.key_id)
         self._forget_key(rec.key_id)
         log.info("key %s destroyed after its deletion waiting period", rec.arn)
+        if rec.is_replica:  # its primary, waiting for its replicas to go, is told (keyservice/multiregion.py)
+            self.maintenance_events.append((multiregion.REPLICA_DELETED, rec.arn_in(rec.multi_region["primary"])))
 
     def _forget_key(self, key_id: str) -> None:
         """Drop a destroyed key and everything attached to it from memory."""

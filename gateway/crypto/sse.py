@@ -223,6 +223,21 @@ def _unseal(kek: Aead, sealed: bytes, aad: bytes) -> ObjectKey:
         raise IntegrityError("sealed object key failed authentication") from None
 
 
+def same_cmk(returned_arn: str, stored_arn: str) -> bool:
+    """Whether the KeyId KMS Decrypt returned is the CMK an object's metadata names (docs/FORMAT.md).
+
+    Equal ARNs; or, for a multi-region key (id ``mrk-``...), the same partition, account and key id in any
+    region: its replica in this gateway's region has the primary's key id and material, and another region
+    in its ARN, so an object written through a gateway of another region (its bucket replicated here)
+    reads here. A single-region key's ARN still has to match exactly."""
+    if returned_arn == stored_arn:
+        return True
+    returned, stored = returned_arn.split(":"), stored_arn.split(":")
+    if len(returned) != 6 or len(stored) != 6 or not stored[5].startswith("key/mrk-"):
+        return False
+    return (returned[:3], returned[4:]) == (stored[:3], stored[4:])
+
+
 class SseKms:
     """SSE-KMS and SSE-S3: OK sealed under a key derived from a KMS data key, the object's own or,
     with a Bucket Key, its bucket's (one GenerateDataKey for many writes)."""
@@ -260,7 +275,7 @@ class SseKms:
         except ValueError as exc:
             raise IntegrityError(str(exc)) from None
         data_key = await self.data_keys.unwrap(seal.wrapped_data_key, context, requester, size)
-        if data_key.key_arn != seal.kms_key_arn:
+        if not same_cmk(data_key.key_arn, seal.kms_key_arn):
             raise IntegrityError("the data key belongs to another KMS key than the metadata names")
         return _unseal(seal.kek(data_key.plaintext, bucket, key), seal.sealed_key, seal.aad)
 

@@ -40,7 +40,7 @@ def test_canonical_context_ignores_order_and_empty_is_empty():
 
 
 # 0x01 and 0x02 (a custom key store's token) are the versions; 0x03 is none of them
-@pytest.mark.parametrize("data", [b"", b"\x01" * 60, b"\x03" + b"\x00" * 80, "text"])
+@pytest.mark.parametrize("data", [b"", b"\x01" * 60, b"\x04" + b"\x00" * 80, "text"])
 def test_malformed_headers_are_invalid_ciphertext(data):
     with pytest.raises(KMSError) as info:
         blob.parse_header(data)

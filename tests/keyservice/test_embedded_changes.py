@@ -79,7 +79,10 @@ def test_every_operation_but_the_reads_and_the_cryptographic_ones_is_announced()
         "UpdateAlias", "UpdateKeyDescription",
         # custom key stores: connecting or disconnecting one changes whether its keys can be used
         "ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DisconnectCustomKeyStore",
-        "UpdateCustomKeyStore"}
+        "UpdateCustomKeyStore",
+        # multi-region keys: a replica made, the primary moved, versions added by the primary's region
+        "ReplicateKey", "UpdatePrimaryRegion", "PeerReplicateKey", "PeerUpdatePrimaryRegion",
+        "PeerReplicaDeleted"}
     assert READ_ONLY_OPERATIONS < KeyService.OPERATIONS
 
 
