@@ -1,4 +1,4 @@
-"""``gateway serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT]``: load and validate settings,
+"""``gateway serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT] [--workers N]``: load and validate settings,
 then serve.
 ``gateway migrate s3://BUCKET[/PREFIX] ...``: encrypt legacy objects in place (gateway/tools/migrate.py)."""
 from __future__ import annotations
@@ -7,9 +7,10 @@ import argparse
 import os
 import sys
 
-from gateway.config import ConfigError, load_config, secrets_of
+from gateway.config import ConfigError, GatewayConfig, load_config, secrets_of
 from common.eventloop import run
-from common.logsetup import configure_logging, failure_line, parse_level
+from common.workers import hold_embedded_store, serve_workers, worker_count, workers_wanted
+from common.logsetup import RedactingFilter, configure_logging, failure_line, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
     serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics), overriding the "
                                               "file and GATEWAY_ADMIN_LISTEN")
+    serve.add_argument("--workers", type=worker_count, help="processes serving the listener, overriding the file "
+                                                            "and GATEWAY_WORKERS (0, the default: one per core)")
     from gateway.tools import migrate
     migrate.add_parser(sub)
     _add_key_tools(sub)
@@ -47,6 +50,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
+    count = workers_wanted(args.workers, config.workers)
+    if count == 1:
+        return _serve(config, redactor)
+    try:
+        return serve_workers(count, config.listen_host_port, config.admin_host_port, bool(config.tls_cert_file),
+                             lambda: _serve(config, redactor), before_fork=lambda: _share_key_store(config))
+    except Exception as exc:  # a port in use, a key store in use: one line
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 1
+
+
+def _share_key_store(config: GatewayConfig) -> None:
+    """Before the workers are forked: the embedded key service's SQLite store locked for them all."""
+    if not config.kms.endpoint:
+        from keyservice.config import KeyServiceConfig
+        hold_embedded_store(KeyServiceConfig.load(config.config_path, os.environ,
+                                                  default_data_dir=config.data_dir / "keyservice"))
+
+
+def _serve(config: GatewayConfig, redactor: RedactingFilter) -> int:
+    """Serve in this process until SIGTERM/SIGINT: the exit status."""
     from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.embedded import ConfigError as KeyServiceConfigError
