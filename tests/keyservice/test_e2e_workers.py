@@ -1,0 +1,85 @@
+"""``keyservice serve --workers 2`` on one SQLite store: both workers serve, a key created or disabled
+through one is served or refused by every worker within the bound (README: "Workers"), a killed worker
+is replaced, and SIGTERM stops them all."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tests.keyservice.conftest import launch, signed_headers
+from tests.support.workers import no_orphans, served_by, wait_for, worker_pids
+
+BOUND = 2.0  # README: 0.5 s polling plus the reload; allowance for a loaded machine
+
+
+def call(url: str, action: str, params: dict) -> tuple[int, dict]:
+    """One KMS call on a connection of its own (so the kernel hands it to either worker)."""
+    body = json.dumps(params).encode()
+    conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+    try:
+        conn.request("POST", "/", body=body, headers=signed_headers(url, body, f"TrentService.{action}"))
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def error_type(answer: tuple[int, dict]) -> str | None:
+    status, body = answer
+    return None if status == 200 else body.get("__type")
+
+
+def both_workers_answer(ks, url: str, action: str, params: dict, expect: str | None) -> None:
+    """Calls until each of the two workers has answered ``action`` with ``expect`` (an error type, or None
+    for success) -- every answer meanwhile being that one."""
+    since = len(ks.server.output)
+
+    def seen_on_both() -> bool:
+        assert error_type(call(url, action, params)) == expect
+        return len(set(served_by(ks.server, action, since=since))) == 2
+    wait_for(seen_on_both, f"{action} answered by both workers", 30)
+
+
+def test_two_workers_serve_one_store_and_see_each_others_key_changes_within_the_bound(tmp_path: Path) -> None:
+    ks = launch(tmp_path, env={"KEYSERVICE_WORKERS": "2"})
+    try:
+        assert len(worker_pids(ks.server)) == 2
+        status, created = call(ks.url, "CreateKey", {"Description": "made on one worker"})
+        assert status == 200
+        key_id = created["KeyMetadata"]["KeyId"]
+        # Encrypt is answered from the worker's memory: only the change feed can have told the other worker.
+        wait_for(lambda: all(error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
+                             for _ in range(8)), "the new key usable on every worker", BOUND)
+        both_workers_answer(ks, ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="}, None)
+
+        assert call(ks.url, "DisableKey", {"KeyId": key_id})[0] == 200
+        wait_for(lambda: all(error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="}))
+                             == "DisabledException" for _ in range(8)), "the disable on every worker", BOUND)
+        both_workers_answer(ks, ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="}, "DisabledException")
+    finally:
+        pids = worker_pids(ks.server)
+        assert ks.server.stop() == 0, ks.server.log()
+    no_orphans(pids)
+    assert ks.server.log().count("listening on http://") == 1
+
+
+def test_a_killed_worker_is_replaced_and_calls_keep_succeeding(tmp_path: Path) -> None:
+    ks = launch(tmp_path, env={"KEYSERVICE_WORKERS": "2"})
+    try:
+        key_id = call(ks.url, "CreateKey", {})[1]["KeyMetadata"]["KeyId"]
+        before = worker_pids(ks.server)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(ks.server)) == 2 and victim not in worker_pids(ks.server),
+                 "a replacement worker", 10)
+        for _ in range(20):
+            assert error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
+        assert f"(pid {victim}) exited (killed by SIGKILL): starting another" in ks.server.log()
+    finally:
+        pids = worker_pids(ks.server)
+        assert ks.server.stop() == 0, ks.server.log()
+    no_orphans(pids)
