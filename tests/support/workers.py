@@ -56,3 +56,10 @@ def wait_for(check, what: str, timeout: float) -> float:
 def no_orphans(pids: set[int], timeout: float = 5.0) -> None:
     """Every one of ``pids`` is gone (within ``timeout``: a worker finishing its requests may take a moment)."""
     wait_for(lambda: not any(alive(pid) for pid in pids), f"workers {sorted(pids)} still running", timeout)
+
+
+def worker_of_next(server: Server, operation: str, since: int, timeout: float = 5.0) -> int:
+    """The worker of the first ``operation`` access log line from output line ``since`` on, waiting for it (a
+    line is written just after its answer went out)."""
+    wait_for(lambda: served_by(server, operation, since=since), f"the access log line of {operation}", timeout)
+    return served_by(server, operation, since=since)[0]
