@@ -144,29 +144,41 @@ class Supervisor:
 
     def start(self) -> int | None:
         """Fork every worker and wait until each is ready: None, or the status to exit with -- the first
-        failed worker's, or 0 when SIGTERM/SIGINT came first (the others are then stopped)."""
+        failed worker's, or 0 when SIGTERM/SIGINT came first (the others are then stopped).
+
+        The first worker starts alone: whatever a first start creates (a generated root key or gateway
+        secret, the key store's tables, the default key and its alias) is created once, by it; the others
+        start once it is ready and find it all there."""
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the waits below
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._note_stop)
-        read_fd, write_fd = os.pipe()
-        for index in range(self.count):
+        if not self._started_ready([0]):
+            return self._failed()
+        if not self._started_ready(list(range(1, self.count))):
+            return self._failed()
+        return None
+
+    def _started_ready(self, indexes: list[int]) -> bool:
+        """Fork the workers ``indexes``; whether each then said it is ready (rather than exiting)."""
+        pipes = []
+        for index in indexes:
+            read_fd, write_fd = os.pipe()
             self._fork(index, write_fd)
-        os.close(write_fd)
-        ready = 0
-        while ready < self.count:
-            chunk = os.read(read_fd, self.count)  # EOF: every worker exited or is ready
-            if not chunk:
-                break
-            ready += len(chunk)
-        os.close(read_fd)
+            os.close(write_fd)
+            pipes.append(read_fd)
+        ready = True
+        for read_fd in pipes:
+            ready = os.read(read_fd, 1) == b"r" and ready  # EOF: that worker exited first
+            os.close(read_fd)
+        return ready and self.stopping is None
+
+    def _failed(self) -> int:
         if self.stopping is not None:
             self.stop()
             return 0
-        if ready < self.count:
-            status = self._first_failure()
-            self.stop()
-            return status
-        return None
+        status = self._first_failure()
+        self.stop()
+        return status
 
     def _first_failure(self) -> int:
         """The exit status of a worker that exited (waiting for one), for the parent to exit with."""
