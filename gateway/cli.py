@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
+    from common.connections import UnsupportedAiohttp, check_aiohttp
+    try:
+        check_aiohttp()  # before anything is started, forked or written
+    except UnsupportedAiohttp as exc:
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 2
     count = workers_wanted(args.workers, config.workers)
     if count == 1:
         return _serve(config, redactor)
@@ -72,13 +78,11 @@ def _share_key_store(config: GatewayConfig) -> None:
 def _serve(config: GatewayConfig, redactor: RedactingFilter) -> int:
     """Serve in this process until SIGTERM/SIGINT: the exit status."""
     from gateway.app import serve
-    from common.connections import UnsupportedAiohttp, check_aiohttp
     from keyservice.embedded import ConfigError as KeyServiceConfigError
 
     try:
-        check_aiohttp()  # before anything is started or written
         run(serve(config))
-    except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
+    except (ConfigError, KeyServiceConfigError) as exc:
         print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # a port in use, an unreadable root key or store ...: one line, no traceback

@@ -66,6 +66,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
     redactor = configure_logging(level, log_secrets(config))
+    from common.connections import check_aiohttp
+    try:
+        check_aiohttp()  # before anything is started, forked or written
+    except Exception as e:
+        print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
+        return 1
     count = workers_wanted(args.workers, config.workers)
     if count == 1:
         return _serve_here(config, redactor)
@@ -79,10 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_here(config: KeyServiceConfig, redactor: RedactingFilter) -> int:
     """Serve in this process until SIGTERM/SIGINT: the exit status."""
-    from common.connections import check_aiohttp
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
-        check_aiohttp()  # before anything is started or written
         run(serve(config))
     except Exception as e:  # a port in use, an unreadable root key, a store it does not open: one line
         print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
