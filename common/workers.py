@@ -75,13 +75,16 @@ def workers_wanted(option: int | None, setting: int) -> int:
     return count or default_workers()
 
 
-def hold_embedded_store(config: object) -> None:
+def share_key_store(config: object) -> Callable[[], None]:
     """In the parent, before forking: a key service config's SQLite store (none when ``store_url`` names
-    PostgreSQL) locked for the workers of this parent alone (keyservice/store.py ``hold_for_workers``)."""
+    PostgreSQL) opened shared by the workers; returns the step that locks it for them alone, run once the
+    first worker made it (keyservice/store.py ``share_with_workers``, ``hold_for_workers``)."""
     if getattr(config, "store_url", None):
-        return
-    from keyservice.store import hold_for_workers
-    hold_for_workers(config.data_dir)  # type: ignore[attr-defined]
+        return lambda: None
+    from keyservice.store import hold_for_workers, share_with_workers
+    data_dir = config.data_dir  # type: ignore[attr-defined]
+    share_with_workers(data_dir)
+    return lambda: hold_for_workers(data_dir)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -112,8 +115,9 @@ class Supervisor:
     """Forks ``count`` workers running ``work`` (which returns an exit status) on the bound sockets."""
 
     def __init__(self, count: int, main: socket.socket, admin: socket.socket | None,
-                 work: Callable[[], int]) -> None:
+                 work: Callable[[], int], after_first: Callable[[], None] = lambda: None) -> None:
         self.count = count
+        self.after_first = after_first
         self.main = main
         self.admin = admin
         self.work = work
@@ -154,6 +158,11 @@ class Supervisor:
             signal.signal(sig, self._note_stop)
         if not self._started_ready([0]):
             return self._failed()
+        try:
+            self.after_first()
+        except BaseException:
+            self.stop()
+            raise
         if not self._started_ready(list(range(1, self.count))):
             return self._failed()
         return None
@@ -233,14 +242,14 @@ def _describe(status: int) -> str:
 
 
 def serve_workers(count: int, listen: tuple[str, int], admin_listen: tuple[str, int] | None, tls: bool,
-                  work: Callable[[], int], before_fork: Callable[[], None] = lambda: None) -> int:
+                  work: Callable[[], int], prepare: Callable[[], Callable[[], None]] = lambda: (lambda: None)) -> int:
     """Bind, fork ``count`` workers running ``work``, print the listening line(s) once they are all ready,
-    supervise them until SIGTERM/SIGINT: the exit status. ``before_fork`` runs in the parent once the
-    sockets are bound (e.g. to take a lock the workers share)."""
+    supervise them until SIGTERM/SIGINT: the exit status. ``prepare`` runs in the parent once the sockets
+    are bound; what it returns runs once the first worker is ready (``share_key_store``)."""
     main = bind(*listen)
     admin = bind(*admin_listen) if admin_listen is not None else None
-    before_fork()
-    supervisor = Supervisor(count, main, admin, work)
+    after_first = prepare()
+    supervisor = Supervisor(count, main, admin, work, after_first)
     status = supervisor.start()
     if status is not None:
         return status

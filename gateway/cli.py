@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from gateway.config import ConfigError, GatewayConfig, load_config, secrets_of
 from common.eventloop import run
-from common.workers import hold_embedded_store, serve_workers, worker_count, workers_wanted
+from common.workers import serve_workers, share_key_store, worker_count, workers_wanted
 from common.logsetup import RedactingFilter, configure_logging, failure_line, parse_level
 
 
@@ -61,18 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(config, redactor)
     try:
         return serve_workers(count, config.listen_host_port, config.admin_host_port, bool(config.tls_cert_file),
-                             lambda: _serve(config, redactor), before_fork=lambda: _share_key_store(config))
+                             lambda: _serve(config, redactor), prepare=lambda: _share_key_store(config))
     except Exception as exc:  # a port in use, a key store in use: one line
         print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 1
 
 
-def _share_key_store(config: GatewayConfig) -> None:
-    """Before the workers are forked: the embedded key service's SQLite store locked for them all."""
-    if not config.kms.endpoint:
-        from keyservice.config import KeyServiceConfig
-        hold_embedded_store(KeyServiceConfig.load(config.config_path, os.environ,
-                                                  default_data_dir=config.data_dir / "keyservice"))
+def _share_key_store(config: GatewayConfig) -> Callable[[], None]:
+    """Before the workers are forked: the embedded key service's SQLite store shared by them all."""
+    if config.kms.endpoint:
+        return lambda: None
+    from keyservice.config import KeyServiceConfig
+    return share_key_store(KeyServiceConfig.load(config.config_path, os.environ,
+                                                 default_data_dir=config.data_dir / "keyservice"))
 
 
 def _serve(config: GatewayConfig, redactor: RedactingFilter) -> int:

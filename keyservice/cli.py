@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from common.eventloop import run
-from common.workers import hold_embedded_store, serve_workers, worker_count, workers_wanted
+from common.workers import serve_workers, share_key_store, worker_count, workers_wanted
 from common.logsetup import RedactingFilter, configure_logging, failure_line, parse_level
 from keyservice.audit import filter_lines, parse_time
 from keyservice.config import ConfigError, KeyServiceConfig, log_secrets, require_credentials
@@ -77,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_here(config, redactor)
     try:
         return serve_workers(count, config.host_port(), config.admin_host_port(), config.tls_cert_file is not None,
-                             lambda: _serve_here(config, redactor), before_fork=lambda: hold_embedded_store(config))
+                             lambda: _serve_here(config, redactor), prepare=lambda: share_key_store(config))
     except Exception as e:  # a port in use, a key store in use: one line
         print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
         return 1

@@ -23,19 +23,31 @@ from .storeapi import (SCHEMA_VERSION, TABLES, BackingKeyRow, Meta, RootKeyMisma
 CHANGE_POLL_INTERVAL = 0.5
 """Seconds between two looks of a worker at whether another worker of its server wrote the shared SQLite
 store (``PRAGMA data_version``): a change is reloaded within this plus the reload's own time."""
-_HELD_FOR_WORKERS: dict[Path, IO[bytes]] = {}
-"""The stores whose lock the parent of ``--workers N`` holds for its workers (``hold_for_workers``)."""
+_HELD_FOR_WORKERS: dict[Path, IO[bytes] | None] = {}
+"""The stores whose lock the parent of ``--workers N`` holds for its workers (``hold_for_workers``); None
+until it does (while its first worker starts)."""
+
+
+def share_with_workers(data_dir: Path) -> None:
+    """In the parent of ``--workers N`` (common/workers.py), before forking: its workers open this store
+    shared -- each polls for the others' changes and serializes its key maintenance with theirs
+    (``KeyStore``), none takes the store's lock. Nothing is written: a first worker that fails its start-up
+    checks leaves the data directory as it was."""
+    _HELD_FOR_WORKERS.setdefault(_lock_path(data_dir), None)
 
 
 def hold_for_workers(data_dir: Path) -> None:
-    """In the parent of ``--workers N`` (common/workers.py), before forking: take the store's exclusive lock
-    for this process and every worker it forks (they inherit it; another server on the same data directory
-    is still refused). A worker then opens the store shared: it polls for the other workers' changes and
-    serializes its key maintenance with theirs (``KeyStore``)."""
-    private_dir(data_dir)
-    path = (data_dir / "keys.lock").resolve()
-    if path not in _HELD_FOR_WORKERS:
+    """In the parent, once its first worker made the store: take the store's exclusive lock for this process
+    and every worker it forks from now on (another server on the same data directory is refused, as
+    before; one that took it meanwhile makes this raise StoreInUse)."""
+    path = _lock_path(data_dir)
+    if _HELD_FOR_WORKERS.get(path) is None:
+        private_dir(data_dir)
         _HELD_FOR_WORKERS[path] = _exclusive(path)
+
+
+def _lock_path(data_dir: Path) -> Path:
+    return (Path(data_dir) / "keys.lock").resolve()
 
 # Schema 1, the tables as the first stores had them; ``_upgrade`` takes them to SCHEMA_VERSION.
 _SCHEMA = """
@@ -80,7 +92,7 @@ class KeyStore(RowStore):
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
         super().__init__(root_key)
         private_dir(data_dir)
-        self.shared = (data_dir / "keys.lock").resolve() in _HELD_FOR_WORKERS
+        self.shared = _lock_path(data_dir) in _HELD_FOR_WORKERS
         self._lock = None if self.shared else _exclusive(data_dir / "keys.lock")
         self._maintenance_lock = data_dir / "keys.maintenance.lock"
         self._db_lock = threading.Lock()  # the change poller's thread and the service's share the connection
@@ -148,14 +160,16 @@ class KeyStore(RowStore):
             yield self.get_key(key_id)
 
     def watch(self, on_change: Callable[[StoreChange], None]) -> None:
-        """On a shared store: call ``on_change(None)`` (reload everything) from a poller thread whenever
-        another worker committed, CHANGE_POLL_INTERVAL seconds apart at most; alone, nothing to report."""
+        """On a shared store: call ``on_change(None)`` (reload everything) from a poller thread once it
+        watches (as PostgreSQL's listener does when it starts listening), then whenever another worker
+        committed, CHANGE_POLL_INTERVAL seconds apart at most; alone, nothing to report."""
         if self.shared:
             threading.Thread(target=self._poll_changes, args=(on_change,), name="keystore-changes",
                              daemon=True).start()
 
     def _poll_changes(self, on_change: Callable[[StoreChange], None]) -> None:
         last = self._data_version()
+        on_change(None)  # what was committed between loading the keys and now is caught up at once
         while not self._stop_watching.wait(CHANGE_POLL_INTERVAL):
             try:
                 version = self._data_version()

@@ -71,6 +71,8 @@ def test_a_killed_worker_is_replaced_and_calls_keep_succeeding(tmp_path: Path) -
     ks = launch(tmp_path, env={"KEYSERVICE_WORKERS": "2"})
     try:
         key_id = call(ks.url, "CreateKey", {})[1]["KeyMetadata"]["KeyId"]
+        wait_for(lambda: all(error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
+                             for _ in range(8)), "the new key usable on every worker", BOUND)
         before = worker_pids(ks.server)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)

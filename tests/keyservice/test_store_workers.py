@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from keyservice import store
-from keyservice.store import CHANGE_POLL_INTERVAL, KeyStore, hold_for_workers
+from keyservice.store import CHANGE_POLL_INTERVAL, KeyStore, hold_for_workers, share_with_workers
 
 ROOT_KEY = bytes(range(32))
 
@@ -22,10 +22,12 @@ ROOT_KEY = bytes(range(32))
 def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """``tmp_path``'s store locked as the parent of workers locks it (released at the end)."""
     monkeypatch.setattr(store, "_HELD_FOR_WORKERS", {})
+    share_with_workers(tmp_path)
     hold_for_workers(tmp_path)
     yield tmp_path
     for handle in store._HELD_FOR_WORKERS.values():
-        handle.close()
+        if handle is not None:
+            handle.close()
 
 
 def test_the_workers_share_the_store_and_another_process_is_refused(held: Path) -> None:
@@ -60,16 +62,16 @@ def test_another_workers_commit_is_reported_within_the_poll_interval_and_an_own_
     try:
         watcher.watch(heard.append)
         time.sleep(CHANGE_POLL_INTERVAL * 2)
-        assert heard == []  # nothing committed yet
+        assert heard == [None]  # once as it starts watching: what came before is caught up
         started = time.monotonic()
         writer.put_key("k1", {"KeyState": "Disabled"})
-        while not heard and time.monotonic() - started < 5:
+        while len(heard) < 2 and time.monotonic() - started < 5:
             time.sleep(0.01)
-        assert heard == [None]  # None: reload everything (keyservice/api.py follow_store)
+        assert heard == [None, None]  # None: reload everything (keyservice/api.py follow_store)
         assert time.monotonic() - started < CHANGE_POLL_INTERVAL + 0.5
         watcher.put_key("k2", {"KeyState": "Enabled"})
         time.sleep(CHANGE_POLL_INTERVAL * 3)
-        assert heard == [None]  # its own commit is not news to it
+        assert heard == [None, None]  # its own commit is not news to it
     finally:
         watcher.close()
         writer.close()
@@ -97,3 +99,25 @@ def test_two_workers_maintaining_a_key_take_turns(held: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_sharing_writes_nothing_until_the_first_worker_made_the_store_and_a_taken_lock_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "_HELD_FOR_WORKERS", {})
+    data_dir = tmp_path / "data"
+    store.share_with_workers(data_dir)
+    assert not data_dir.exists()  # a first worker refused by its start-up checks leaves nothing behind
+    first = KeyStore(data_dir, ROOT_KEY)  # the first worker, before the parent holds the lock
+    try:
+        assert first.shared
+        other_server = store._exclusive(data_dir / "keys.lock")  # another server took it meanwhile
+        with pytest.raises(store.StoreInUse):
+            hold_for_workers(data_dir)
+        other_server.close()
+        hold_for_workers(data_dir)
+        assert store._HELD_FOR_WORKERS[(data_dir / "keys.lock").resolve()] is not None
+    finally:
+        first.close()
+        for handle in store._HELD_FOR_WORKERS.values():
+            if handle is not None:
+                handle.close()
