@@ -15,18 +15,23 @@ that fails to start stops the others, and the parent exits with its status (the 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from common.serving import LISTEN_BACKLOG, STOP_SIGNALS, ListenFailed, announce, listening_url
 
 log = logging.getLogger("common.workers")
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # common/metrics.py (not imported here: prometheus-client must
+# be imported after it is set)
 
 RESPAWN_DELAY = 1.0
 """Seconds to wait before replacing a worker that died within RESPAWN_DELAY of starting (no busy
@@ -115,8 +120,10 @@ class Supervisor:
     """Forks ``count`` workers running ``work`` (which returns an exit status) on the bound sockets."""
 
     def __init__(self, count: int, main: socket.socket, admin: socket.socket | None,
-                 work: Callable[[], int], after_first: Callable[[], None] = lambda: None) -> None:
+                 work: Callable[[], int], after_first: Callable[[], None] = lambda: None,
+                 metrics_dir: str | None = None) -> None:
         self.count = count
+        self.metrics_dir = metrics_dir
         self.after_first = after_first
         self.main = main
         self.admin = admin
@@ -214,12 +221,19 @@ class Supervisor:
             if pid == 0:
                 return
             index, started = self.workers.pop(pid)
+            self._forget_metrics(pid)
             if self.stopping is not None:
                 return
             log.warning("worker %d (pid %d) exited (%s): starting another", index, pid, _describe(status))
             if time.monotonic() - started < RESPAWN_DELAY:
                 time.sleep(RESPAWN_DELAY)
             self._fork(index, -1)
+
+    def _forget_metrics(self, pid: int) -> None:
+        """A dead worker's in-flight requests leave the summed gauge (its counters stay counted)."""
+        if self.metrics_dir:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
 
     def stop(self) -> None:
         """SIGTERM every worker and wait for them all (each finishes its requests in flight)."""
@@ -248,13 +262,35 @@ def serve_workers(count: int, listen: tuple[str, int], admin_listen: tuple[str, 
     are bound; what it returns runs once the first worker is ready (``share_key_store``)."""
     main = bind(*listen)
     admin = bind(*admin_listen) if admin_listen is not None else None
-    after_first = prepare()
-    supervisor = Supervisor(count, main, admin, work, after_first)
-    status = supervisor.start()
-    if status is not None:
-        return status
+    with _metrics_files(admin is not None) as metrics_dir:
+        after_first = prepare()
+        supervisor = Supervisor(count, main, admin, work, after_first, metrics_dir)
+        status = supervisor.start()
+        if status is not None:
+            return status
+        _announce(listen, main, admin_listen, admin, tls)
+        log.info("%d workers serving", count)
+        return supervisor.supervise()
+
+
+def _announce(listen: tuple[str, int], main: socket.socket, admin_listen: tuple[str, int] | None,
+              admin: socket.socket | None, tls: bool) -> None:
     announce(listening_url(listen[0], main.getsockname()[1], tls))
-    if admin is not None:
+    if admin is not None and admin_listen is not None:
         announce(listening_url(admin_listen[0], admin.getsockname()[1], False), "admin listening on")
-    log.info("%d workers serving", count)
-    return supervisor.supervise()
+
+
+@contextlib.contextmanager
+def _metrics_files(wanted: bool) -> Iterator[str | None]:
+    """With an admin listener: a fresh directory for prometheus-client's multiprocess mode (common/metrics.py),
+    named to the workers by PROMETHEUS_MULTIPROC_DIR and removed at the end -- or the operator's own, if set."""
+    if not wanted or os.environ.get(MULTIPROCESS_DIR):
+        yield os.environ.get(MULTIPROCESS_DIR)
+        return
+    path = tempfile.mkdtemp(prefix="metrics-")
+    os.environ[MULTIPROCESS_DIR] = path
+    try:
+        yield path
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(path, ignore_errors=True)

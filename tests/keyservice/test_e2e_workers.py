@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.keyservice.conftest import launch, signed_headers
+from tests.support.observability import admin_url, sample, scrape
 from tests.support.workers import no_orphans, served_by, wait_for, worker_pids
 
 BOUND = 2.0  # README: 0.5 s polling plus the reload; allowance for a loaded machine
@@ -81,6 +82,29 @@ def test_a_killed_worker_is_replaced_and_calls_keep_succeeding(tmp_path: Path) -
         for _ in range(20):
             assert error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
         assert f"(pid {victim}) exited (killed by SIGKILL): starting another" in ks.server.log()
+    finally:
+        pids = worker_pids(ks.server)
+        assert ks.server.stop() == 0, ks.server.log()
+    no_orphans(pids)
+
+
+def test_metrics_count_every_workers_calls_whichever_worker_answers_the_scrape(tmp_path: Path) -> None:
+    ks = launch(tmp_path, env={"KEYSERVICE_WORKERS": "2", "KEYSERVICE_ADMIN_LISTEN": "127.0.0.1:0"})
+    try:
+        admin = admin_url(ks.server)
+        key_id = call(ks.url, "CreateKey", {})[1]["KeyMetadata"]["KeyId"]
+        wait_for(lambda: all(error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
+                             for _ in range(4)), "the new key usable on every worker", BOUND)
+        before = scrape(admin)[sample("kms_requests_total", operation="Encrypt", status="200")]
+        since = len(ks.server.output)
+        for _ in range(30):
+            assert error_type(call(ks.url, "Encrypt", {"KeyId": key_id, "Plaintext": "eA=="})) is None
+        wait_for(lambda: len(served_by(ks.server, "Encrypt", 200, since)) == 30, "30 access log lines", 5)
+        assert len(set(served_by(ks.server, "Encrypt", 200, since))) == 2  # both workers took some
+        for _ in range(6):  # each scrape on a connection of its own: either worker answers, with the same sums
+            samples = scrape(admin)
+            assert samples[sample("kms_requests_total", operation="Encrypt", status="200")] == before + 30
+            assert samples[sample("kms_requests_in_flight")] == 0
     finally:
         pids = worker_pids(ks.server)
         assert ks.server.stop() == 0, ks.server.log()
