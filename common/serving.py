@@ -4,6 +4,9 @@ Both promise the same thing to the scripts and tests that start them: exactly on
 ``listening on http(s)://HOST:PORT`` on stdout once connections are accepted -- with the real port
 when started on port 0 -- and a clean stop (exit 0) on SIGTERM or SIGINT, everything started being
 stopped again, also when start-up fails half-way.
+
+In a worker of ``--workers N`` (common/workers.py) the same code serves the sockets its parent bound, and
+tells the parent it is ready instead of printing the line: the parent prints it once for all workers.
 """
 from __future__ import annotations
 
