@@ -141,6 +141,7 @@ class Supervisor:
             return pid
         status = 1
         try:
+            _stop_with_parent(os.getppid())
             for sig in (*STOP_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             global INHERITED
@@ -248,6 +249,20 @@ class Supervisor:
             except ChildProcessError:
                 break
             self.workers.pop(pid, None)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In a worker: be sent SIGTERM when the parent dies, however it died (SIGKILL included), so no worker
+    keeps serving orphaned (Linux prctl PR_SET_PDEATHSIG; elsewhere a clean stop of the parent still stops
+    every worker)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(status: int) -> str:

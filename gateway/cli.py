@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve_workers(count, config.listen_host_port, config.admin_host_port, bool(config.tls_cert_file),
                              lambda: _serve(config, redactor), prepare=lambda: _share_key_store(config))
+    except ValueError as exc:  # the embedded key service's settings (keyservice.config.ConfigError)
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a port in use, a key store in use: one line
         print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 1

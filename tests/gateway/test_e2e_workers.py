@@ -146,3 +146,11 @@ def test_a_killed_worker_is_replaced_requests_keep_succeeding_and_sigterm_stops_
         assert server.stop() == 0, server.log()
     no_orphans(pids)
     assert "SIGTERM received: stopping 2 workers" in server.log()
+
+
+def test_workers_stop_when_their_parent_is_killed(moto: MotoServer, tmp_path: Path) -> None:
+    server = start_workers(moto, tmp_path)
+    pids = worker_pids(server)
+    assert len(pids) == 2
+    server.kill()  # SIGKILL: the parent cannot pass anything on
+    no_orphans(pids, timeout=15)
