@@ -142,7 +142,7 @@ class Supervisor:
         status = 1
         try:
             _stop_with_parent(os.getppid())
-            for sig in (*STOP_SIGNALS, signal.SIGCHLD):
+            for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             global INHERITED
             INHERITED = Inherited(self.main, self.admin, index, ready_fd)
@@ -161,7 +161,6 @@ class Supervisor:
         The first worker starts alone: whatever a first start creates (a generated root key or gateway
         secret, the key store's tables, the default key and its alias) is created once, by it; the others
         start once it is ready and find it all there."""
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the waits below
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._note_stop)
         if not self._started_ready([0]):
