@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,12 +58,15 @@ def refused_code(call) -> str | None:
     return None
 
 
-def until_both_workers(server: Server, operation: str, attempt, status: int) -> None:
-    """``attempt()`` on fresh connections until each of the two workers has answered ``operation`` with
-    ``status`` in the access log."""
+def until_both_workers(server: Server, operation: str, attempt) -> None:
+    """``attempt()`` (which asserts its outcome) on fresh connections until each of the two workers has
+    answered ``operation`` in the access log."""
     since = len(server.output)
-    wait_for(lambda: attempt() or len(set(served_by(server, operation, status, since))) == 2,
-             f"{operation} answered {status} by both workers", 60)
+
+    def both() -> bool:
+        attempt()
+        return len(set(served_by(server, operation, since=since))) == 2
+    wait_for(both, f"{operation} answered by both workers", 60)
 
 
 def test_both_workers_serve_requests_and_the_listening_line_is_printed_once(workers_gateway: Server) -> None:
@@ -74,7 +78,7 @@ def test_both_workers_serve_requests_and_the_listening_line_is_printed_once(work
     def put() -> None:
         names.append(f"obj-{len(names)}")
         fresh_s3(workers_gateway).put_object(Bucket=bucket, Key=names[-1], Body=names[-1].encode())
-    until_both_workers(workers_gateway, "PutObject", put, 200)
+    until_both_workers(workers_gateway, "PutObject", put)
     for name in names:
         assert fresh_s3(workers_gateway).get_object(Bucket=bucket, Key=name)["Body"].read() == name.encode()
     assert set(served_by(workers_gateway, "PutObject", 200)) <= worker_pids(workers_gateway)
@@ -93,13 +97,18 @@ def test_a_key_disabled_through_the_kms_endpoint_is_refused_by_every_worker_with
 
     def put_code() -> str | None:
         return refused_code(lambda: fresh_s3(workers_gateway).put_object(Bucket=bucket, Key="k", Body=b"x", **sse))
-    wait_for(lambda: all(put_code() is None for _ in range(6)), "the new key on every worker", BOUND)
-    until_both_workers(workers_gateway, "PutObject", lambda: put_code() is not None, 200)
 
+    def put_succeeds() -> None:
+        assert put_code() is None
+
+    def put_refused() -> None:
+        assert put_code() == "KMS.DisabledException"
+    # Once the bound has passed, every answer of either worker must be the new one.
+    time.sleep(BOUND)
+    until_both_workers(workers_gateway, "PutObject", put_succeeds)
     kms.disable_key(KeyId=arn)
-    wait_for(lambda: all(put_code() == "KMS.DisabledException" for _ in range(6)), "the disable on every worker",
-             BOUND)
-    until_both_workers(workers_gateway, "PutObject", lambda: put_code() != "KMS.DisabledException", 400)
+    time.sleep(BOUND)
+    until_both_workers(workers_gateway, "PutObject", put_refused)
 
 
 def test_the_parts_of_one_upload_served_by_different_workers_complete(workers_gateway: Server) -> None:
