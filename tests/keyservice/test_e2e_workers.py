@@ -7,11 +7,14 @@ import http.client
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.keyservice.conftest import launch, signed_headers
+from tests.keyservice.conftest import launch, signed_headers, write_config
 from tests.support.observability import admin_url, sample, scrape
 from tests.support.workers import no_orphans, served_by, wait_for, worker_pids
 
@@ -114,3 +117,33 @@ def test_metrics_count_every_workers_calls_whichever_worker_answers_the_scrape(t
         pids = worker_pids(ks.server)
         assert ks.server.stop() == 0, ks.server.log()
     no_orphans(pids)
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_one_line_and_status(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "keyservice.toml")
+    result = subprocess.run([sys.executable, "-m", "keyservice", "serve", "--config", str(config), "--listen",
+                             "127.0.0.1:0", "--workers", "2"],
+                            env={**os.environ, "KEYSERVICE_DATA_DIR": str(tmp_path / "data"),
+                                 "KEYSERVICE_ROOT_KEY_FILE": str(tmp_path / "missing.key")},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "listening on" not in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("keyservice: ")]
+    assert len(errors) == 1 and "missing.key" in errors[0], result.stderr
+
+
+def test_a_port_in_use_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "keyservice.toml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "keyservice", "serve", "--config", str(config), "--listen",
+                                 f"127.0.0.1:{port}", "--workers", "2"],
+                                env={**os.environ, "KEYSERVICE_DATA_DIR": str(tmp_path / "data")},
+                                capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"keyservice: cannot listen on 127.0.0.1:{port}: Address already in use (another process listens there: "
+        "stop it or choose another address with --listen)")
+    assert not (tmp_path / "data").exists()  # nothing was started
