@@ -166,6 +166,8 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int, 
                           cwd=REPO_ROOT)
     try:
         gdk, decrypt = run(prepare_http(server.url))
+        if workers > 1:
+            time.sleep(2.0)  # the key, made by one worker, known to the others (README: "Workers")
         per_process = max(1, concurrency // processes)
         results = []
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
