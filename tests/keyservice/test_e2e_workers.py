@@ -147,3 +147,20 @@ def test_a_port_in_use_is_one_line_before_any_worker_starts(tmp_path: Path) -> N
         f"keyservice: cannot listen on 127.0.0.1:{port}: Address already in use (another process listens there: "
         "stop it or choose another address with --listen)")
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_a_due_deletion_is_made_once_though_every_worker_runs_maintenance(tmp_path: Path) -> None:
+    ks = launch(tmp_path, env={"KEYSERVICE_WORKERS": "2"})  # purge_interval 0.2 s in the test config
+    try:
+        key_id = call(ks.url, "CreateKey", {})[1]["KeyMetadata"]["KeyId"]
+        assert call(ks.url, "ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": 7})[0] == 200
+        time.sleep(BOUND)  # both workers hold the key as pending deletion
+        ks.advance_clock(8 * 86400)
+        wait_for(lambda: all(error_type(call(ks.url, "DescribeKey", {"KeyId": key_id})) == "NotFoundException"
+                             for _ in range(8)), "the key gone on every worker", 10)
+        time.sleep(1)  # several more maintenance rounds of each worker
+    finally:
+        pids = worker_pids(ks.server)
+        assert ks.server.stop() == 0, ks.server.log()
+    no_orphans(pids)
+    assert ks.server.log().count(f"key/{key_id} destroyed after its deletion waiting period") == 1, ks.server.log()
