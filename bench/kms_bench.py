@@ -30,7 +30,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from bench.support import REPO_ROOT, start_server
+from bench.support import REPO_ROOT, start_server, tree_cpu_seconds
 from common.eventloop import run
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.service import CallContext
@@ -149,13 +149,10 @@ async def prepare_http(url: str) -> tuple[dict, dict]:
         return gdk, {"CiphertextBlob": blob}
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User+system CPU time of a process (Linux /proc): how much server work a call costs."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) -> list[Result]:
+def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int, workers: int = 1,
+              store_url: str | None = None, mode: str = "http") -> list[Result]:
+    """GenerateDataKey and Decrypt against ``keyservice serve --workers WORKERS`` (SQLite in ``data_dir``,
+    or PostgreSQL at ``store_url``); server CPU counts every worker."""
     config = data_dir / "bench.toml"
     quota_lines = "\n".join(f"{k} = {v:.0f}" for k, v in UNLIMITED.items())
     config.write_text(f'[keyservice]\naccount_id = "{ACCOUNT}"\n\n[[keyservice.credentials]]\n'
@@ -163,21 +160,25 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int) 
                       f"[keyservice.quotas]\n{quota_lines}\n")
     server = start_server([sys.executable, "-m", "keyservice", "serve", "--config", str(config),
                            "--listen", "127.0.0.1:0"],
-                          {"KEYSERVICE_DATA_DIR": str(data_dir / "http"), "KEYSERVICE_ROOT_KEY": ROOT_KEY},
+                          {"KEYSERVICE_DATA_DIR": str(data_dir / f"http-{mode}"), "KEYSERVICE_ROOT_KEY": ROOT_KEY,
+                           "KEYSERVICE_WORKERS": str(workers),
+                           **({"KEYSERVICE_STORE_URL": store_url} if store_url else {})},
                           cwd=REPO_ROOT)
     try:
         gdk, decrypt = run(prepare_http(server.url))
+        if workers > 1:
+            time.sleep(2.0)  # the key, made by one worker, known to the others (README: "Workers")
         per_process = max(1, concurrency // processes)
         results = []
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
             for operation, params in (("GenerateDataKey", gdk), ("Decrypt", decrypt)):
-                cpu_before = process_cpu_seconds(server.proc.pid)
+                cpu_before = tree_cpu_seconds(server.proc.pid)
                 runs = list(pool.map(http_client_process, *zip(*[(server.url, operation, params, seconds,
                                                                     per_process)] * processes)))
                 latencies = [x for run, _ in runs for x in run]
-                results.append(Result("http", operation, len(latencies),
+                results.append(Result(mode, operation, len(latencies),
                                       max(elapsed for _, elapsed in runs), latencies,
-                                      process_cpu_seconds(server.proc.pid) - cpu_before))
+                                      tree_cpu_seconds(server.proc.pid) - cpu_before))
         return results
     finally:
         server.stop()

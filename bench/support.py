@@ -193,7 +193,8 @@ def start_gateway(stack: ExitStack, directory: Path, upstream: Target,
     logging warnings and errors only unless ``env`` says otherwise; stopped when ``stack`` closes."""
     config = gateway_config(directory, upstream.url, upstream.credentials)
     server = start_server([sys.executable, "-m", "gateway", "serve", "--config", str(config),
-                           "--listen", "127.0.0.1:0"], env={"GATEWAY_LOG_LEVEL": "WARNING", **(env or {})},
+                           "--listen", "127.0.0.1:0"],
+                          env={"GATEWAY_LOG_LEVEL": "WARNING", "GATEWAY_WORKERS": "1", **(env or {})},
                           timeout=60, cwd=REPO_ROOT)
     stack.callback(server.stop)
     return server
@@ -287,6 +288,21 @@ class RssSampler:
 
     def peak(self) -> int:
         return max(self._peak, self.status("VmRSS"))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a server and its workers (``--workers N``): the process's own and its
+    reaped children's, plus each live child's (Linux /proc)."""
+    def fields(p: int) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+    own = fields(pid)
+    ticks = sum(int(own[i]) for i in (11, 12, 13, 14))
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            ticks += sum(int(fields(int(child))[i]) for i in (11, 12))
+        except FileNotFoundError:
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percent(a: float | None, b: float | None) -> str:

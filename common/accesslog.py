@@ -92,7 +92,7 @@ def _values(record: RequestRecord) -> dict[str, object]:
             "bytes_in": record.bytes_in, "bytes_out": record.bytes_out,
             "duration_ms": round(record.duration * 1000, 3),
             "ttfb_ms": None if record.ttfb is None else round(record.ttfb * 1000, 3),
-            "kms_calls": record.kms_calls, "sse": record.sse}
+            "kms_calls": record.kms_calls, "sse": record.sse, "worker": os.getpid()}
 
 
 def json_line(record: RequestRecord, fields: Iterable[str]) -> str:
@@ -125,7 +125,12 @@ class AccessLog:
 
     def __init__(self, destination: str, fmt: str, fields: Iterable[str], name: str,
                  secrets: Iterable[str] = ()) -> None:
-        self.fields = tuple(fields)
+        from common import workers
+        self._in_worker = workers.INHERITED is not None
+        # A worker of ``--workers N`` names itself (its pid, as the server log's "worker N (pid P)" lines do)
+        # and writes each line in a write of its own, so the workers' lines sharing a file (O_APPEND) or a
+        # pipe never tear each other.
+        self.fields = tuple(fields) + (("worker",) if self._in_worker else ())
         self._format = json_line if fmt == "json" else text_line
         self._redactor = RedactingFilter(secrets)
         self._destination = destination
@@ -143,6 +148,9 @@ class AccessLog:
             stream.write(line)
         except (OSError, ValueError) as exc:  # a full disk or a closed stream costs the line, never the request
             self._failures.note("access log %s: lines could not be written: %s", self._destination, exc)
+        if self._in_worker:
+            self._flush(stream)
+            return
         if self._flush_pending:
             return
         try:

@@ -10,10 +10,14 @@ embedded key service) each count only their own requests.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from common.accesslog import RequestRecord
@@ -32,9 +36,41 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess mode: set (by common/workers.py for ``--workers N`` with an admin listener)
+before prometheus-client is imported, every counter, histogram and gauge of every worker is kept in files
+there, and any worker's /metrics adds them all up."""
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The registry in Prometheus' text format, and its content type."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    """The registry in Prometheus' text format, and its content type. In multiprocess mode the metrics are
+    every worker's, summed (MultiProcessCollector); what only exists in this worker's memory -- the
+    process's own CPU and memory, collectors computed at scrape time (the data-key caches) -- is this
+    worker's, the one that answered the scrape."""
+    if not multiprocess():
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    merged = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(merged)
+    shared = list(merged.collect())
+    names = {family.name for family in shared}
+    local = [family for family in registry.collect() if family.name not in names]
+    out = CollectorRegistry(auto_describe=False)
+    out.register(_Families(shared + local))
+    return generate_latest(out), CONTENT_TYPE_LATEST
+
+
+class _Families:
+    """Collected metric families, as a collector."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 class HttpMetrics:
@@ -46,10 +82,17 @@ class HttpMetrics:
                                 ["operation", "status"], registry=registry)
         self.errors = Counter(f"{prefix}_errors", "Error answers, by error code (S3 code or KMS error type)",
                               ["code"], registry=registry)
-        # A plain count kept by the middleware (one event loop: no lock needed), read at scrape time.
-        self.in_flight = 0
-        Gauge(f"{prefix}_requests_in_flight", "Requests being handled now",
-              registry=registry).set_function(lambda: self.in_flight)
+        # A plain count kept by the middleware (one event loop: no lock needed), read at scrape time; with
+        # workers (multiprocess mode) also written to the shared files at each change, summed over the live
+        # workers.
+        self._in_flight = 0
+        self._shared_in_flight: Gauge | None = None
+        gauge = Gauge(f"{prefix}_requests_in_flight", "Requests being handled now", registry=registry,
+                      multiprocess_mode="livesum")
+        if multiprocess():
+            self._shared_in_flight = gauge
+        else:
+            gauge.set_function(lambda: self._in_flight)
         self.ttfb = Histogram(f"{prefix}_ttfb_seconds", "Time until the answer's headers were ready, by operation",
                               ["operation"], buckets=LATENCY_BUCKETS, registry=registry)
         self.duration = Histogram(f"{prefix}_request_duration_seconds",
@@ -65,6 +108,16 @@ class HttpMetrics:
         # operations from a fixed set), so these stay small.
         self._requests: dict[tuple[str, int], Any] = {}
         self._timings: dict[str, tuple[Any, Any]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        if self._shared_in_flight is not None:
+            self._shared_in_flight.set(value)
 
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request."""

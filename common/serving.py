@@ -4,6 +4,9 @@ Both promise the same thing to the scripts and tests that start them: exactly on
 ``listening on http(s)://HOST:PORT`` on stdout once connections are accepted -- with the real port
 when started on port 0 -- and a clean stop (exit 0) on SIGTERM or SIGINT, everything started being
 stopped again, also when start-up fails half-way.
+
+In a worker of ``--workers N`` (common/workers.py) the same code serves the sockets its parent bound, and
+tells the parent it is ready instead of printing the line: the parent prints it once for all workers.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import ssl
 from os import PathLike
 
@@ -56,13 +60,28 @@ async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.S
     """Accept connections on HOST:PORT through ``runner`` (already set up); the URL with the port
     actually bound, which is how a server started on port 0 tells its port."""
     bound_before = len(runner.addresses)
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+    inherited = _inherited_socket(admin=runner.app.get(_ADMIN_APP, False))
+    site: web.BaseSite = (web.SockSite(runner, inherited, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+                          if inherited is not None else
+                          web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG))
     try:
         await site.start()
     except OSError as exc:
         raise ListenFailed(host, port, exc) from None
     real_port = runner.addresses[bound_before][1]  # this site's first socket
     return listening_url(host, real_port, ssl_context is not None)
+
+
+_ADMIN_APP = web.AppKey("serving_admin_app", bool)
+
+
+def _inherited_socket(admin: bool) -> "socket.socket | None":
+    """In a worker of ``--workers N`` (common/workers.py): the socket its parent bound for the main or the
+    admin listener; None in a server of one process (it binds its own)."""
+    from common import workers
+    if workers.INHERITED is None:
+        return None
+    return workers.INHERITED.admin if admin else workers.INHERITED.main
 
 
 class ListenFailed(OSError):
@@ -113,17 +132,24 @@ async def serve_until_signal(runner: web.AppRunner, host: str, port: int, ssl_co
     With ``admin_listen``, the application's admin endpoints (common/admin.py) are served on that
     address too, after the main listener (so its line ``admin listening on URL`` comes second: scripts
     waiting for the first ``listening on`` line get the main one), and stopped first."""
+    from common import workers
     admin: web.AppRunner | None = None
     try:
         await runner.setup()
         url = await listen(runner, host, port, ssl_context)
         received = stop_signals()
-        announce(url)
+        if workers.INHERITED is None:
+            announce(url)
         if admin_listen is not None:
             from common.admin import ADMIN_KEY, admin_app
-            admin = web.AppRunner(admin_app(runner.app[ADMIN_KEY]), access_log=None, handle_signals=False)
+            admin_application = admin_app(runner.app[ADMIN_KEY])
+            admin_application[_ADMIN_APP] = True
+            admin = web.AppRunner(admin_application, access_log=None, handle_signals=False)
             await admin.setup()
-            announce(await listen(admin, *admin_listen, None), "admin listening on")
+            admin_url = await listen(admin, *admin_listen, None)
+            if workers.INHERITED is None:
+                announce(admin_url, "admin listening on")
+        workers.notify_ready()  # in a worker: the parent prints the lines once every worker is ready
         log.info("%s received: shutting down", (await received).name)
     finally:
         if admin is not None:

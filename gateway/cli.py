@@ -1,4 +1,4 @@
-"""``gateway serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT]``: load and validate settings,
+"""``gateway serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT] [--workers N]``: load and validate settings,
 then serve.
 ``gateway migrate s3://BUCKET[/PREFIX] ...``: encrypt legacy objects in place (gateway/tools/migrate.py)."""
 from __future__ import annotations
@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
-from gateway.config import ConfigError, load_config, secrets_of
+from gateway.config import ConfigError, GatewayConfig, load_config, secrets_of
 from common.eventloop import run
-from common.logsetup import configure_logging, failure_line, parse_level
+from common.workers import serve_workers, share_key_store, worker_count, workers_wanted
+from common.logsetup import RedactingFilter, configure_logging, failure_line, parse_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT, overriding the file and GATEWAY_LISTEN (port 0: any)")
     serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics), overriding the "
                                               "file and GATEWAY_ADMIN_LISTEN")
+    serve.add_argument("--workers", type=worker_count, help="processes serving the listener, overriding the file "
+                                                            "and GATEWAY_WORKERS (0, the default: one per core)")
     from gateway.tools import migrate
     migrate.add_parser(sub)
     _add_key_tools(sub)
@@ -47,14 +51,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
-    from gateway.app import serve
     from common.connections import UnsupportedAiohttp, check_aiohttp
+    try:
+        check_aiohttp()  # before anything is started, forked or written
+    except UnsupportedAiohttp as exc:
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 2
+    count = workers_wanted(args.workers, config.workers)
+    if count == 1:
+        return _serve(config, redactor)
+    try:
+        return serve_workers(count, config.listen_host_port, config.admin_host_port, bool(config.tls_cert_file),
+                             lambda: _serve(config, redactor), prepare=lambda: _share_key_store(config))
+    except ValueError as exc:  # the embedded key service's settings (keyservice.config.ConfigError)
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a port in use, a key store in use: one line
+        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
+        return 1
+
+
+def _share_key_store(config: GatewayConfig) -> Callable[[], None]:
+    """Before the workers are forked: the embedded key service's SQLite store shared by them all."""
+    if config.kms.endpoint:
+        return lambda: None
+    from keyservice.config import KeyServiceConfig
+    return share_key_store(KeyServiceConfig.load(config.config_path, os.environ,
+                                                 default_data_dir=config.data_dir / "keyservice"))
+
+
+def _serve(config: GatewayConfig, redactor: RedactingFilter) -> int:
+    """Serve in this process until SIGTERM/SIGINT: the exit status."""
+    from gateway.app import serve
     from keyservice.embedded import ConfigError as KeyServiceConfigError
 
     try:
-        check_aiohttp()  # before anything is started or written
         run(serve(config))
-    except (ConfigError, KeyServiceConfigError, UnsupportedAiohttp) as exc:
+    except (ConfigError, KeyServiceConfigError) as exc:
         print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # a port in use, an unreadable root key or store ...: one line, no traceback

@@ -132,6 +132,8 @@ class GatewayConfig:
     # Verify before listening that the upstream answers a signed request with the configured credential
     # (gateway/probes.py); off only for a gateway that must start while its upstream is down.
     startup_checks: bool = True
+    # Processes serving the listener (common/workers.py); 0: one per core.
+    workers: int = 0
     credentials: tuple[Credential, ...] = ()
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     kms: KmsConfig = field(default_factory=KmsConfig)
@@ -198,6 +200,7 @@ _GATEWAY_ENV: dict[str, tuple[str, type]] = {
     "admin_listen": ("GATEWAY_ADMIN_LISTEN", str),
     "access_log": ("GATEWAY_ACCESS_LOG", str),
     "access_log_format": ("GATEWAY_ACCESS_LOG_FORMAT", str),
+    "workers": ("GATEWAY_WORKERS", Count),
     "startup_checks": ("GATEWAY_STARTUP_CHECKS", bool),
 }
 # The file's top-level tables; any other (a misspelt ``[gatway]``) would be silently ignored and the gateway

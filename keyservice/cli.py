@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from common.eventloop import run
-from common.logsetup import configure_logging, failure_line, parse_level
+from common.workers import serve_workers, share_key_store, worker_count, workers_wanted
+from common.logsetup import RedactingFilter, configure_logging, failure_line, parse_level
 from keyservice.audit import filter_lines, parse_time
 from keyservice.config import ConfigError, KeyServiceConfig, log_secrets, require_credentials
 
@@ -20,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT (overrides config and KEYSERVICE_LISTEN)")
     serve.add_argument("--admin-listen", help="HOST:PORT of the admin endpoints (health, metrics; overrides config "
                                               "and KEYSERVICE_ADMIN_LISTEN)")
+    serve.add_argument("--workers", type=worker_count, help="processes serving the listener (overrides config and "
+                                                            "KEYSERVICE_WORKERS; 0, the default: one per core)")
     audit = commands.add_parser("audit", help="print the audit lines matching every filter")
     audit.add_argument("file", type=Path)
     audit.add_argument("--key", help="key ARN or key id")
@@ -64,9 +67,26 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     redactor = configure_logging(level, log_secrets(config))
     from common.connections import check_aiohttp
+    try:
+        check_aiohttp()  # before anything is started, forked or written
+    except Exception as e:
+        print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
+        return 1
+    count = workers_wanted(args.workers, config.workers)
+    if count == 1:
+        return _serve_here(config, redactor)
+    try:
+        return serve_workers(count, config.host_port(), config.admin_host_port(), config.tls_cert_file is not None,
+                             lambda: _serve_here(config, redactor), prepare=lambda: share_key_store(config))
+    except Exception as e:  # a port in use, a key store in use: one line
+        print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
+        return 1
+
+
+def _serve_here(config: KeyServiceConfig, redactor: RedactingFilter) -> int:
+    """Serve in this process until SIGTERM/SIGINT: the exit status."""
     from keyservice.server import serve  # the server pulls in aiohttp and botocore
     try:
-        check_aiohttp()  # before anything is started or written
         run(serve(config))
     except Exception as e:  # a port in use, an unreadable root key, a store it does not open: one line
         print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)

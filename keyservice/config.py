@@ -96,6 +96,7 @@ class KeyServiceConfig:
     access_log_format: str = "json"      # json or text
     store_url: str | None = None         # postgresql://USER[:PASSWORD]@HOST:PORT/DB; None: SQLite in data_dir
     peers: dict[str, Peer] = field(default_factory=dict)  # [[keyservice.peers]]: other regions (multi-region keys)
+    workers: int = 0                     # `keyservice serve` processes (common/workers.py); 0: one per core
 
     @property
     def limits(self) -> ServerLimits:
@@ -168,7 +169,7 @@ _PATH_KEYS = ("data_dir", "root_key_file", "audit_log", "tls_cert_file", "tls_ke
 # Positive numbers: the TOML key, its KEYSERVICE_* variable, and whether it must be whole.
 _NUMBER_KEYS = {"purge_interval": False, "header_timeout": False, "idle_timeout": False, "body_timeout": False,
                 "send_timeout": False, "max_connections": True}
-_RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True}  # >= 0 (0: no limit); whole?
+_RATE_KEYS = {"body_min_rate": False, "max_connections_per_ip": True, "workers": True}  # >= 0 (0: no limit); whole?
 
 
 def _from_table(table: dict[str, Any]) -> KeyServiceConfig:

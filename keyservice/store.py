@@ -5,9 +5,11 @@ under the root key with the row identity as AAD, so a row copied onto another ro
 Non-secret metadata is stored as JSON; the service keeps it all in memory and writes through.
 """
 
+import contextlib
 import fcntl
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, ContextManager
 
@@ -16,7 +18,36 @@ from common.files import private_dir, touch_private
 from .metamac import StoreCorruption  # noqa: F401  (re-exported: where callers have always found it)
 from .rowstore import UNMACED_ROWS, RowStore, Statement
 from .storeapi import (SCHEMA_VERSION, TABLES, BackingKeyRow, Meta, RootKeyMismatch,  # noqa: F401
-                       StoreSchemaTooNew, no_lock)
+                       StoreChange, StoreSchemaTooNew, no_lock)
+
+CHANGE_POLL_INTERVAL = 0.5
+"""Seconds between two looks of a worker at whether another worker of its server wrote the shared SQLite
+store (``PRAGMA data_version``): a change is reloaded within this plus the reload's own time."""
+_HELD_FOR_WORKERS: dict[Path, IO[bytes] | None] = {}
+"""The stores whose lock the parent of ``--workers N`` holds for its workers (``hold_for_workers``); None
+until it does (while its first worker starts)."""
+
+
+def share_with_workers(data_dir: Path) -> None:
+    """In the parent of ``--workers N`` (common/workers.py), before forking: its workers open this store
+    shared -- each polls for the others' changes and serializes its key maintenance with theirs
+    (``KeyStore``), none takes the store's lock. Nothing is written: a first worker that fails its start-up
+    checks leaves the data directory as it was."""
+    _HELD_FOR_WORKERS.setdefault(_lock_path(data_dir), None)
+
+
+def hold_for_workers(data_dir: Path) -> None:
+    """In the parent, once its first worker made the store: take the store's exclusive lock for this process
+    and every worker it forks from now on (another server on the same data directory is refused, as
+    before; one that took it meanwhile makes this raise StoreInUse)."""
+    path = _lock_path(data_dir)
+    if _HELD_FOR_WORKERS.get(path) is None:
+        private_dir(data_dir)
+        _HELD_FOR_WORKERS[path] = _exclusive(path)
+
+
+def _lock_path(data_dir: Path) -> Path:
+    return (Path(data_dir) / "keys.lock").resolve()
 
 # Schema 1, the tables as the first stores had them; ``_upgrade`` takes them to SCHEMA_VERSION.
 _SCHEMA = """
@@ -49,13 +80,23 @@ class KeyStore(RowStore):
     encrypt here). An exclusive lock on data_dir/keys.lock, held while the store is open, refuses it.
     Several processes share keys through PostgreSQL instead (keyservice/pgstore.py).
 
+    The workers of one ``--workers N`` server share it (``hold_for_workers``): the parent holds that lock
+    for them; each worker's connection polls ``PRAGMA data_version`` every CHANGE_POLL_INTERVAL seconds
+    and, when another connection committed, has everything reloaded (``watch``, the path a PostgreSQL
+    change notification takes); due maintenance runs holding data_dir/keys.maintenance.lock, judged on the
+    row as stored then, so a rotation or deletion is made once, not once per worker.
+
     The schema is versioned (table schema_version): a store from before it (version 1, no MACs) is
     upgraded at open, in one transaction, by computing every row's MAC under the root key."""
 
     def __init__(self, data_dir: Path, root_key: bytes) -> None:
         super().__init__(root_key)
         private_dir(data_dir)
-        self._lock = _exclusive(data_dir / "keys.lock")
+        self.shared = _lock_path(data_dir) in _HELD_FOR_WORKERS
+        self._lock = None if self.shared else _exclusive(data_dir / "keys.lock")
+        self._maintenance_lock = data_dir / "keys.maintenance.lock"
+        self._db_lock = threading.Lock()  # the change poller's thread and the service's share the connection
+        self._stop_watching = threading.Event()
         touch_private(data_dir / "keys.db")  # SQLite makes it 0644; its -wal and -shm copy its mode
         self._db = sqlite3.connect(data_dir / "keys.db", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -67,8 +108,11 @@ class KeyStore(RowStore):
             raise
 
     def close(self) -> None:
-        self._db.close()
-        self._lock.close()  # releases the lock
+        self._stop_watching.set()
+        with self._db_lock:
+            self._db.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
 
     def _upgrade(self, where: str) -> None:
         """Create the tables, or bring an older store to SCHEMA_VERSION; refuse a newer one, and a root key
@@ -93,16 +137,52 @@ class KeyStore(RowStore):
 
     # --- the primitives of RowStore ---------------------------------------------------------
     def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        return self._db.execute(_sqlite(sql), args).fetchall()
+        with self._db_lock:
+            return self._db.execute(_sqlite(sql), args).fetchall()
 
     def _write(self, statements: list[Statement], changed: Iterable[tuple[str, str]]) -> None:
-        with self._transaction():
+        with self._db_lock, self._transaction():
             for sql, args in statements:
                 self._db.execute(_sqlite(sql), args)
 
     def exclusive_key(self, key_id: str) -> ContextManager[Meta | None]:
-        """Only this process writes the store: the key's row as stored, nothing to lock."""
-        return no_lock(self.get_key(key_id))
+        """The key's row as stored, held against the other workers of a shared store (one lock for every
+        key: maintenance is rare and short); alone, nothing to lock."""
+        if not self.shared:
+            return no_lock(self.get_key(key_id))
+        return self._held_key(key_id)
+
+    @contextlib.contextmanager
+    def _held_key(self, key_id: str) -> Iterator[Meta | None]:
+        touch_private(self._maintenance_lock)
+        with open(self._maintenance_lock, "rb+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # waited for: released when the holder's block ends (or it dies)
+            yield self.get_key(key_id)
+
+    def watch(self, on_change: Callable[[StoreChange], None]) -> None:
+        """On a shared store: call ``on_change(None)`` (reload everything) from a poller thread once it
+        watches (as PostgreSQL's listener does when it starts listening), then whenever another worker
+        committed, CHANGE_POLL_INTERVAL seconds apart at most; alone, nothing to report."""
+        if self.shared:
+            threading.Thread(target=self._poll_changes, args=(on_change,), name="keystore-changes",
+                             daemon=True).start()
+
+    def _poll_changes(self, on_change: Callable[[StoreChange], None]) -> None:
+        last = self._data_version()
+        on_change(None)  # what was committed between loading the keys and now is caught up at once
+        while not self._stop_watching.wait(CHANGE_POLL_INTERVAL):
+            try:
+                version = self._data_version()
+            except sqlite3.ProgrammingError:  # closed meanwhile
+                return
+            if version != last:
+                last = version
+                on_change(None)
+
+    def _data_version(self) -> int:
+        """Changes when another connection commits to the database (never for this connection's own)."""
+        with self._db_lock:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     # --- secret wrapping (the layout of keyservice/metamac.py) -------------------------------
     def _wrap(self, table: str, identity: str, secret: bytes) -> bytes:

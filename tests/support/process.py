@@ -16,6 +16,8 @@ from bench.support import start_server as start_child
 # Servers run at DEBUG unless a test asks otherwise, so the end-of-session scan for secrets
 # (tests/conftest.py) covers everything they could ever log.
 DEFAULT_LOG_LEVELS = {"GATEWAY_LOG_LEVEL": "DEBUG", "KEYSERVICE_LOG_LEVEL": "DEBUG"}
+# One process per server unless a test asks for workers (--workers N; the default is one per core).
+DEFAULT_WORKERS = {"GATEWAY_WORKERS": "1", "KEYSERVICE_WORKERS": "1"}
 STARTED: list[Server] = []
 """Every server the session started (moto included), whose output is scanned for secrets at the end."""
 
@@ -23,7 +25,8 @@ STARTED: list[Server] = []
 def start_server(args: list[str], env: dict[str, str] | None = None, timeout: float = 30.0,
                  cwd: str | os.PathLike | None = None) -> Server:
     """Run ``args`` (stdout+stderr merged) and wait for its ``listening on URL`` line."""
-    levels = {name: level for name, level in DEFAULT_LOG_LEVELS.items() if name not in os.environ}
+    levels = {name: level for name, level in {**DEFAULT_LOG_LEVELS, **DEFAULT_WORKERS}.items()
+              if name not in os.environ}
     return registered(lambda: start_child(args, {**levels, **(env or {})}, timeout, cwd))
 
 
