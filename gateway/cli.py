@@ -4,6 +4,7 @@ then serve.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -58,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
         return 2
     count = workers_wanted(args.workers, config.workers)
+    if count > 1 and not config.upstream.url:
+        # The development upstream keeps objects in the memory of the process that starts it: with several
+        # workers each would have its own, and an object written through one would be missing through another.
+        logging.getLogger("gateway").warning(
+            "no upstream.url configured: the development upstream keeps objects in this process's memory, so "
+            "one worker serves (workers = %d ignored)", count)
+        count = 1
     if count == 1:
         return _serve(config, redactor)
     try:

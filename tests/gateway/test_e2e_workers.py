@@ -163,3 +163,21 @@ def test_workers_stop_when_their_parent_is_killed(moto: MotoServer, tmp_path: Pa
     assert len(pids) == 2
     server.kill()  # SIGKILL: the parent cannot pass anything on
     no_orphans(pids, timeout=15)
+
+
+def test_the_development_upstream_is_served_by_one_worker_so_no_object_goes_missing(tmp_path):
+    """With no upstream configured the development upstream lives in the memory of the process that starts it:
+    several workers would each have their own, and a bucket made through one would be missing through another."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n[[gateway.credentials]]\n'
+                      f'access_key = "{GATEWAY_ACCESS_KEY}"\nsecret_key = "{GATEWAY_SECRET_KEY}"\n')
+    server = start_server([str(VENV_BIN / "gateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0",
+                           "--workers", "2"], cwd=tmp_path, timeout=60)
+    try:
+        fresh_s3(server).create_bucket(Bucket="dev-bucket")
+        fresh_s3(server).put_object(Bucket="dev-bucket", Key="k", Body=b"kept")
+        for _ in range(6):  # new connections: any worker would take them
+            assert fresh_s3(server).get_object(Bucket="dev-bucket", Key="k")["Body"].read() == b"kept"
+        assert "one worker serves (workers = 2 ignored)" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
