@@ -20,7 +20,7 @@ from gateway.s3errors import S3Error, bad_digest, invalid_digest, invalid_reques
 
 ALGORITHMS: tuple[str, ...] = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 CHECKSUM_HEADER_PREFIX = "x-amz-checksum-"
-_DIGEST_SIZES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
+DIGEST_SIZES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
 _DISPLAY_NAMES = {"crc32": "CRC32", "crc32c": "CRC32C", "crc64nvme": "CRC64NVME", "sha1": "SHA1", "sha256": "SHA256"}
 _HEX64 = frozenset("0123456789abcdef")
 
@@ -88,7 +88,7 @@ def _decode_checksum(algorithm: str, value: str, where: str) -> bytes:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != _DIGEST_SIZES[algorithm]:
+    if len(raw) != DIGEST_SIZES[algorithm]:
         raise invalid_request(f"Value for x-amz-checksum-{algorithm} {where} is invalid.")
     return raw
 

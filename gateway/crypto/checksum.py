@@ -24,14 +24,13 @@ from typing import Sequence
 from awscrt import checksums as crt
 
 from common.aead import AuthenticationFailed
-from gateway.checksums import ALGORITHMS, new_hasher
+from gateway.checksums import ALGORITHMS, DIGEST_SIZES, new_hasher
 from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.stream import IntegrityError
 
 FULL_OBJECT = "FULL_OBJECT"
 COMPOSITE = "COMPOSITE"
 KINDS = (FULL_OBJECT, COMPOSITE)
-DIGEST_SIZES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
 # S3's rules for multipart uploads: CRCs combine into a full-object checksum; SHAs only compose (CRC64NVME
 # only combines).
 FULL_OBJECT_ALGORITHMS = frozenset({"crc32", "crc32c", "crc64nvme"})

@@ -14,8 +14,8 @@ from typing import Mapping
 from aiohttp import web
 
 from common.digits import parse_decimal, parse_upstream_decimal
-from gateway.checksums import ALGORITHMS, STRIPPED_HEADERS, BodyChecks, sent_algorithm
-from gateway.crypto.checksum import (COMPOSITE_ALGORITHMS, DIGEST_SIZES, FULL_OBJECT, FULL_OBJECT_ALGORITHMS, KINDS,
+from gateway.checksums import ALGORITHMS, DIGEST_SIZES, STRIPPED_HEADERS, BodyChecks, sent_algorithm
+from gateway.crypto.checksum import (COMPOSITE_ALGORITHMS, FULL_OBJECT, FULL_OBJECT_ALGORITHMS, KINDS,
                                      ObjectChecksum, default_kind)
 from gateway.etag import client_etag
 from gateway.handlers.conditions import upstream_if_match
