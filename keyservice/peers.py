@@ -35,6 +35,7 @@ from botocore.credentials import Credentials
 from common.aead import Aead, AuthenticationFailed
 
 from .errors import KMSError
+from .namedtables import env_fields, string_fields
 
 SALT_BYTES = 32
 _INFO = b"s3gw-kms multi-region replication v1"
@@ -65,14 +66,10 @@ def parse_peers(entries: Any) -> dict[str, Peer]:
     for entry in entries:
         if not isinstance(entry, dict):
             raise PeerConfigError("[[keyservice.peers]] must be an array of tables")
-        unknown = sorted(set(entry) - {"region", "endpoint", "access_key", "secret_key"})
-        if unknown:
-            raise PeerConfigError(f"unknown [[keyservice.peers]] settings: {', '.join(unknown)}")
-        values = {}
-        for name in ("region", "endpoint", "access_key", "secret_key"):
-            if not isinstance(entry.get(name), str) or not entry[name]:
-                raise PeerConfigError(f"peers.{name} must be a non-empty string")
-            values[name] = entry[name]
+        values = string_fields(
+            entry, ("region", "endpoint", "access_key", "secret_key"),
+            lambda extra: PeerConfigError(f"unknown [[keyservice.peers]] settings: {', '.join(extra)}"),
+            lambda name: PeerConfigError(f"peers.{name} must be a non-empty string"))
         peer = _checked(Peer(**values))
         if peer.region in peers:
             raise PeerConfigError(f"two [[keyservice.peers]] tables for region {peer.region}")
@@ -84,14 +81,8 @@ def apply_peer_env(peers: Mapping[str, Peer], env: Mapping[str, str]) -> dict[st
     """KEYSERVICE_PEER_<REGION>_ENDPOINT / _ACCESS_KEY / _SECRET_KEY over the tables; a region no table
     names needs all three."""
     fields: dict[str, dict[str, str]] = {}
-    for variable, value in env.items():
-        if not variable.startswith(_ENV_PREFIX) or not value:
-            continue
-        for suffix, name in _ENV_FIELDS.items():
-            if variable.endswith(suffix) and len(variable) > len(_ENV_PREFIX) + len(suffix):
-                region = variable[len(_ENV_PREFIX):-len(suffix)].lower().replace("_", "-")
-                fields.setdefault(region, {})[name] = value
-                break
+    for written, values in env_fields(env, _ENV_PREFIX, _ENV_FIELDS).items():
+        fields.setdefault(written.lower().replace("_", "-"), {}).update(values)
     merged = dict(peers)
     for region, values in fields.items():
         current = merged.get(region)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from common.aead import NONCE_SIZE, OVERHEAD, AuthenticationFailed
+from keyservice.namedtables import env_fields, string_fields
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,10 @@ def parse_tokens(table: Any) -> dict[str, TokenConfig]:
         _check_name(name, f"[keyservice.pkcs11.{name}]")
         if not isinstance(entry, dict):
             raise TokenConfigError(f"[keyservice.pkcs11.{name}] must be a table")
-        unknown = sorted(set(entry) - {"module", "token_label"})
-        if unknown:
-            raise TokenConfigError(f"unknown [keyservice.pkcs11.{name}] settings: {', '.join(unknown)}")
-        values = {}
-        for key in ("module", "token_label"):
-            value = entry.get(key)
-            if not isinstance(value, str) or not value:
-                raise TokenConfigError(f"[keyservice.pkcs11.{name}] {key} must be a non-empty string")
-            values[key] = value
+        values = string_fields(
+            entry, ("module", "token_label"),
+            lambda extra: TokenConfigError(f"unknown [keyservice.pkcs11.{name}] settings: {', '.join(extra)}"),
+            lambda key: TokenConfigError(f"[keyservice.pkcs11.{name}] {key} must be a non-empty string"))
         tokens[name] = TokenConfig(name, values["module"], values["token_label"])
     return tokens
 
@@ -89,15 +85,7 @@ def apply_token_env(tokens: Mapping[str, TokenConfig], env: Mapping[str, str]) -
     ``CLUSTER_SOFTHSMTEST``); a NAME no table has defines a token named ``cluster-`` + the rest
     lower-cased, which then needs both variables."""
     by_env_name = {_env_name(name): name for name in tokens}
-    fields: dict[str, dict[str, str]] = {}
-    for variable, value in env.items():
-        if not variable.startswith(_ENV_PREFIX) or not value:
-            continue
-        for suffix, field_name in _ENV_FIELDS.items():
-            if variable.endswith(suffix) and len(variable) > len(_ENV_PREFIX) + len(suffix):
-                env_name = variable[len(_ENV_PREFIX):-len(suffix)]
-                fields.setdefault(env_name, {})[field_name] = value
-                break
+    fields = env_fields(env, _ENV_PREFIX, _ENV_FIELDS)
     merged = dict(tokens)
     for env_name, values in fields.items():
         name = by_env_name.get(env_name) or _name_of_env(env_name)
