@@ -319,6 +319,13 @@ async def request_body_chunks(request: web.BaseRequest, size: int) -> AsyncItera
     waited, received = 0.0, 0  # seconds spent waiting for the client, bytes it sent
     while True:
         wait = min(timeout, timeout + received / min_rate - waited) if min_rate > 0 else timeout
+        if stream.is_eof():  # all of it has arrived: nothing to wait for, no timer to arm
+            chunk = stream.read_nowait(size)
+            if not chunk:
+                return
+            received += len(chunk)
+            yield chunk
+            continue
         started = loop.time()
         try:
             if wait <= 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from dataclasses import replace
@@ -108,7 +109,8 @@ BUCKET: Any = web.RequestKey("bucket", str) if hasattr(web, "RequestKey") else "
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:16].upper()
+    """16 random upper-case hex digits, as S3's x-amz-request-id (os.urandom: a uuid4 costs ten times more)."""
+    return os.urandom(8).hex().upper()
 
 
 def error_response(err: S3Error, request: web.Request, request_id: str) -> web.Response:
