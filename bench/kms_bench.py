@@ -2,8 +2,10 @@
 
 In-process calls go through ``KmsApi.call`` (quota, service, audit) on one event loop. Over HTTP
 a real ``keyservice serve`` process on loopback is driven by an aiohttp client with many
-concurrent connections; every request is SigV4-signed afresh with botocore's signer (reusing a
-signed request would measure a replay, not a client). Quotas are raised so nothing throttles.
+concurrent connections; every request is SigV4-signed afresh (reusing a signed request would measure
+a replay, not a client) by ``common.sigv4_signing`` (botocore's signing byte for byte, at a fifth of its
+CPU: on a small machine the clients share the cores with the server). Quotas are raised so nothing
+throttles.
 
     .venv/bin/python -m bench.kms_bench [--seconds 3] [--concurrency 64] [--client-processes 2]
                                         [--in-process-only] [--in-process-workers 1]
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -26,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from bench.support import REPO_ROOT, start_server, tree_cpu_seconds
 from common.eventloop import run
+from common.sigv4_signing import SigV4Signer
 from keyservice.config import Credential, KeyServiceConfig, build_api
 from keyservice.service import CallContext
 
@@ -106,19 +107,19 @@ async def in_process(data_dir: Path, seconds: float, workers: int = 1) -> list[R
 
 
 class SignedClient:
-    """Posts KMS JSON calls, signing each one with botocore's SigV4 signer."""
+    """Posts KMS JSON calls, each signed afresh with SigV4."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.session = session
         self.url = url
-        self.signer = SigV4Auth(Credentials(*CREDS), "kms", REGION)
+        self.signer = SigV4Signer(*CREDS, REGION, "kms")
 
     async def call(self, operation: str, params: dict) -> dict:
         body = json.dumps(params).encode()
-        request = AWSRequest(method="POST", url=self.url + "/", data=body, headers={
-            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{operation}"})
-        self.signer.add_auth(request)
-        async with self.session.post(self.url + "/", data=body, headers=dict(request.headers)) as resp:
+        headers = self.signer.sign("POST", self.url + "/", {
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{operation}"},
+            hashlib.sha256(body).hexdigest())
+        async with self.session.post(self.url + "/", data=body, headers=headers) as resp:
             payload = await resp.json(content_type=None)
             if resp.status != 200:
                 raise RuntimeError(f"{operation}: {resp.status} {payload}")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, IncompleteReadError, ResponseStreamingError
 
+from gateway.objects.writing import SMALL_OBJECT_SIZE
 from tests.gateway.conftest import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, start_gateway_with_remote_kms
 from tests.keyservice.conftest import kms_client, launch
 from tests.support.clients import s3_client, signed_request
@@ -30,7 +31,7 @@ KMS_TIMEOUT = 3.0  # the gateway's bound on one key service call, retries includ
 MIB = 1 << 20
 UPSTREAM_ATTEMPTS = 2  # the gateway's tries of an idempotent upstream request here (default 3)
 # Handler paths whose first upstream request is idempotent and retried (a HEAD, a GET, ListParts).
-RETRIED_PATHS = ("get", "ranged get", "complete", "copy")
+RETRIED_PATHS = ("get", "ranged get", "put", "complete", "copy")  # a small PUT is sent whole, as bytes
 NO_RETRIES = {"total_max_attempts": 1}  # every fault must reach the test, not be retried away
 # What a client sees when the gateway cuts a response short (a client read timeout is not one: the
 # gateway must never leave a client waiting).
@@ -133,6 +134,8 @@ def _every_path(env: Faulty) -> dict[str, Callable[[], object]]:
         "get": lambda: env.s3.get_object(Bucket=env.bucket, Key=stored),
         "ranged get": lambda: env.s3.get_object(Bucket=env.bucket, Key=stored, Range="bytes=1-3"),
         "put": lambda: env.s3.put_object(Bucket=env.bucket, Key=_key(), Body=b"new body"),
+        "streamed put": lambda: env.s3.put_object(Bucket=env.bucket, Key=_key(),
+                                                  Body=bytes(SMALL_OBJECT_SIZE + 1)),
         "create upload": lambda: env.s3.create_multipart_upload(Bucket=env.bucket, Key=_key()),
         "upload part": lambda: env.s3.upload_part(Bucket=env.bucket, Key=mkey, UploadId=uid, PartNumber=2,
                                                   Body=b"q"),
