@@ -72,8 +72,8 @@ def main() -> None:
         hsm.init_token(LABEL, PIN)
         os.environ["SOFTHSM2_CONF"] = str(hsm.conf)  # before the library is first loaded
         results = run(measure(Path(tmp) / "ks", hsm, args.seconds, args.workers))
-    print("| key in     | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")
-    print("|------------|-----------------|-----------:|---------:|---------:|---------:|")
+    print("| key in     | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op | client CPU us/op |")
+    print("|------------|-----------------|-----------:|---------:|---------:|---------:|---------:|")
     for result in results:
         print(result.row())
 

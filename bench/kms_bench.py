@@ -43,6 +43,9 @@ UNLIMITED = {"symmetric": 1e9, "CreateKey": 1e9}
 ROOT_KEY = base64.b64encode(bytes(32)).decode()
 
 
+HEADER = "| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op | client CPU us/op |"
+
+
 @dataclass
 class Result:
     mode: str
@@ -51,14 +54,16 @@ class Result:
     seconds: float
     latencies: list[float]
     server_cpu: float | None = None  # CPU seconds the server process used (HTTP runs)
+    client_cpu: float | None = None  # CPU seconds the client processes used (HTTP runs)
 
     def row(self) -> str:
         ordered = sorted(self.latencies)
         p50 = statistics.median(ordered) * 1000
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
-        cpu = f"{self.server_cpu / self.count * 1e6:>8.0f}" if self.server_cpu is not None else f"{'-':>8}"
+        cpu = [f"{seconds / self.count * 1e6:>8.0f}" if seconds is not None else f"{'-':>8}"
+               for seconds in (self.server_cpu, self.client_cpu)]
         return (f"| {self.mode:<10} | {self.operation:<15} | {self.count / self.seconds:>10,.0f} "
-                f"| {p50:>8.3f} | {p99:>8.3f} | {cpu} |")
+                f"| {p50:>8.3f} | {p99:>8.3f} | {cpu[0]} | {cpu[1]} |")
 
 
 async def run_for(seconds: float, workers: int, one_call: Callable[[], Awaitable[None]],
@@ -127,15 +132,16 @@ class SignedClient:
 
 
 def http_client_process(url: str, operation: str, params: dict, seconds: float,
-                        connections: int) -> tuple[list[float], float]:
+                        connections: int) -> tuple[list[float], float, float]:
     """One client process (signing is CPU work, so several processes keep the server busy)."""
 
-    async def drive() -> tuple[list[float], float]:
+    async def drive() -> tuple[list[float], float, float]:
+        cpu_before = time.process_time()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
             client = SignedClient(session, url)
             result = await run_for(seconds, connections, lambda: client.call(operation, params),
                                    "http", operation)
-            return result.latencies, result.seconds
+            return result.latencies, result.seconds, time.process_time() - cpu_before
 
     return run(drive())
 
@@ -176,10 +182,11 @@ def over_http(data_dir: Path, seconds: float, concurrency: int, processes: int, 
                 cpu_before = tree_cpu_seconds(server.proc.pid)
                 runs = list(pool.map(http_client_process, *zip(*[(server.url, operation, params, seconds,
                                                                     per_process)] * processes)))
-                latencies = [x for run, _ in runs for x in run]
+                latencies = [x for run, _, _ in runs for x in run]
                 results.append(Result(mode, operation, len(latencies),
-                                      max(elapsed for _, elapsed in runs), latencies,
-                                      tree_cpu_seconds(server.proc.pid) - cpu_before))
+                                      max(elapsed for _, elapsed, _ in runs), latencies,
+                                      tree_cpu_seconds(server.proc.pid) - cpu_before,
+                                      sum(cpu for _, _, cpu in runs)))
         return results
     finally:
         server.stop()
@@ -203,8 +210,8 @@ def main() -> None:
                         help="concurrent in-process callers (group commit shows with more than one)")
     args = parser.parse_args()
     results = measure(args)
-    print("| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")
-    print("|------------|-----------------|-----------:|---------:|---------:|---------:|")
+    print(HEADER)
+    print("|------------|-----------------|-----------:|---------:|---------:|---------:|---------:|")
     for result in results:
         print(result.row())
 

@@ -1,5 +1,6 @@
 """``--workers N`` side by side in one run: 4 KiB PUT and GET ops/s at concurrency 16 straight to the
-upstream, through the gateway with 1 worker and with 2; the key service's GenerateDataKey (and Decrypt) over
+upstream, through the plain pass-through proxy (the most any aiohttp proxy gets here), through the gateway
+with 1 worker and with 2; the key service's GenerateDataKey (and Decrypt) over
 HTTP with 1 worker and with 2 (SQLite; PostgreSQL too with --store-url). Server CPU per request counts
 every worker (bench/support.py ``tree_cpu_seconds``). Clients, servers and upstream share the machine's
 cores: on a small machine the client is part of what is measured.
@@ -62,7 +63,9 @@ async def small_objects(client: S3Client, target: Target, pid: int | None, count
 async def gateway_phase(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> list[Row]:
     upstream_server = start_bench_server(stack, "fast_upstream")
     upstream = Target("direct", upstream_server.url, UPSTREAM_KEY)
-    targets: list[tuple[Target, int | None]] = [(upstream, upstream_server.proc.pid)]
+    proxy = start_bench_server(stack, "passthrough_proxy", "--upstream", upstream_server.url)
+    targets: list[tuple[Target, int | None]] = [(upstream, upstream_server.proc.pid),
+                                                (Target("passthrough", proxy.url, UPSTREAM_KEY), proxy.proc.pid)]
     for workers in (1, 2):
         server = start_gateway(stack, workdir / f"gw{workers}", upstream, {"GATEWAY_WORKERS": str(workers),
                                                                            "GATEWAY_ACCESS_LOG": "off"})
@@ -99,7 +102,7 @@ def print_report(rows: list[Row], kms: list[kms_bench.Result]) -> None:
         print(f"| {r.target:<12} | {r.operation:<3} | {r.ops:8.0f} | {r.ops / direct[r.operation] * 100:10.1f}% "
               f"| {cpu} |")
     print("\n== key service over HTTP ==")
-    print("| mode       | operation       |      ops/s |  p50 ms  |  p99 ms  | server CPU us/op |")
+    print(kms_bench.HEADER)
     for result in kms:
         print(result.row())
 

@@ -222,10 +222,13 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if not self._admitted:
             return  # a refused connection: its request is never read
-        if data and self._header_timer is None and self._waiting_for_request():
-            self._arm_header_timer()  # the first byte of a request on a kept-alive connection
+        starts = bool(data) and self._header_timer is None and self._waiting_for_request()
         super().data_received(data)
-        if self._header_timer is not None and not self._waiting_for_request():
+        if starts and self._waiting_for_request():
+            # the first bytes of a request (on a kept-alive connection) without all its headers: the rest must
+            # come within the header timeout (a request whose headers came whole, the usual case, needs no timer)
+            self._arm_header_timer()
+        elif self._header_timer is not None and not self._waiting_for_request():
             self._header_timer.cancel()  # the request line and headers are complete
             self._header_timer = None
 
