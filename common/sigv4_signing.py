@@ -83,26 +83,33 @@ class SigV4Signer:
         plus ``X-Amz-Date``, ``X-Amz-Content-SHA256`` and ``Authorization`` for ``method url``.
 
         ``url`` is what goes on the wire: scheme, host, the encoded path and the encoded query."""
-        epoch = time.time() if now is None else now
-        amz_date = _amz_date(int(epoch))
+        parts = urlsplit(url)
+        return self.sign_parts(method, host_of(parts.scheme, parts.netloc), parts.path, parts.query, headers,
+                               payload_hash, now=now)
+
+    def sign_parts(self, method: str, host: str, path: str, query: str, headers: Mapping[str, str],
+                   payload_hash: str, *, now: float | None = None) -> dict[str, str]:
+        """``sign`` of a URL already split: its Host header value (``host_of``), its encoded path and query
+        (the caller that builds its URLs from these saves parsing it again)."""
+        amz_date = _amz_date(int(time.time() if now is None else now))
         out = {name: value for name, value in headers.items() if name.lower() not in _REPLACED}
         out["X-Amz-Date"] = amz_date
         if self.session_token:
             out["X-Amz-Security-Token"] = self.session_token
         out["X-Amz-Content-SHA256"] = payload_hash
-        parts = urlsplit(url)
-        signed: dict[str, list[str]] = {}
+        signed: dict[str, str] = {}
         for name, value in out.items():
             lname = name.lower()
             if lname not in UNSIGNED_HEADERS:
-                signed.setdefault(lname, []).append(value)
-        signed.setdefault("host", [host_of(parts.scheme, parts.netloc)])
+                value = " ".join(value.split())
+                # botocore signs a name given twice (in two cases) once, its values joined by a comma
+                signed[lname] = f"{signed[lname]},{value}" if lname in signed else value
+        signed.setdefault("host", host)
         names = sorted(signed)
-        canonical_headers = "".join(f"{name}:{','.join(' '.join(v.split()) for v in signed[name])}\n"
-                                    for name in names)
         signed_headers = ";".join(names)
-        canonical_request = "\n".join((method.upper(), parts.path, canonical_query_as_sent(parts.query),
-                                       canonical_headers, signed_headers, payload_hash))
+        canonical_request = "\n".join((method.upper(), path, canonical_query_as_sent(query),
+                                       "".join([f"{name}:{signed[name]}\n" for name in names]),
+                                       signed_headers, payload_hash))
         date = amz_date[:8]
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         string_to_sign = "\n".join((ALGORITHM, amz_date, scope,

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, AsyncIterable, AsyncIterator, Iterable, Mapping, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
 
 from common.connections import RateLimitedLog
 from common.sigv4 import UNSIGNED_PAYLOAD
-from common.sigv4_signing import SigV4Signer
+from common.sigv4_signing import SigV4Signer, host_of
 from gateway.s3errors import S3Error, slow_down
 
 log = logging.getLogger("gateway.upstream")
@@ -108,6 +108,8 @@ class Upstream:
         self.target = target
         self._meter = meter  # the metrics' (gateway/observability.py), when collected
         self._base = target.url.rstrip("/")
+        base = urlsplit(self._base)
+        self._host, self._base_path = host_of(base.scheme, base.netloc), base.path
         self._signer = SigV4Signer(target.access_key, target.secret_key, target.region)
         self._session: aiohttp.ClientSession | None = None
         self._pool_size = pool_size
@@ -148,12 +150,13 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    def sign(self, method: str, url: str, headers: Mapping[str, str], payload_hash: str) -> dict[str, str]:
-        """Headers (with Authorization) for ``method url`` signed for the upstream's credentials (as they are,
-        for an unsigned view)."""
+    def _signed(self, method: str, raw_path: str, query: str, headers: Mapping[str, str],
+                payload_hash: str) -> dict[str, str]:
+        """Headers (with Authorization) for ``method`` of ``raw_path?query`` on this upstream, signed for its
+        credentials (as they are, for an unsigned view)."""
         if self.anonymous:
             return dict(headers)
-        return self._signer.sign(method, url, headers, payload_hash)
+        return self._signer.sign_parts(method, self._host, self._base_path + raw_path, query, headers, payload_hash)
 
     async def request(self, method: str, raw_path: str, query: Iterable[tuple[str, str]],
                       headers: Mapping[str, str], *, body: AsyncIterable[bytes] | bytes | None = None,
@@ -163,7 +166,7 @@ class Upstream:
         assert self._session is not None, "Upstream.start() was not awaited"
         qs = upstream_query(query)
         url = f"{self._base}{raw_path}" + (f"?{qs}" if qs else "")
-        signed = self.sign(method, url, headers, payload_hash)
+        signed = self._signed(method, raw_path, qs, headers, payload_hash)
         if content_length is not None:
             signed["Content-Length"] = str(content_length)
         trace = SimpleNamespace(queued=False)

@@ -6,9 +6,9 @@
 
 The upstream is sent exactly `ciphertext_size(length)` bytes; a body that ends early or fails its
 checksums is cut short before its last byte, so the upstream discards it (nothing half-written).
-A small object (one segment at most) is read whole first and sent as bytes: a body that fails then
-sends nothing at all, the upstream request is signed with the body's SHA-256 and may be retried, and
-the per-chunk streaming machinery, a large share of a 4 KiB PUT's CPU, is skipped.
+A small object (one segment at most) written unconditionally is read whole first and sent as bytes: a
+body that fails then sends nothing at all, the upstream request is signed with the body's SHA-256 and
+may be retried, and the per-chunk streaming machinery, a large share of a 4 KiB PUT's CPU, is skipped.
 """
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ class ObjectWriter:
         SSE header. ``if_match``: replace only that version of the object (the tools' rewrite in place).
         ``checksum``: the plaintext's checksum, known before the body (a client's header, verified as the body
         streams: a mismatch cuts the write short), stored sealed for x-amz-checksum-mode reads."""
-        whole = await _read_whole(body, length) if length <= SMALL_OBJECT_SIZE else None
+        # A conditional write stays streamed, so it is sent once: retried after a lost answer it would meet its
+        # own first write and answer 412 for a write that was made.
+        conditional = if_match is not None or any(name.lower() == "if-none-match" for name in headers)
+        whole = await _read_whole(body, length) if length <= SMALL_OBJECT_SIZE and not conditional else None
         if request is None:
             check_metadata_size(headers)
             result = await self.client.put_object(bucket, key, body if whole is None else whole, length, headers,

@@ -21,8 +21,8 @@ NOW = 1_700_000_000.25  # 2023-11-14T22:13:20Z
 ACCESS, SECRET = "AKIDUPSTREAM", "upstream/secret+key"
 PRINTABLE_HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from(" \t"),
                                  max_size=24)
-HEADER_NAMES = st.sampled_from(["content-type", "Content-MD5", "x-amz-meta-a", "X-Amz-Meta-B", "x-amz-acl",
-                                "if-match", "x-amz-server-side-encryption", "user-agent", "expect",
+HEADER_NAMES = st.sampled_from(["content-type", "Content-MD5", "x-amz-meta-a", "X-Amz-Meta-A", "X-Amz-Meta-B",
+                                "x-amz-acl", "if-match", "x-amz-server-side-encryption", "user-agent", "expect",
                                 "x-amzn-trace-id", "range", "cache-control", "x-amz-copy-source"])
 ENCODED_SEGMENT = st.text(max_size=12).map(lambda s: quote(s, safe="-_.~!$'()*+,;=:@"))
 QUERY_PAIR = st.tuples(ENCODED_SEGMENT, ENCODED_SEGMENT, st.booleans()).map(
@@ -57,7 +57,10 @@ def test_signs_exactly_as_botocore(method: str, base: str, segments: list[str], 
     url = base + "/" + "/".join(segments) + ("?" + "&".join(query) if query else "")
     ours = SigV4Signer(ACCESS, SECRET, "us-east-1").sign(method, url, headers, payload_hash, now=NOW)
     theirs = botocore_headers(method, url, headers, payload_hash)
-    assert ours == theirs
+    if len({name.lower() for name in headers}) == len(headers):
+        assert ours == theirs
+    else:  # a name given in two cases: both sent, signed once with the values joined (botocore's dict keeps one)
+        assert ours["Authorization"] == theirs["Authorization"]
 
 
 def test_replaces_the_callers_own_auth_and_date_headers() -> None:

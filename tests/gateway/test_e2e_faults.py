@@ -136,6 +136,9 @@ def _every_path(env: Faulty) -> dict[str, Callable[[], object]]:
         "put": lambda: env.s3.put_object(Bucket=env.bucket, Key=_key(), Body=b"new body"),
         "streamed put": lambda: env.s3.put_object(Bucket=env.bucket, Key=_key(),
                                                   Body=bytes(SMALL_OBJECT_SIZE + 1)),
+        # sent once: a retry after a lost answer would meet its own first write (412 for a write that was made)
+        "conditional put": lambda: env.s3.put_object(Bucket=env.bucket, Key=_key(), Body=b"new body",
+                                                     IfNoneMatch="*"),
         "create upload": lambda: env.s3.create_multipart_upload(Bucket=env.bucket, Key=_key()),
         "upload part": lambda: env.s3.upload_part(Bucket=env.bucket, Key=mkey, UploadId=uid, PartNumber=2,
                                                   Body=b"q"),
