@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import time
 from typing import Mapping
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -27,9 +28,9 @@ from gateway.objects.writing import CONTENT_HEADERS
 from gateway.postform import PostForm, is_form, read_form
 from gateway.postpolicy import authenticate_form, check_length, check_policy, field_missing
 from gateway.reserved import refuse_reserved_key
-from gateway.s3errors import entity_too_large
+from gateway.s3errors import entity_too_large, malformed_xml
 from gateway.s3request import S3Request, classify, split_path
-from gateway.s3xml import render
+from gateway.s3xml import child, children, parse_request, render, text
 
 # The form fields that are object headers (`object_headers`).
 _OBJECT_FIELDS = frozenset({*CONTENT_HEADERS, "content-md5", "x-amz-storage-class"})
@@ -90,7 +91,26 @@ def object_headers(fields: Mapping[str, str]) -> CIMultiDict[str]:
             headers[name] = mail_safe(value)
         elif name == "acl":
             headers["x-amz-acl"] = value
+        elif name == "tagging":
+            headers["x-amz-tagging"] = tagging_header(value)
     return headers
+
+
+def tagging_header(document: str) -> str:
+    """The ``tagging`` field (a ``<Tagging><TagSet><Tag><Key/><Value/></Tag>...`` document, as S3 takes it) as
+    PutObject's ``x-amz-tagging`` header, which the upstream checks and applies with the write; a document that
+    is not one is MalformedXML, and nothing is stored."""
+    root = parse_request(document.encode("utf-8", "surrogateescape"), "Tagging")
+    tag_set = child(root, "TagSet")
+    if tag_set is None:
+        raise malformed_xml()
+    tags = []
+    for tag in children(tag_set, "Tag"):
+        key, value = text(tag, "Key"), text(tag, "Value")
+        if key is None or value is None:
+            raise malformed_xml()
+        tags.append((key, value))
+    return urlencode(tags, quote_via=quote)
 
 
 def mail_safe(value: str) -> str:

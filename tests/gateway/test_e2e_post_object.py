@@ -102,6 +102,29 @@ def test_content_headers_and_metadata_fields_are_stored_with_the_object(gateway,
         "image/png", "max-age=60", "inline", {"owner": "priya"})
 
 
+TAGGING = ("<Tagging><TagSet><Tag><Key>project</Key><Value>blue sky</Value></Tag>"
+           "<Tag><Key>tier</Key><Value>a+b/c=d</Value></Tag></TagSet></Tagging>")
+
+
+def test_the_tagging_field_tags_the_object(gateway, s3, bucket):
+    fields = _presigned(gateway, bucket, "tagged.bin", fields={"tagging": TAGGING},
+                        conditions=[{"tagging": TAGGING}])
+    answer = _post(gateway, bucket, fields, b"tagged")
+    assert answer.status_code == 204, answer.text
+    tags = s3.get_object_tagging(Bucket=bucket, Key="tagged.bin")["TagSet"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("project", "blue sky"), ("tier", "a+b/c=d")]
+    assert s3.get_object(Bucket=bucket, Key="tagged.bin")["Body"].read() == b"tagged"
+
+
+@pytest.mark.parametrize("document", ["not xml", "<Other/>", "<Tagging/>",
+                                      "<Tagging><TagSet><Tag><Key>k</Key></Tag></TagSet></Tagging>"])
+def test_a_tagging_field_that_is_not_a_tagging_document_is_400_malformed_xml(gateway, upstream_s3, bucket, document):
+    fields = _presigned(gateway, bucket, "bad-tags.bin", fields={"tagging": document},
+                        conditions=[{"tagging": document}])
+    assert _error(_post(gateway, bucket, fields, b"x"))[:2] == (400, "MalformedXML")
+    assert _absent(upstream_s3, bucket)
+
+
 def test_sse_kms_form_fields_encrypt_under_the_named_key(gateway, s3, upstream_s3, bucket):
     sse = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": DEFAULT_KMS_ALIAS}
     fields = _presigned(gateway, bucket, "kms.txt", fields=sse, conditions=[{name: value} for name, value in sse.items()])
