@@ -9,6 +9,9 @@ from tests.keyservice.inprocess import ACCOUNT, ROOT_ARN
 
 CTX = CallContext(ROOT_ARN, ACCOUNT, "req")
 JUNK = [None, 1, True, "", "x" * 3000, [], [1], [{}], {}, {"a": 1}, {"a": ["b"]}, b"", b"x", [None], 1.5, -5]
+# Validation is the service's, not the store's: on PostgreSQL (where each accepted write is a transaction) the
+# sweep takes one junk value of each kind, so every operation and field still meets that store.
+JUNK_ON_POSTGRESQL = [None, 1, "x" * 3000, {"a": ["b"]}, b"x"]
 # Slow key generation (covered by their own tests) is left out to keep the sweep fast.
 _SLOW = {"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GetParametersForImport"}
 # These make the key unusable, so they are swept last.
@@ -32,12 +35,12 @@ async def valid_params(svc: KeyService) -> dict:
             "EncryptedKeyMaterial": b"k", "ValidTo": 1e12, "WrappingAlgorithm": "RSAES_OAEP_SHA_256"}
 
 
-async def test_every_operation_answers_junk_parameters_with_a_protocol_error(svc):
+async def test_every_operation_answers_junk_parameters_with_a_protocol_error(svc, store_url):
     base = await valid_params(svc)
     crashes = []
     for operation in sorted(svc.OPERATIONS - _SLOW - {"CreateKey"}, key=lambda op: (op in _LAST, op)):
         for field in base:
-            for junk in JUNK:
+            for junk in JUNK_ON_POSTGRESQL if store_url else JUNK:
                 params = {**base, field: junk}
                 try:
                     await svc.handle(operation, params, CTX)
