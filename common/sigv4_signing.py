@@ -48,10 +48,13 @@ def _amz_date(second: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def host_of(scheme: str, netloc: str) -> str:
-    """The Host header value of a URL (lower-case host, port only when not the scheme's default,
-    IPv6 in brackets), as botocore and aiohttp both derive it."""
+    """The Host header value of a URL: the host lower-cased (a non-ASCII name in its IDNA form), the port
+    only when not the scheme's default, IPv6 in brackets. botocore signs this form; aiohttp may send another
+    (it keeps the URL's case), so a caller that derives the host sends it as its Host header too."""
     parts = urlsplit(f"{scheme}://{netloc}")
     host = parts.hostname or ""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
     if ":" in host:
         host = f"[{host}]"
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
@@ -92,7 +95,17 @@ class SigV4Signer:
         """``sign`` of a URL already split: its Host header value (``host_of``), its encoded path and query
         (the caller that builds its URLs from these saves parsing it again)."""
         amz_date = _amz_date(int(time.time() if now is None else now))
-        out = {name: value for name, value in headers.items() if name.lower() not in _REPLACED}
+        out: dict[str, str] = {}
+        names_given: dict[str, str] = {}  # lower-case name -> the name it is sent under
+        for name, value in headers.items():
+            lname = name.lower()
+            if lname in _REPLACED:
+                continue
+            if lname in names_given:  # a name given twice (in two cases) is sent once, its values joined as signed
+                out[names_given[lname]] = f"{out[names_given[lname]]},{value}"
+            else:
+                names_given[lname] = name
+                out[name] = value
         out["X-Amz-Date"] = amz_date
         if self.session_token:
             out["X-Amz-Security-Token"] = self.session_token
@@ -101,9 +114,7 @@ class SigV4Signer:
         for name, value in out.items():
             lname = name.lower()
             if lname not in UNSIGNED_HEADERS:
-                value = " ".join(value.split())
-                # botocore signs a name given twice (in two cases) once, its values joined by a comma
-                signed[lname] = f"{signed[lname]},{value}" if lname in signed else value
+                signed[lname] = " ".join(value.split())
         signed.setdefault("host", host)
         names = sorted(signed)
         signed_headers = ";".join(names)

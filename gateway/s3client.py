@@ -1,7 +1,7 @@
 """A typed S3 client over the gateway's one upstream pool: each operation returns its parsed result or
 raises one error type, `UpstreamError`, whose `s3_error()` is the one mapping to what a client is told.
 
-Every request goes through `Upstream.request` (the pooled session and the one botocore signer), so
+Every request goes through `Upstream.request` (the pooled session and its SigV4 signer), so
 this module adds no second pool and no second canonicalisation; it adds what each caller used to
 write again after every raw call: the status check, a bounded read of the answer, the XML parsing, and
 retries.

@@ -154,8 +154,11 @@ class Upstream:
                 payload_hash: str) -> dict[str, str]:
         """Headers (with Authorization) for ``method`` of ``raw_path?query`` on this upstream, signed for its
         credentials (as they are, for an unsigned view)."""
+        # the Host header is sent as signed: aiohttp would send the configured URL's host as it is written
+        # (upper case, a non-ASCII name), which is not what SigV4 signs
+        headers = {**headers, "Host": self._host}
         if self.anonymous:
-            return dict(headers)
+            return headers
         return self._signer.sign_parts(method, self._host, self._base_path + raw_path, query, headers, payload_hash)
 
     async def request(self, method: str, raw_path: str, query: Iterable[tuple[str, str]],

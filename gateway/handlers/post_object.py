@@ -30,7 +30,7 @@ from gateway.postpolicy import authenticate_form, check_length, check_policy, fi
 from gateway.reserved import refuse_reserved_key
 from gateway.s3errors import entity_too_large, malformed_xml
 from gateway.s3request import S3Request, classify, split_path
-from gateway.s3xml import child, children, parse_request, render, text
+from gateway.s3xml import child, children, parse_request, render
 
 # The form fields that are object headers (`object_headers`).
 _OBJECT_FIELDS = frozenset({*CONTENT_HEADERS, "content-md5", "x-amz-storage-class"})
@@ -106,10 +106,10 @@ def tagging_header(document: str) -> str:
         raise malformed_xml()
     tags = []
     for tag in children(tag_set, "Tag"):
-        key, value = text(tag, "Key"), text(tag, "Value")
-        if key is None or value is None:
+        key, value = child(tag, "Key"), child(tag, "Value")
+        if key is None or value is None or len(key) or len(value):  # missing, or holding elements: not text
             raise malformed_xml()
-        tags.append((key, value))
+        tags.append((key.text or "", value.text or ""))
     return urlencode(tags, quote_via=quote)
 
 

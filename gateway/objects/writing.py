@@ -76,7 +76,7 @@ class ObjectWriter:
         streams: a mismatch cuts the write short), stored sealed for x-amz-checksum-mode reads."""
         # A conditional write stays streamed, so it is sent once: retried after a lost answer it would meet its
         # own first write and answer 412 for a write that was made.
-        conditional = if_match is not None or any(name.lower() == "if-none-match" for name in headers)
+        conditional = if_match is not None or any(name.lower() in ("if-match", "if-none-match") for name in headers)
         whole = await _read_whole(body, length) if length <= SMALL_OBJECT_SIZE and not conditional else None
         if request is None:
             check_metadata_size(headers)

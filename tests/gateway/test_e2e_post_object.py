@@ -117,7 +117,8 @@ def test_the_tagging_field_tags_the_object(gateway, s3, bucket):
 
 
 @pytest.mark.parametrize("document", ["not xml", "<Other/>", "<Tagging/>",
-                                      "<Tagging><TagSet><Tag><Key>k</Key></Tag></TagSet></Tagging>"])
+                                      "<Tagging><TagSet><Tag><Key>k</Key></Tag></TagSet></Tagging>",
+                                      "<Tagging><TagSet><Tag><Key>k</Key><Value>a<b/>c</Value></Tag></TagSet></Tagging>"])
 def test_a_tagging_field_that_is_not_a_tagging_document_is_400_malformed_xml(gateway, upstream_s3, bucket, document):
     fields = _presigned(gateway, bucket, "bad-tags.bin", fields={"tagging": document},
                         conditions=[{"tagging": document}])

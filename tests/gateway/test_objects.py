@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.crypto.sse import CustomerKey, CustomerKeyRequest, DataKey, ObjectKeys
 from gateway.objects.multipart import RequestedPart
 from gateway.objects.reading import ObjectRef
+from gateway.objects.writing import SMALL_OBJECT_SIZE
 from gateway.objects.store import ObjectStore
 from gateway.s3client import S3Client, UpstreamError
 from gateway.s3errors import S3Error
@@ -81,6 +82,28 @@ async def test_an_object_written_by_the_layer_reads_back_whole_and_by_range(stor
     async with store.reader.stat(ref) as stored:
         assert stored.encrypted and stored.size == len(data)
         assert stored.etag.endswith('-1"')
+
+
+async def test_a_small_unconditional_write_is_retried_after_a_503_and_stored_once_whole(store, legacy_bucket,
+                                                                                        proxy) -> None:
+    data = os.urandom(SMALL_OBJECT_SIZE)
+    proxy.set(burst(1, 503))
+    await _put_ssec(store, legacy_bucket, "small", data)
+    assert proxy.answered == 1  # the burst met the first try; the retry went through
+    proxy.clear()
+    assert await _read(store, ObjectRef(legacy_bucket, "small")) == data
+
+
+@pytest.mark.parametrize("condition", [{"if-match": '"0123"'}, {"If-None-Match": "*"}, {}])
+async def test_conditional_and_large_writes_are_sent_once(store, legacy_bucket, proxy, condition) -> None:
+    """A conditional write retried after a lost answer would meet its own first write (412 for a write that was
+    made), and a streamed body cannot be sent twice: both reach the caller as the upstream's answer."""
+    data = os.urandom(SMALL_OBJECT_SIZE if condition else SMALL_OBJECT_SIZE + 1)
+    proxy.set(burst(1, 503))
+    with pytest.raises(UpstreamError) as failed:
+        await store.writer.put(legacy_bucket, "once", condition, CustomerKeyRequest(CUSTOMER_KEY), _chunks(data),
+                               len(data), requester=GATEWAY)
+    assert (failed.value.status, proxy.answered) == (503, 1)
 
 
 async def test_a_legacy_object_reads_as_it_is_stored(store, legacy_bucket, upstream_s3) -> None:

@@ -10,8 +10,8 @@ from tests.keyservice.inprocess import ACCOUNT, ROOT_ARN
 CTX = CallContext(ROOT_ARN, ACCOUNT, "req")
 JUNK = [None, 1, True, "", "x" * 3000, [], [1], [{}], {}, {"a": 1}, {"a": ["b"]}, b"", b"x", [None], 1.5, -5]
 # Validation is the service's, not the store's: on PostgreSQL (where each accepted write is a transaction) the
-# sweep takes one junk value of each kind, so every operation and field still meets that store.
-JUNK_ON_POSTGRESQL = [None, 1, "x" * 3000, {"a": ["b"]}, b"x"]
+# sweep takes fewer junk values, keeping the scalars a dynamically typed SQLite would take and PostgreSQL might not.
+JUNK_ON_POSTGRESQL = [None, True, "", 1.5, -5, "x" * 3000, [{}], b"x"]
 # Slow key generation (covered by their own tests) is left out to keep the sweep fast.
 _SLOW = {"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GetParametersForImport"}
 # These make the key unusable, so they are swept last.
