@@ -23,7 +23,7 @@ from yarl import URL
 from common.connections import RateLimitedLog
 from common.sigv4 import UNSIGNED_PAYLOAD
 from common.sigv4_signing import SigV4Signer, host_of
-from gateway.s3errors import S3Error, slow_down
+from gateway.s3errors import S3Error, invalid_argument, slow_down
 
 log = logging.getLogger("gateway.upstream")
 
@@ -62,19 +62,31 @@ class UpstreamTarget:
 
 
 def forwardable_headers(headers: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
-    """The client headers that still mean something upstream (minus ``drop``, lower-case names)."""
+    """The client headers that still mean something upstream (minus ``drop``, lower-case names).
+
+    A value holding bytes that are not UTF-8 (aiohttp hands them over surrogate-escaped; a signature over them
+    verifies) cannot be sent on: it is 400 InvalidArgument naming the header, before anything is written."""
     skip = HOP_BY_HOP | CLIENT_ONLY | {d.lower() for d in drop}
     out: dict[str, str] = {}
     for name, value in headers.items():
         lname = name.lower()
         if lname in skip:
             continue
+        if not value.isascii():
+            _check_utf8(lname, value)
         if lname == "content-encoding":
             value = ",".join(v for v in (p.strip() for p in value.split(",")) if v and v != "aws-chunked")
             if not value:
                 continue
         out[lname] = value
     return out
+
+
+def _check_utf8(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_argument(f"The value of the header {name} is not valid UTF-8.", name) from None
 
 
 def upstream_query(query: Iterable[tuple[str, str]]) -> str:
