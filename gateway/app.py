@@ -47,7 +47,7 @@ from gateway.observability import OBSERVABILITY_KEY, GatewayObservability, auth_
 from gateway.probes import probe_upstream
 from gateway.reserved import refuse_reserved_key
 from gateway.s3client import UpstreamError
-from gateway.s3errors import S3Error, error_xml, internal_error, not_implemented, slow_down
+from gateway.s3errors import S3Error, error_xml, internal_error, not_implemented, precondition_failed, slow_down
 from gateway.s3request import classify, split_path
 from gateway.secret import load_gateway_secret
 from gateway.upstream import Upstream, UpstreamTarget
@@ -224,6 +224,8 @@ def _is_anonymous(request: web.Request) -> bool:
 async def _route(gw: Gateway, request: web.Request, auth: AuthResult, request_id: str, *,
                  anonymous: bool = False) -> web.StreamResponse:
     s3 = classify(request.method, request.rel_url.raw_path, request.rel_url.query, request.headers)
+    if s3.operation == "PostObject" and not s3.key:  # a POST to a bucket that is no form upload: S3's answer
+        raise precondition_failed("Bucket POST must be of the enclosure-type multipart/form-data")
     if anonymous and s3.operation not in ANONYMOUS_OPERATIONS:
         raise auth_rejected(AuthError("AccessDenied", "Access Denied", 403))
     if s3.operation in REFUSED:

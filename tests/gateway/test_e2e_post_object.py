@@ -335,12 +335,25 @@ def test_a_non_ascii_filename_names_the_key_and_a_non_ascii_metadata_value_is_st
     assert head["Metadata"] == {"owner": "=?UTF-8?B?" + base64.b64encode("Priya Sharm\u00e1".encode()).decode() + "?="}
 
 
-def test_a_signed_post_that_is_not_a_form_upload_is_refused_with_501(gateway, upstream_s3, bucket):
-    for path, content_type in ((f"/{bucket}", "application/xml"), (f"/{bucket}/key", "multipart/form-data; boundary=b")):
-        answer = signed_request("POST", f"{gateway.url}{path}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, body=b"<x/>",
-                                headers={"Content-Type": content_type})
-        assert _error(answer) == (501, "NotImplemented",
-                                  "A POST object upload is a multipart/form-data form posted to the bucket")
+def test_a_post_to_a_bucket_that_is_not_a_form_upload_is_412_as_on_s3(gateway, upstream_s3, bucket):
+    """S3's answer to a POST to a bucket whose body is not a form, signed or not."""
+    signed = signed_request("POST", f"{gateway.url}/{bucket}", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, body=b"<x/>",
+                            headers={"Content-Type": "application/xml"})
+    anonymous = requests.post(f"{gateway.url}/{bucket}", data=b"file", headers={"Content-Type": "text/plain"},
+                              timeout=30)
+    for answer in (signed, anonymous):
+        assert _error(answer) == (412, "PreconditionFailed",
+                                  "At least one of the pre-conditions you specified did not hold")
+        assert ET.fromstring(answer.content).findtext("Condition") == (
+            "Bucket POST must be of the enclosure-type multipart/form-data")
+    assert _absent(upstream_s3, bucket)
+
+
+def test_a_signed_post_of_a_form_to_an_object_key_is_refused_with_501(gateway, upstream_s3, bucket):
+    answer = signed_request("POST", f"{gateway.url}/{bucket}/key", GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY,
+                            body=b"<x/>", headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert _error(answer) == (501, "NotImplemented",
+                              "A POST object upload is a multipart/form-data form posted to the bucket")
     assert _absent(upstream_s3, bucket)
 
 
