@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile

@@ -11,7 +11,6 @@ cores: on a small machine the client is part of what is measured.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -93,9 +92,9 @@ def key_service_phase(args: argparse.Namespace, workdir: Path) -> list[kms_bench
     return results
 
 
-def print_report(rows: list[Row], kms: list[kms_bench.Result]) -> None:
+def print_report(rows: list[Row], kms: list[kms_bench.Result], concurrency: int) -> None:
     direct = {r.operation: r.ops for r in rows if r.target == "direct"}
-    print(f"\n== {SMALL_SIZE // 1024} KiB objects, concurrency 16 ==")
+    print(f"\n== {SMALL_SIZE // 1024} KiB objects, concurrency {concurrency} ==")
     print("| target       | op  |    ops/s | % of direct | server CPU us/op |")
     for r in rows:
         cpu = f"{r.cpu_us:16.0f}" if r.cpu_us is not None else f"{'-':>16}"
@@ -122,7 +121,7 @@ def main() -> int:
         stack.close()
         print("key service:", flush=True)
         kms = key_service_phase(args, Path(tmp))
-    print_report(rows, kms)
+    print_report(rows, kms, args.concurrency)
     return 0
 
 

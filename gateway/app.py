@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable
 
