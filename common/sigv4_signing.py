@@ -48,9 +48,10 @@ def _amz_date(second: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def host_of(scheme: str, netloc: str) -> str:
-    """The Host header value of a URL: the host lower-cased (a non-ASCII name in its IDNA form), the port
-    only when not the scheme's default, IPv6 in brackets. botocore signs this form; aiohttp may send another
-    (it keeps the URL's case), so a caller that derives the host sends it as its Host header too."""
+    """The Host header value of a URL: the host lower-cased, the port only when not the scheme's default,
+    IPv6 in brackets, as botocore signs it; a non-ASCII name in its IDNA form, the only form a Host header can
+    carry (botocore would sign the name as written). aiohttp may send another (it keeps the URL's case), so a
+    caller that derives the host sends it as its Host header too."""
     parts = urlsplit(f"{scheme}://{netloc}")
     host = parts.hostname or ""
     if not host.isascii():
