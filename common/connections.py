@@ -46,14 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from common.logsetup import failure_line
 
 SUPPORTED_AIOHTTP = ">=3.12,<3.15"  # as pinned in pyproject.toml
 # The private parts of aiohttp this module relies on: RequestHandler instance attributes, web.Server
@@ -107,6 +110,18 @@ def check_aiohttp() -> None:
     if missing:
         raise UnsupportedAiohttp(f"aiohttp {aiohttp.__version__} is not supported (need {SUPPORTED_AIOHTTP}): "
                                  f"it lacks {', '.join(missing)}, which the slow-client guards rely on")
+
+
+def refused_aiohttp(program: str, redact: Callable[[str], str]) -> int | None:
+    """``check_aiohttp`` at a server's start, before anything is started, forked or written: None when the
+    installed aiohttp will do, else the exit status 2 (a dependency refused by a check), once the one line
+    ``program: why`` is on stderr."""
+    try:
+        check_aiohttp()
+    except UnsupportedAiohttp as exc:
+        print(f"{program}: {redact(failure_line(exc))}", file=sys.stderr)
+        return 2
+    return None
 
 
 async def _no_handler(request: web.BaseRequest) -> web.StreamResponse:

@@ -52,12 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     redactor = configure_logging(parse_level(config.log_level), secrets_of(config))
-    from common.connections import UnsupportedAiohttp, check_aiohttp
-    try:
-        check_aiohttp()  # before anything is started, forked or written
-    except UnsupportedAiohttp as exc:
-        print(f"gateway: {redactor.redact(failure_line(exc))}", file=sys.stderr)
-        return 2
+    from common.connections import refused_aiohttp
+    if (status := refused_aiohttp("gateway", redactor.redact)) is not None:
+        return status
     count = workers_wanted(args.workers, config.workers)
     if count > 1 and not config.upstream.url:
         # The development upstream keeps objects in the memory of the process that starts it: with several

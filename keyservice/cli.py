@@ -66,12 +66,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keyservice: {e}", file=sys.stderr)
         return 2
     redactor = configure_logging(level, log_secrets(config))
-    from common.connections import check_aiohttp
-    try:
-        check_aiohttp()  # before anything is started, forked or written
-    except Exception as e:
-        print(f"keyservice: {redactor.redact(failure_line(e))}", file=sys.stderr)
-        return 1
+    from common.connections import refused_aiohttp
+    if (status := refused_aiohttp("keyservice", redactor.redact)) is not None:
+        return status
     count = workers_wanted(args.workers, config.workers)
     if count == 1:
         return _serve_here(config, redactor)

@@ -54,17 +54,24 @@ def test_the_pin_in_pyproject_is_the_range_the_check_names():
         assert f'"aiohttp{connections.SUPPORTED_AIOHTTP}"' in f.read()
 
 
-def test_gateway_serve_on_an_unsupported_aiohttp_exits_with_one_line_before_starting_anything(
-        monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("program", ["gateway", "keyservice"])
+def test_serve_on_an_unsupported_aiohttp_exits_2_with_one_line_before_starting_anything(
+        program, monkeypatch, capsys, tmp_path):
+    """Exit status 2, as for any dependency refused by a check (README, "Troubleshooting"), from both servers."""
+    import importlib
+
     from common.logsetup import RedactingFilter
-    from gateway import cli
+    cli = importlib.import_module(f"{program}.cli")
     monkeypatch.setattr(cli, "configure_logging", lambda *args: RedactingFilter())
     monkeypatch.setattr(connections, "RequestHandler", _HandlerWithoutWaiter)
+    monkeypatch.setenv("KEYSERVICE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KEYSERVICE_ACCESS_KEY", "AKIDCHECK")
+    monkeypatch.setenv("KEYSERVICE_SECRET_KEY", "check-secret")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["serve", "--listen", "127.0.0.1:0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("gateway: aiohttp ") and err.count("\n") == 1, err
-    assert list(tmp_path.iterdir()) == []  # no data directory, secret or development upstream
+    assert err.startswith(f"{program}: aiohttp ") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # no data directory, secret, key store or development upstream
 
 
 @pytest.mark.parametrize("server", ["gateway", "keyservice"])
