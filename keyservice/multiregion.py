@@ -76,6 +76,21 @@ def refuse_on_replica(rec: KeyRecord, operation: str) -> None:
                        f"({rec.arn_in(rec.multi_region['primary'])}).")
 
 
+def _primary_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext", operation: str,
+                 on_a_replica: str) -> KeyRecord:
+    """The multi-Region primary key ``KeyId`` names, ``operation`` authorized on it; a single-Region key or a
+    replica is UnsupportedOperationException (``on_a_replica`` tells where to go instead; ``{primary}`` is the
+    primary key's region)."""
+    rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
+    svc.authorize(rec, operation, ctx)
+    if rec.multi_region is None:
+        raise KMSError("UnsupportedOperationException", f"{rec.arn} is not a multi-Region key.")
+    if rec.is_replica:
+        raise KMSError("UnsupportedOperationException",
+                       f"{rec.arn} is a replica key: {on_a_replica.format(primary=rec.multi_region['primary'])}")
+    return rec
+
+
 # --- ReplicateKey ----------------------------------------------------------------------------
 async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     region = p.required_str(params, "ReplicaRegion", 32)
@@ -83,13 +98,7 @@ async def replicate_key(svc: "KeyService", params: dict[str, Any], ctx: "CallCon
     description = p.optional_str(params, "Description", 0, 8192)
     tags = params.get("Tags") or []
     _replica_tags({"Tags": tags})  # checked here, before anything is sent
-    rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
-    svc.authorize(rec, "ReplicateKey", ctx)
-    if rec.multi_region is None:
-        raise KMSError("UnsupportedOperationException", f"{rec.arn} is not a multi-Region key.")
-    if rec.is_replica:
-        raise KMSError("UnsupportedOperationException", f"{rec.arn} is a replica key: replicate its primary key "
-                                                        f"in {rec.multi_region['primary']}.")
+    rec = _primary_key(svc, params, ctx, "ReplicateKey", "replicate its primary key in {primary}.")
     if rec.state not in REPLICABLE_STATES:
         svc.raise_invalid_state(rec)
     if region == svc.region or region in rec.multi_region["replicas"]:
@@ -174,13 +183,8 @@ def follow_maintenance(api: "KmsApi") -> "ChangeListener":
 # --- UpdatePrimaryRegion ---------------------------------------------------------------------
 async def update_primary_region(svc: "KeyService", params: dict[str, Any], ctx: "CallContext") -> dict[str, Any]:
     region = p.required_str(params, "PrimaryRegion", 32)
-    rec = svc.resolve(params.get("KeyId"), ctx, alias_ok=False)
-    svc.authorize(rec, "UpdatePrimaryRegion", ctx)
-    if rec.multi_region is None:
-        raise KMSError("UnsupportedOperationException", f"{rec.arn} is not a multi-Region key.")
-    if rec.is_replica:
-        raise KMSError("UnsupportedOperationException", f"{rec.arn} is a replica key: call UpdatePrimaryRegion "
-                                                        f"in the primary's region {rec.multi_region['primary']}.")
+    rec = _primary_key(svc, params, ctx, "UpdatePrimaryRegion",
+                       "call UpdatePrimaryRegion in the primary's region {primary}.")
     svc.require_not_pending_deletion(rec)
     if region == svc.region:
         return {}

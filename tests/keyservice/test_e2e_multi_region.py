@@ -154,6 +154,16 @@ def test_replicate_key_errors_are_awss(regions) -> None:
     with pytest.raises(ClientError) as single:
         home.kms().update_primary_region(KeyId=home.kms().create_key()["KeyMetadata"]["KeyId"], PrimaryRegion=AWAY)
     assert error_code(single) == "UnsupportedOperationException"
+    assert single.value.response["Error"]["Message"].endswith(" is not a multi-Region key.")
+    with pytest.raises(ClientError) as replicated_from_a_replica:
+        away.kms().replicate_key(KeyId=key_id, ReplicaRegion=HOME)
+    assert replicated_from_a_replica.value.response["Error"]["Message"].endswith(
+        f" is a replica key: replicate its primary key in {HOME}.")
+    with pytest.raises(ClientError) as updated_on_a_replica:
+        away.kms().update_primary_region(KeyId=key_id, PrimaryRegion=AWAY)
+    assert error_code(updated_on_a_replica) == "UnsupportedOperationException"
+    assert updated_on_a_replica.value.response["Error"]["Message"].endswith(
+        f" is a replica key: call UpdatePrimaryRegion in the primary's region {HOME}.")
     with pytest.raises(ClientError) as on_replica:
         away.kms().enable_key_rotation(KeyId=key_id)
     assert error_code(on_replica) == "UnsupportedOperationException"
