@@ -27,12 +27,11 @@ from typing import Protocol
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import remote_kms_toml
 from tests.keyservice.conftest import KeyServiceProcess, kms_client, launch
 from tests.support.balancer import RoundRobinBalancer
-from tests.support.clients import s3_client
+from tests.support.clients import refused_code, s3_client
 from tests.support.moto import MotoServer
 from tests.support.postgres import PostgresServer, postgres  # noqa: F401
 from tests.support.process import VENV_BIN, Server, free_port, start_server
@@ -163,14 +162,6 @@ def new_bucket(cluster: Cluster) -> str:
     return name
 
 
-def error_code(call: Callable[[], object]) -> str | None:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return None
-
-
 def eventually(check: Callable[[], bool], bound: float, what: str) -> None:
     started = time.monotonic()
     while not check():
@@ -233,7 +224,7 @@ def test_an_object_written_through_one_gateway_reads_through_the_other(cluster, 
     assert one.get_object(Bucket=bucket, Key="from-two", **sse)["Body"].read() == b"written by two"
     if sse:  # the SSE-C check value is keyed by the shared gateway secret: a wrong key is refused by both
         wrong = {**sse, "SSECustomerKey": "w" * 32}
-        assert error_code(lambda: two.get_object(Bucket=bucket, Key="from-one", **wrong)) == "AccessDenied"
+        assert refused_code(lambda: two.get_object(Bucket=bucket, Key="from-one", **wrong)) == "AccessDenied"
 
 
 def test_a_key_disabled_through_one_key_service_node_is_refused_by_the_other_and_through_both_gateways(cluster):
@@ -242,24 +233,24 @@ def test_a_key_disabled_through_one_key_service_node_is_refused_by_the_other_and
     sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": arn}
     bucket = new_bucket(cluster)
     gateways = [cluster.s3(gateway.url) for gateway in cluster.gateways]
-    eventually(lambda: error_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) is None, NOTIFY_BOUND,
+    eventually(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) is None, NOTIFY_BOUND,
                "the new key on the other key service node")
     for n, client in enumerate(gateways):
         client.put_object(Bucket=bucket, Key=f"before-{n}", Body=b"before", **sse)
         assert client.get_object(Bucket=bucket, Key=f"before-{n}")["Body"].read() == b"before"  # data key cached
 
     ks_one.disable_key(KeyId=arn)
-    eventually(lambda: error_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) == "DisabledException",
+    eventually(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) == "DisabledException",
                NOTIFY_BOUND, "the disable on the other key service node")
     for n, client in enumerate(gateways):  # a write asks for a new data key: refused as soon as both nodes know
-        assert error_code(lambda: client.put_object(Bucket=bucket, Key="after", Body=b"x", **sse)) == (
+        assert refused_code(lambda: client.put_object(Bucket=bucket, Key="after", Body=b"x", **sse)) == (
             "KMS.DisabledException")
         # a read may use its cached data key for data_key_max_age more (README: "What the nodes share")
-        eventually(lambda: error_code(lambda: client.get_object(Bucket=bucket, Key=f"before-{n}")) == (
+        eventually(lambda: refused_code(lambda: client.get_object(Bucket=bucket, Key=f"before-{n}")) == (
             "KMS.DisabledException"), NOTIFY_BOUND + DATA_KEY_MAX_AGE, f"the disable through gateway {n + 1}")
 
     ks_two.enable_key(KeyId=arn)
-    eventually(lambda: all(error_code(lambda: c.get_object(Bucket=bucket, Key="before-0")) is None
+    eventually(lambda: all(refused_code(lambda: c.get_object(Bucket=bucket, Key="before-0")) is None
                            for c in gateways), NOTIFY_BOUND, "the enable through both gateways")
 
 

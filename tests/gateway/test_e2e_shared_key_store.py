@@ -11,23 +11,14 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import _start_gateway
-from tests.support.clients import s3_client
+from tests.support.clients import refused_code, s3_client
 from tests.support.moto import MotoServer
 from tests.support.postgres import PostgresServer, postgres  # noqa: F401
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
 
 BOUND = 2.0  # README ("The key store on PostgreSQL"): milliseconds; allowance for a loaded machine
-
-
-def refused_code(call) -> str | None:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return None
 
 
 def eventually(check, what: str) -> None:

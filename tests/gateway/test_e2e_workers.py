@@ -15,10 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import _config_toml
-from tests.support.clients import s3_client
+from tests.support.clients import refused_code, s3_client
 from tests.support.moto import MotoServer
 from tests.support.process import VENV_BIN, Server, start_server
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
@@ -48,14 +47,6 @@ def workers_gateway(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) 
 def fresh_s3(server: Server):
     """A client of its own: its first request opens a new connection, which either worker may accept."""
     return s3_client(server.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
-
-
-def refused_code(call) -> str | None:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return None
 
 
 def until_both_workers(server: Server, operation: str, attempt) -> None:

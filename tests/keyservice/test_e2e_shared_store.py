@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 
 from tests.keyservice.conftest import kms_client, launch
 from tests.keyservice.softhsm import CLUSTER_ID, TRUST_ANCHOR, USER_PIN, SoftHsm, requires_softhsm
+from tests.support.clients import refused_code
 from tests.support.postgres import PostgresServer
 
 BOUND = 2.0  # README: milliseconds while the nodes' listening connections are up; allowance for a loaded machine
@@ -25,14 +25,6 @@ def eventually(check, what: str) -> float:
     return time.monotonic() - started
 
 
-def error_of(call) -> str | None:
-    try:
-        call()
-    except ClientError as exc:
-        return exc.response["Error"]["Code"]
-    return None
-
-
 def test_a_key_created_and_disabled_through_one_node_is_served_and_refused_by_the_other(
         tmp_path: Path, postgres: PostgresServer) -> None:
     env = {"KEYSERVICE_STORE_URL": postgres.create_database()}
@@ -45,18 +37,18 @@ def test_a_key_created_and_disabled_through_one_node_is_served_and_refused_by_th
         kms_one.create_alias(AliasName="alias/both", TargetKeyId=key_id)
         # Cryptographic calls are answered from memory (a management call would read the row afresh):
         # only the notification can have told the other node.
-        eventually(lambda: error_of(lambda: kms_two.encrypt(KeyId="alias/both", Plaintext=b"x")) is None, "create")
+        eventually(lambda: refused_code(lambda: kms_two.encrypt(KeyId="alias/both", Plaintext=b"x")) is None, "create")
         blob = kms_two.encrypt(KeyId="alias/both", Plaintext=b"two")["CiphertextBlob"]
         assert kms_one.decrypt(CiphertextBlob=blob)["Plaintext"] == b"two"
 
         kms_one.disable_key(KeyId=key_id)
-        eventually(lambda: error_of(lambda: kms_two.encrypt(KeyId=key_id, Plaintext=b"x")) == "DisabledException",
+        eventually(lambda: refused_code(lambda: kms_two.encrypt(KeyId=key_id, Plaintext=b"x")) == "DisabledException",
                    "disable")
         assert kms_two.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
-        assert error_of(lambda: kms_two.decrypt(CiphertextBlob=blob)) == "DisabledException"
+        assert refused_code(lambda: kms_two.decrypt(CiphertextBlob=blob)) == "DisabledException"
 
         kms_two.enable_key(KeyId=key_id)
-        eventually(lambda: error_of(lambda: kms_one.encrypt(KeyId=key_id, Plaintext=b"x")) is None, "enable")
+        eventually(lambda: refused_code(lambda: kms_one.encrypt(KeyId=key_id, Plaintext=b"x")) is None, "enable")
     finally:
         assert one.server.stop() == 0, one.server.log()
         assert two.server.stop() == 0, two.server.log()
@@ -82,12 +74,12 @@ def test_a_custom_key_store_connected_through_one_node_serves_its_keys_through_t
         key_id = kms_one.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=store_id)["KeyMetadata"]["KeyId"]
         blob = kms_one.encrypt(KeyId=key_id, Plaintext=b"in the token")["CiphertextBlob"]
 
-        eventually(lambda: error_of(lambda: kms_two.decrypt(CiphertextBlob=blob)) is None, "connect")
+        eventually(lambda: refused_code(lambda: kms_two.decrypt(CiphertextBlob=blob)) is None, "connect")
         assert kms_two.decrypt(CiphertextBlob=blob)["Plaintext"] == b"in the token"
         assert store_state(kms_two, store_id) == "CONNECTED"
 
         kms_one.disconnect_custom_key_store(CustomKeyStoreId=store_id)
-        eventually(lambda: error_of(lambda: kms_two.decrypt(CiphertextBlob=blob)) == "KMSInvalidStateException",
+        eventually(lambda: refused_code(lambda: kms_two.decrypt(CiphertextBlob=blob)) == "KMSInvalidStateException",
                    "disconnect")
         assert store_state(kms_two, store_id) == "DISCONNECTED"
     finally:

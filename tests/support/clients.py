@@ -10,7 +10,7 @@ import contextlib
 import datetime
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -22,6 +22,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from tests.support.process import VENV_BIN
 
@@ -59,6 +60,15 @@ def s3_client(url: str, access_key: str, secret_key: str, verify: str | None = N
 
 
 RESERVED_PREFIX = ".s3gw/"
+
+
+def refused_code(call: Callable[[], object]) -> str | None:
+    """The AWS error code a boto3 call is refused with, None when it succeeds."""
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"]
+    return None
 
 
 def upstream_keys(upstream_s3, bucket: str, prefix: str = "", *, reserved: bool = False) -> list[str]:
