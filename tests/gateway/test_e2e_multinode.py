@@ -36,6 +36,7 @@ from tests.support.moto import MotoServer
 from tests.support.postgres import PostgresServer, postgres  # noqa: F401
 from tests.support.process import VENV_BIN, Server, free_port, start_server
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
+from tests.support.workers import wait_for
 
 NOTIFY_BOUND = 2.0  # README ("The key store on PostgreSQL"): milliseconds; allowance for a loaded machine
 DATA_KEY_MAX_AGE = 1.0  # the gateways' [kms] data_key_max_age here: how long a cached data key outlives a disable
@@ -162,14 +163,6 @@ def new_bucket(cluster: Cluster) -> str:
     return name
 
 
-def eventually(check: Callable[[], bool], bound: float, what: str) -> None:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > bound:
-            pytest.fail(f"{what}: not seen within {bound} s")
-        time.sleep(0.05)
-
-
 def close_each_connection(client) -> None:
     """Every request of ``client`` on a connection of its own (``Connection: close``, added after signing),
     so the balancer's per-connection round robin sends consecutive requests to alternate gateways."""
@@ -233,25 +226,25 @@ def test_a_key_disabled_through_one_key_service_node_is_refused_by_the_other_and
     sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": arn}
     bucket = new_bucket(cluster)
     gateways = [cluster.s3(gateway.url) for gateway in cluster.gateways]
-    eventually(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) is None, NOTIFY_BOUND,
-               "the new key on the other key service node")
+    wait_for(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) is None,
+             "the new key on the other key service node", NOTIFY_BOUND)
     for n, client in enumerate(gateways):
         client.put_object(Bucket=bucket, Key=f"before-{n}", Body=b"before", **sse)
         assert client.get_object(Bucket=bucket, Key=f"before-{n}")["Body"].read() == b"before"  # data key cached
 
     ks_one.disable_key(KeyId=arn)
-    eventually(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) == "DisabledException",
-               NOTIFY_BOUND, "the disable on the other key service node")
+    wait_for(lambda: refused_code(lambda: ks_two.encrypt(KeyId=arn, Plaintext=b"x")) == "DisabledException",
+             "the disable on the other key service node", NOTIFY_BOUND)
     for n, client in enumerate(gateways):  # a write asks for a new data key: refused as soon as both nodes know
         assert refused_code(lambda: client.put_object(Bucket=bucket, Key="after", Body=b"x", **sse)) == (
             "KMS.DisabledException")
         # a read may use its cached data key for data_key_max_age more (README: "What the nodes share")
-        eventually(lambda: refused_code(lambda: client.get_object(Bucket=bucket, Key=f"before-{n}")) == (
-            "KMS.DisabledException"), NOTIFY_BOUND + DATA_KEY_MAX_AGE, f"the disable through gateway {n + 1}")
+        wait_for(lambda: refused_code(lambda: client.get_object(Bucket=bucket, Key=f"before-{n}")) == (
+            "KMS.DisabledException"), f"the disable through gateway {n + 1}", NOTIFY_BOUND + DATA_KEY_MAX_AGE)
 
     ks_two.enable_key(KeyId=arn)
-    eventually(lambda: all(refused_code(lambda: c.get_object(Bucket=bucket, Key="before-0")) is None
-                           for c in gateways), NOTIFY_BOUND, "the enable through both gateways")
+    wait_for(lambda: all(refused_code(lambda: c.get_object(Bucket=bucket, Key="before-0")) is None
+                         for c in gateways), "the enable through both gateways", NOTIFY_BOUND)
 
 
 def test_a_key_service_node_killed_during_a_workload_costs_no_client_request(cluster):

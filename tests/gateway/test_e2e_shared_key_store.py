@@ -4,16 +4,15 @@ the bound, the other's data-key caches (Bucket Key, unwrapped data keys) emptied
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 
 import boto3
-import pytest
 from botocore.config import Config
 
 from tests.gateway.conftest import _start_gateway
 from tests.support.clients import refused_code, s3_client
+from tests.support.workers import wait_for
 from tests.support.moto import MotoServer
 from tests.support.postgres import PostgresServer, postgres  # noqa: F401
 from tests.support.secrets import GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY
@@ -22,11 +21,7 @@ BOUND = 2.0  # README ("The key store on PostgreSQL"): milliseconds; allowance f
 
 
 def eventually(check, what: str) -> None:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > BOUND:
-            pytest.fail(f"{what}: not seen through the other gateway within {BOUND} s")
-        time.sleep(0.02)
+    wait_for(check, f"{what}, seen through the other gateway", BOUND)
 
 
 def test_a_key_disabled_through_one_gateway_is_refused_through_the_other(

@@ -2,27 +2,21 @@
 other serves, within the bound the README states."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import pytest
 
 from tests.keyservice.conftest import kms_client, launch
 from tests.keyservice.softhsm import CLUSTER_ID, TRUST_ANCHOR, USER_PIN, SoftHsm, requires_softhsm
 from tests.support.clients import refused_code
 from tests.support.postgres import PostgresServer
+from tests.support.workers import wait_for
 
 BOUND = 2.0  # README: milliseconds while the nodes' listening connections are up; allowance for a loaded machine
 
 
 def eventually(check, what: str) -> float:
     """Seconds until ``check()`` is true; fails after BOUND."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > BOUND:
-            pytest.fail(f"{what}: not seen on the other node within {BOUND} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
+    return wait_for(check, f"{what}, seen on the other node", BOUND)
 
 
 def test_a_key_created_and_disabled_through_one_node_is_served_and_refused_by_the_other(
