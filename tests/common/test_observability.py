@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from common.accesslog import GATEWAY_FIELDS, KEYSERVICE_FIELDS, AccessLog, RequestRecord, check_destination, \
-    check_format, json_line, text_line
+from common.accesslog import GATEWAY_FIELDS, KEYSERVICE_FIELDS, PIPE_BUF, AccessLog, RequestRecord, \
+    check_destination, check_format, json_line, text_line
 from common.admin import Readiness
 from tests.support.secrets import GATEWAY_SECRET_KEY
 
@@ -72,6 +73,68 @@ def test_stdout_is_the_stream_in_effect_when_a_line_is_written(capsys) -> None:
     log.write(_record())
     log.close()
     assert capsys.readouterr().out == "PutObject 200\n"
+
+
+def _pipe_stream(monkeypatch) -> tuple[object, list[int], int]:
+    """sys.stdout replaced by a real pipe's write end; the sizes of the os.write calls made on it."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w", encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", stream)
+    sizes: list[int] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data) -> int:
+        if fd == write_fd:
+            sizes.append(len(data))
+        return real_write(fd, data)
+    monkeypatch.setattr("common.accesslog.os.write", recording_write)
+    return stream, sizes, read_fd
+
+
+def _drain(stream, read_fd: int) -> str:
+    stream.close()
+    with os.fdopen(read_fd, "rb") as pipe:
+        return pipe.read().decode()
+
+
+async def test_the_lines_of_one_loop_turn_go_out_in_few_writes_each_whole_lines_within_pipe_buf(monkeypatch) -> None:
+    """Workers share one stdout pipe: a write of at most PIPE_BUF bytes is never interleaved with another
+    process's, so each write holds whole lines only, and a burst costs a few writes, not one per line."""
+    stream, sizes, read_fd = _pipe_stream(monkeypatch)
+    log = AccessLog("stdout", "json", GATEWAY_FIELDS, "gateway")
+    for n in range(40):
+        log.write(_record(key=f"object-{n:03d}"))
+    assert sizes == []  # nothing before the turn ends
+    await asyncio.sleep(0)
+    text = _drain(stream, read_fd)
+    lines = text.splitlines()
+    assert [json.loads(line)["key"] for line in lines] == [f"object-{n:03d}" for n in range(40)]
+    assert all(size <= PIPE_BUF for size in sizes) and sum(sizes) == len(text.encode())
+    line_size = len(lines[0]) + 1
+    assert len(sizes) == -(-40 // (PIPE_BUF // line_size))  # as few writes as whole lines allow
+    ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
+    assert all(text.encode()[end - 1:end] == b"\n" for end in ends)
+
+
+def test_a_line_longer_than_pipe_buf_is_one_write_of_its_own_and_print_output_stays_first(monkeypatch) -> None:
+    stream, sizes, read_fd = _pipe_stream(monkeypatch)
+    print("listening on http://127.0.0.1:1", file=stream)  # buffered in the stream: it must go out first
+    log = AccessLog("stdout", "text", ("operation", "key"), "gateway")
+    log._pending.append("Short -\n")  # noqa: SLF001 - two lines queued in one turn, written together
+    log.write(_record(operation="Long", key="k" * (PIPE_BUF + 10)))
+    text = _drain(stream, read_fd)
+    assert text.splitlines() == ["listening on http://127.0.0.1:1", "Short -", "Long " + "k" * (PIPE_BUF + 10)]
+    assert sizes == [len("Short -\n"), PIPE_BUF + 16]
+
+
+def test_a_key_that_is_not_valid_unicode_is_written_escaped_not_lost(tmp_path: Path) -> None:
+    """A key decoded with surrogate escapes (bytes that are not UTF-8) cannot be encoded as it is: the text
+    format writes it backslash-escaped rather than dropping the line."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), "text", ("operation", "key"), "gateway")
+    log.write(_record(key="caf\udce9"))
+    log.close()
+    assert path.read_text() == "PutObject caf\\udce9\n"
 
 
 class _Probe:
