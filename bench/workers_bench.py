@@ -112,7 +112,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per key service run")
     parser.add_argument("--kms-concurrency", type=int, default=64)
-    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="key service client processes (bench.http_load: one drives two workers)")
     parser.add_argument("--store-url", help="also run the key service on this PostgreSQL database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp, ExitStack() as stack:
