@@ -16,7 +16,6 @@ KMS calls are counted from each gateway's audit log (every call the key service 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import tempfile
