@@ -12,7 +12,11 @@ byte passes through the gateway, and the body stays valid.
   copied onto itself as a multipart upload of UploadPartCopy's of the same byte ranges.
 
 Every copy is pinned to the ETag the object was read with (x-amz-copy-source-if-match): an object
-written meanwhile is skipped and reported, never overwritten with a stale seal.
+written meanwhile is skipped and reported, never overwritten with a stale seal. That holds only where the
+upstream honours the header, so a run first tries it on a scratch object (``copies_are_pinned``): on an
+upstream that copies anyway (Ceph RGW 16 does) a client's write racing a copy would get the old seal over
+its new body, unreadable for good, so the run refuses unless told the writers are stopped
+(``--writers-stopped``).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+from uuid import uuid4
 
 from common.files import write_atomically
 from gateway.config import ConfigError, load_config
@@ -39,9 +44,11 @@ from gateway.crypto.objectkey import ObjectKey
 from gateway.crypto.sse import CustomerKey, CustomerKeySeal, Seal, WrongCustomerKey
 from gateway.datakeys import GATEWAY
 from gateway.crypto.stream import IntegrityError
+from gateway.objects.multipart import multipart_etag
 from gateway.objects.store import ObjectStore
 from gateway.objects.writing import object_headers
 from gateway.s3client import ListEntry, ObjectChanged, ObjectHead, S3Client, UpstreamError
+from gateway.reserved import RESERVED_KEY_PREFIX
 from gateway.s3errors import S3Error
 from gateway.tools.scan import Stored, Target, UsageError, quiet_logging, bounded, last_modified, listed, say, stat
 
@@ -51,6 +58,7 @@ from gateway.tools.scan import Stored, Target, UsageError, quiet_logging, bounde
 KEPT_HEADERS = ("x-amz-storage-class", "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
                 "x-amz-server-side-encryption-bucket-key-enabled")
 PROGRESS_EVERY = 5.0  # seconds between plain progress lines
+PROBE_PREFIX = RESERVED_KEY_PREFIX + "probes/"  # scratch objects of copies_are_pinned, removed at once
 
 # Outcomes: what happened to each listed object.
 REWRAPPED = "rewrapped"
@@ -76,6 +84,7 @@ class Options:
     concurrency: int = 16
     report: Path | None = None
     customer_keys: tuple[CustomerKey, CustomerKey] | None = None  # SSE-C objects re-keyed from old to new
+    writers_stopped: bool = False  # the operator says no client writes the target meanwhile
 
 
 @dataclass
@@ -285,8 +294,39 @@ async def copy_multipart_in_place(client: S3Client, bucket: str, key: str, etag:
     except BaseException:
         await client.abort_multipart_upload(bucket, key, upload_id)
         raise
-    if result.etag.strip('"') != etag.strip('"'):
-        raise IntegrityError(f"the copy's ETag {result.etag} is not the object's {etag}")
+    # Ceph RGW 16 answers Complete with an empty ETag: the one S3 computes from the copied parts stands in.
+    completed = result.etag.strip('"') or (multipart_etag([part_etag for _, part_etag in copied]) or "").strip('"')
+    if completed != etag.strip('"'):
+        raise IntegrityError(f"the copy's ETag {result.etag or completed} is not the object's {etag}")
+
+
+class UnpinnedCopies(Exception):
+    """The upstream ignores x-amz-copy-source-if-match, and the operator did not say writers are stopped."""
+
+
+async def copies_are_pinned(client: S3Client, bucket: str) -> bool:
+    """Whether the upstream refuses a copy whose x-amz-copy-source-if-match names another ETag than the
+    source's (S3 and moto answer 412; Ceph RGW 16 copies anyway). Tried on a scratch object under the
+    gateway's reserved keys, which is deleted again, every version of it the trial made included."""
+    key = f"{PROBE_PREFIX}copy-condition-{uuid4().hex}"
+    versions = [(await client.put_object(bucket, key, b"probe", 5, {})).version_id]
+    try:
+        copied = await client.replace_metadata(bucket, key, {"x-amz-meta-probe": "copied"},
+                                               if_match='"00000000000000000000000000000000"')
+        versions.append(copied.version_id)
+        return False
+    except ObjectChanged:
+        return True
+    finally:
+        for version_id in dict.fromkeys(versions):  # None (an unversioned bucket): one plain delete
+            await client.delete_object(bucket, key, version_id=version_id)
+
+
+def unpinned_message(target: Target) -> str:
+    return (f"the upstream ignores x-amz-copy-source-if-match (Ceph RGW 16 does), so a client writing an object "
+            f"of {target} while it is rewrapped would find its write unreadable for good (its new body under "
+            f"the old seal). Stop every writer to {target} (clients of the gateway and anything writing "
+            f"straight to the upstream), then run again with --writers-stopped")
 
 
 def _reason(outcome: str) -> str:
@@ -317,6 +357,9 @@ async def run_rewrap(store: ObjectStore, options: Options, data_dir: Path) -> tu
     kms = store.keys.kms
     to_arn = await kms.key_arn(options.to_key_id)
     from_arn = None if options.from_key_id is None else await kms.key_arn(options.from_key_id)
+    if not (options.dry_run or options.writers_stopped) and not await copies_are_pinned(store.client,
+                                                                                         options.target.bucket):
+        raise UnpinnedCopies(unpinned_message(options.target))
     checkpoint = Checkpoint(data_dir, options)
     after, tally = checkpoint.load() if options.resume else (None, Tally())
     run = Rewrap(store, options, to_arn, from_arn, tally)
@@ -362,6 +405,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssec-old-key", type=Path, metavar="FILE",
                         help="re-key SSE-C objects from this customer key (32 bytes, raw or base64) ...")
     parser.add_argument("--ssec-new-key", type=Path, metavar="FILE", help="... to this one")
+    parser.add_argument("--writers-stopped", action="store_true",
+                        help="no client writes the target during the run: needed where the upstream ignores "
+                             "x-amz-copy-source-if-match (Ceph RGW 16)")
     parser.add_argument("--config", help="the gateway's TOML settings file")
 
 
@@ -375,7 +421,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError("--concurrency must be at least 1")
         options = Options(Target.parse(args.target), args.to_kms_key_id, args.from_kms_key_id, args.older_than,
                           args.dry_run, args.resume, args.concurrency, args.report,
-                          customer_keys(args.ssec_old_key, args.ssec_new_key))
+                          customer_keys(args.ssec_old_key, args.ssec_new_key), args.writers_stopped)
         config = load_config(args.config, os.environ)
         quiet_logging(config)
     except (UsageError, ConfigError) as exc:
@@ -387,7 +433,7 @@ def main(args: argparse.Namespace) -> int:
             return await run_rewrap(store, options, config.data_dir)
     try:
         tally, seconds = run(go())
-    except (S3Error, UpstreamError, ConfigError) as exc:
+    except (S3Error, UpstreamError, ConfigError, UnpinnedCopies) as exc:
         print(f"gateway rewrap: {exc}", file=sys.stderr)
         return 2
     report = summary(options, tally, seconds)

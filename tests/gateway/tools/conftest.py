@@ -35,16 +35,16 @@ def gateway_tool(*args: str, config: Path) -> subprocess.CompletedProcess:
                                                        if not k.startswith(("GATEWAY_", "KEYSERVICE_"))})
 
 
-@pytest.fixture
-def world(moto, tmp_path):
-    """A key service with CMKs A and B, a gateway writing under A, a bucket of objects written through it."""
+def _world(upstream, tmp_path: Path):
+    """A key service with CMKs A and B, a gateway on ``upstream`` writing under A, a bucket of objects written
+    through it."""
     (tmp_path / "ks").mkdir()
     keyservice = launch(tmp_path / "ks")
     kms = kms_client(keyservice.url)
     key_a = kms.create_key()["KeyMetadata"]["Arn"]
     key_b = kms.create_key()["KeyMetadata"]["Arn"]
     kms.create_alias(AliasName="alias/rewrap-b", TargetKeyId=key_b)
-    gateway = start_gateway_with_remote_kms(moto, tmp_path, keyservice.url, key_a,
+    gateway = start_gateway_with_remote_kms(upstream, tmp_path, keyservice.url, key_a,
                                             env={"GATEWAY_ALLOW_SSEC_OVER_HTTP": "true"})
     s3 = s3_client(gateway.url, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY)
     bucket = f"rewrap-{uuid.uuid4().hex[:12]}"
@@ -61,13 +61,24 @@ def world(moto, tmp_path):
         parts.append({"PartNumber": number, "ETag": etag})
     s3.complete_multipart_upload(Bucket=bucket, Key=MULTIPART_KEY, UploadId=upload["UploadId"],
                                  MultipartUpload={"Parts": parts})
-    config = tool_config(tmp_path / "tool.toml", moto, keyservice.url, key_a)
+    config = tool_config(tmp_path / "tool.toml", upstream, keyservice.url, key_a)
     try:
         yield type("World", (), dict(keyservice=keyservice, kms=kms, key_a=key_a, key_b=key_b, gateway=gateway,
                                      s3=s3, bucket=bucket, config=config, tmp_path=tmp_path))
     finally:
         assert gateway.stop() == 0, gateway.log()
         assert keyservice.server.stop() == 0
+
+
+@pytest.fixture
+def world(moto, tmp_path):
+    yield from _world(moto, tmp_path)
+
+
+@pytest.fixture
+def rgw_world(rgw, tmp_path):
+    """The same world with Ceph RGW as the upstream."""
+    yield from _world(rgw, tmp_path)
 
 
 def bodies() -> dict[str, bytes]:

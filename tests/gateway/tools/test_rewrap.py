@@ -219,3 +219,47 @@ def test_one_customer_key_without_the_other_is_a_usage_error(world) -> None:
     done = gateway_tool("rewrap", f"s3://{world.bucket}", "--to-kms-key-id", world.key_b,
                         "--ssec-old-key", str(world.tmp_path / "old.key"), config=world.config)
     assert done.returncode == 2 and "go together" in done.stderr
+
+
+def _probes(s3, bucket: str) -> list[str]:
+    """Every version and delete marker under the reserved prefix of the copy-condition trial."""
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=".s3gw/probes/")
+    return [item["Key"] for item in listed.get("Versions", []) + listed.get("DeleteMarkers", [])]
+
+
+def test_the_copy_condition_trial_leaves_no_scratch_object_or_version_behind(world, upstream_s3) -> None:
+    world.s3.put_bucket_versioning(Bucket=world.bucket, VersioningConfiguration={"Status": "Enabled"})
+    done = gateway_tool("rewrap", f"s3://{world.bucket}/docs/a.txt", "--to-kms-key-id", world.key_b,
+                        config=world.config)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert _probes(upstream_s3, world.bucket) == []
+
+
+@pytest.mark.rgw
+def test_where_the_upstream_ignores_copy_conditions_rewrap_refuses_until_told_the_writers_are_stopped(
+        rgw_world, rgw_s3) -> None:
+    """Ceph RGW 16 copies whatever x-amz-copy-source-if-match says: a client's write racing a copy would get
+    the old seal over its new body. So the run refuses, changing nothing; with --writers-stopped it runs, and
+    the multipart object (whose Complete RGW answers with an empty ETag) counts as rewrapped."""
+    world = rgw_world
+    refused = gateway_tool("rewrap", f"s3://{world.bucket}/docs/", "--to-kms-key-id", world.key_b,
+                           config=world.config)
+    target = f"s3://{world.bucket}/docs/"
+    assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", (
+        f"gateway rewrap: the upstream ignores x-amz-copy-source-if-match (Ceph RGW 16 does), so a client writing "
+        f"an object of {target} while it is rewrapped would find its write unreadable for good (its new body "
+        f"under the old seal). Stop every writer to {target} (clients of the gateway and anything writing "
+        f"straight to the upstream), then run again with --writers-stopped\n"))
+    assert {key: rgw_s3.head_object(Bucket=world.bucket, Key=key)["Metadata"]["x-gw-a"] for key in bodies()} == \
+        dict.fromkeys(bodies(), world.key_a)
+    assert _probes(rgw_s3, world.bucket) == []
+
+    report = world.tmp_path / "report.json"
+    done = gateway_tool("rewrap", target, "--to-kms-key-id", world.key_b, "--writers-stopped",
+                        "--report", str(report), config=world.config)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert json.loads(report.read_text())["counts"] == {"rewrapped": 4}
+    world.kms.disable_key(KeyId=world.key_a)
+    for key, body in bodies().items():
+        assert world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read() == body, key
+        assert rgw_s3.head_object(Bucket=world.bucket, Key=key)["Metadata"]["x-gw-a"] == world.key_b
