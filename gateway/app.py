@@ -80,6 +80,7 @@ HANDLERS: dict[str, Handler] = {
     "UploadPartCopy": copy.upload_part_copy,
     "DeleteObjects": buckets.delete_objects,
     "CreateBucket": buckets.create_bucket,
+    "GetBucket:location": buckets.get_bucket_location,
     "DeleteBucket": buckets.delete_bucket,
     "PutBucket:lifecycle": lifecycle.put_bucket_lifecycle,
     "GetObjectAttributes": object_attributes.get_object_attributes,

@@ -27,7 +27,7 @@ from gateway.objects.store import ObjectStore
 from gateway.sseheaders import SSE_HEADERS
 from gateway.reserved import is_reserved_key, reserved_key_denied
 from gateway.s3errors import from_upstream, parse_s3_error, service_unavailable
-from gateway.s3xml import children, parse_request, parse_response, text, xml_text
+from gateway.s3xml import S3_NS, children, parse_request, parse_response, text, xml_text
 from gateway.upstream import forwardable_headers
 
 log = logging.getLogger("gateway.buckets")
@@ -200,6 +200,23 @@ async def create_bucket(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         return error_answer(ctx.request, ctx.request_id, status, answer_headers, answer)
     response = web.Response(status=status, body=answer, headers=response_headers(answer_headers))
     return response
+
+
+async def get_bucket_location(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    """The gateway's own region, not the upstream's: a client signs its next requests for the region this
+    answer names, and the gateway checks signatures against its own (Ceph RGW answers its zonegroup,
+    ``default``, for which s3cmd then signs and is refused). The upstream is still asked first, so a bucket
+    that is not there, or a caller it refuses, gets the upstream's own error."""
+    headers = forwardable_headers(ctx.request.headers, drop=(*SSE_HEADERS, *STRIPPED_HEADERS))
+    upstream = await ctx.upstream(gw).request("GET", ctx.raw_path, ctx.query, headers)
+    async with upstream:
+        status, answer_headers = upstream.status, upstream.headers.copy()
+        answer = await read_small(upstream, limit=MAX_CREATE_BUCKET_BODY)
+    if status >= 400:
+        return error_answer(ctx.request, ctx.request_id, status, answer_headers, answer)
+    name = "" if gw.config.region == "us-east-1" else xml_text(gw.config.region)  # S3 names us-east-1 by no name
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="{S3_NS}">{name}</LocationConstraint>'
+    return web.Response(status=200, body=body.encode(), content_type="application/xml")
 
 
 def error_code(body: bytes) -> str | None:

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from tests.gateway.conftest import DEFAULT_KMS_ALIAS
 from tests.gateway.both_upstreams import gateway, upstream_s3  # noqa: F401 (moto and RGW)
-from tests.support.clients import aws
+from tests.support.clients import aws, s3cmd
 from tests.support.secrets import CUSTOMER_KEY
 
 MiB = 1024 * 1024
@@ -214,3 +214,18 @@ def test_upstream_errors_reach_clients_with_code_and_message(s3, gateway, bucket
     assert (status, code) == (404, "NoSuchBucket") and message == "The specified bucket does not exist"
     returncode, _, stderr = aws(gateway.endpoint(tmp_path), "s3", "ls", f"s3://{bucket}-absent/")
     assert returncode != 0 and "NoSuchBucket" in stderr and "NoneType" not in stderr, stderr
+
+
+# ---------------------------------------------------------------- GetBucketLocation
+
+
+def test_get_bucket_location_names_the_gateways_region_whatever_the_upstream_calls_its_own(
+        upstream, gateway, s3, bucket, upstream_s3, tmp_path):
+    """Clients sign for the region this answer names, and the gateway checks signatures against its own: RGW's
+    "default" (its zonegroup) would have s3cmd sign for a region the gateway refuses."""
+    straight = upstream_s3.get_bucket_location(Bucket=bucket)["LocationConstraint"]
+    assert straight == (None if upstream == "moto" else "default")
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None  # the gateway's us-east-1
+    assert _error(s3.get_bucket_location, Bucket="no-such-bucket-here")[:2] == (404, "NoSuchBucket")
+    status, out, err = s3cmd(gateway.endpoint(tmp_path), "info", f"s3://{bucket}")
+    assert status == 0 and re.search(r"Location:\s+us-east-1", out), (out, err)
