@@ -19,7 +19,7 @@ from gateway.config import GatewayConfig, secrets_of
 from gateway.crypto import metadata
 from gateway.crypto.metadata import EncryptionInfo
 from gateway.reserved import is_reserved_key
-from gateway.s3client import ListEntry, ObjectHead, S3Client
+from gateway.s3client import ListEntry, ObjectHead, S3Client, VersionEntry
 
 S3_SCHEME = "s3://"
 T_in = TypeVar("T_in")
@@ -76,10 +76,27 @@ async def listed(client: S3Client, target: Target, start_after: str | None = Non
         token = page.next_token
 
 
+async def versions_listed(client: S3Client, target: Target, page_size: int = 1000
+                          ) -> AsyncIterator[list[VersionEntry]]:
+    """Every version of the target's objects (current and older, the gateway's own keys and delete markers
+    left out), page by page."""
+    key_marker: str | None = None
+    version_marker: str | None = None
+    while True:
+        page = await client.list_object_versions(target.bucket, prefix=target.prefix, key_marker=key_marker,
+                                                 version_id_marker=version_marker, max_keys=page_size)
+        yield [entry for entry in page.versions if not is_reserved_key(entry.key)]
+        if not page.truncated:
+            return
+        key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
+
+
 async def stat(client: S3Client, bucket: str, entry: ListEntry) -> Stored:
     """The object's HEAD pinned to the listed ETag (`ObjectChanged` if it changed since) and its seal;
-    malformed gateway metadata raises IntegrityError."""
-    head = await client.head_object(bucket, entry.key, if_match=entry.etag or None)
+    malformed gateway metadata raises IntegrityError. A listed version (`VersionEntry`) is HEADed by its
+    version id: an older version is read as it is, not the current one."""
+    version_id = entry.version_id if isinstance(entry, VersionEntry) else None
+    head = await client.head_object(bucket, entry.key, version_id=version_id, if_match=entry.etag or None)
     return Stored(entry.key, head, metadata.decode(head.headers))
 
 
