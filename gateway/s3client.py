@@ -397,8 +397,8 @@ def _version_entry(element: ET.Element, decode: Callable[[str], str]) -> Version
 
 
 def _delete_marker(element: ET.Element, decode: Callable[[str], str]) -> DeleteMarkerEntry:
-    return DeleteMarkerEntry(key=decode(text(element, "Key") or ""),
-                             version_id=text(element, "VersionId") or "null", is_latest=(text(element, "IsLatest") or "").lower() == "true")
+    return DeleteMarkerEntry(key=decode(text(element, "Key") or ""), version_id=text(element, "VersionId") or "null",
+                             is_latest=(text(element, "IsLatest") or "").lower() == "true")
 
 
 # Ceph RGW 16 sends KeyMarker, NextKeyMarker and Prefix of a versions listing as they are, encoding-type=url

@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
             return key_arn, usages
     try:
         key_arn, usages = run(go())
-    except (S3Error, UpstreamError, ConfigError) as exc:
+    except (S3Error, UpstreamError, ConfigError, IntegrityError) as exc:  # IntegrityError: a listing that never ends
         print(f"gateway keys usage: {exc}", file=sys.stderr)
         return 2
     report: dict[str, Any] = {"key_arn": key_arn, "objects": sum(len(u.keys) for u in usages),
