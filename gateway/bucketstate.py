@@ -185,6 +185,16 @@ class BucketStates:
         self._known.add(bucket)
         self._unknown_until.pop(bucket, None)
 
+    async def withdraw_no_plaintext(self, bucket: str) -> None:
+        """Delete the bucket's record (a mark `gateway migrate` wrote, then found wrong): this process takes the
+        bucket as unknown at once; another process sees it once it reads the record again, which a process that
+        found the mark never does before it restarts (a positive answer is cached for its life)."""
+        try:
+            await self._client.delete_object(bucket, STATE_KEY)
+        except UpstreamError as exc:
+            raise exc.s3_error() from None
+        self.forget(bucket)
+
     async def read_stored(self, bucket: str) -> bytes | None:
         """The record object's bytes as stored (authentic or not), None when there is none; an upstream
         failure is its S3 error."""
