@@ -303,7 +303,7 @@ def test_progress_without_a_terminal_is_a_plain_line():
     progress.advance(MiB)
     progress.advance(2 * MiB)
     progress.close()
-    assert stream.getvalue() == "migrated 2/2 objects, 3.0/3.0 MiB\n"
+    assert stream.getvalue() == "processed 2/2 objects, 3.0/3.0 MiB\n"
 
 
 async def test_an_object_overwritten_between_its_read_and_its_write_is_not_clobbered(upstream_s3, legacy_bucket,
