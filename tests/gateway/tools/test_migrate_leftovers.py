@@ -1,5 +1,5 @@
-"""`gateway migrate` against the cases a user trial found it wrong in (moto with IAM auth; Ceph RGW 16 where
-its behaviour is the point): a checkpointed object rewritten as plaintext before a resume, metadata in the
+"""What `gateway migrate` leaves behind, and says it leaves (moto with IAM auth; Ceph RGW 16 where its
+behaviour is the point): a checkpointed object rewritten as plaintext before a resume, metadata in the
 gateway's reserved names, plaintext written straight to the upstream around the mark, a marked bucket with
 plaintext in it, the upstream's at-rest encryption, what the summary says about the mark, RGW refusing
 If-Match in versioned buckets."""
