@@ -58,7 +58,7 @@ async def test_the_record_is_read_to_its_end_when_it_arrives_in_pieces():
     from aiohttp import web
 
     from gateway.bucketstate import BucketStates
-    from gateway.upstream import Upstream, UpstreamTarget
+    from tests.support.scripted_upstream import scripted_upstream
 
     body = seal_record(SECRET, "photos", {**new_record(), "no_plaintext": False, "pad": "x" * 3000})
 
@@ -70,22 +70,10 @@ async def test_the_record_is_read_to_its_end_when_it_arrives_in_pieces():
             await asyncio.sleep(0.02)
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", piecewise)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    upstream = Upstream(UpstreamTarget(f"http://127.0.0.1:{port}", "us-east-1", "AK", "SK"))
-    await upstream.start()
-    try:
+    async with scripted_upstream(piecewise) as upstream:
         states = BucketStates(upstream, SECRET)
         assert await states.read_stored("photos") == body
         assert await states.holds_no_plaintext("photos") is False  # authentic, and says so: read whole
-    finally:
-        await upstream.close()
-        await runner.cleanup()
 
 
 async def test_a_record_read_outlasts_a_short_503_burst_and_a_record_write_is_sent_once(moto, upstream_s3):

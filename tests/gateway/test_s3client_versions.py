@@ -14,6 +14,7 @@ from gateway.crypto.stream import IntegrityError
 from gateway.s3client import DeleteMarkerEntry, S3Client, VersionEntry
 from gateway.upstream import Upstream, UpstreamTarget
 from tests.gateway.conftest import on_upstream
+from tests.support.scripted_upstream import scripted_upstream
 
 KEYS = ["a", "b/1", "c\x01d", "d e+f%", "z"]  # moto ignores encoding-type=url here: no "\x01" there (not XML 1.0)
 
@@ -125,20 +126,8 @@ async def canned() -> AsyncIterator:
         asked.append(dict(request.query))
         return web.Response(body=answer[0], content_type="application/xml")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    link = Upstream(UpstreamTarget(f"http://127.0.0.1:{port}", "us-east-1", "AK", "SK"))
-    await link.start()
-    try:
+    async with scripted_upstream(handle) as link:
         yield S3Client(link), answer, asked
-    finally:
-        await link.close()
-        await runner.cleanup()
 
 
 async def test_the_request_asks_for_versions_url_encoded_after_the_marker_pair(canned):
